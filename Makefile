@@ -1,0 +1,40 @@
+# Thin entry points; each target calls the real tool. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PYTHONPATH := $(CURDIR)/hack
+
+.PHONY: help deps testbed demo test lint bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=25,<27"
+	$(BIN)/pip install --quiet -e ".[test,dev]"
+	@touch $@
+
+deps: $(STAMP) ## virtualenv with the package and its test/dev dependencies
+
+testbed: deps ## find or build kube-apiserver, etcd, helm, kubeconform; install Azurite
+	$(BIN)/python -m testbed prepare
+
+demo: testbed ## local control plane + S3 emulator + operator + samples, until Ctrl-C
+	$(BIN)/python -m testbed demo
+
+test: testbed ## lint, type-check and run every test against the real test bed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: deps ## ruff and mypy only
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: testbed ## benchmarks; prints one JSON document (N=100,1000; BENCH_SIZES to change)
+	$(BIN)/python -m bench
+
+clean: ## remove the virtualenv (built binaries stay cached in ~/.cache/callstorage)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

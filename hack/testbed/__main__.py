@@ -1,0 +1,176 @@
+"""``python -m testbed``: prepare the test bed, or run the local demo.
+
+    prepare   find or build kube-apiserver, etcd, kube-controller-manager, helm,
+              kubeconform (cached in ~/.cache/callstorage) and install Azurite
+    up        start a control plane + S3 emulator and wait (for exploring by hand)
+    demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed import binaries, kubeutil
+from testbed.controlplane import ControlPlane
+from testbed.procs import Server, free_port, http_ok, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "callstorage-system"
+
+
+def _say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def prepare() -> None:
+    for name, path in binaries.ensure_all().items():
+        _say(f"{name}: {path}")
+    from testbed.azurite import install_azurite
+
+    _say(f"azurite: {install_azurite()}")
+
+
+def _wait_for_ctrl_c() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def _s3_samples_for_emulator(docs: list[dict[str, Any]], s3: Any) -> list[dict[str, Any]]:
+    """Point the S3 samples at the local emulator, with real keys scoped per sample.
+
+    Everything else is applied as written: the GCS and Azure samples then show in status
+    how a storage that cannot be reached or authenticated looks.
+    """
+    from testbed.s3 import put_only_policy, readwrite_policy
+
+    out = [copy.deepcopy(d) for d in docs]
+    secrets = {(d["metadata"].get("namespace"), d["metadata"]["name"]): d
+               for d in out if d.get("kind") == "Secret"}
+    for doc in out:
+        spec = doc.get("spec") or {}
+        if doc.get("kind") != "ExternalStorage" or spec.get("storageType") != "s3":
+            continue
+        bucket = spec["bucket"]
+        s3.create_bucket(bucket)
+        spec["s3"]["endpoint"] = s3.endpoint
+        spec["s3"]["forcePathStyle"] = True
+        ref = (spec["s3"].get("credentialsSecretRef") or {}).get("name")
+        if not ref:
+            continue
+        ns = doc["metadata"].get("namespace")
+        if spec.get("accessMode") == "WriteOnly":
+            from callstorage.api import ExternalStorageSpec, effective_prefixes
+
+            parsed = ExternalStorageSpec.model_validate(spec)
+            policy = put_only_policy(bucket, sorted(set(effective_prefixes(parsed).values())))
+        else:
+            policy = readwrite_policy(bucket)
+        keys = s3.create_user(f"demo-{doc['metadata']['name']}", policy)
+        secret = secrets.get((ns, ref))
+        if secret is not None:
+            secret.pop("data", None)
+            secret["stringData"] = {**(secret.get("stringData") or {}),
+                                    **keys.as_secret_data()}
+    return out
+
+
+def up(demo: bool) -> int:
+    from testbed.s3 import S3Server
+
+    run_dir = Path(tempfile.mkdtemp(prefix="callstorage-demo-"))
+    _say("building or finding the control-plane binaries (cached after the first run)")
+    binaries.ensure_all(["etcd", "kube-apiserver", "kube-controller-manager"])
+    cp = ControlPlane(run_dir / "cp")
+    s3: S3Server | None = None
+    operator: Server | None = None
+    try:
+        _say("starting etcd, kube-apiserver and kube-controller-manager on 127.0.0.1")
+        cp.start()
+        _say("starting the S3 emulator (moto, SigV4 and IAM policies enforced)")
+        s3 = S3Server.start(run_dir / "logs")
+        api = cp.api_client()
+        kubeutil.apply_crds(api, ROOT / "crds")
+        kubeutil.create_namespace(api, OPERATOR_NAMESPACE, exist_ok=True)
+        kubectl = ["kubectl", f"--kubeconfig={cp.kubeconfig}"]
+        if demo:
+            health = free_port()
+            _say("starting the operator (log: %s)" % (run_dir / "logs" / "operator.log"))
+            operator = Server("operator", [sys.executable, "-m", "callstorage"],
+                              run_dir / "logs", cwd=ROOT, env={
+                                  "KUBECONFIG": str(cp.kubeconfig),
+                                  "CALLSTORAGE_NAMESPACE": OPERATOR_NAMESPACE,
+                                  "CALLSTORAGE_HEALTH_PORT": str(health),
+                                  "CALLSTORAGE_METRICS_PORT": str(free_port()),
+                                  "CALLSTORAGE_CONNECT_TIMEOUT": "3",
+                                  "CALLSTORAGE_READ_TIMEOUT": "5",
+                                  "PYTHONUNBUFFERED": "1"})
+            wait_for(lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60,
+                     "the operator to start", alive=operator)
+            docs = [d for p in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
+                    if p.name != "kustomization.yaml"
+                    for d in yaml.safe_load_all(p.read_text()) if d]
+            docs = _s3_samples_for_emulator(docs, s3)
+            _say(f"applying {len(docs)} objects from manifests/samples/")
+            order = {"Namespace": 0, "Secret": 1, "ExternalStorage": 2, "CallType": 3}
+            docs.sort(key=lambda d: order.get(d.get("kind", ""), 9))
+            subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
+                           input=yaml.safe_dump_all(docs))
+            _say("waiting for the S3 storages to be validated")
+            deadline = time.monotonic() + 60
+            s3_names = [(d["metadata"].get("namespace", "default"), d["metadata"]["name"])
+                        for d in docs if d.get("kind") == "ExternalStorage"
+                        and d["spec"].get("storageType") == "s3"]
+            for ns, name in s3_names:
+                try:
+                    kubeutil.wait_ready(api, "externalstorages", ns, name,
+                                        timeout=max(deadline - time.monotonic(), 1))
+                except AssertionError as exc:
+                    _say(f"{ns}/{name} is not Ready yet: {exc}")
+            subprocess.run([*kubectl, "get", "exs,ct", "-A"], check=False)
+        print()
+        _say("the cluster is yours; from another shell:")
+        print(f"    export KUBECONFIG={cp.kubeconfig}")
+        print("    kubectl get exs,ct -A            # storages and call types")
+        print("    kubectl describe exs -n callstorage-demo")
+        print(f"    S3 emulator: {s3.endpoint}")
+        _say("press Ctrl-C to stop and clean up")
+        _wait_for_ctrl_c()
+    finally:
+        _say("stopping")
+        if operator is not None:
+            operator.stop()
+        if s3 is not None:
+            s3.stop()
+        cp.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["prepare", "up", "demo"])
+    args = parser.parse_args(argv)
+    if args.command == "prepare":
+        prepare()
+        return 0
+    return up(demo=args.command == "demo")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Find or build the Go binaries the test bed needs, and cache them outside the repo.
+
+Lookup order for each binary: ``$KUBEBUILDER_ASSETS`` (the envtest convention, for
+kube-apiserver, etcd and kubectl-style assets), then the cache under
+``~/.cache/callstorage/bin/<name>-<version>/``, then a build from the Go module proxy.
+Builds go through a throwaway wrapper module because k8s.io/kubernetes and etcd's server
+module point their sibling modules at local paths with ``replace`` directives, which
+``go install pkg@version`` refuses; the wrapper replaces them with the published twins.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.34.4"
+ETCD_VERSION = "v3.6.16"
+HELM_VERSION = "v3.19.5"
+KUBECONFORM_VERSION = "v0.7.0"
+
+# Staging modules of k8s.io/kubernetes; each is published as k8s.io/<name> v0.<minor>.<patch>.
+_K8S_STAGING = (
+    "api", "apiextensions-apiserver", "apimachinery", "apiserver", "cli-runtime", "client-go",
+    "cloud-provider", "cluster-bootstrap", "code-generator", "component-base",
+    "component-helpers", "controller-manager", "cri-api", "cri-client", "csi-translation-lib",
+    "dynamic-resource-allocation", "endpointslice", "externaljwt", "kms", "kube-aggregator",
+    "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubectl", "kubelet", "metrics",
+    "mount-utils", "pod-security-admission", "sample-apiserver", "sample-cli-plugin",
+    "sample-controller",
+)
+
+
+def cache_root() -> Path:
+    """Where built binaries live; ``CALLSTORAGE_CACHE`` overrides ``~/.cache/callstorage``."""
+    env = os.environ.get("CALLSTORAGE_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base if env else base / "callstorage"
+
+
+@dataclass(frozen=True)
+class GoBuild:
+    """One Go build: a wrapper module and the packages to build from it."""
+
+    name: str
+    version: str
+    binaries: tuple[str, ...]
+    go_mod: str
+    packages: tuple[str, ...]
+    ldflags: str = ""
+    main_go: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def directory(self) -> Path:
+        return cache_root() / "bin" / f"{self.name}-{self.version}"
+
+
+def _kubernetes() -> GoBuild:
+    v = KUBERNETES_VERSION
+    major, minor = v.lstrip("v").split(".")[:2]
+    staging = v.replace("v1.", "v0.", 1)
+    replaces = "\n".join(f"\tk8s.io/{m} => k8s.io/{m} {staging}" for m in _K8S_STAGING)
+    go_mod = (
+        "module callstorage.local/kube\n\ngo 1.24\n\n"
+        f"require k8s.io/kubernetes {v}\n\nreplace (\n{replaces}\n)\n"
+    )
+    pkg = "k8s.io/component-base/version"
+    ldflags = " ".join(
+        f"-X {pkg}.{k}={val}"
+        for k, val in {
+            "gitVersion": v,
+            "gitMajor": major,
+            "gitMinor": minor,
+            "gitTreeState": "clean",
+            "buildDate": "1970-01-01T00:00:00Z",
+        }.items()
+    )
+    return GoBuild(
+        name="kubernetes",
+        version=v,
+        binaries=("kube-apiserver", "kube-controller-manager"),
+        go_mod=go_mod,
+        packages=(
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+        ),
+        ldflags=f"-s -w {ldflags}",
+    )
+
+
+def _etcd() -> GoBuild:
+    go_mod = (
+        "module callstorage.local/etcd\n\ngo 1.24\n\n"
+        f"require go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+    )
+    main_go = (
+        "package main\n\nimport (\n\t\"os\"\n\n\t\"go.etcd.io/etcd/server/v3/etcdmain\"\n)\n\n"
+        "func main() { etcdmain.Main(os.Args) }\n"
+    )
+    return GoBuild(
+        name="etcd",
+        version=ETCD_VERSION,
+        binaries=("etcd",),
+        go_mod=go_mod,
+        packages=(".",),
+        main_go=main_go,
+        ldflags="-s -w",
+    )
+
+
+def _helm() -> GoBuild:
+    go_mod = f"module callstorage.local/helm\n\ngo 1.24\n\nrequire helm.sh/helm/v3 {HELM_VERSION}\n"
+    return GoBuild(
+        name="helm",
+        version=HELM_VERSION,
+        binaries=("helm",),
+        go_mod=go_mod,
+        packages=("helm.sh/helm/v3/cmd/helm",),
+        ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+    )
+
+
+def _kubeconform() -> GoBuild:
+    go_mod = (
+        "module callstorage.local/kubeconform\n\ngo 1.24\n\n"
+        f"require github.com/yannh/kubeconform {KUBECONFORM_VERSION}\n"
+    )
+    return GoBuild(
+        name="kubeconform",
+        version=KUBECONFORM_VERSION,
+        binaries=("kubeconform",),
+        go_mod=go_mod,
+        packages=("github.com/yannh/kubeconform/cmd/kubeconform",),
+        ldflags="-s -w",
+    )
+
+
+BUILDS: dict[str, GoBuild] = {
+    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform())
+}
+# binary name -> the build that makes it
+_BY_BINARY = {binary: b for b in BUILDS.values() for binary in b.binaries}
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise builds of one thing across processes (parallel test runs, demo + tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _log(msg: str) -> None:
+    print(f"[testbed] {msg}", file=sys.stderr, flush=True)
+
+
+def build(b: GoBuild) -> Path:
+    """Build ``b`` into its cache directory unless every binary is already there."""
+    target = b.directory
+    if all((target / n).is_file() for n in b.binaries):
+        return target
+    if shutil.which("go") is None:
+        raise RuntimeError(f"{b.name} {b.version} is not cached and Go is not installed")
+    with _locked(target.parent / f"{target.name}.lock"):
+        if all((target / n).is_file() for n in b.binaries):
+            return target
+        _log(f"building {b.name} {b.version} with Go (cold builds take minutes; cached after)")
+        with tempfile.TemporaryDirectory(prefix=f"callstorage-{b.name}-") as tmp:
+            work = Path(tmp)
+            (work / "go.mod").write_text(b.go_mod)
+            if b.main_go is not None:
+                (work / "main.go").write_text(b.main_go)
+            env = {
+                **os.environ,
+                "GOTOOLCHAIN": "local",
+                "CGO_ENABLED": "0",
+                "GOFLAGS": "-mod=mod -buildvcs=false",
+                # the checksum database is not reachable from every machine; the module
+                # proxy still serves content-addressed zips, and go.sum pins them per build
+                "GOSUMDB": "off",
+                **b.env,
+            }
+            out = work / "out"
+            out.mkdir()
+            cmd = ["go", "build", "-trimpath", "-ldflags", b.ldflags, "-o", f"{out}/",
+                   *b.packages]
+            subprocess.run(cmd, cwd=work, env=env, check=True)
+            if b.main_go is not None:  # `go build .` names the binary after the module
+                (out / Path(b.go_mod.split()[1]).name).rename(out / b.binaries[0])
+            target.mkdir(parents=True, exist_ok=True)
+            for n in b.binaries:
+                shutil.move(str(out / n), str(target / n))
+        _log(f"built {b.name} into {target}")
+    return target
+
+
+def find(binary: str) -> Path:
+    """Path of ``binary``: from ``KUBEBUILDER_ASSETS`` when it has it, else cached or built."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and (Path(assets) / binary).is_file():
+        return Path(assets) / binary
+    b = _BY_BINARY.get(binary)
+    if b is None:
+        raise KeyError(f"unknown binary {binary!r}")
+    return build(b) / binary
+
+
+def ensure_all(names: list[str] | None = None) -> dict[str, Path]:
+    """Find or build every binary (or those named); returns binary -> path."""
+    wanted = names or list(_BY_BINARY)
+    return {n: find(n) for n in wanted}

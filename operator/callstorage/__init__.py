@@ -1,0 +1,3 @@
+"""callstorage: a Kubernetes operator for where call recordings and transcriptions are stored."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""``python -m callstorage`` runs the operator."""
+
+import sys
+
+from callstorage.runner import main
+
+sys.exit(main())

@@ -1,0 +1,491 @@
+"""Pydantic models of the ``callstorage.io/v1alpha1`` kinds, mirroring ``crds/*.yaml``.
+
+The CRDs are the source of truth: admission already refuses what they reject, so the
+operator normally parses objects that are valid. These models check the same rules
+anyway, because objects can predate a CRD upgrade and the Python client builds specs
+without an API server. Every rule reports the message its CEL rule reports, as a line
+``<field path>: <message>``; ``tests/cases/admission.py`` runs one table through both
+and fails when they disagree.
+
+Field names are snake_case in Python and camelCase on the wire (``by_alias``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from callstorage.api import durations, names
+from callstorage.api.prefixes import CATEGORIES, MAX_PREFIX_LENGTH, prefix_problems
+
+GROUP = "callstorage.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+EXTERNALSTORAGE_KIND = "ExternalStorage"
+EXTERNALSTORAGE_PLURAL = "externalstorages"
+CALLTYPE_KIND = "CallType"
+CALLTYPE_PLURAL = "calltypes"
+RESERVED_STORAGE_NAME = "stream-s3"
+CHECK_ANNOTATION = "callstorage.io/check-requested-at"
+IN_USE_FINALIZER = "callstorage.io/in-use-protection"
+# Platform call type names need not be valid object names (the built-in ``audio_room``):
+# such a CallType is named with '-' for '_' and carries the exact name in this label.
+CALL_TYPE_LABEL = "callstorage.io/call-type"
+
+RESERVED_NAME_MESSAGE = "stream-s3 is reserved for the platform storage; choose another name"
+
+StorageTypeName = Literal["s3", "gcs", "abs"]
+AccessModeName = Literal["ReadWrite", "WriteOnly"]
+
+
+class StorageType(StrEnum):
+    """``spec.storageType``: the provider."""
+
+    S3 = "s3"
+    GCS = "gcs"
+    ABS = "abs"
+
+
+class AccessMode(StrEnum):
+    """``spec.accessMode``: what the credentials are expected to allow."""
+
+    READ_WRITE = "ReadWrite"
+    WRITE_ONLY = "WriteOnly"
+
+
+class InvalidSpecError(ValueError):
+    """An object breaks the schema; ``problems`` holds one ``<path>: <message>`` per rule."""
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def summary(self) -> str:
+        """All problems on one line, for a condition message or an event."""
+        return "; ".join(self.problems)
+
+
+# Errors raised by the validators below. "callstorage" messages belong to the field the
+# error is reported at; "callstorage_lines" messages already name a field relative to it.
+def _problem(messages: Iterable[str]) -> PydanticCustomError:
+    return PydanticCustomError("callstorage", "{message}", {"message": "\n".join(messages)})
+
+
+def _problem_lines(lines: Iterable[str]) -> PydanticCustomError:
+    return PydanticCustomError("callstorage_lines", "{message}", {"message": "\n".join(lines)})
+
+
+def _too_long(limit: int) -> str:
+    return f"Too long: may not be more than {limit} bytes"
+
+
+class _Model(BaseModel):
+    """Shared config: camelCase on the wire, strict JSON types, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        strict=True,
+        frozen=True,
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _reject_namespace(data: Any) -> Any:
+    """Refuse ``namespace`` in a Secret reference with the CRD's message, not "unknown"."""
+    if isinstance(data, Mapping) and "namespace" in data:
+        raise _problem_lines([f"namespace: Forbidden: {names.REF_NAMESPACE_MESSAGE}"])
+    return data
+
+
+def _secret_name(value: str) -> str:
+    if len(value) > 253:
+        raise _problem([_too_long(253)])
+    if not names.is_dns1123_subdomain(value):
+        raise _problem([names.REF_NAME_MESSAGE])
+    return value
+
+
+class SecretRef(_Model):
+    """A Secret in the referring object's own namespace (no cross-namespace references)."""
+
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_namespace(cls, data: Any) -> Any:
+        return _reject_namespace(data)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _secret_name(value)
+
+
+class KeyedSecretRef(_Model):
+    """A key of a Secret in the referring object's own namespace."""
+
+    name: str
+    key: str = "ca.crt"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_namespace(cls, data: Any) -> Any:
+        return _reject_namespace(data)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        return _secret_name(value)
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: str) -> str:
+        if len(value) > 253:
+            raise _problem([_too_long(253)])
+        if not names.is_secret_key(value):
+            raise _problem([names.REF_KEY_MESSAGE])
+        return value
+
+
+def _url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value) > 512:
+        raise _problem([_too_long(512)])
+    if not names.is_http_url(value):
+        raise _problem([names.URL_MESSAGE])
+    return value
+
+
+class S3Spec(_Model):
+    """``spec.s3``: Amazon S3 or an S3-compatible server."""
+
+    region: str
+    endpoint: str | None = None
+    force_path_style: bool = False
+    credentials_secret_ref: SecretRef | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        if len(value) > 64:
+            raise _problem([_too_long(64)])
+        if not names.is_region(value):
+            raise _problem([names.REGION_MESSAGE])
+        return value
+
+    _check_endpoint = field_validator("endpoint")(_url)
+
+
+class GCSSpec(_Model):
+    """``spec.gcs``: Google Cloud Storage."""
+
+    credentials_secret_ref: SecretRef
+    endpoint: str | None = None
+
+    _check_endpoint = field_validator("endpoint")(_url)
+
+
+class ABSSpec(_Model):
+    """``spec.abs``: Azure Blob Storage (``spec.bucket`` is the container)."""
+
+    account_name: str
+    endpoint: str | None = None
+    authority_host: str | None = None
+    credentials_secret_ref: SecretRef
+
+    @field_validator("account_name")
+    @classmethod
+    def _check_account(cls, value: str) -> str:
+        if len(value) > 24:
+            raise _problem([_too_long(24)])
+        if not names.is_account_name(value):
+            raise _problem([names.ACCOUNT_MESSAGE])
+        return value
+
+    _check_urls = field_validator("endpoint", "authority_host")(_url)
+
+
+class TLSSpec(_Model):
+    """``spec.tls``: a private CA to trust for a custom endpoint."""
+
+    ca_secret_ref: KeyedSecretRef
+
+
+def _prefix(value: str | None) -> str | None:
+    """A ``path`` or ``prefixes`` value as written; the rules, not the normalisation."""
+    if value is None:
+        return None
+    problems = prefix_problems(value)
+    if len(value) > MAX_PREFIX_LENGTH:
+        problems.insert(0, _too_long(MAX_PREFIX_LENGTH))
+    if problems:
+        raise _problem(problems)
+    return value
+
+
+class Prefixes(_Model):
+    """``spec.prefixes``: per-category overrides of ``spec.path`` (any subset)."""
+
+    audio: str | None = None
+    video: str | None = None
+    transcript: str | None = None
+    metadata: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = [str(key) for key in data if key not in CATEGORIES]
+            if unknown:
+                raise _problem([
+                    "allowed keys are audio, video, transcript and metadata; not "
+                    + ", ".join(unknown)])
+        return data
+
+    _check_values = field_validator(*CATEGORIES)(_prefix)
+
+    def as_dict(self) -> dict[str, str | None]:
+        """Category -> value as written (None when not overridden)."""
+        return {category: getattr(self, category) for category in CATEGORIES}
+
+
+class ExternalStorageSpec(_Model):
+    """``spec`` of an ExternalStorage."""
+
+    storage_type: StorageTypeName
+    bucket: str
+    path: str | None = None
+    access_mode: AccessModeName = "ReadWrite"
+    prefixes: Prefixes | None = None
+    s3: S3Spec | None = None
+    gcs: GCSSpec | None = None
+    abs: ABSSpec | None = None
+    tls: TLSSpec | None = None
+    validation_interval: str = "1h"
+    suspend: bool = False
+
+    @field_validator("bucket")
+    @classmethod
+    def _check_bucket_length(cls, value: str) -> str:
+        if len(value) > 222:
+            raise _problem([_too_long(222)])
+        return value
+
+    _check_path = field_validator("path")(_prefix)
+
+    @field_validator("validation_interval")
+    @classmethod
+    def _check_interval(cls, value: str) -> str:
+        if len(value) > 20:
+            raise _problem([_too_long(20)])
+        try:
+            durations.validate_interval(value)
+        except ValueError as error:
+            raise _problem([str(error)]) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_provider(self) -> ExternalStorageSpec:
+        # The provider block matching storageType, and no other; then its bucket rules.
+        lines: list[str] = []
+        blocks = {"s3": self.s3, "gcs": self.gcs, "abs": self.abs}
+        for block, value in blocks.items():
+            if block == self.storage_type and value is None:
+                lines.append(
+                    f"{block}: Required value: must be set when storageType is {block}")
+        for block, value in blocks.items():
+            if block != self.storage_type and value is not None:
+                lines.append(
+                    f"{block}: Forbidden: must not be set when storageType is "
+                    f"{self.storage_type}; keep only the block that matches storageType")
+        lines += [f"bucket: {problem}"
+                  for problem in names.bucket_problems(self.storage_type, self.bucket)]
+        if lines:
+            raise _problem_lines(lines)
+        return self
+
+    @property
+    def provider(self) -> S3Spec | GCSSpec | ABSSpec:
+        """The provider block that matches ``storage_type``."""
+        block = {"s3": self.s3, "gcs": self.gcs, "abs": self.abs}[self.storage_type]
+        assert block is not None  # guaranteed by _check_provider
+        return block
+
+    @property
+    def credentials_secret_ref(self) -> SecretRef | None:
+        """The provider's credentials Secret; None means ambient credentials (S3 only)."""
+        return self.provider.credentials_secret_ref
+
+    @property
+    def interval_seconds(self) -> float:
+        """``validation_interval`` in seconds; 0 means periodic validation is off."""
+        return durations.parse_duration(self.validation_interval)
+
+    def secret_names(self) -> set[str]:
+        """Names of every Secret this spec references (credentials and CA bundle)."""
+        found = set()
+        if self.credentials_secret_ref is not None:
+            found.add(self.credentials_secret_ref.name)
+        if self.tls is not None:
+            found.add(self.tls.ca_secret_ref.name)
+        return found
+
+
+class CallTypeSpec(_Model):
+    """``spec`` of a CallType."""
+
+    external_storage: str | None = None
+
+    @field_validator("external_storage")
+    @classmethod
+    def _check_reference(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value) > 253:
+            raise _problem([_too_long(253)])
+        if not names.is_dns1123_subdomain(value):
+            raise _problem([names.STORAGE_REFERENCE_MESSAGE])
+        return value
+
+    @property
+    def uses_platform_storage(self) -> bool:
+        """Whether this call type records to the platform storage (omitted or stream-s3)."""
+        return self.external_storage in (None, RESERVED_STORAGE_NAME)
+
+
+# Pydantic's wording -> the API server's, so both sources read alike.
+_JSON_TYPES = {
+    "string_type": "string",
+    "bool_type": "boolean",
+    "model_type": "object",
+    "dict_type": "object",
+    "model_attributes_type": "object",
+}
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number" if isinstance(value, float) else "integer"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if value is None:
+        return "null"
+    return "object"
+
+
+def _lines(error: ValidationError, root: str) -> list[str]:
+    """One ``<path>: <message>`` line per problem, worded like the API server."""
+    lines: list[str] = []
+    for detail in error.errors(include_url=False):
+        path = ".".join([root, *(str(part) for part in detail["loc"])])
+        kind = detail["type"]
+        if kind == "callstorage":
+            lines += [f"{path}: {line}" for line in detail["msg"].split("\n")]
+        elif kind == "callstorage_lines":
+            lines += [f"{path}.{line}" for line in detail["msg"].split("\n")]
+        elif kind == "missing":
+            lines.append(f"{path}: Required value")
+        elif kind == "extra_forbidden":
+            lines.append(f'unknown field "{path}"')
+        elif kind == "literal_error":
+            supported = re.findall(r"'([^']*)'", detail.get("ctx", {}).get("expected", ""))
+            quoted = ", ".join(f'"{value}"' for value in supported)
+            lines.append(
+                f'{path}: Unsupported value: "{detail["input"]}": supported values: {quoted}')
+        elif kind in _JSON_TYPES:
+            lines.append(f'{path}: Invalid value: "{_json_type(detail["input"])}": '
+                         f"must be of type {_JSON_TYPES[kind]}")
+        else:
+            lines.append(f"{path}: {detail['msg']}")
+    return lines
+
+
+def validate_name(name: str) -> None:
+    """Raise InvalidSpecError if ``name`` may not be used for an ExternalStorage."""
+    if name == RESERVED_STORAGE_NAME:
+        raise InvalidSpecError(f"metadata.name: Invalid value: {RESERVED_NAME_MESSAGE}")
+
+
+def _spec_of(obj: Mapping[str, Any]) -> Any:
+    if "spec" not in obj:
+        raise InvalidSpecError("spec: Required value")
+    return obj["spec"]
+
+
+def parse_external_storage(obj: Mapping[str, Any]) -> ExternalStorageSpec:
+    """The spec of an ExternalStorage object; InvalidSpecError listing every problem."""
+    problems: list[str] = []
+    name = (obj.get("metadata") or {}).get("name")
+    if isinstance(name, str):
+        try:
+            validate_name(name)
+        except InvalidSpecError as error:
+            problems += error.problems
+    try:
+        spec = ExternalStorageSpec.model_validate(_spec_of(obj))
+    except InvalidSpecError as error:
+        raise InvalidSpecError(problems + error.problems) from None
+    except ValidationError as error:
+        raise InvalidSpecError(problems + _lines(error, "spec")) from None
+    if problems:
+        raise InvalidSpecError(problems)
+    return spec
+
+
+def parse_call_type(obj: Mapping[str, Any]) -> CallTypeSpec:
+    """The spec of a CallType object (absent spec = ``{}``); InvalidSpecError on problems."""
+    try:
+        return CallTypeSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as error:
+        raise InvalidSpecError(_lines(error, "spec")) from None
+
+
+def call_type_object_name(call_type: str) -> str:
+    """Object name of the CallType for a platform call type name (``audio_room`` -> ``audio-room``).
+
+    Call type names may hold ``_``, object names may not; the CallType then carries the
+    exact name in the ``callstorage.io/call-type`` label, which resolvers look up first.
+    """
+    return call_type.replace("_", "-")
+
+
+def external_storage_manifest(
+    name: str, namespace: str, spec: ExternalStorageSpec
+) -> dict[str, Any]:
+    """A complete ExternalStorage object, ready for ``kubectl apply`` or the API."""
+    validate_name(name)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": EXTERNALSTORAGE_KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec.to_dict(),
+    }
+
+
+def call_type_manifest(call_type: str, namespace: str, spec: CallTypeSpec) -> dict[str, Any]:
+    """A complete CallType object for a platform call type name (see CALL_TYPE_LABEL)."""
+    metadata: dict[str, Any] = {"name": call_type_object_name(call_type), "namespace": namespace}
+    if metadata["name"] != call_type:
+        metadata["labels"] = {CALL_TYPE_LABEL: call_type}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": CALLTYPE_KIND,
+        "metadata": metadata,
+        "spec": spec.to_dict(),
+    }

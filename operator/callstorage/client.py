@@ -1,0 +1,1190 @@
+"""A Python client that speaks the seed SDK's language over the Kubernetes API.
+
+Code written against Stream's examples ports with few changes: a namespace plays the part
+of the application, ``create_external_storage(name=, storage_type=, bucket=, path=,
+aws_s3=S3Request(...))`` creates a credentials Secret and an ExternalStorage,
+``check_external_storage(name)`` asks the operator for a check and waits for its answer,
+``update_call_type(name, external_storage=)`` points a CallType at a storage.
+
+Credentials only ever travel from the caller into a Secret: the request classes hide them
+in ``repr``, errors are built from our own words or the API server's ``Status.message``
+(never from an exception's full text, which includes request bodies), and nothing is
+logged about a Secret but its name.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from callstorage.api import (
+    CALL_TYPE_LABEL,
+    CALLTYPE_PLURAL,
+    CHECK_ANNOTATION,
+    EXTERNALSTORAGE_PLURAL,
+    GROUP,
+    RESERVED_STORAGE_NAME,
+    VERSION,
+    InvalidSpecError,
+    call_type_manifest,
+    call_type_object_name,
+    parse_call_type,
+    parse_external_storage,
+)
+from callstorage.api.names import is_dns1123_subdomain
+
+log = logging.getLogger(__name__)
+
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds for every API call
+MERGE_PATCH: Final = "application/merge-patch+json"
+#: Labels on the credentials Secrets this client creates.
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "callstorage-client"
+STORAGE_LABEL: Final = f"{GROUP}/external-storage"
+SECRET_SUFFIX: Final = "-credentials"  # noqa: S105 (a name suffix)
+_CONFLICT_RETRIES: Final = 5
+_WATCH_WINDOW: Final = 5  # seconds; between two windows the caller hears about progress
+
+_LABEL_VALUE: Final = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+T = TypeVar("T")
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class CallStorageError(Exception):
+    """Base of every error this package raises at its callers: a reason code and a message.
+
+    ``reason`` is machine-readable (a status reason such as ``StorageNotFound`` or
+    ``AccessDenied``); ``message`` is one sentence for a human. Neither ever holds a
+    credential.
+    """
+
+    default_reason = "Error"
+
+    def __init__(self, reason: str | None, message: str) -> None:
+        self.reason = reason or self.default_reason
+        self.message = message
+        super().__init__(f"{self.reason}: {message}")
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+class NotFoundError(CallStorageError):
+    """Something named does not exist."""
+
+    default_reason = "NotFound"
+
+
+class StorageNotFound(NotFoundError):
+    """The ExternalStorage a name refers to does not exist."""
+
+    default_reason = "StorageNotFound"
+
+
+class CallTypeNotFound(NotFoundError):
+    """The CallType does not exist."""
+
+    default_reason = "CallTypeNotFound"
+
+
+class StorageNotReady(CallStorageError):
+    """The storage exists but its ``Ready`` condition is not True; ``reason`` is the
+    condition's reason (``AccessDenied``, ``BucketNotFound``, ...) and ``storage`` what
+    was resolved."""
+
+    default_reason = "StorageNotReady"
+
+    def __init__(self, reason: str | None, message: str, storage: Any = None) -> None:
+        super().__init__(reason, message)
+        self.storage = storage
+
+
+class CheckFailed(CallStorageError):
+    """The operator ran the on-demand check and it failed."""
+
+    default_reason = "CheckFailed"
+
+
+class CheckTimeout(CallStorageError):
+    """The operator did not report the check in time."""
+
+    default_reason = "Timeout"
+
+
+class InvalidRequest(CallStorageError):
+    """The request itself is wrong (bad or reserved name, missing field, rejected spec)."""
+
+    default_reason = "InvalidRequest"
+
+
+class AlreadyExists(CallStorageError):
+    """An object of that name exists already."""
+
+    default_reason = "AlreadyExists"
+
+
+class ApiUnreachable(CallStorageError):
+    """The Kubernetes API server cannot be reached, or refuses our credentials."""
+
+    default_reason = "ApiUnreachable"
+
+
+class ApiError(CallStorageError):
+    """Any other answer from the API server (forbidden, conflict, server error)."""
+
+    default_reason = "ApiError"
+
+
+def _server_message(exc: ApiException) -> tuple[str | None, str]:
+    """The reason and message of a ``metav1.Status`` body, never the raw exception text."""
+    try:
+        body = json.loads(exc.body or "")
+    except (TypeError, ValueError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body.get("reason"), body["message"]
+    return None, f"HTTP {exc.status} {exc.reason or ''}".strip()
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    for value in secrets:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+@contextmanager
+def _api_errors(
+    not_found: Callable[[], CallStorageError] | None = None,
+    redact: Iterable[str] = (),
+) -> Iterator[None]:
+    """Turn client exceptions into ``CallStorageError``s, without chaining the original
+    (its text holds headers and request bodies)."""
+    try:
+        yield
+    except ApiException as exc:
+        reason, message = _server_message(exc)
+        message = _redact(message, redact)
+        status = exc.status or 0
+        error: CallStorageError
+        if status == 404 and not_found is not None:
+            error = not_found()
+        elif status == 404:
+            error = NotFoundError(reason, message)
+        elif status == 409 and reason == "AlreadyExists":
+            error = AlreadyExists(reason, message)
+        elif status in (400, 422):
+            error = InvalidRequest(reason or "Invalid", message)
+        elif status == 410:
+            error = ApiError("Expired", message)
+        elif status == 401:
+            error = ApiUnreachable("Unauthorized",
+                                   "the API server rejected the kubeconfig's credentials")
+        elif status == 0:
+            error = ApiUnreachable(None, message)
+        else:
+            error = ApiError(reason, message)
+        raise error from None
+    except (HTTPError, OSError) as exc:
+        detail = getattr(exc, "reason", None) or exc
+        raise ApiUnreachable(
+            None, f"cannot reach the Kubernetes API server: {_redact(str(detail), redact)}"
+        ) from None
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def _kubeconfig_present() -> bool:
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return any(Path(p).expanduser().exists() for p in env.split(os.pathsep) if p)
+    return Path("~/.kube/config").expanduser().exists()
+
+
+def api_client_from_config(
+    kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None
+) -> client.ApiClient:
+    """An ApiClient from ``kubeconfig``, else ``KUBECONFIG``, else ``~/.kube/config``, else
+    the in-cluster service account (kubectl's order). Raises ``ApiUnreachable``."""
+    cfg = client.Configuration()
+    try:
+        if kubeconfig is not None or _kubeconfig_present():
+            config.load_kube_config(
+                config_file=os.fspath(kubeconfig) if kubeconfig is not None else None,
+                context=context, client_configuration=cfg, persist_config=False)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            raise ApiUnreachable("NoKubeconfig", "no kubeconfig found: pass --kubeconfig, "
+                                 "set KUBECONFIG, or create ~/.kube/config")
+    except config.ConfigException as exc:
+        raise ApiUnreachable("InvalidKubeconfig", f"cannot load the kubeconfig: {exc}") from None
+    except OSError as exc:
+        raise ApiUnreachable("InvalidKubeconfig",
+                             f"cannot read the kubeconfig: {exc.strerror or exc}") from None
+    return client.ApiClient(cfg)
+
+
+def default_namespace(
+    kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None
+) -> str:
+    """The namespace of the current kubeconfig context, the pod's own namespace in a
+    cluster, else ``default`` (what kubectl would use)."""
+    if kubeconfig is not None or _kubeconfig_present():
+        with suppress(config.ConfigException, OSError, KeyError, TypeError):
+            contexts, active = config.list_kube_config_contexts(
+                config_file=os.fspath(kubeconfig) if kubeconfig is not None else None)
+            chosen = next((c for c in contexts if c.get("name") == context), active) \
+                if context else active
+            namespace = (chosen or {}).get("context", {}).get("namespace")
+            if namespace:
+                return str(namespace)
+        return "default"
+    sa_namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    with suppress(OSError):
+        return sa_namespace.read_text().strip() or "default"
+    return "default"
+
+
+# --- lookups shared with callstorage.resolve ----------------------------------------------
+
+
+def get_external_storage_object(
+    api_client: client.ApiClient,
+    namespace: str,
+    name: str,
+    not_found: Callable[[], CallStorageError] | None = None,
+) -> dict[str, Any]:
+    """The ExternalStorage object ``namespace/name``; ``StorageNotFound`` if absent."""
+    def default_not_found() -> CallStorageError:
+        return StorageNotFound(None, f"ExternalStorage {name!r} not found in namespace "
+                               f"{namespace!r}")
+
+    custom = client.CustomObjectsApi(api_client)
+    with _api_errors(not_found or default_not_found):
+        obj: dict[str, Any] = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, EXTERNALSTORAGE_PLURAL, name,
+            _request_timeout=REQUEST_TIMEOUT)
+    return obj
+
+
+def find_call_type(api_client: client.ApiClient, namespace: str, call_type: str) -> dict[str, Any]:
+    """The CallType object of a platform call type name; ``CallTypeNotFound`` if absent.
+
+    A name that is a valid object name is the object's name. One that is not (the
+    built-in ``audio_room``) is looked up by the ``callstorage.io/call-type`` label, then
+    under its object name (``audio-room``).
+    """
+    def not_found() -> CallStorageError:
+        return CallTypeNotFound(None, f"CallType {call_type!r} not found in namespace "
+                                f"{namespace!r}")
+
+    custom = client.CustomObjectsApi(api_client)
+    object_name = call_type_object_name(call_type)
+    if object_name != call_type and _LABEL_VALUE.match(call_type):
+        with _api_errors():
+            listed = custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, CALLTYPE_PLURAL,
+                label_selector=f"{CALL_TYPE_LABEL}={call_type}",
+                _request_timeout=REQUEST_TIMEOUT)
+        items: list[dict[str, Any]] = list(listed.get("items") or [])
+        if len(items) > 1:
+            found = ", ".join(sorted(i["metadata"]["name"] for i in items))
+            raise InvalidRequest("AmbiguousCallType", f"several CallTypes in {namespace!r} "
+                                 f"carry {CALL_TYPE_LABEL}={call_type}: {found}")
+        if items:
+            return items[0]
+    if not is_dns1123_subdomain(object_name):
+        raise not_found()
+    with _api_errors(not_found):
+        obj: dict[str, Any] = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, CALLTYPE_PLURAL, object_name,
+            _request_timeout=REQUEST_TIMEOUT)
+    return obj
+
+
+# --- requests (the seed SDK's shapes) -----------------------------------------------------
+
+
+def _squash(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def _from_mapping(cls: type[T], value: T | Mapping[str, Any], what: str) -> T:
+    """Build a request from a dict with snake_case, camelCase or PascalCase keys, as the
+    seed's Python, JavaScript and Go examples spell them."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidRequest(None, f"{what} must be a {cls.__name__} or a dict")
+    names = {_squash(f.name): f.name for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        name = names.get(_squash(str(key)))
+        if name is None:
+            raise InvalidRequest(None, f"{what}: unknown field {key!r}; "
+                                 f"known: {', '.join(sorted(names.values()))}")
+        kwargs[name] = item
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        raise InvalidRequest(None, f"{what}: missing required fields") from None
+
+
+def _masked(value: str | None) -> str:
+    return "None" if value is None else "'***'"
+
+
+@dataclass(frozen=True)
+class S3Request:
+    """Amazon S3 (or S3-compatible) settings, as the seed's ``S3Request``.
+
+    Without ``s3_api_key``/``s3_secret`` the operator uses its own IAM identity, if the
+    installation allows it. ``s3_force_path_style`` is for S3-compatible servers.
+    """
+
+    s3_region: str
+    s3_api_key: str | None = None
+    s3_secret: str | None = None
+    s3_custom_endpoint_url: str | None = None
+    s3_force_path_style: bool | None = None
+
+    def __repr__(self) -> str:
+        return (f"S3Request(s3_region={self.s3_region!r}, s3_api_key={_masked(self.s3_api_key)}"
+                f", s3_secret={_masked(self.s3_secret)}, s3_custom_endpoint_url="
+                f"{self.s3_custom_endpoint_url!r}, s3_force_path_style="
+                f"{self.s3_force_path_style!r})")
+
+
+@dataclass(frozen=True)
+class AzureRequest:
+    """Azure Blob Storage settings, as the seed's ``AzureRequest``: an account key, or a
+    service principal (client id, client secret, tenant id)."""
+
+    abs_account_name: str
+    abs_account_key: str | None = None
+    abs_client_id: str | None = None
+    abs_client_secret: str | None = None
+    abs_tenant_id: str | None = None
+    abs_endpoint: str | None = None
+
+    def __repr__(self) -> str:
+        return (f"AzureRequest(abs_account_name={self.abs_account_name!r}, "
+                f"abs_account_key={_masked(self.abs_account_key)}, "
+                f"abs_client_id={self.abs_client_id!r}, "
+                f"abs_client_secret={_masked(self.abs_client_secret)}, "
+                f"abs_tenant_id={self.abs_tenant_id!r}, abs_endpoint={self.abs_endpoint!r})")
+
+
+class _Credentials:
+    """Secret data on its way to the API server; prints as its key names only."""
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        self._data = dict(data)
+
+    def __repr__(self) -> str:
+        return f"_Credentials(keys={sorted(self._data)})"
+
+    def encoded(self) -> dict[str, str]:
+        return {k: base64.b64encode(v.encode()).decode() for k, v in self._data.items()}
+
+    def values(self) -> list[str]:
+        return list(self._data.values())
+
+
+def _normalise_storage_type(value: str) -> str:
+    storage_type = value.strip().lower()
+    if storage_type not in ("s3", "gcs", "abs"):
+        raise InvalidRequest(None, f"storage_type must be s3, gcs or abs, not {value!r}")
+    return storage_type
+
+
+def _normalise_access_mode(value: str) -> str:
+    modes = {"readwrite": "ReadWrite", "writeonly": "WriteOnly"}
+    mode = modes.get(_squash(value))
+    if mode is None:
+        raise InvalidRequest(None, f"access_mode must be ReadWrite or WriteOnly, not {value!r}")
+    return mode
+
+
+def _gcs_credentials_text(value: str | bytes | Mapping[str, Any]) -> str:
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value))
+    text = value.decode() if isinstance(value, bytes) else value
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):  # say so, but never echo the content
+        raise InvalidRequest(None, "gcs_credentials must be the JSON of a service account "
+                             "key file")
+    return text
+
+
+def _provider(
+    storage_type: str,
+    aws_s3: S3Request | Mapping[str, Any] | None,
+    gcs_credentials: str | bytes | Mapping[str, Any] | None,
+    azure_blob: AzureRequest | Mapping[str, Any] | None,
+    gcs_endpoint: str | None,
+) -> tuple[dict[str, Any], _Credentials | None]:
+    """The provider block of the spec (without its Secret reference) and the Secret data."""
+    given = {name for name, value in
+             (("s3", aws_s3), ("gcs", gcs_credentials), ("abs", azure_blob)) if value is not None}
+    if given - {storage_type}:
+        names = {"s3": "aws_s3", "gcs": "gcs_credentials", "abs": "azure_blob"}
+        raise InvalidRequest(None, f"storage_type {storage_type} does not take "
+                             f"{', '.join(names[g] for g in sorted(given - {storage_type}))}")
+    if storage_type == "s3":
+        if aws_s3 is None:
+            raise InvalidRequest(None, "storage_type s3 needs aws_s3=S3Request(s3_region=...)")
+        s3 = _from_mapping(S3Request, aws_s3, "aws_s3")
+        block: dict[str, Any] = {"region": s3.s3_region}
+        if s3.s3_custom_endpoint_url:
+            block["endpoint"] = s3.s3_custom_endpoint_url
+        if s3.s3_force_path_style is not None:
+            block["forcePathStyle"] = s3.s3_force_path_style
+        if bool(s3.s3_api_key) != bool(s3.s3_secret):
+            raise InvalidRequest(None, "give both s3_api_key and s3_secret, or neither "
+                                 "(ambient IAM credentials)")
+        if s3.s3_api_key and s3.s3_secret:
+            creds = _Credentials({"accessKeyId": s3.s3_api_key,
+                                  "secretAccessKey": s3.s3_secret})
+            return block, creds
+        return block, None
+    if storage_type == "gcs":
+        if gcs_credentials is None:
+            raise InvalidRequest(None, "storage_type gcs needs gcs_credentials (the service "
+                                 "account key file's content)")
+        block = {"endpoint": gcs_endpoint} if gcs_endpoint else {}
+        return block, _Credentials({"credentials.json": _gcs_credentials_text(gcs_credentials)})
+    if azure_blob is None:
+        raise InvalidRequest(None, "storage_type abs needs azure_blob=AzureRequest("
+                             "abs_account_name=..., ...)")
+    abs_ = _from_mapping(AzureRequest, azure_blob, "azure_blob")
+    block = {"accountName": abs_.abs_account_name}
+    if abs_.abs_endpoint:
+        block["endpoint"] = abs_.abs_endpoint
+    principal = (abs_.abs_client_id, abs_.abs_client_secret, abs_.abs_tenant_id)
+    if abs_.abs_account_key and any(principal):
+        raise InvalidRequest(None, "give abs_account_key or a service principal "
+                             "(abs_client_id, abs_client_secret, abs_tenant_id), not both")
+    if abs_.abs_account_key:
+        return block, _Credentials({"accountKey": abs_.abs_account_key})
+    if all(principal):
+        return block, _Credentials({"clientId": abs_.abs_client_id or "",
+                                    "clientSecret": abs_.abs_client_secret or "",
+                                    "tenantId": abs_.abs_tenant_id or ""})
+    raise InvalidRequest(None, "azure_blob needs abs_account_key, or abs_client_id, "
+                         "abs_client_secret and abs_tenant_id together")
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """An object's ``Ready`` condition, read with kstatus's rules: a condition written for
+    an older generation says nothing about the current spec."""
+
+    ready: bool
+    status: str
+    reason: str
+    message: str
+
+
+def readiness(obj: Mapping[str, Any]) -> Readiness:
+    """The ``Ready`` condition of a callstorage object."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    condition = next((c for c in status.get("conditions") or []
+                      if isinstance(c, Mapping) and c.get("type") == "Ready"), None)
+    if condition is None:
+        return Readiness(False, "Unknown", "Pending",
+                         "not validated yet; is the callstorage operator running?")
+    generation = meta.get("generation")
+    observed = condition.get("observedGeneration", status.get("observedGeneration"))
+    if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
+        return Readiness(False, "Unknown", "Pending",
+                         f"generation {generation} not validated yet (last: {observed})")
+    value = str(condition.get("status", "Unknown"))
+    return Readiness(value == "True", value, str(condition.get("reason") or ""),
+                     str(condition.get("message") or ""))
+
+
+@dataclass(frozen=True)
+class ExternalStorageInfo:
+    """An ExternalStorage as a caller sees it: spec and status summary, no credentials
+    (only the name of the Secret that holds them)."""
+
+    name: str
+    namespace: str
+    storage_type: str
+    bucket: str
+    path: str | None
+    access_mode: str
+    prefixes: dict[str, str]
+    effective_prefixes: dict[str, str]
+    region: str | None
+    endpoint: str | None
+    account_name: str | None
+    credentials_secret: str | None
+    suspend: bool
+    ready: bool
+    ready_status: str
+    reason: str
+    message: str
+    last_validated_at: str | None
+    last_check: dict[str, Any] | None
+    used_by: tuple[str, ...]
+    terminating: bool
+    created_at: str | None
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ExternalStorageInfo:
+        """Summarise an ExternalStorage object (as the API server returns it)."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        storage_type = str(spec.get("storageType", ""))
+        block = spec.get(storage_type) or {}
+        secret_ref = block.get("credentialsSecretRef") or {}
+        state = readiness(obj)
+        return cls(
+            name=str(meta.get("name", "")),
+            namespace=str(meta.get("namespace", "")),
+            storage_type=storage_type,
+            bucket=str(spec.get("bucket", "")),
+            path=spec.get("path"),
+            access_mode=str(spec.get("accessMode") or "ReadWrite"),
+            prefixes=dict(spec.get("prefixes") or {}),
+            effective_prefixes=dict(status.get("effectivePrefixes") or {}),
+            region=block.get("region"),
+            endpoint=block.get("endpoint"),
+            account_name=block.get("accountName"),
+            credentials_secret=secret_ref.get("name"),
+            suspend=bool(spec.get("suspend", False)),
+            ready=state.ready,
+            ready_status=state.status,
+            reason=state.reason,
+            message=state.message,
+            last_validated_at=status.get("lastValidatedAt"),
+            last_check=dict(status["lastCheck"]) if status.get("lastCheck") else None,
+            used_by=tuple(status.get("usedBy") or ()),
+            terminating=bool(meta.get("deletionTimestamp")),
+            created_at=meta.get("creationTimestamp"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with camelCase keys, as in the CRD."""
+        return {
+            "name": self.name, "namespace": self.namespace, "storageType": self.storage_type,
+            "bucket": self.bucket, "path": self.path, "accessMode": self.access_mode,
+            "prefixes": self.prefixes, "effectivePrefixes": self.effective_prefixes,
+            "region": self.region, "endpoint": self.endpoint,
+            "accountName": self.account_name, "credentialsSecret": self.credentials_secret,
+            "suspend": self.suspend, "ready": self.ready, "readyStatus": self.ready_status,
+            "reason": self.reason, "message": self.message,
+            "lastValidatedAt": self.last_validated_at, "lastCheck": self.last_check,
+            "usedBy": list(self.used_by), "terminating": self.terminating,
+            "createdAt": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class CallTypeInfo:
+    """A CallType: the storage it names (None = the platform storage) and its status."""
+
+    name: str
+    namespace: str
+    external_storage: str | None
+    resolved_storage: dict[str, Any] | None
+    ready: bool
+    ready_status: str
+    reason: str
+    message: str
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> CallTypeInfo:
+        """Summarise a CallType object."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        state = readiness(obj)
+        resolved = status.get("resolvedStorage")
+        return cls(
+            name=str(meta.get("name", "")), namespace=str(meta.get("namespace", "")),
+            external_storage=spec.get("externalStorage") or None,
+            resolved_storage=dict(resolved) if resolved else None,
+            ready=state.ready, ready_status=state.status, reason=state.reason,
+            message=state.message,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with camelCase keys."""
+        return {
+            "name": self.name, "namespace": self.namespace,
+            "externalStorage": self.external_storage,
+            "resolvedStorage": self.resolved_storage, "ready": self.ready,
+            "readyStatus": self.ready_status, "reason": self.reason, "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """A successful on-demand check: the object the operator wrote (key or URL)."""
+
+    name: str
+    namespace: str
+    object: str
+    requested_at: str
+    completed_at: str | None = None
+    message: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return self.object
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with camelCase keys."""
+        return {"name": self.name, "namespace": self.namespace, "object": self.object,
+                "requestedAt": self.requested_at, "completedAt": self.completed_at,
+                "succeeded": True, "message": self.message}
+
+
+def _same_instant(a: Any, b: str) -> bool:
+    """Whether the operator's ``requestedAt`` is our annotation value, even if it
+    re-serialised the timestamp (``Z`` vs ``+00:00``)."""
+    if a == b:
+        return True
+    if not isinstance(a, str):
+        return False
+    try:
+        return dt.datetime.fromisoformat(a) == dt.datetime.fromisoformat(b)
+    except ValueError:
+        return False
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Final = _Unset()
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+class Client:
+    """The seed SDK's external-storage calls for one application (namespace).
+
+    ``api_client`` defaults to one built from the kubeconfig (``api_client_from_config``).
+    Every method raises a ``CallStorageError`` subclass on failure.
+    """
+
+    def __init__(self, namespace: str, api_client: client.ApiClient | None = None) -> None:
+        self.namespace = namespace
+        self.api_client = api_client if api_client is not None else api_client_from_config()
+        self._custom = client.CustomObjectsApi(self.api_client)
+        self._core = client.CoreV1Api(self.api_client)
+
+    def __repr__(self) -> str:
+        return f"Client(namespace={self.namespace!r})"
+
+    # -- plumbing --
+
+    def _storage_not_found(self, name: str) -> Callable[[], CallStorageError]:
+        return lambda: StorageNotFound(
+            None, f"ExternalStorage {name!r} not found in namespace {self.namespace!r}")
+
+    def _call_type_not_found(self, name: str) -> Callable[[], CallStorageError]:
+        return lambda: CallTypeNotFound(
+            None, f"CallType {name!r} not found in namespace {self.namespace!r}")
+
+    def _get_storage(self, name: str) -> dict[str, Any]:
+        return get_external_storage_object(self.api_client, self.namespace, name)
+
+    def _get_call_type(self, name: str) -> dict[str, Any]:
+        return find_call_type(self.api_client, self.namespace, name)
+
+    def _list(self, plural: str, all_namespaces: bool) -> list[dict[str, Any]]:
+        with _api_errors():
+            if all_namespaces:
+                result = self._custom.list_cluster_custom_object(
+                    GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT)
+            else:
+                result = self._custom.list_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, plural, _request_timeout=REQUEST_TIMEOUT)
+        items = list(result.get("items") or [])
+        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return items
+
+    def _check_storage_name(self, name: str) -> None:
+        if name == RESERVED_STORAGE_NAME:
+            raise InvalidRequest("ReservedName", f"the name {RESERVED_STORAGE_NAME!r} is "
+                                 "reserved for the platform storage; choose another name")
+        if not is_dns1123_subdomain(name):
+            raise InvalidRequest("InvalidName", f"{name!r} is not a valid name: lowercase "
+                                 "letters, digits, '-' and '.', at most 253 characters")
+
+    @staticmethod
+    def secret_name(storage: str) -> str:
+        """The name of the credentials Secret this client keeps for ``storage``."""
+        return f"{storage}{SECRET_SUFFIX}"
+
+    def _secret_body(self, storage: str, creds: _Credentials,
+                     owner: Mapping[str, Any] | None) -> client.V1Secret:
+        meta = client.V1ObjectMeta(
+            name=self.secret_name(storage), namespace=self.namespace,
+            labels={MANAGED_BY_LABEL: MANAGED_BY, STORAGE_LABEL: storage},
+            owner_references=[_owner_reference(owner)] if owner is not None else None)
+        return client.V1Secret(metadata=meta, type="Opaque", data=creds.encoded())
+
+    def _write_secret(self, storage: str, creds: _Credentials,
+                      owner: Mapping[str, Any] | None) -> bool:
+        """Create the credentials Secret, or replace one this client made for ``storage``.
+
+        Returns True if it was created. A Secret of that name that someone else made is
+        never touched.
+        """
+        name = self.secret_name(storage)
+        body = self._secret_body(storage, creds, owner)
+        try:
+            with _api_errors(redact=creds.values()):
+                self._core.create_namespaced_secret(self.namespace, body,
+                                                    _request_timeout=REQUEST_TIMEOUT)
+            log.info("created Secret %s/%s", self.namespace, name)
+            return True
+        except AlreadyExists:
+            pass
+        with _api_errors(redact=creds.values()):
+            existing = self._core.read_namespaced_secret(name, self.namespace,
+                                                         _request_timeout=REQUEST_TIMEOUT)
+        labels = existing.metadata.labels or {}
+        if labels.get(STORAGE_LABEL) != storage or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+            raise AlreadyExists(None, f"Secret {name!r} already exists in namespace "
+                                f"{self.namespace!r} and was not made by callstorage for "
+                                f"{storage!r}; delete or rename it")
+        if owner is None and existing.metadata.owner_references:
+            # Left behind for another (deleted, being collected) storage of that name.
+            raise AlreadyExists(None, f"Secret {name!r} still belongs to an earlier "
+                                f"ExternalStorage {storage!r}; retry once it is deleted")
+        body.metadata.resource_version = existing.metadata.resource_version
+        if owner is None:
+            body.metadata.owner_references = existing.metadata.owner_references
+        with _api_errors(redact=creds.values()):
+            self._core.replace_namespaced_secret(name, self.namespace, body,
+                                                 _request_timeout=REQUEST_TIMEOUT)
+        log.info("replaced Secret %s/%s", self.namespace, name)
+        return False
+
+    def _adopt_secret(self, storage_obj: Mapping[str, Any]) -> None:
+        """Make the ExternalStorage own its credentials Secret, so deleting the storage
+        deletes them (Kubernetes garbage collection)."""
+        name = self.secret_name(storage_obj["metadata"]["name"])
+        patch = {"metadata": {"ownerReferences": [_owner_reference(storage_obj)]}}
+        with _api_errors():
+            self._core.patch_namespaced_secret(name, self.namespace, patch,
+                                               _content_type=MERGE_PATCH,
+                                               _request_timeout=REQUEST_TIMEOUT)
+
+    def _delete_secret_quietly(self, storage: str) -> None:
+        with suppress(CallStorageError), _api_errors():
+            self._core.delete_namespaced_secret(self.secret_name(storage), self.namespace,
+                                                _request_timeout=REQUEST_TIMEOUT)
+
+    # -- external storage --
+
+    def create_external_storage(
+        self,
+        name: str,
+        storage_type: str,
+        bucket: str,
+        path: str | None = None,
+        aws_s3: S3Request | Mapping[str, Any] | None = None,
+        gcs_credentials: str | bytes | Mapping[str, Any] | None = None,
+        azure_blob: AzureRequest | Mapping[str, Any] | None = None,
+        access_mode: str | None = None,
+        prefixes: Mapping[str, str] | None = None,
+        *,
+        gcs_endpoint: str | None = None,
+        validation_interval: str | None = None,
+        abs_account_name: str | None = None,
+        abs_account_key: str | None = None,
+    ) -> ExternalStorageInfo:
+        """Create a storage: its credentials Secret (``<name>-credentials``, owned by the
+        storage) and the ExternalStorage. The seed's flat JavaScript form
+        (``abs_account_name=``, ``abs_account_key=``) is accepted too.
+
+        Returns right away; the operator validates it next (see ``check_external_storage``
+        and ``get_external_storage(...).ready``).
+        """
+        self._check_storage_name(name)
+        storage_type = _normalise_storage_type(storage_type)
+        if abs_account_name is not None or abs_account_key is not None:
+            if azure_blob is not None:
+                raise InvalidRequest(None, "give azure_blob or abs_account_name/"
+                                     "abs_account_key, not both")
+            azure_blob = AzureRequest(abs_account_name or "", abs_account_key=abs_account_key)
+        block, creds = _provider(storage_type, aws_s3, gcs_credentials, azure_blob,
+                                 gcs_endpoint)
+        if creds is not None:
+            block["credentialsSecretRef"] = {"name": self.secret_name(name)}
+        spec: dict[str, Any] = {"storageType": storage_type, "bucket": bucket,
+                                storage_type: block}
+        if path is not None:
+            spec["path"] = path
+        if access_mode is not None:
+            spec["accessMode"] = _normalise_access_mode(access_mode)
+        if prefixes is not None:
+            spec["prefixes"] = dict(prefixes)
+        if validation_interval is not None:
+            spec["validationInterval"] = validation_interval
+        body = {"apiVersion": API_VERSION, "kind": "ExternalStorage",
+                "metadata": {"name": name, "namespace": self.namespace}, "spec": spec}
+        _validate_locally(body)
+
+        with suppress(StorageNotFound):
+            self._get_storage(name)
+            raise AlreadyExists(None, f"ExternalStorage {name!r} already exists in namespace "
+                                f"{self.namespace!r}; use update_external_storage")
+        # The Secret first, so the operator finds it when it sees the storage; the
+        # ownerReference needs the storage's uid, so it is added right after.
+        created_secret = creds is not None and self._write_secret(name, creds, owner=None)
+        try:
+            with _api_errors():
+                obj: dict[str, Any] = self._custom.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, body,
+                    _request_timeout=REQUEST_TIMEOUT)
+        except CallStorageError:
+            if created_secret:
+                self._delete_secret_quietly(name)
+            raise
+        log.info("created ExternalStorage %s/%s", self.namespace, name)
+        if creds is not None:
+            self._adopt_secret(obj)
+        return ExternalStorageInfo.from_object(obj)
+
+    def get_external_storage(self, name: str) -> ExternalStorageInfo:
+        """One storage, without credentials. Raises ``StorageNotFound``."""
+        return ExternalStorageInfo.from_object(self._get_storage(name))
+
+    def list_external_storage(self, *, all_namespaces: bool = False) -> list[ExternalStorageInfo]:
+        """Every storage of the application (or of all namespaces), without credentials."""
+        return [ExternalStorageInfo.from_object(o)
+                for o in self._list(EXTERNALSTORAGE_PLURAL, all_namespaces)]
+
+    def update_external_storage(
+        self,
+        name: str,
+        storage_type: str | None = None,
+        bucket: str | None = None,
+        path: str | None = None,
+        aws_s3: S3Request | Mapping[str, Any] | None = None,
+        gcs_credentials: str | bytes | Mapping[str, Any] | None = None,
+        azure_blob: AzureRequest | Mapping[str, Any] | None = None,
+        access_mode: str | None = None,
+        prefixes: Mapping[str, str] | None = None,
+        *,
+        gcs_endpoint: str | None = None,
+        validation_interval: str | None = None,
+        suspend: bool | None = None,
+    ) -> ExternalStorageInfo:
+        """Change a storage: only what is given changes (``prefixes`` replaces the whole
+        map; ``{}`` removes every override). Credentials given in ``aws_s3``,
+        ``gcs_credentials`` or ``azure_blob`` replace the stored ones; a provider request
+        without credentials keeps them. Switching ``storage_type`` needs the new
+        provider's request.
+        """
+        self._check_storage_name(name)
+        for _attempt in range(_CONFLICT_RETRIES):
+            obj = self._get_storage(name)
+            spec = dict(obj.get("spec") or {})
+            old_type = str(spec.get("storageType", ""))
+            new_type = _normalise_storage_type(storage_type) if storage_type else old_type
+            provider_given = any(v is not None for v in (aws_s3, gcs_credentials, azure_blob))
+            creds: _Credentials | None = None
+            if provider_given or new_type != old_type:
+                block, creds = _provider(new_type, aws_s3, gcs_credentials, azure_blob,
+                                         gcs_endpoint)
+                old_ref = (spec.get(old_type) or {}).get("credentialsSecretRef")
+                if creds is not None:
+                    block["credentialsSecretRef"] = {"name": self.secret_name(name)}
+                elif old_ref and new_type == old_type:
+                    block["credentialsSecretRef"] = old_ref
+                spec.pop(old_type, None)
+                spec[new_type] = block
+            elif gcs_endpoint is not None and new_type == "gcs":
+                spec["gcs"] = {**(spec.get("gcs") or {}), "endpoint": gcs_endpoint}
+            spec["storageType"] = new_type
+            for key, value in (("bucket", bucket), ("path", path),
+                               ("validationInterval", validation_interval),
+                               ("suspend", suspend)):
+                if value is not None:
+                    spec[key] = value
+            if access_mode is not None:
+                spec["accessMode"] = _normalise_access_mode(access_mode)
+            if prefixes is not None:
+                if prefixes:
+                    spec["prefixes"] = dict(prefixes)
+                else:
+                    spec.pop("prefixes", None)
+            body = {**obj, "spec": spec}
+            _validate_locally(body)
+            if creds is not None:  # credentials first: the new spec must find them
+                self._write_secret(name, creds, owner=obj)
+            try:
+                with _api_errors(self._storage_not_found(name)):
+                    updated: dict[str, Any] = self._custom.replace_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name, body,
+                        _request_timeout=REQUEST_TIMEOUT)
+            except ApiError as exc:
+                if exc.reason == "Conflict":
+                    continue  # changed meanwhile: re-read and apply the change again
+                raise
+            log.info("updated ExternalStorage %s/%s", self.namespace, name)
+            return ExternalStorageInfo.from_object(updated)
+        raise ApiError("Conflict", f"ExternalStorage {name!r} kept changing while being "
+                       "updated; try again")
+
+    def delete_external_storage(self, name: str) -> ExternalStorageInfo | None:
+        """Delete a storage (and, by garbage collection, the Secret this client made).
+
+        Returns None once it is gone, or the storage, Terminating, while something keeps
+        it: a CallType still referring to it (in-use protection) or the operator's cleanup.
+        """
+        self._check_storage_name(name)
+        with _api_errors(self._storage_not_found(name)):
+            self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name,
+                body=client.V1DeleteOptions(propagation_policy="Background"),
+                _request_timeout=REQUEST_TIMEOUT)
+        log.info("deleted ExternalStorage %s/%s", self.namespace, name)
+        try:
+            return self.get_external_storage(name)
+        except StorageNotFound:
+            return None
+
+    def check_external_storage(
+        self,
+        name: str,
+        timeout: float = 60.0,
+        *,
+        progress: Callable[[float], None] | None = None,
+    ) -> CheckResult:
+        """Ask the operator to write a new ``stream-<uuid>.md`` into the storage and wait
+        for the answer (seed ``checkExternalStorage``).
+
+        Returns the object written (key or URL). Raises ``CheckFailed`` with the
+        operator's message if the write failed, ``CheckTimeout`` after ``timeout``
+        seconds, ``StorageNotFound``. ``progress(elapsed_seconds)`` is called every few
+        seconds while waiting.
+        """
+        self._check_storage_name(name)
+        started = time.monotonic()
+        deadline = started + timeout
+        obj = self._get_storage(name)
+        token = _new_token((obj["metadata"].get("annotations") or {}).get(CHECK_ANNOTATION))
+        patch = {"metadata": {"annotations": {CHECK_ANNOTATION: token}}}
+        with _api_errors(self._storage_not_found(name)):
+            obj = self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name, patch,
+                _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+        log.info("requested a check of ExternalStorage %s/%s", self.namespace, name)
+        done = self._wait_for(name, lambda o: _check_answer(o, token), obj, deadline,
+                              started, progress)
+        if done is None:
+            raise CheckTimeout(None, f"the operator did not report the check of {name!r} "
+                               f"within {timeout:g}s; is the callstorage operator running?")
+        last = done["status"]["lastCheck"]
+        if not last.get("succeeded"):
+            raise CheckFailed(last.get("reason"), str(last.get("message") or
+                                                      "the check failed"))
+        return CheckResult(name=name, namespace=self.namespace, object=str(last.get("object")),
+                           requested_at=token, completed_at=last.get("completedAt"),
+                           message=str(last.get("message") or ""), raw=dict(last))
+
+    def _wait_for(
+        self,
+        name: str,
+        predicate: Callable[[Mapping[str, Any]], bool],
+        obj: Mapping[str, Any],
+        deadline: float,
+        started: float,
+        progress: Callable[[float], None] | None,
+    ) -> dict[str, Any] | None:
+        """Watch one storage until ``predicate`` holds (returns it) or ``deadline`` passes
+        (returns None). Short watch windows let the caller report progress and survive an
+        expired resourceVersion by re-reading."""
+        current: Mapping[str, Any] = obj
+        while True:
+            if predicate(current):
+                return dict(current)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if progress is not None:
+                progress(time.monotonic() - started)
+            window = max(1, min(_WATCH_WINDOW, int(remaining + 0.999)))
+            watcher = watch.Watch()
+            try:
+                with _api_errors(self._storage_not_found(name)):
+                    for event in watcher.stream(
+                            self._custom.list_namespaced_custom_object, GROUP, VERSION,
+                            self.namespace, EXTERNALSTORAGE_PLURAL,
+                            field_selector=f"metadata.name={name}",
+                            resource_version=current["metadata"].get("resourceVersion"),
+                            timeout_seconds=window, _request_timeout=(5.0, window + 5.0)):
+                        if event.get("type") == "DELETED":
+                            raise StorageNotFound(None, f"ExternalStorage {name!r} was "
+                                                  "deleted while waiting")
+                        candidate = event.get("object")
+                        if isinstance(candidate, Mapping) and predicate(candidate):
+                            return dict(candidate)
+                        if time.monotonic() >= deadline:
+                            break
+            except ApiError as exc:
+                if exc.reason != "Expired":
+                    raise
+            finally:
+                watcher.stop()
+            current = self._get_storage(name)
+
+    # -- call types --
+
+    def update_call_type(
+        self,
+        name: str,
+        external_storage: str | _Unset | None = UNSET,
+        *,
+        require_storage: bool = True,
+    ) -> CallTypeInfo:
+        """Create or update a CallType (seed ``update_call_type``).
+
+        ``external_storage``: a storage of this namespace, or ``stream-s3`` for the
+        platform storage; None (or "") removes the setting, which also means the platform
+        storage. Omitted, an existing CallType keeps its setting. With ``require_storage``
+        a named storage must exist (as the seed's API refuses unknown names).
+        """
+        storage = None if isinstance(external_storage, _Unset) else (external_storage or None)
+        try:
+            spec = parse_call_type({"spec": {"externalStorage": storage} if storage else {}})
+        except InvalidSpecError as exc:
+            raise InvalidRequest("InvalidSpec", exc.summary()) from None
+        if storage and require_storage and storage != RESERVED_STORAGE_NAME:
+            self._get_storage(storage)
+        for _attempt in range(_CONFLICT_RETRIES):
+            try:
+                obj = self._get_call_type(name)
+            except CallTypeNotFound:
+                body = call_type_manifest(name, self.namespace, spec)
+                try:
+                    with _api_errors():
+                        created: dict[str, Any] = self._custom.create_namespaced_custom_object(
+                            GROUP, VERSION, self.namespace, CALLTYPE_PLURAL, body,
+                            _request_timeout=REQUEST_TIMEOUT)
+                except AlreadyExists:
+                    continue  # created meanwhile: update it instead
+                log.info("created CallType %s/%s", self.namespace, name)
+                return CallTypeInfo.from_object(created)
+            if isinstance(external_storage, _Unset):
+                return CallTypeInfo.from_object(obj)
+            new_spec = dict(obj.get("spec") or {})
+            if storage:
+                new_spec["externalStorage"] = storage
+            else:
+                new_spec.pop("externalStorage", None)
+            try:
+                with _api_errors(self._call_type_not_found(name)):
+                    updated: dict[str, Any] = self._custom.replace_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, CALLTYPE_PLURAL,
+                        obj["metadata"]["name"], {**obj, "spec": new_spec},
+                        _request_timeout=REQUEST_TIMEOUT)
+            except CallTypeNotFound:
+                continue  # deleted meanwhile: create it
+            except ApiError as exc:
+                if exc.reason == "Conflict":
+                    continue  # changed meanwhile: re-read and apply again
+                raise
+            log.info("updated CallType %s/%s", self.namespace, name)
+            return CallTypeInfo.from_object(updated)
+        raise ApiError("Conflict", f"CallType {name!r} kept changing while being updated; "
+                       "try again")
+
+    def get_call_type(self, name: str) -> CallTypeInfo:
+        """One CallType. Raises ``CallTypeNotFound``."""
+        return CallTypeInfo.from_object(self._get_call_type(name))
+
+    def list_call_types(self, *, all_namespaces: bool = False) -> list[CallTypeInfo]:
+        """Every CallType of the application (or of all namespaces)."""
+        return [CallTypeInfo.from_object(o) for o in self._list(CALLTYPE_PLURAL, all_namespaces)]
+
+    def delete_call_type(self, name: str) -> None:
+        """Delete a CallType (which releases its storage's in-use protection)."""
+        obj = self._get_call_type(name)
+        with _api_errors(self._call_type_not_found(name)):
+            self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, CALLTYPE_PLURAL, obj["metadata"]["name"],
+                _request_timeout=REQUEST_TIMEOUT)
+
+    # The seed's JavaScript spelling, for code ported from its examples.
+    createExternalStorage = create_external_storage
+    listExternalStorage = list_external_storage
+    updateExternalStorage = update_external_storage
+    deleteExternalStorage = delete_external_storage
+    checkExternalStorage = check_external_storage
+    updateCallType = update_call_type
+    getCallType = get_call_type
+
+
+def _owner_reference(obj: Mapping[str, Any]) -> client.V1OwnerReference:
+    meta = obj["metadata"]
+    # No blockOwnerDeletion: it needs permission to set finalizers on the storage, which a
+    # tenant's role may lack, and nothing here needs foreground deletion.
+    return client.V1OwnerReference(api_version=API_VERSION, kind="ExternalStorage",
+                                   name=meta["name"], uid=meta["uid"], controller=True)
+
+
+def _new_token(previous: str | None) -> str:
+    """A new, unique annotation value: an RFC 3339 timestamp (microseconds)."""
+    now = dt.datetime.now(dt.UTC)
+    token = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if token == previous:
+        now += dt.timedelta(microseconds=1)
+        token = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return token
+
+
+def _check_answer(obj: Mapping[str, Any], token: str) -> bool:
+    last = (obj.get("status") or {}).get("lastCheck") or {}
+    return isinstance(last, Mapping) and _same_instant(last.get("requestedAt"), token)
+
+
+def _validate_locally(body: Mapping[str, Any]) -> None:
+    """Run the operator's own model over the object, so a bad request fails before
+    anything is written, with the same words the CRD would use."""
+    try:
+        parse_external_storage(dict(body))
+    except InvalidSpecError as exc:
+        raise InvalidRequest("InvalidSpec", str(exc)) from None
+

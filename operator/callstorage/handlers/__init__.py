@@ -1,0 +1,63 @@
+"""Thin kopf handlers: they only feed watch events into the controller.
+
+Secrets are watched with ``on.event`` only: a change-detecting handler (``on.create`` /
+``on.update``) would make kopf store the last-handled state, Secret data included, in an
+annotation on the Secret.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
+from callstorage.controller import Controller
+from callstorage.kube import Kube, load_api_client
+from callstorage.settings import Settings
+
+
+def build_registry(settings: Settings) -> tuple[kopf.OperatorRegistry, dict[str, Any]]:
+    """A registry with every handler, and a holder through which tests can reach the
+    running controller (``holder["controller"]``)."""
+    registry = kopf.OperatorRegistry()
+    holder: dict[str, Any] = {}
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings_: kopf.OperatorSettings, **_: Any) -> None:
+        # We post our own, meaningful events; kopf's per-handler ones would land on
+        # every Secret in the cluster.
+        settings_.posting.enabled = False
+        # No CRD/namespace scanning: fewer permissions, and the kinds are known upfront.
+        settings_.scanning.disabled = True
+        settings_.watching.server_timeout = 300
+        settings_.watching.client_timeout = 330
+        settings_.networking.request_timeout = 60
+        workers = settings.max_concurrent_validations + 4
+        kube = Kube(load_api_client(workers), workers)
+        controller = Controller(settings, kube)
+        await controller.start()
+        holder["controller"] = controller
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        controller: Controller | None = holder.pop("controller", None)
+        if controller is not None:
+            await controller.stop()
+            controller.kube.close()
+
+    @kopf.on.event(GROUP, VERSION, EXTERNALSTORAGE_PLURAL, registry=registry)
+    def external_storage_event(event: kopf.RawEvent, **_: Any) -> None:
+        holder["controller"].on_storage_event(event.get("type"), event["object"])
+
+    @kopf.on.event(GROUP, VERSION, CALLTYPE_PLURAL, registry=registry)
+    def call_type_event(event: kopf.RawEvent, **_: Any) -> None:
+        holder["controller"].on_call_type_event(event.get("type"), event["object"])
+
+    @kopf.on.event("", "v1", "secrets", registry=registry)
+    def secret_event(event: kopf.RawEvent, **_: Any) -> None:
+        holder["controller"].on_secret_event(event.get("type"), event["object"])
+
+    logging.getLogger(__name__).debug("handlers registered")
+    return registry, holder

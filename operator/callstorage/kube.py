@@ -1,0 +1,161 @@
+"""The operator's writes and point reads against the Kubernetes API.
+
+kopf does the watching; these few calls go through the official ``kubernetes`` client,
+which blocks, so each runs in a thread pool of its own and never on kopf's event loop.
+Every call has a request timeout. Nothing here logs a Secret's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from callstorage.api import EXTERNALSTORAGE_PLURAL, GROUP, VERSION
+from callstorage.inventory import CachedSecret
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds for every API call
+COMPONENT = "callstorage-operator"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def load_api_client(pool_size: int) -> client.ApiClient:
+    """An ApiClient from in-cluster config, else KUBECONFIG / ~/.kube/config."""
+    cfg = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=cfg)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=cfg)
+    cfg.connection_pool_maxsize = pool_size
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    """Thin async facade over the blocking client."""
+
+    def __init__(self, api_client: client.ApiClient, workers: int) -> None:
+        self._api = api_client
+        self._custom = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self.requests = 0  # writes and reads issued, for benchmarks
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        self.requests += 1
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def patch_status(self, plural: str, namespace: str, name: str,
+                           status_patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; None when the object is gone."""
+        def call() -> dict[str, Any] | None:
+            try:
+                result: dict[str, Any] = self._custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, plural, name, {"status": dict(status_patch)},
+                    _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+                return result
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        return await self._run(call)
+
+    async def set_finalizers(self, namespace: str, name: str, finalizers: list[str],
+                             resource_version: str) -> bool:
+        """Replace ``metadata.finalizers`` if the object is still at ``resource_version``.
+
+        A merge patch replaces the list whole; the resourceVersion precondition makes it
+        fail (409) instead of dropping a finalizer someone else added meanwhile.
+        Returns False on a conflict or a vanished object (the caller retries on the next
+        event).
+        """
+        body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
+
+        def call() -> bool:
+            try:
+                self._custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, EXTERNALSTORAGE_PLURAL, name, body,
+                    _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+                return True
+            except ApiException as exc:
+                if exc.status in (404, 409):
+                    return False
+                raise
+        return await self._run(call)
+
+    async def read_secret(self, namespace: str, name: str) -> CachedSecret | None:
+        """One Secret of ``namespace``, decoded; None when it does not exist."""
+        def call() -> CachedSecret | None:
+            try:
+                secret = self._core.read_namespaced_secret(
+                    name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return decode_secret(secret.metadata.resource_version, secret.data)
+        return await self._run(call)
+
+    async def list_objects(self, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every object of a kind (in the watched namespaces; [] = cluster-wide)."""
+        def call() -> list[dict[str, Any]]:
+            if not namespaces:
+                result = self._custom.list_cluster_custom_object(
+                    GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT)
+                return list(result.get("items", []))
+            items: list[dict[str, Any]] = []
+            for ns in namespaces:
+                result = self._custom.list_namespaced_custom_object(
+                    GROUP, VERSION, ns, plural, _request_timeout=REQUEST_TIMEOUT)
+                items.extend(result.get("items", []))
+            return items
+        return await self._run(call)
+
+    async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str,
+                         message: str) -> None:
+        """Record a core/v1 Event on ``obj``; failures are logged, never raised."""
+        meta = obj.get("metadata") or {}
+        now = dt.datetime.now(dt.UTC)
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta.get('name', 'object')}.",
+                                         namespace=meta.get("namespace")),
+            involved_object=client.V1ObjectReference(
+                api_version=obj.get("apiVersion"), kind=obj.get("kind"),
+                name=meta.get("name"), namespace=meta.get("namespace"), uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion")),
+            type=type_, reason=reason, message=message[:1024],
+            first_timestamp=now, last_timestamp=now, count=1,
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT, reporting_instance=COMPONENT,
+        )
+
+        def call() -> None:
+            try:
+                self._core.create_namespaced_event(
+                    meta.get("namespace"), event, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as exc:
+                log.warning("could not post event %s on %s/%s: HTTP %s", reason,
+                            meta.get("namespace"), meta.get("name"), exc.status)
+        await self._run(call)
+
+
+def decode_secret(resource_version: str, data: Mapping[str, str] | None) -> CachedSecret:
+    """A Secret's base64 ``data`` decoded into bytes (invalid entries are skipped)."""
+    decoded: dict[str, bytes] = {}
+    for key, value in (data or {}).items():
+        try:
+            decoded[key] = base64.b64decode(value or "", validate=True)
+        except ValueError:
+            continue
+    return CachedSecret(resource_version=resource_version, data=decoded)

@@ -1,0 +1,153 @@
+"""Where each file of a call goes inside a storage (API.md "File layout", MeetStream section 4).
+
+Objects sit directly in the effective prefix of their category, with the call (bot) id as a
+file-name prefix, so many calls share one folder without a bare ``{id}/`` folder:
+``{prefix}/{id}_audio.wav``. Multi-file collections (``screenshots/``,
+``transcription/<provider>/<id>/``) keep one ``{id}_<collection>/`` folder. The functions
+here are pure: the uploader calls them once per file and records the key it got, which is
+what pins a call's media to the location used at upload time.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Final
+
+AUDIO: Final = "audio"
+VIDEO: Final = "video"
+TRANSCRIPT: Final = "transcript"
+METADATA: Final = "metadata"
+
+#: Longest file a recording is written as (seed 001: longer recordings are split).
+MAX_SEGMENT_SECONDS: Final = 2 * 60 * 60
+
+# Exact file names from the seed's table, then the collections (folders) it names.
+_FILES: Final[Mapping[str, str]] = {
+    "audio.wav": AUDIO,
+    "audio.mp3": AUDIO,
+    "meeting_recording.mp4": VIDEO,
+    "processed_transcript.json": TRANSCRIPT,
+    "raw_transcript.json": TRANSCRIPT,
+    "manifest.json": METADATA,
+    "participants.json": METADATA,
+    "chats.json": METADATA,
+}
+_COLLECTIONS: Final[Mapping[str, str]] = {
+    "transcription": TRANSCRIPT,
+    "screenshots": METADATA,
+}
+# Segments of a split recording are named ``<stem>_part<N><ext>`` (see segment_file_name).
+_PART = re.compile(r"^(?P<stem>.+)_part\d{3,}(?P<ext>\.[^./]+)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def category_of(file_name: str) -> str:
+    """The artifact category (``audio``, ``video``, ``transcript``, ``metadata``) of a file.
+
+    ``file_name`` is relative to the call, as in the seed's table: ``audio.wav``,
+    ``meeting_recording.mp4``, ``transcription/deepgram/x/raw_transcript.json``,
+    ``screenshots/9f2b.png``. Segments of a split recording (``audio_part002.wav``) belong
+    to the category of the whole. Raises ``ValueError`` for a file the layout does not know.
+    """
+    parts = _split_relative(file_name, "file name")
+    if len(parts) > 1:
+        category = _COLLECTIONS.get(parts[0])
+        if category is None:
+            raise ValueError(
+                f"unknown collection {parts[0]!r} in {file_name!r}; "
+                f"known: {', '.join(sorted(_COLLECTIONS))}"
+            )
+        return category
+    name = parts[0]
+    match = _PART.match(name)
+    if match:
+        name = match["stem"] + match["ext"]
+    category = _FILES.get(name)
+    if category is None:
+        raise ValueError(
+            f"unknown file {file_name!r}; pass its category explicitly "
+            f"(known files: {', '.join(sorted(_FILES))})"
+        )
+    return category
+
+
+def object_key(
+    prefixes: Mapping[str, str], category: str | None, call_id: str, file_name: str
+) -> str:
+    """The object key of ``file_name`` of call ``call_id``: ``{prefix}/{call_id}_{file_name}``.
+
+    ``prefixes`` maps each category to its effective prefix (``status.effectivePrefixes``
+    or ``ResolvedStorage.prefixes``); an empty prefix means the bucket root. ``category``
+    None infers it from the file name (``category_of``); give it for files the table does
+    not list. A ``file_name`` inside a collection (``screenshots/a.png``) yields
+    ``{prefix}/{call_id}_screenshots/a.png``.
+    """
+    _check_call_id(call_id)
+    parts = _split_relative(file_name, "file name")
+    if category is None:
+        category = category_of(file_name)
+    try:
+        prefix = prefixes[category]
+    except KeyError:
+        raise ValueError(
+            f"no prefix for category {category!r}; have: {', '.join(sorted(prefixes))}"
+        ) from None
+    prefix = prefix.strip("/")
+    if prefix:
+        _split_relative(prefix, "prefix")
+    name = f"{call_id}_{'/'.join(parts)}"
+    return f"{prefix}/{name}" if prefix else name
+
+
+def split_recording(
+    duration_seconds: float, max_segment_seconds: float = MAX_SEGMENT_SECONDS
+) -> list[tuple[float, float]]:
+    """Cut a recording into ``(start, end)`` second ranges of at most ``max_segment_seconds``.
+
+    Segments are consecutive, cover ``[0, duration]`` exactly, and only the last may be
+    shorter. A recording of exactly the maximum is one file; an empty one is one empty
+    segment ``(0, 0)``, because a stopped recording still produces a file.
+    """
+    if not math.isfinite(duration_seconds) or duration_seconds < 0:
+        raise ValueError(f"duration must be a finite number >= 0, got {duration_seconds!r}")
+    if not math.isfinite(max_segment_seconds) or max_segment_seconds <= 0:
+        raise ValueError(f"segment length must be > 0, got {max_segment_seconds!r}")
+    if duration_seconds == 0:
+        return [(0, 0)]
+    count = math.ceil(duration_seconds / max_segment_seconds)
+    # Multiply rather than accumulate, so float error never adds up over many segments.
+    bounds = [min(i * max_segment_seconds, duration_seconds) for i in range(count)]
+    return [(start, bounds[i + 1] if i + 1 < count else duration_seconds)
+            for i, start in enumerate(bounds)]
+
+
+def segment_file_name(file_name: str, index: int, count: int) -> str:
+    """The name of segment ``index`` (0-based) of ``count``: unchanged when there is one,
+    else ``<stem>_part<NNN><ext>`` numbered from 1 (``meeting_recording_part002.mp4``)."""
+    if not 0 <= index < count:
+        raise ValueError(f"segment index {index} out of range for {count} segments")
+    if count == 1:
+        return file_name
+    head, dot, ext = file_name.rpartition(".")
+    if not dot or "/" in ext:
+        return f"{file_name}_part{index + 1:03d}"
+    return f"{head}_part{index + 1:03d}.{ext}"
+
+
+def _split_relative(value: str, what: str) -> list[str]:
+    """Split a relative key into segments, refusing anything that could escape its prefix."""
+    if not value or value.startswith("/") or "\\" in value or _CONTROL.search(value):
+        raise ValueError(f"invalid {what} {value!r}: must be a relative path without "
+                         "backslashes or control characters")
+    parts = value.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"invalid {what} {value!r}: empty, '.' or '..' segment")
+    return parts
+
+
+def _check_call_id(call_id: str) -> None:
+    if not call_id or "/" in call_id or "\\" in call_id or call_id in (".", "..") \
+            or _CONTROL.search(call_id):
+        raise ValueError(f"invalid call id {call_id!r}: must be one non-empty path segment")

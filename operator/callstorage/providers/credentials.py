@@ -1,0 +1,72 @@
+"""Reading a provider's keys out of its credentials Secret, and keeping them out of messages.
+
+Every value read through ``SecretKeys`` is remembered, so the provider can pass any text it
+is about to publish (an SDK's error message, a URL) through ``redact`` first: SDKs quote
+access key ids, account names with keys, or request details in some of their errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from callstorage.providers.base import ProviderError, ProviderInputs, Reason
+
+REDACTED = "***"
+# Shorter values (a one-letter test secret) would redact ordinary words out of messages.
+_MIN_REDACT_LENGTH = 4
+
+
+class SecretKeys:
+    """The decoded keys of one credentials Secret; ``what`` names it in messages."""
+
+    def __init__(self, inputs: ProviderInputs, what: str) -> None:
+        self._data = dict(inputs.secret or {})
+        self.what = what
+        self.sensitive: list[str] = []
+        for raw in self._data.values():  # the whole Secret is sensitive, read or not
+            text = raw.decode("utf-8", errors="replace")
+            self.sensitive += [text, text.strip()]
+
+    def __repr__(self) -> str:
+        return f"SecretKeys({self.what}, keys={sorted(self._data)})"
+
+    def present(self, key: str) -> bool:
+        """Whether ``key`` holds a non-blank value."""
+        return bool(self._data.get(key, b"").strip())
+
+    def optional(self, key: str) -> str | None:
+        """The value of ``key`` without surrounding whitespace, or None when absent/blank.
+
+        Whitespace is stripped because a trailing newline (``echo key | base64``) is the
+        most common way a pasted credential goes wrong, and no credential contains one.
+        """
+        raw = self._data.get(key)
+        if raw is None:
+            return None
+        try:
+            value = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise ProviderError(
+                Reason.INVALID_CREDENTIALS, f"key {key!r} of {self.what} is not UTF-8 text"
+            ) from None
+        return value or None
+
+    def require(self, key: str) -> str:
+        """The value of ``key``; SecretKeyMissing naming the key when it is absent or blank."""
+        value = self.optional(key)
+        if value is None:
+            state = "is empty" if key in self._data else "is missing"
+            raise ProviderError(Reason.SECRET_KEY_MISSING, f"key {key!r} of {self.what} {state}")
+        return value
+
+
+def redact(text: str, sensitive: Iterable[str]) -> str:
+    """``text`` with every sensitive value (and every line of a multi-line one) replaced."""
+    values: set[str] = set()
+    for value in sensitive:
+        values.add(value)
+        values.update(line.strip() for line in value.splitlines())
+    for value in sorted(values, key=len, reverse=True):  # longest first: no partial leftovers
+        if len(value) >= _MIN_REDACT_LENGTH:
+            text = text.replace(value, REDACTED)
+    return text

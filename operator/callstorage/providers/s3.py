@@ -1,0 +1,209 @@
+"""Amazon S3 and S3-compatible servers (MinIO, R2, Ceph, ...) through boto3.
+
+Secret keys: ``accessKeyId``, ``secretAccessKey`` and optionally ``sessionToken``. Without
+a Secret the operator's own (ambient) identity is used, only if the installation allows it.
+
+S3 answers a refused HeadBucket with a bare 403 and no body, which cannot tell a wrong
+key from a right key without permission. On a 403 we therefore make one more signed call
+that does return an error document (GetBucketLocation): a credential error code there
+(SignatureDoesNotMatch, InvalidAccessKeyId, ExpiredToken, ...) means InvalidCredentials,
+anything else means the credentials are good and AccessDenied is the truth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.providers.base import ProviderError, ProviderInputs, Reason
+from callstorage.providers.credentials import SecretKeys, redact
+from callstorage.providers.endpoint_policy import check_url
+from callstorage.providers.transport import CABundle, classify
+from callstorage.settings import Settings
+
+ACCESS_KEY_ID = "accessKeyId"
+SECRET_ACCESS_KEY = "secretAccessKey"
+SESSION_TOKEN = "sessionToken"
+
+# Error codes that mean "these credentials are wrong", as opposed to "not allowed".
+CREDENTIAL_ERROR_CODES = frozenset({
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "TokenRefreshRequired", "InvalidClientTokenId", "UnrecognizedClientException",
+    "RequestTimeTooSkewed", "InvalidSecurity", "MissingSecurityHeader",
+    "CredentialsNotSupported", "ExpiredTokenException",
+})
+NOT_FOUND_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed",
+                          "IllegalLocationConstraintException", "301"})
+
+
+def reason_for_code(code: str, status: int) -> Reason:
+    """The reason an S3 error code (or bare status, for HEAD requests) stands for."""
+    if code in CREDENTIAL_ERROR_CODES:
+        return Reason.INVALID_CREDENTIALS
+    if code in NOT_FOUND_CODES or status == 404:
+        return Reason.BUCKET_NOT_FOUND
+    if code in REGION_CODES or status == 301:
+        return Reason.INVALID_SPEC
+    if status in (401,):
+        return Reason.INVALID_CREDENTIALS
+    if status == 403 or code in ("AccessDenied", "AllAccessDisabled", "AccountProblem"):
+        return Reason.ACCESS_DENIED
+    return Reason.ENDPOINT_UNREACHABLE  # 5xx and the rest: the service did not do its job
+
+
+class S3StorageClient:
+    """One bucket through one boto3 client."""
+
+    def __init__(self, client: Any, bucket: str, region: str, ca: CABundle,
+                 sensitive: list[str], settings: Settings) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.region = region
+        self._ca = ca
+        self._sensitive = sensitive
+        self._settings = settings
+
+    def __repr__(self) -> str:
+        return f"S3StorageClient(bucket={self.bucket!r}, region={self.region!r})"
+
+    def head_bucket(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
+            error = self._error("HeadBucket", f"on {self.bucket}", exc)
+            if error.reason is Reason.ACCESS_DENIED:
+                error = self._disambiguate_403(error)
+            raise error from None
+
+    def put_object(self, key: str, body: bytes, content_type: str) -> None:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                    ContentType=content_type)
+        except Exception as exc:  # noqa: BLE001
+            raise self._error("PutObject", f"on {self.bucket}/{key}", exc) from None
+
+    def object_url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        finally:
+            self._ca.close()
+
+    def _disambiguate_403(self, head_error: ProviderError) -> ProviderError:
+        try:
+            self._client.get_bucket_location(Bucket=self.bucket)
+            proof = "GetBucketLocation on it succeeded"
+        except botocore.exceptions.ClientError as exc:
+            code, status, message = _parts(exc)
+            if code in CREDENTIAL_ERROR_CODES:
+                return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
+                    f"HeadBucket on {self.bucket} returned 403 {code}: {message}"))
+            if code != "AccessDenied":
+                return head_error
+            proof = "GetBucketLocation was refused with AccessDenied, not a credential error"
+        except Exception:  # noqa: BLE001 - cannot tell more; the 403 stands as it was
+            return head_error
+        return ProviderError(Reason.ACCESS_DENIED, self._clean(
+            f"HeadBucket on {self.bucket} returned 403 AccessDenied: the credentials are "
+            f"valid ({proof}) but may not read the bucket (s3:ListBucket)"))
+
+    def _error(self, operation: str, target: str, exc: BaseException) -> ProviderError:
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code, status, message = _parts(exc)
+            reason = reason_for_code(code, status)
+            if reason is Reason.INVALID_SPEC:
+                actual = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(
+                    "x-amz-bucket-region")
+                hint = f" (the bucket is in {actual})" if actual else ""
+                message = f"{message}; check spec.s3.region ({self.region}){hint}"
+            elif reason is Reason.ACCESS_DENIED and not message:
+                message = ("the credentials were refused; they may be wrong or lack "
+                           "permission")
+            elif reason is Reason.BUCKET_NOT_FOUND and not message:
+                message = "the bucket does not exist"
+            text = f"{operation} {target} returned {status}"
+            if code != str(status):
+                text += f" {code}"
+            return ProviderError(reason, self._clean(f"{text}: {message}" if message else text))
+        if isinstance(exc, botocore.exceptions.NoCredentialsError):
+            return ProviderError(Reason.INVALID_CREDENTIALS,
+                                 f"{operation} {target}: no ambient AWS credentials found")
+        network = classify(exc, self._settings.connect_timeout, self._settings.read_timeout)
+        endpoint = self._client.meta.endpoint_url
+        if network is not None:
+            reason, detail = network
+            return ProviderError(reason, self._clean(f"{operation} {target} ({endpoint}): "
+                                                     f"{detail}"))
+        return ProviderError(Reason.ENDPOINT_UNREACHABLE, self._clean(
+            f"{operation} {target} ({endpoint}) failed: {type(exc).__name__}"))
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self._sensitive)
+
+
+def _parts(exc: botocore.exceptions.ClientError) -> tuple[str, int, str]:
+    error = exc.response.get("Error", {})
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    code = str(error.get("Code") or status)
+    message = str(error.get("Message") or "")
+    if message in ("Forbidden", "Not Found", "Moved Permanently"):  # HEAD: no body
+        message = ""
+    return code, status, message
+
+
+def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
+          ) -> S3StorageClient:
+    """An S3 client for ``spec`` with the Secret's keys (or ambient credentials)."""
+    s3 = spec.s3
+    if s3 is None:
+        raise ProviderError(Reason.INVALID_SPEC, "spec.s3 is required when storageType is s3")
+    session_kwargs: dict[str, Any] = {"region_name": s3.region}
+    sensitive: list[str] = []
+    if inputs.secret is None:
+        if not settings.allow_ambient_credentials:
+            raise ProviderError(
+                Reason.AMBIENT_CREDENTIALS_DISABLED,
+                "spec.s3.credentialsSecretRef is not set and this installation does not "
+                "allow the operator's own (ambient) credentials",
+            )
+    else:
+        keys = SecretKeys(inputs, f"Secret {s3.credentials_secret_ref.name}"
+                          if s3.credentials_secret_ref else "the credentials Secret")
+        sensitive = keys.sensitive
+        session_kwargs.update(
+            aws_access_key_id=keys.require(ACCESS_KEY_ID),
+            aws_secret_access_key=keys.require(SECRET_ACCESS_KEY),
+            aws_session_token=keys.optional(SESSION_TOKEN),
+        )
+    if s3.endpoint:
+        check_url(s3.endpoint, "spec.s3.endpoint", settings.endpoint_allowlist,
+                  settings.endpoint_denylist, timeout=settings.connect_timeout)
+    ca = CABundle(inputs.ca_bundle)
+    try:
+        config = Config(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+            s3={"addressing_style": "path" if s3.force_path_style else "auto"},
+            # Checksum headers only where S3 requires them: several S3-compatible servers
+            # reject the CRC headers newer botocore sends on every PutObject.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            user_agent_extra="callstorage",
+        )
+        # A fresh Session: explicit keys never mix with profiles or env of the operator.
+        session = boto3.session.Session(**session_kwargs)
+        client = session.client("s3", endpoint_url=s3.endpoint or None, config=config,
+                                verify=ca.verify)
+    except Exception as exc:  # noqa: BLE001 - e.g. an invalid region or endpoint
+        ca.close()
+        raise ProviderError(Reason.INVALID_SPEC, redact(
+            f"cannot build an S3 client: {type(exc).__name__}: {exc}", sensitive)) from None
+    return S3StorageClient(client, spec.bucket, s3.region, ca, sensitive, settings)

@@ -1,0 +1,131 @@
+"""What every provider needs from the network layer: a CA bundle file, and a plain-words
+reason for a failed connection.
+
+The three SDKs wrap the same few socket-level failures (refused, no such host, timeout,
+untrusted certificate) in their own exception types, several layers deep; ``classify``
+walks an exception's chain to the underlying cause so each provider maps them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import tempfile
+from collections.abc import Iterator
+
+from callstorage.providers.base import ProviderError, Reason
+
+
+class CABundle:
+    """A private CA (``spec.tls.caSecretRef``) as the file SDKs want, trusted *in addition
+    to* the public roots, so a custom endpoint and a public token service both verify."""
+
+    def __init__(self, pem: bytes | None) -> None:
+        self.path: str | None = None
+        if pem is None:
+            return
+        try:  # reject garbage here, with a message, rather than as a TLS error later
+            ssl.create_default_context(cadata=pem.decode("ascii"))
+        except (ssl.SSLError, ValueError, UnicodeDecodeError):
+            raise ProviderError(
+                Reason.INVALID_SPEC,
+                "spec.tls.caSecretRef: the referenced key does not hold a PEM CA certificate",
+            ) from None
+        public = b""
+        try:
+            import certifi
+
+            with open(certifi.where(), "rb") as fh:
+                public = fh.read()
+        except (ImportError, OSError):  # no certifi: the private CA alone
+            pass
+        fd, self.path = tempfile.mkstemp(prefix="callstorage-ca-", suffix=".pem")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(public + b"\n" + pem + b"\n")
+
+    @property
+    def verify(self) -> str | bool:
+        """What ``verify=`` / ``connection_verify=`` take: the file, or True (public roots)."""
+        return self.path if self.path is not None else True
+
+    def close(self) -> None:
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            self.path = None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps: causes, contexts, and the wrapped errors SDKs keep
+    in ``reason`` (urllib3), ``kwargs['error']`` (botocore) or ``args`` (requests)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo and len(seen) < 50:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested: list[object] = [current.__cause__, current.__context__,
+                                getattr(current, "reason", None),
+                                getattr(current, "inner_exception", None),
+                                getattr(current, "exc_value", None)]
+        kwargs = getattr(current, "kwargs", None)
+        if isinstance(kwargs, dict):
+            nested.append(kwargs.get("error"))
+        nested.extend(current.args)
+        todo.extend(n for n in nested if isinstance(n, BaseException))
+
+
+def _is_timeout(exc: BaseException) -> str | None:
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError | socket.timeout) or name in (
+        "ConnectTimeout", "ConnectTimeoutError", "ServiceRequestTimeoutError",
+    ):
+        return "connect" if "Connect" in name or "Request" in name else "response"
+    if name in ("ReadTimeout", "ReadTimeoutError", "ServiceResponseTimeoutError"):
+        return "response"
+    return None
+
+
+def classify(exc: BaseException, settings_connect: float, settings_read: float
+             ) -> tuple[Reason, str] | None:
+    """The reason and a short description of a network-level failure, or None if ``exc``
+    is not one (then it is the provider's to map)."""
+    chain = list(_chain(exc))
+    for e in chain:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            detail = e.verify_message or "certificate verify failed"
+            return (Reason.ENDPOINT_UNREACHABLE,
+                    f"TLS certificate not trusted ({detail}); for a private CA set "
+                    "spec.tls.caSecretRef")
+    for e in chain:
+        if isinstance(e, socket.gaierror):
+            return Reason.ENDPOINT_UNREACHABLE, "host name not found"
+        if isinstance(e, ConnectionRefusedError):
+            return Reason.ENDPOINT_UNREACHABLE, "connection refused"
+    # Order matters: urllib3's ConnectTimeoutError is also a TimeoutError, but says which.
+    kinds = [k for k in (_is_timeout(e) for e in chain) if k is not None]
+    if "connect" in kinds:
+        return (Reason.TIMEOUT,
+                f"no connection within the connect timeout ({settings_connect:g}s)")
+    if kinds:
+        return (Reason.TIMEOUT,
+                f"no response within the read timeout ({settings_read:g}s)")
+    for e in chain:
+        if isinstance(e, ssl.SSLError):
+            return Reason.ENDPOINT_UNREACHABLE, f"TLS handshake failed ({e.reason or e})"
+        if isinstance(e, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+            return Reason.ENDPOINT_UNREACHABLE, "connection reset by the endpoint"
+        # A socket-level error (it has an errno; requests' exceptions are OSErrors without)
+        if isinstance(e, OSError) and e.errno is not None:
+            return Reason.ENDPOINT_UNREACHABLE, e.strerror or type(e).__name__
+    names = {type(e).__name__ for e in chain}
+    if names & {"EndpointConnectionError", "NewConnectionError", "ServiceRequestError",
+                "ConnectionClosedError", "ProtocolError", "RemoteDisconnected",
+                "ConnectionError"}:
+        return Reason.ENDPOINT_UNREACHABLE, "could not connect"
+    return None

@@ -1,0 +1,87 @@
+"""Install-time settings, read from ``CALLSTORAGE_*`` environment variables.
+
+The Helm chart and the kustomize base set these; every one has a safe default so the
+operator also runs straight from a checkout (``python -m callstorage``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Cloud metadata services hand out the operator's own credentials: an ExternalStorage
+# endpoint pointing there would let a tenant make the operator call them (SSRF).
+DEFAULT_DENIED_ENDPOINTS = (
+    "169.254.0.0/16",  # link-local, incl. AWS/GCP/Azure/OpenStack metadata 169.254.169.254
+    "fe80::/10",
+    "fd00:ec2::254/128",  # AWS IMDS over IPv6
+    "100.100.100.200/32",  # Alibaba Cloud metadata
+    "metadata.google.internal",
+    "metadata",
+)
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything an installation may choose; see README "Settings"."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLSTORAGE_", frozen=True)
+
+    namespace: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE", "callstorage-system"),
+        description="The operator's own namespace, home of the platform storage.",
+    )
+    platform_storage: str = Field(
+        "platform-default",
+        description="Name of the ExternalStorage in `namespace` that `stream-s3` means.",
+    )
+    allow_ambient_credentials: bool = Field(
+        False,
+        description="Let S3 storages without a Secret use the operator's own IAM identity.",
+    )
+    endpoint_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="If set, custom endpoints must match one of these hosts or CIDRs.",
+    )
+    endpoint_denylist: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_ENDPOINTS),
+        description="Hosts or CIDRs a custom endpoint may never resolve to.",
+    )
+    watch_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to watch; empty means all."
+    )
+    max_concurrent_validations: int = Field(16, ge=1, le=1024)
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
+    read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a response.")
+    max_attempts: int = Field(2, ge=1, le=10, description="SDK attempts per request.")
+    retry_base: float = Field(5.0, gt=0, description="First retry delay after a failure.")
+    retry_max: float = Field(300.0, gt=0, description="Longest retry delay after failures.")
+    check_object_prefix: str = Field(
+        "stream-", description="File-name prefix of on-demand check objects."
+    )
+    metrics_port: int = Field(8080, ge=0, le=65535, description="0 disables metrics.")
+    health_port: int = Field(8081, ge=0, le=65535, description="0 disables the probe.")
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("endpoint_allowlist", "endpoint_denylist", "watch_namespaces",
+                     mode="before")
+    @classmethod
+    def _split_lists(cls, value: object) -> object:
+        """Environment variables hold comma-separated lists."""
+        return _split(value)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

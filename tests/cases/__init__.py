@@ -1,0 +1,1 @@
+"""Tables of test data shared by unit and integration tests."""

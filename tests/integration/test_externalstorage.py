@@ -1,0 +1,284 @@
+"""ExternalStorage reconciliation against the real API server and the S3 emulator.
+
+Each test creates objects in its own namespace, with real keys of emulator users whose IAM
+policies decide what they may do, and waits on the status the operator writes.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from testbed import kubeutil
+from testbed.procs import free_port
+from testbed.s3 import S3Keys, S3Server, put_only_policy, readwrite_policy
+
+from callstorage.api import CHECK_ANNOTATION
+
+EXS = "externalstorages"
+pytestmark = pytest.mark.usefixtures("operator")
+
+
+def s3_spec(bucket: str, endpoint: str, secret: str | None, mode: str = "ReadWrite",
+            **extra: Any) -> dict[str, Any]:
+    s3: dict[str, Any] = {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True}
+    if secret:
+        s3["credentialsSecretRef"] = {"name": secret}
+    return {"storageType": "s3", "bucket": bucket, "accessMode": mode, "s3": s3, **extra}
+
+
+def create_storage(api: Any, ns: str, name: str, spec: dict[str, Any],
+                   annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if annotations:
+        meta["annotations"] = annotations
+    return kubeutil.create_object(api, EXS, ns, {
+        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
+        "metadata": meta, "spec": spec})
+
+
+def events_text(api: Any, ns: str) -> str:
+    items = client.CoreV1Api(api).list_namespaced_event(ns).items
+    return "\n".join(f"{e.reason}: {e.message}" for e in items)
+
+
+def assert_never_shown(api: Any, ns: str, keys: S3Keys) -> None:
+    """Neither the key id nor the secret appear in any status or event of ``ns``."""
+    custom = client.CustomObjectsApi(api)
+    text = str(custom.list_namespaced_custom_object("callstorage.io", "v1alpha1", ns, EXS))
+    text += events_text(api, ns)
+    assert keys.secret_access_key not in text
+    assert keys.access_key_id not in text
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, namespace: str) -> str:
+    name = f"rec-{namespace}"
+    s3_server.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def rw_keys(s3_server: S3Server, bucket: str, namespace: str,
+            credential_values: set[str]) -> S3Keys:
+    keys = s3_server.create_user(f"rw-{namespace}", readwrite_policy(bucket))
+    credential_values.update({keys.access_key_id, keys.secret_access_key})
+    return keys
+
+
+def test_valid_credentials_turn_ready_with_full_status(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+) -> None:
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    created = create_storage(kube_api, namespace, "my-s3", s3_spec(
+        bucket, s3_server.endpoint, "creds", path="/directory_name/",
+        prefixes={"audio": "recordings/audio"}))
+    started = time.monotonic()
+    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "my-s3", "True", "Validated",
+                              timeout=10)
+    assert time.monotonic() - started < 10
+    st = obj["status"]
+    assert st["effectivePrefixes"] == {"audio": "recordings/audio", "video": "directory_name",
+                                       "transcript": "directory_name",
+                                       "metadata": "directory_name"}
+    assert st["lastValidatedAt"] and st["configuredAt"] and st["nextValidationAt"]
+    assert st["capabilities"]["list"] is True
+    secret = client.CoreV1Api(kube_api).read_namespaced_secret("creds", namespace)
+    assert st["observedSecretVersion"] == secret.metadata.resource_version
+    # the operator never writes spec: same generation, same spec
+    assert obj["metadata"]["generation"] == created["metadata"]["generation"]
+    assert obj["spec"] == created["spec"]
+    assert obj["metadata"].get("annotations") in (None, {})
+    kubeutil.wait_object(kube_api, EXS, namespace, "my-s3",
+                         lambda _: "Validated" in events_text(kube_api, namespace), 10,
+                         "a Validated event")
+    assert_never_shown(kube_api, namespace, rw_keys)
+
+
+def test_wrong_secret_is_invalid_credentials(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+) -> None:
+    bad = {"accessKeyId": rw_keys.access_key_id, "secretAccessKey": "not-the-secret-0000"}
+    kubeutil.secret(kube_api, namespace, "creds", bad)
+    create_storage(kube_api, namespace, "bad", s3_spec(bucket, s3_server.endpoint, "creds"))
+    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "bad", "False", "InvalidCredentials")
+    assert bucket in kubeutil.condition(obj)["message"]
+    assert obj["status"]["consecutiveFailures"] >= 1
+    assert_never_shown(kube_api, namespace, rw_keys)
+
+
+def test_missing_bucket_is_bucket_not_found(
+    kube_api: Any, namespace: str, s3_server: S3Server, rw_keys: S3Keys,
+) -> None:
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    create_storage(kube_api, namespace, "nobucket",
+                   s3_spec(f"missing-{namespace}", s3_server.endpoint, "creds"))
+    kubeutil.wait_ready(kube_api, EXS, namespace, "nobucket", "False", "BucketNotFound")
+
+
+def test_missing_secret_then_created_recovers_by_itself(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+) -> None:
+    create_storage(kube_api, namespace, "later", s3_spec(bucket, s3_server.endpoint, "later"))
+    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "later", "False", "SecretNotFound")
+    assert f"{namespace}/later" in kubeutil.condition(obj)["message"]
+    kubeutil.secret(kube_api, namespace, "later", {"accessKeyId": rw_keys.access_key_id})
+    kubeutil.wait_ready(kube_api, EXS, namespace, "later", "False", "SecretKeyMissing")
+    kubeutil.secret(kube_api, namespace, "later", rw_keys.as_secret_data(), replace=True)
+    kubeutil.wait_ready(kube_api, EXS, namespace, "later", "True", "Validated", timeout=10)
+
+
+def test_secret_in_another_namespace_is_never_read(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+) -> None:
+    other = f"{namespace}-other"
+    kubeutil.create_namespace(kube_api, other)
+    try:
+        kubeutil.secret(kube_api, other, "creds", rw_keys.as_secret_data())
+        create_storage(kube_api, namespace, "cross",
+                       s3_spec(bucket, s3_server.endpoint, "creds"))
+        kubeutil.wait_ready(kube_api, EXS, namespace, "cross", "False", "SecretNotFound")
+    finally:
+        kubeutil.delete_namespace(kube_api, other)
+
+
+@pytest.fixture
+def hanging_endpoint() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                held.append(conn)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join(2)
+    for conn in held:
+        conn.close()
+    sock.close()
+
+
+def test_dead_and_hanging_endpoints_do_not_delay_others(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+    hanging_endpoint: str,
+) -> None:
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    create_storage(kube_api, namespace, "hangs", s3_spec(bucket, hanging_endpoint, "creds"))
+    closed = f"http://127.0.0.1:{free_port()}"
+    create_storage(kube_api, namespace, "down", s3_spec(bucket, closed, "creds"))
+    create_storage(kube_api, namespace, "good", s3_spec(bucket, s3_server.endpoint, "creds"))
+    # the good one is validated while the hanging endpoint still holds its worker
+    kubeutil.wait_ready(kube_api, EXS, namespace, "good", "True", "Validated", timeout=10)
+    hanging = kubeutil.get_object(kube_api, EXS, namespace, "hangs")
+    assert kubeutil.condition(hanging).get("reason") != "Timeout"
+    kubeutil.wait_ready(kube_api, EXS, namespace, "down", "False", "EndpointUnreachable")
+    kubeutil.wait_ready(kube_api, EXS, namespace, "hangs", "False", "Timeout", timeout=30)
+
+
+def test_metadata_endpoint_is_not_allowed(kube_api: Any, namespace: str, bucket: str,
+                                          rw_keys: S3Keys) -> None:
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    create_storage(kube_api, namespace, "imds",
+                   s3_spec(bucket, "http://169.254.169.254", "creds"))
+    kubeutil.wait_ready(kube_api, EXS, namespace, "imds", "False", "EndpointNotAllowed")
+
+
+def test_write_only_probes_each_prefix_and_read_write_is_denied(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str,
+    credential_values: set[str],
+) -> None:
+    prefixes = {"audio": "rec/audio", "video": "rec/video"}
+    keys = s3_server.create_user(f"wo-{namespace}",
+                                 put_only_policy(bucket, ["rec/audio", "rec/video", "meta"]))
+    credential_values.update({keys.access_key_id, keys.secret_access_key})
+    kubeutil.secret(kube_api, namespace, "wo", keys.as_secret_data())
+    create_storage(kube_api, namespace, "wo", s3_spec(
+        bucket, s3_server.endpoint, "wo", "WriteOnly", path="meta", prefixes=prefixes))
+    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "wo", "True", "Validated", timeout=10)
+    assert obj["status"]["capabilities"]["write"] is True
+    for prefix in ("rec/audio/", "rec/video/", "meta/"):
+        probes = [k for k in s3_server.list_keys(bucket, prefix)
+                  if k.startswith(f"{prefix}.write_probe_")]
+        assert probes, f"no probe object under {prefix}"
+    create_storage(kube_api, namespace, "wo-as-rw", s3_spec(
+        bucket, s3_server.endpoint, "wo", "ReadWrite", path="meta"))
+    kubeutil.wait_ready(kube_api, EXS, namespace, "wo-as-rw", "False", "AccessDenied")
+    assert_never_shown(kube_api, namespace, keys)
+
+
+def test_secret_rotation_flips_ready_and_back(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+) -> None:
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    create_storage(kube_api, namespace, "rot", s3_spec(bucket, s3_server.endpoint, "creds"))
+    kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "True", "Validated", timeout=10)
+    bad = {"accessKeyId": rw_keys.access_key_id, "secretAccessKey": "rotated-wrong-value"}
+    kubeutil.secret(kube_api, namespace, "creds", bad, replace=True)
+    kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "False", "InvalidCredentials",
+                        timeout=10)
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data(), replace=True)
+    kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "True", "Validated", timeout=10)
+
+
+def test_check_annotation_uploads_a_new_file_each_time(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+) -> None:
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    create_storage(kube_api, namespace, "chk",
+                   s3_spec(bucket, s3_server.endpoint, "creds", path="checks/"))
+    kubeutil.wait_ready(kube_api, EXS, namespace, "chk", "True", timeout=10)
+    custom = client.CustomObjectsApi(kube_api)
+    seen: set[str] = set()
+    for value in ("first", "second"):
+        custom.patch_namespaced_custom_object(
+            "callstorage.io", "v1alpha1", namespace, EXS, "chk",
+            {"metadata": {"annotations": {CHECK_ANNOTATION: value}}})
+        obj = kubeutil.wait_object(
+            kube_api, EXS, namespace, "chk",
+            lambda o, v=value: ((o or {}).get("status", {}).get("lastCheck") or {})
+            .get("requestedAt") == v, 10, f"check {value} answered")
+        assert obj is not None
+        check = obj["status"]["lastCheck"]
+        assert check["succeeded"] is True, check
+        key = check["object"].split(f"{bucket}/", 1)[-1]
+        assert key.startswith("checks/stream-") and key.endswith(".md")
+        assert key in s3_server.list_keys(bucket, "checks/")
+        seen.add(key)
+    assert len(seen) == 2
+
+
+def test_suspend_stops_validation_and_says_so(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+) -> None:
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    create_storage(kube_api, namespace, "sus",
+                   s3_spec(bucket, s3_server.endpoint, "creds", suspend=True))
+    obj = kubeutil.wait_object(
+        kube_api, EXS, namespace, "sus",
+        lambda o: kubeutil.condition(o, "Suspended").get("status") == "True", 10,
+        "Suspended condition")
+    assert obj is not None
+    assert kubeutil.condition(obj).get("status") != "True"  # never validated
+    assert "nextValidationAt" not in obj["status"]
+    client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        "callstorage.io", "v1alpha1", namespace, EXS, "sus", {"spec": {"suspend": False}})
+    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "sus", "True", timeout=10)
+    assert kubeutil.condition(obj, "Suspended") == {}

@@ -1,0 +1,128 @@
+"""What status an ExternalStorage gets from what was observed (no cluster needed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from callstorage.providers.base import Capabilities, Reason
+from callstorage.reconcile.externalstorage import (
+    CheckOutcome,
+    Observed,
+    Validation,
+    desired_status,
+    ready_state,
+    status_patch,
+)
+from callstorage.reconcile.schedule import next_delay, startup_delay
+
+T0 = dt.datetime(2026, 11, 22, 10, 0, 0, tzinfo=dt.UTC)
+PREFIXES = {"audio": "rec/audio", "video": "rec", "transcript": "rec", "metadata": "rec"}
+
+
+def observed(**kw: object) -> Observed:
+    base: dict[str, object] = {"generation": 1, "now": T0, "effective_prefixes": PREFIXES}
+    base.update(kw)
+    return Observed(**base)  # type: ignore[arg-type]
+
+
+def test_success_sets_ready_timestamps_and_capabilities() -> None:
+    v = Validation(Reason.VALIDATED, "ok", Capabilities(list=True), "42")
+    st = desired_status(None, observed(validation=v))
+    assert ready_state(st) == ("True", "Validated", "ok")
+    assert st["lastValidatedAt"] == "2026-11-22T10:00:00Z"
+    assert st["configuredAt"] == "2026-11-22T10:00:00Z"
+    assert st["observedGeneration"] == 1
+    assert st["capabilities"] == {"write": False, "read": False, "list": True}
+    assert st["observedSecretVersion"] == "42"
+    assert st["effectivePrefixes"] == PREFIXES
+    assert st["consecutiveFailures"] == 0
+
+
+def test_failure_keeps_last_validated_at_and_clears_capabilities() -> None:
+    ok = desired_status(None, observed(validation=Validation(
+        Reason.VALIDATED, "ok", Capabilities(write=True), "1")))
+    later = T0 + dt.timedelta(minutes=5)
+    bad = desired_status(ok, observed(now=later, consecutive_failures=1, validation=Validation(
+        Reason.INVALID_CREDENTIALS, "HeadBucket on b returned 403 SignatureDoesNotMatch",
+        secret_version="2")))
+    assert ready_state(bad)[:2] == ("False", "InvalidCredentials")
+    assert bad["lastValidatedAt"] == ok["lastValidatedAt"]
+    assert bad["capabilities"] == {"write": False, "read": False, "list": False}
+    assert bad["observedSecretVersion"] == "2"
+    ready = next(c for c in bad["conditions"] if c["type"] == "Ready")
+    assert ready["lastTransitionTime"] == "2026-11-22T10:05:00Z"
+
+
+def test_configured_at_changes_only_with_a_new_generation() -> None:
+    v = Validation(Reason.VALIDATED, "ok", Capabilities(), "1")
+    first = desired_status(None, observed(validation=v))
+    same = desired_status(first, observed(now=T0 + dt.timedelta(hours=1), validation=v))
+    assert same["configuredAt"] == first["configuredAt"]
+    newer = desired_status(same, observed(generation=2, now=T0 + dt.timedelta(hours=2),
+                                          validation=v))
+    assert newer["configuredAt"] == "2026-11-22T12:00:00Z"
+
+
+def test_invalid_spec_drops_prefixes() -> None:
+    st = desired_status({"effectivePrefixes": PREFIXES}, observed(
+        effective_prefixes=None, validation=Validation(Reason.INVALID_SPEC, "spec.s3: required")))
+    assert "effectivePrefixes" not in st
+    assert ready_state(st)[:2] == ("False", "InvalidSpec")
+
+
+def test_no_validation_yet_is_unknown_and_refs_only_round_keeps_ready() -> None:
+    st = desired_status(None, observed())
+    assert ready_state(st)[0] == "Unknown"
+    v = desired_status(None, observed(validation=Validation(Reason.VALIDATED, "ok")))
+    refs = desired_status(v, observed(used_by=("allhands",)))
+    assert ready_state(refs)[0] == "True"
+    assert refs["usedBy"] == ["allhands"]
+
+
+def test_suspended_and_deletion_blocked_conditions_come_and_go() -> None:
+    st = desired_status(None, observed(suspended=True, blocked_deletion_by=("a", "b")))
+    types = {c["type"] for c in st["conditions"]}
+    assert {"Suspended", "DeletionBlocked"} <= types
+    blocked = next(c for c in st["conditions"] if c["type"] == "DeletionBlocked")
+    assert "a, b" in blocked["message"]
+    cleared = desired_status(st, observed())
+    assert {c["type"] for c in cleared["conditions"]} == {"Ready"}
+
+
+def test_check_outcome_recorded() -> None:
+    st = desired_status(None, observed(check=CheckOutcome("t1", True, "uploaded", "p/x.md")))
+    assert st["lastCheck"]["requestedAt"] == "t1"
+    assert st["lastCheck"]["succeeded"] is True
+    assert st["lastCheck"]["object"] == "p/x.md"
+
+
+def test_status_patch_is_none_when_nothing_changed_and_nulls_removed_keys() -> None:
+    v = Validation(Reason.VALIDATED, "ok", Capabilities(), "1")
+    st = desired_status(None, observed(validation=v, next_validation=T0))
+    assert status_patch(st, desired_status(st, observed(next_validation=T0))) is None
+    patch = status_patch(st, desired_status(st, observed(suspended=True)))
+    assert patch is not None
+    assert patch["nextValidationAt"] is None
+    assert any(c["type"] == "Suspended" for c in patch["conditions"])
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    delays = [next_delay(Reason.ACCESS_DENIED, 3600, n, 5, 300, lambda: 1.0)
+              for n in range(1, 9)]
+    assert delays == [5, 10, 20, 40, 80, 160, 300, 300]
+    low = next_delay(Reason.ACCESS_DENIED, 3600, 3, 5, 300, lambda: 0.0)
+    assert low == 10  # at least half of the step
+
+
+def test_success_uses_interval_and_zero_means_off() -> None:
+    assert next_delay(Reason.VALIDATED, 3600, 0, 5, 300, lambda: 0.0) == 3600
+    assert next_delay(Reason.VALIDATED, 3600, 0, 5, 300, lambda: 1.0) == 3240
+    assert next_delay(Reason.VALIDATED, 0, 0, 5, 300, lambda: 0.5) is None
+    assert next_delay(Reason.INVALID_SPEC, 3600, 4, 5, 300, lambda: 0.5) is None
+
+
+def test_restart_waits_for_the_interval_of_ready_objects() -> None:
+    now = 10_000.0
+    assert startup_delay(now, "True", now - 600, 3600, 5, lambda: 0.0) == 3000
+    assert startup_delay(now, "True", now - 7200, 3600, 5, lambda: 0.0) == 0
+    assert startup_delay(now, "False", now - 10, 3600, 5, lambda: 1.0) == 5

@@ -1,0 +1,75 @@
+"""The work queue: dedupe, delays, never two workers on one key."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from callstorage.workqueue import WorkQueue
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _get_now(q: WorkQueue[str]) -> tuple[str, set[str]] | None:
+    try:
+        return await asyncio.wait_for(q.get(), 0.05)
+    except TimeoutError:
+        return None
+
+
+async def test_add_twice_is_one_item_with_both_reasons() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a", "validate")
+    q.add("a", "check")
+    assert len(q) == 1
+    assert await _get_now(q) == ("a", {"validate", "check"})
+    assert await _get_now(q) is None
+
+
+async def test_delayed_item_waits_and_earlier_add_wins() -> None:
+    clock = FakeClock()
+    q: WorkQueue[str] = WorkQueue(clock)
+    q.add("a", "validate", delay=60)
+    assert await _get_now(q) is None
+    q.add("a", "secret", delay=0)  # an event now beats the scheduled run
+    item = await _get_now(q)
+    assert item == ("a", {"validate", "secret"})
+    q.done("a")
+    q.add("b", "validate", delay=30)
+    clock.now += 31
+    q.add("c", "x", delay=1000)  # wakes the getter so it re-reads the clock
+    assert await _get_now(q) == ("b", {"validate"})
+
+
+async def test_key_being_processed_is_requeued_after_done() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a", "first")
+    key, _ = await q.get()
+    q.add("a", "second")  # arrives while a worker holds "a"
+    assert await _get_now(q) is None  # no second worker gets it
+    q.done(key)
+    assert await _get_now(q) == ("a", {"second"})
+
+
+async def test_forget_drops_pending_item() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a", "x")
+    q.forget("a")
+    assert await _get_now(q) is None
+    assert len(q) == 0
+
+
+async def test_close_ends_waiting_getters() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    waiter = asyncio.create_task(q.get())
+    await asyncio.sleep(0)
+    q.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
