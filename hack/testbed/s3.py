@@ -65,7 +65,7 @@ def readwrite_policy(bucket: str) -> dict[str, Any]:
 
 
 def put_only_policy(bucket: str, prefixes: list[str]) -> dict[str, Any]:
-    """Only ``s3:PutObject`` under each of ``prefixes`` (e.g. ``recordings/`` -> ``recordings/*``)."""
+    """Only ``s3:PutObject`` under each of ``prefixes`` (``recordings`` -> ``recordings/*``)."""
     resources = [f"arn:aws:s3:::{bucket}/{p.strip('/')}/*" if p.strip("/") else
                  f"arn:aws:s3:::{bucket}/*" for p in prefixes]
     return {
@@ -155,7 +155,7 @@ class S3Server:
 
 def _client(service: str, endpoint: str, region: str, keys: S3Keys) -> Any:
     return boto3.client(
-        service,  # type: ignore[call-overload]
+        service,
         endpoint_url=endpoint,
         region_name=region,
         aws_access_key_id=keys.access_key_id,

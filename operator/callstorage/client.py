@@ -322,6 +322,18 @@ def find_call_type(api_client: client.ApiClient, namespace: str, call_type: str)
     return obj
 
 
+def check_storage_name(name: str) -> None:
+    """Refuse the reserved ``stream-s3`` and names that cannot be object names
+    (``InvalidRequest``), before anything is sent."""
+    if name == RESERVED_STORAGE_NAME:
+        raise InvalidRequest("ReservedName", f"the name {RESERVED_STORAGE_NAME!r} is reserved "
+                             "for the platform storage (an ExternalStorage in the operator's "
+                             "namespace, platform-default unless configured otherwise)")
+    if not is_dns1123_subdomain(name):
+        raise InvalidRequest("InvalidName", f"{name!r} is not a valid name: lowercase "
+                             "letters, digits, '-' and '.', at most 253 characters")
+
+
 # --- requests (the seed SDK's shapes) -----------------------------------------------------
 
 
@@ -740,12 +752,7 @@ class Client:
         return items
 
     def _check_storage_name(self, name: str) -> None:
-        if name == RESERVED_STORAGE_NAME:
-            raise InvalidRequest("ReservedName", f"the name {RESERVED_STORAGE_NAME!r} is "
-                                 "reserved for the platform storage; choose another name")
-        if not is_dns1123_subdomain(name):
-            raise InvalidRequest("InvalidName", f"{name!r} is not a valid name: lowercase "
-                                 "letters, digits, '-' and '.', at most 253 characters")
+        check_storage_name(name)
 
     @staticmethod
     def secret_name(storage: str) -> str:

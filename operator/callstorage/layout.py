@@ -116,7 +116,13 @@ def split_recording(
         raise ValueError(f"segment length must be > 0, got {max_segment_seconds!r}")
     if duration_seconds == 0:
         return [(0, 0)]
-    count = math.ceil(duration_seconds / max_segment_seconds)
+    count = max(1, math.ceil(duration_seconds / max_segment_seconds))
+    # Division rounds: fix the count so that no segment is longer than the maximum and
+    # the last one is not empty.
+    while count * max_segment_seconds < duration_seconds:
+        count += 1
+    while count > 1 and (count - 1) * max_segment_seconds >= duration_seconds:
+        count -= 1
     # Multiply rather than accumulate, so float error never adds up over many segments.
     bounds = [min(i * max_segment_seconds, duration_seconds) for i in range(count)]
     return [(start, bounds[i + 1] if i + 1 < count else duration_seconds)

@@ -13,6 +13,8 @@ because a tenant may have chosen their bucket for data residency.
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -62,16 +64,21 @@ class Source(StrEnum):
 class StorageChoice:
     """The storage the order selects: where to find it and why it was chosen.
 
-    ``requested`` is the name as written where it was chosen (``stream-s3`` stays
-    ``stream-s3``; None for the platform default); ``platform`` tells whether it is the
-    platform storage.
+    ``source`` is ``PlatformDefault`` whenever the platform storage is chosen, named
+    ``stream-s3`` or not (as CallType ``status.resolvedStorage.source`` says);
+    ``requested`` keeps the name as written where it was chosen (``stream-s3``, or None
+    when nothing was specified), so an explicit choice of the platform stays visible.
     """
 
     namespace: str
     name: str
     source: Source
     requested: str | None
-    platform: bool
+
+    @property
+    def platform(self) -> bool:
+        """Whether this is the platform storage."""
+        return self.source is Source.PLATFORM_DEFAULT
 
 
 def is_platform_reference(name: str | None) -> bool:
@@ -92,17 +99,17 @@ def choose_storage(
     ``call_storage`` is the call-level choice (``recording_external_storage`` /
     ``transcription_external_storage``), ``call_type_storage`` the CallType's
     ``spec.externalStorage``; None or "" means "not specified". An explicit ``stream-s3``
-    still counts as a choice at its level (the source says who chose), but names the
-    platform storage.
+    at either level ends the search there, with the platform storage.
     """
     for source, requested in ((Source.CALL, call_storage),
                               (Source.CALL_TYPE, call_type_storage)):
         if not requested:
             continue
         if requested == RESERVED_STORAGE_NAME:
-            return StorageChoice(platform_namespace, platform_name, source, requested, True)
-        return StorageChoice(namespace, requested, source, requested, False)
-    return StorageChoice(platform_namespace, platform_name, Source.PLATFORM_DEFAULT, None, True)
+            return StorageChoice(platform_namespace, platform_name, Source.PLATFORM_DEFAULT,
+                                 requested)
+        return StorageChoice(namespace, requested, source, requested)
+    return StorageChoice(platform_namespace, platform_name, Source.PLATFORM_DEFAULT, None)
 
 
 @dataclass(frozen=True)
@@ -127,9 +134,13 @@ class ResolvedStorage:
     message: str
     terminating: bool
     requested: str | None = None
-    platform: bool = False
     path: str | None = None
     call_type: str | None = field(default=None, compare=False)
+
+    @property
+    def platform(self) -> bool:
+        """Whether this is the platform storage (``stream-s3``)."""
+        return self.source is Source.PLATFORM_DEFAULT
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with camelCase keys (CallType ``status.resolvedStorage`` style)."""
@@ -171,7 +182,6 @@ def describe_storage(
         message=state.message,
         terminating=bool(meta.get("deletionTimestamp")),
         requested=choice.requested,
-        platform=choice.platform,
         path=spec.get("path"),
         call_type=call_type,
     )
@@ -228,9 +238,27 @@ def resolve(
 def _not_found_message(choice: StorageChoice, call_type: str) -> str:
     where = f"{choice.namespace}/{choice.name}"
     if choice.platform:
-        named = f" (named {choice.requested} by the {choice.source})" if choice.requested else ""
+        named = f" (named {choice.requested})" if choice.requested else ""
         return (f"the platform storage ExternalStorage {where}{named} does not exist; "
                 "create it or set CALLSTORAGE_PLATFORM_STORAGE / CALLSTORAGE_NAMESPACE")
     if choice.source is Source.CALL:
         return f"ExternalStorage {where}, named for the call, does not exist"
     return f"ExternalStorage {where}, named by CallType {call_type!r}, does not exist"
+
+
+class _CallableModule(types.ModuleType):
+    """``callstorage.resolve`` names both this module and the function. Importing the
+    module binds the package attribute to the module, so the module itself must be
+    callable for ``callstorage.resolve(...)`` to keep working whichever came first."""
+
+    def __call__(
+        self,
+        namespace: str,
+        call_type: str,
+        call_storage: str | None = None,
+        **kwargs: Any,
+    ) -> ResolvedStorage:
+        return resolve(namespace, call_type, call_storage, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

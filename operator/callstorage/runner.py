@@ -32,7 +32,8 @@ def configure_logging(settings: Settings) -> None:
     # kopf logs one INFO line per handled event (for every Secret in the cluster too), and
     # at DEBUG it may print object bodies: Secret data must never reach a log.
     logging.getLogger("kopf").setLevel(logging.WARNING)
-    for noisy in ("botocore", "boto3", "urllib3", "azure", "google", "kubernetes"):
+    for noisy in ("botocore", "boto3", "urllib3", "azure", "google", "kubernetes",
+                  "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

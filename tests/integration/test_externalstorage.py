@@ -113,12 +113,17 @@ def test_wrong_secret_is_invalid_credentials(
 
 
 def test_missing_bucket_is_bucket_not_found(
-    kube_api: Any, namespace: str, s3_server: S3Server, rw_keys: S3Keys,
+    kube_api: Any, namespace: str, s3_server: S3Server, credential_values: set[str],
 ) -> None:
-    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    missing = f"missing-{namespace}"
+    # allowed on that bucket name, so the answer is "no such bucket", not "denied"
+    keys = s3_server.create_user(f"nb-{namespace}", readwrite_policy(missing))
+    credential_values.update({keys.access_key_id, keys.secret_access_key})
+    kubeutil.secret(kube_api, namespace, "creds", keys.as_secret_data())
     create_storage(kube_api, namespace, "nobucket",
-                   s3_spec(f"missing-{namespace}", s3_server.endpoint, "creds"))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "nobucket", "False", "BucketNotFound")
+                   s3_spec(missing, s3_server.endpoint, "creds"))
+    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "nobucket", "False", "BucketNotFound")
+    assert missing in kubeutil.condition(obj)["message"]
 
 
 def test_missing_secret_then_created_recovers_by_itself(

@@ -81,7 +81,7 @@ def test_error_lines_name_field_then_problem() -> None:
     with pytest.raises(InvalidSpecError) as caught:
         parse_external_storage(obj)
     assert caught.value.problems == [
-        "metadata.name: Invalid value: stream-s3 is reserved for the platform storage; "
+        "metadata.name: stream-s3 is reserved for the platform storage; "
         "choose another name",
         "spec.gcs: Forbidden: must not be set when storageType is s3; keep only the block "
         "that matches storageType",

@@ -419,7 +419,7 @@ def _lines(error: ValidationError, root: str) -> list[str]:
 def validate_name(name: str) -> None:
     """Raise InvalidSpecError if ``name`` may not be used for an ExternalStorage."""
     if name == RESERVED_STORAGE_NAME:
-        raise InvalidSpecError(f"metadata.name: Invalid value: {RESERVED_NAME_MESSAGE}")
+        raise InvalidSpecError(f"metadata.name: {RESERVED_NAME_MESSAGE}")
 
 
 def _spec_of(obj: Mapping[str, Any]) -> Any:

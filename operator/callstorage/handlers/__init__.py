@@ -18,25 +18,32 @@ from callstorage.kube import Kube, load_api_client
 from callstorage.settings import Settings
 
 
-def build_registry(settings: Settings) -> tuple[kopf.OperatorRegistry, dict[str, Any]]:
+def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, Any]]:
     """A registry with every handler, and a holder through which tests can reach the
     running controller (``holder["controller"]``)."""
     registry = kopf.OperatorRegistry()
     holder: dict[str, Any] = {}
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # Our own registry has none of kopf's default login handlers; the kubernetes
+        # client's loader covers in-cluster ServiceAccounts and kubeconfig files alike.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
+        return info
+
     @kopf.on.startup(registry=registry)
-    async def start(settings_: kopf.OperatorSettings, **_: Any) -> None:
+    async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         # We post our own, meaningful events; kopf's per-handler ones would land on
         # every Secret in the cluster.
-        settings_.posting.enabled = False
+        settings.posting.enabled = False
         # No CRD/namespace scanning: fewer permissions, and the kinds are known upfront.
-        settings_.scanning.disabled = True
-        settings_.watching.server_timeout = 300
-        settings_.watching.client_timeout = 330
-        settings_.networking.request_timeout = 60
-        workers = settings.max_concurrent_validations + 4
+        settings.scanning.disabled = True
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 60
+        workers = config.max_concurrent_validations + 4
         kube = Kube(load_api_client(workers), workers)
-        controller = Controller(settings, kube)
+        controller = Controller(config, kube)
         await controller.start()
         holder["controller"] = controller
 

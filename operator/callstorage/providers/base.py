@@ -19,8 +19,8 @@ class Reason(StrEnum):
 
     VALIDATED = "Validated"
     INVALID_SPEC = "InvalidSpec"
-    SECRET_NOT_FOUND = "SecretNotFound"
-    SECRET_KEY_MISSING = "SecretKeyMissing"
+    SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason name, not a secret
+    SECRET_KEY_MISSING = "SecretKeyMissing"  # noqa: S105 - a reason name
     AMBIENT_CREDENTIALS_DISABLED = "AmbientCredentialsDisabled"
     INVALID_CREDENTIALS = "InvalidCredentials"
     ACCESS_DENIED = "AccessDenied"

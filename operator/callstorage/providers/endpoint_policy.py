@@ -96,7 +96,8 @@ def decide(host: str, addresses: Sequence[str], allow: Rules, deny: Rules) -> st
     for ip in ips:
         network = deny.matching_network(ip)
         if network is not None:
-            return f"host {host} resolves to {ip}, inside denied network {network}"
+            where = f"address {ip} is" if host == str(ip) else f"host {host} resolves to {ip},"
+            return f"{where} inside denied network {network}"
     if allow and not allow.matches_host(host):
         outside = [ip for ip in ips if allow.matching_network(ip) is None]
         if outside or not ips:

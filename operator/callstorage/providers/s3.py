@@ -26,8 +26,8 @@ from callstorage.providers.transport import CABundle, classify
 from callstorage.settings import Settings
 
 ACCESS_KEY_ID = "accessKeyId"
-SECRET_ACCESS_KEY = "secretAccessKey"
-SESSION_TOKEN = "sessionToken"
+SECRET_ACCESS_KEY = "secretAccessKey"  # noqa: S105 - names of Secret keys
+SESSION_TOKEN = "sessionToken"  # noqa: S105
 
 # Error codes that mean "these credentials are wrong", as opposed to "not allowed".
 CREDENTIAL_ERROR_CODES = frozenset({
@@ -74,7 +74,7 @@ class S3StorageClient:
     def head_bucket(self) -> None:
         try:
             self._client.head_bucket(Bucket=self.bucket)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reason
+        except Exception as exc:
             error = self._error("HeadBucket", f"on {self.bucket}", exc)
             if error.reason is Reason.ACCESS_DENIED:
                 error = self._disambiguate_403(error)
@@ -84,7 +84,7 @@ class S3StorageClient:
         try:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
                                     ContentType=content_type)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._error("PutObject", f"on {self.bucket}/{key}", exc) from None
 
     def object_url(self, key: str) -> str:
@@ -101,14 +101,14 @@ class S3StorageClient:
             self._client.get_bucket_location(Bucket=self.bucket)
             proof = "GetBucketLocation on it succeeded"
         except botocore.exceptions.ClientError as exc:
-            code, status, message = _parts(exc)
+            code, _, message = _parts(exc)
             if code in CREDENTIAL_ERROR_CODES:
                 return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
                     f"HeadBucket on {self.bucket} returned 403 {code}: {message}"))
             if code != "AccessDenied":
                 return head_error
             proof = "GetBucketLocation was refused with AccessDenied, not a credential error"
-        except Exception:  # noqa: BLE001 - cannot tell more; the 403 stands as it was
+        except Exception:
             return head_error
         return ProviderError(Reason.ACCESS_DENIED, self._clean(
             f"HeadBucket on {self.bucket} returned 403 AccessDenied: the credentials are "
@@ -202,7 +202,7 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
         session = boto3.session.Session(**session_kwargs)
         client = session.client("s3", endpoint_url=s3.endpoint or None, config=config,
                                 verify=ca.verify)
-    except Exception as exc:  # noqa: BLE001 - e.g. an invalid region or endpoint
+    except Exception as exc:
         ca.close()
         raise ProviderError(Reason.INVALID_SPEC, redact(
             f"cannot build an S3 client: {type(exc).__name__}: {exc}", sensitive)) from None

@@ -8,6 +8,7 @@ walks an exception's chain to the underlying cause so each provider maps them al
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import ssl
@@ -51,10 +52,8 @@ class CABundle:
 
     def close(self) -> None:
         if self.path is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
             self.path = None
 
 
@@ -98,7 +97,7 @@ def classify(exc: BaseException, settings_connect: float, settings_read: float
     chain = list(_chain(exc))
     for e in chain:
         if isinstance(e, ssl.SSLCertVerificationError):
-            detail = e.verify_message or "certificate verify failed"
+            detail = getattr(e, "verify_message", None) or "certificate verify failed"
             return (Reason.ENDPOINT_UNREACHABLE,
                     f"TLS certificate not trusted ({detail}); for a private CA set "
                     "spec.tls.caSecretRef")
@@ -109,6 +108,9 @@ def classify(exc: BaseException, settings_connect: float, settings_read: float
             return Reason.ENDPOINT_UNREACHABLE, "connection refused"
     # Order matters: urllib3's ConnectTimeoutError is also a TimeoutError, but says which.
     kinds = [k for k in (_is_timeout(e) for e in chain) if k is not None]
+    if kinds and any("handshake" in str(e) for e in chain):  # urllib3 calls it a read
+        return (Reason.TIMEOUT,
+                f"no TLS handshake within the connect timeout ({settings_connect:g}s)")
     if "connect" in kinds:
         return (Reason.TIMEOUT,
                 f"no connection within the connect timeout ({settings_connect:g}s)")

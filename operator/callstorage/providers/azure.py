@@ -1,0 +1,211 @@
+"""Azure Blob Storage through azure-storage-blob (``spec.bucket`` is the container).
+
+Secret keys: ``accountKey`` (SharedKey), or ``clientId`` + ``clientSecret`` + ``tenantId``
+(a service principal, authenticated against ``spec.abs.authorityHost`` or Entra ID).
+
+For a service principal the token is fetched explicitly first, with the configured
+timeouts and retries: otherwise the blob client's retry policy wraps the token request and
+a wrong secret is retried with the storage SDK's long backoff before it surfaces.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import urllib.parse
+from typing import Any
+
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.identity import ClientSecretCredential
+from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
+
+from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.providers.base import ProviderError, ProviderInputs, Reason
+from callstorage.providers.credentials import SecretKeys, redact
+from callstorage.providers.endpoint_policy import check_url
+from callstorage.providers.transport import CABundle, classify
+from callstorage.settings import Settings
+
+ACCOUNT_KEY = "accountKey"
+CLIENT_ID = "clientId"
+CLIENT_SECRET = "clientSecret"  # noqa: S105 - the name of a Secret key
+TENANT_ID = "tenantId"
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
+KNOWN_AUTHORITY_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us",
+                                   "login.chinacloudapi.cn"})
+
+# SharedKey signature failures; Azure says AuthenticationFailed, Azurite AuthorizationFailure
+# with Azure's "Server failed to authenticate the request" text.
+CREDENTIAL_ERROR_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo",
+                                    "NoAuthenticationInformation"})
+NOT_FOUND_CODES = frozenset({"ContainerNotFound", "ResourceNotFound", "AccountNotFound"})
+
+
+def reason_for_error(status: int, code: str, message: str) -> Reason:
+    """The reason an Azure Storage error stands for."""
+    if code in CREDENTIAL_ERROR_CODES or "failed to authenticate" in message.lower():
+        return Reason.INVALID_CREDENTIALS
+    if status == 401:
+        return Reason.INVALID_CREDENTIALS
+    if code in NOT_FOUND_CODES or status == 404:
+        return Reason.BUCKET_NOT_FOUND
+    if status == 403:  # AuthorizationPermissionMismatch, AuthorizationFailure (firewall), ...
+        return Reason.ACCESS_DENIED
+    return Reason.ENDPOINT_UNREACHABLE
+
+
+class AzureStorageClient:
+    """One container through one BlobServiceClient."""
+
+    def __init__(self, service: BlobServiceClient, container: str, account_url: str,
+                 credential: ClientSecretCredential | None, ca: CABundle,
+                 sensitive: list[str], settings: Settings) -> None:
+        self._service = service
+        self._container = service.get_container_client(container)
+        self.container = container
+        self.account_url = account_url.rstrip("/")
+        self._credential = credential
+        self._ca = ca
+        self._sensitive = sensitive
+        self._settings = settings
+        self._token_checked = credential is None
+
+    def __repr__(self) -> str:
+        return f"AzureStorageClient(account_url={self.account_url!r}, container={self.container!r})"
+
+    def head_bucket(self) -> None:
+        what = f"GetContainerProperties on {self.container}"
+        self._ensure_token(what)
+        try:
+            self._container.get_container_properties()
+        except Exception as exc:
+            raise self._error(what, exc) from None
+
+    def put_object(self, key: str, body: bytes, content_type: str) -> None:
+        what = f"PutBlob on {self.container}/{key}"
+        self._ensure_token(what)
+        try:
+            self._container.upload_blob(
+                key, body, overwrite=False,  # never clobber an object we did not write
+                content_settings=ContentSettings(content_type=content_type))
+        except Exception as exc:
+            raise self._error(what, exc) from None
+
+    def object_url(self, key: str) -> str:
+        return f"{self.account_url}/{self.container}/{urllib.parse.quote(key)}"
+
+    def close(self) -> None:
+        try:
+            self._service.close()
+            if self._credential is not None:
+                self._credential.close()
+        finally:
+            self._ca.close()
+
+    def _ensure_token(self, what: str) -> None:
+        if self._token_checked or self._credential is None:
+            return
+        try:
+            self._credential.get_token(STORAGE_SCOPE)
+        except ClientAuthenticationError as exc:
+            detail = str(exc.message or "").splitlines()[0] if exc.message else ""
+            raise ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
+                f"{what}: the service principal could not get a token: {detail}"
+            )) from None
+        except Exception as exc:
+            raise self._error(f"{what}: token request", exc) from None
+        self._token_checked = True
+
+    def _error(self, what: str, exc: BaseException) -> ProviderError:
+        if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+            status = int(exc.status_code)
+            raw_code = getattr(exc, "error_code", None) or ""
+            code = str(getattr(raw_code, "value", raw_code))  # a StorageErrorCode enum
+            message = str(exc.message or exc.reason or "").splitlines()[0] if (
+                exc.message or exc.reason) else ""
+            reason = reason_for_error(status, code, message)
+            head = f"{what} returned {status}" + (f" {code}" if code else "")
+            return ProviderError(reason, self._clean(f"{head}: {message}" if message else head))
+        if isinstance(exc, ClientAuthenticationError):
+            return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
+                f"{what}: {str(exc.message or '').splitlines()[0] if exc.message else ''}"))
+        network = classify(exc, self._settings.connect_timeout, self._settings.read_timeout)
+        if network is not None:
+            return ProviderError(network[0], self._clean(f"{what}: {network[1]}"))
+        return ProviderError(Reason.ENDPOINT_UNREACHABLE,
+                             self._clean(f"{what} failed: {type(exc).__name__}"))
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self._sensitive)
+
+
+def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
+          ) -> AzureStorageClient:
+    """A blob client for ``spec`` with an account key or a service principal."""
+    abs_ = spec.abs
+    if abs_ is None:
+        raise ProviderError(Reason.INVALID_SPEC, "spec.abs is required when storageType is abs")
+    keys = SecretKeys(inputs, f"Secret {abs_.credentials_secret_ref.name}")
+    account_url = abs_.endpoint or f"https://{abs_.account_name}.blob.core.windows.net"
+    if abs_.endpoint:
+        check_url(abs_.endpoint, "spec.abs.endpoint", settings.endpoint_allowlist,
+                  settings.endpoint_denylist, timeout=settings.connect_timeout)
+    sp_keys = (CLIENT_ID, CLIENT_SECRET, TENANT_ID)
+    use_key = keys.present(ACCOUNT_KEY) or not any(keys.present(k) for k in sp_keys)
+    if use_key and not keys.present(ACCOUNT_KEY):
+        raise ProviderError(Reason.SECRET_KEY_MISSING,
+                            f"{keys.what} needs key {ACCOUNT_KEY!r}, or {CLIENT_ID!r}, "
+                            f"{CLIENT_SECRET!r} and {TENANT_ID!r} for a service principal")
+    authority = abs_.authority_host or PUBLIC_AUTHORITY
+    authority_host = (urllib.parse.urlsplit(authority).hostname or "").lower()
+    if not use_key and authority_host not in KNOWN_AUTHORITY_HOSTS:
+        check_url(authority, "spec.abs.authorityHost", settings.endpoint_allowlist,
+                  settings.endpoint_denylist, timeout=settings.connect_timeout)
+    ca = CABundle(inputs.ca_bundle)
+    transport: dict[str, Any] = {
+        "connection_timeout": settings.connect_timeout,
+        "read_timeout": settings.read_timeout,
+        "connection_verify": ca.verify,
+    }
+    credential: Any
+    sp_credential: ClientSecretCredential | None = None
+    try:
+        if use_key:
+            account_key = keys.require(ACCOUNT_KEY)
+            try:
+                base64.b64decode(account_key, validate=True)
+            except (binascii.Error, ValueError):
+                raise ProviderError(Reason.INVALID_CREDENTIALS,
+                                    f"key {ACCOUNT_KEY!r} of {keys.what} is not base64, as "
+                                    "Azure account keys are") from None
+            credential = AzureNamedKeyCredential(abs_.account_name, account_key)
+        else:
+            client_id, secret = keys.require(CLIENT_ID), keys.require(CLIENT_SECRET)
+            tenant_id = keys.require(TENANT_ID)
+            try:
+                sp_credential = ClientSecretCredential(
+                    tenant_id, client_id, secret, authority=authority,
+                    # instance discovery would ask the public cloud about a private authority
+                    disable_instance_discovery=authority_host not in KNOWN_AUTHORITY_HOSTS,
+                    retry_total=settings.max_attempts - 1, **transport)
+            except ValueError as exc:  # an invalid tenant id or authority
+                raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
+                    f"{keys.what}: {exc}", keys.sensitive)) from None
+            credential = sp_credential
+        service = BlobServiceClient(
+            account_url, credential=credential,
+            retry_policy=LinearRetry(backoff=1, random_jitter_range=0,
+                                     retry_total=settings.max_attempts - 1),
+            **transport)
+    except ProviderError:
+        ca.close()
+        raise
+    except Exception as exc:
+        ca.close()
+        raise ProviderError(Reason.INVALID_SPEC, redact(
+            f"cannot build an Azure Blob client: {type(exc).__name__}: {exc}", keys.sensitive)
+        ) from None
+    return AzureStorageClient(service, spec.bucket, account_url, sp_credential, ca,
+                              keys.sensitive, settings)

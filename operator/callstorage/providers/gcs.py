@@ -1,0 +1,239 @@
+"""Google Cloud Storage through google-cloud-storage, with a service-account key.
+
+Secret key: ``credentials.json`` (the key file as downloaded). The access token is fetched
+explicitly, once, before any storage call, with the configured timeouts: a wrong or revoked
+key then fails as InvalidCredentials from the token endpoint, never as a storage error,
+and google-auth's own unbounded defaults never apply. The key's ``token_uri`` is a URL the
+operator will POST to, so unless it is Google's own it goes through the endpoint policy.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import google.auth.exceptions
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.auth.transport.requests import AuthorizedSession
+from google.auth.transport.requests import Request as AuthRequest
+from google.cloud import storage
+from google.oauth2 import service_account
+
+from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.providers.base import ProviderError, ProviderInputs, Reason
+from callstorage.providers.credentials import SecretKeys, redact
+from callstorage.providers.endpoint_policy import check_url
+from callstorage.providers.transport import CABundle, classify
+from callstorage.settings import Settings
+
+CREDENTIALS_JSON = "credentials.json"
+SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
+GOOGLE_TOKEN_HOSTS = frozenset({"oauth2.googleapis.com", "accounts.google.com"})
+_REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
+
+T = TypeVar("T")
+
+
+def reason_for_status(status: int) -> Reason:
+    """The reason a GCS JSON-API status stands for."""
+    if status == 401:
+        return Reason.INVALID_CREDENTIALS
+    if status == 403:
+        return Reason.ACCESS_DENIED
+    if status == 404:
+        return Reason.BUCKET_NOT_FOUND
+    return Reason.ENDPOINT_UNREACHABLE
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another attempt: throttling, server errors, a dropped connection."""
+    if isinstance(exc, api_exceptions.TooManyRequests | api_exceptions.ServerError):
+        return True
+    return isinstance(exc, requests.ConnectionError | requests.Timeout)
+
+
+class GCSStorageClient:
+    """One bucket through one google-cloud-storage client."""
+
+    def __init__(self, client: storage.Client, credentials: service_account.Credentials,
+                 auth_request: Callable[..., Any], bucket: str, ca: CABundle,
+                 sensitive: list[str], settings: Settings) -> None:
+        self._client = client
+        self._credentials = credentials
+        self._auth_request = auth_request
+        self.bucket = bucket
+        self._ca = ca
+        self._sensitive = sensitive
+        self._settings = settings
+        self._timeout = (settings.connect_timeout, settings.read_timeout)
+
+    def __repr__(self) -> str:
+        return f"GCSStorageClient(bucket={self.bucket!r})"
+
+    def head_bucket(self) -> None:
+        self._ensure_token(f"bucket get on {self.bucket}")
+        self._call(f"bucket get on {self.bucket}", lambda: self._client.get_bucket(
+            self.bucket, timeout=self._timeout, retry=None))
+
+    def put_object(self, key: str, body: bytes, content_type: str) -> None:
+        what = f"object insert on {self.bucket}/{key}"
+        self._ensure_token(what)
+        blob = self._client.bucket(self.bucket).blob(key)
+        self._call(what, lambda: blob.upload_from_string(
+            body, content_type=content_type, timeout=self._timeout, retry=None))
+
+    def object_url(self, key: str) -> str:
+        return f"gs://{self.bucket}/{key}"
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        finally:
+            self._ca.close()
+
+    def _ensure_token(self, what: str) -> None:
+        if self._credentials.valid:
+            return
+        try:
+            self._credentials.refresh(self._auth_request)  # type: ignore[no-untyped-call]
+        except google.auth.exceptions.RefreshError as exc:
+            # args[0] is the token endpoint's "error: error_description"
+            detail = str(exc.args[0]) if exc.args else type(exc).__name__
+            raise ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
+                f"{what}: the token endpoint refused the service-account key: {detail}"
+            )) from None
+        except Exception as exc:
+            raise self._network_error(f"{what}: token request", exc) from None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except Exception as exc:
+                if attempt < self._settings.max_attempts and _transient(exc):
+                    time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
+                    continue
+                raise self._error(what, exc) from None
+
+    def _error(self, what: str, exc: BaseException) -> ProviderError:
+        if isinstance(exc, api_exceptions.GoogleAPICallError) and exc.code is not None:
+            status = int(exc.code)
+            message = _api_message(exc)
+            if status == 404 and not message:
+                message = "the bucket does not exist"
+            return ProviderError(reason_for_status(status), self._clean(
+                f"{what} returned {status} {_STATUS_NAMES.get(status, '')}".rstrip()
+                + (f": {message}" if message else "")))
+        if isinstance(exc, google.auth.exceptions.RefreshError):
+            detail = str(exc.args[0]) if exc.args else type(exc).__name__
+            return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(f"{what}: {detail}"))
+        return self._network_error(what, exc)
+
+    def _network_error(self, what: str, exc: BaseException) -> ProviderError:
+        network = classify(exc, self._settings.connect_timeout, self._settings.read_timeout)
+        if network is not None:
+            return ProviderError(network[0], self._clean(f"{what}: {network[1]}"))
+        return ProviderError(Reason.ENDPOINT_UNREACHABLE,
+                             self._clean(f"{what} failed: {type(exc).__name__}"))
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self._sensitive)
+
+
+_STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                 409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
+                 503: "Service Unavailable"}
+
+
+def _api_message(exc: api_exceptions.GoogleAPICallError) -> str:
+    """The server's own message, without the request URL api_core prepends to it."""
+    errors = exc.errors or []
+    for error in errors:
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+    message = str(exc.message or "")
+    try:  # upload errors carry the raw JSON body as the message
+        body = json.loads(message.split(": ", 1)[1] if message.startswith(("GET", "POST"))
+                          and ": " in message else message)
+        return str(body["error"]["message"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        pass
+    if message.startswith(("GET ", "POST ", "PUT ")) and ": " in message:
+        message = message.split(": ", 1)[1]
+    return message[:500]
+
+
+def _load_key(keys: SecretKeys) -> dict[str, Any]:
+    raw = keys.require(CREDENTIALS_JSON)
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        raise ProviderError(Reason.INVALID_CREDENTIALS,
+                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not JSON") from None
+    if not isinstance(info, dict) or info.get("type") != "service_account":
+        raise ProviderError(Reason.INVALID_CREDENTIALS,
+                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not a service-account "
+                            "key (\"type\": \"service_account\")")
+    missing = [f for f in _REQUIRED_FIELDS if not isinstance(info.get(f), str) or not info[f]]
+    if missing:
+        raise ProviderError(Reason.INVALID_CREDENTIALS,
+                            f"key {CREDENTIALS_JSON!r} of {keys.what} lacks "
+                            + ", ".join(missing))
+    for field in ("private_key", "private_key_id"):  # redact these even inside the JSON
+        if isinstance(info.get(field), str):
+            keys.sensitive.append(info[field])
+    return info
+
+
+def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
+          ) -> GCSStorageClient:
+    """A GCS client for ``spec`` with the service-account key from the Secret."""
+    gcs = spec.gcs
+    if gcs is None:
+        raise ProviderError(Reason.INVALID_SPEC, "spec.gcs is required when storageType is gcs")
+    keys = SecretKeys(inputs, f"Secret {gcs.credentials_secret_ref.name}")
+    info = _load_key(keys)
+    token_host = (urllib.parse.urlsplit(info["token_uri"]).hostname or "").lower()
+    if token_host not in GOOGLE_TOKEN_HOSTS:
+        check_url(info["token_uri"], f"token_uri of {CREDENTIALS_JSON}",
+                  settings.endpoint_allowlist, settings.endpoint_denylist,
+                  timeout=settings.connect_timeout)
+    if gcs.endpoint:
+        check_url(gcs.endpoint, "spec.gcs.endpoint", settings.endpoint_allowlist,
+                  settings.endpoint_denylist, timeout=settings.connect_timeout)
+    try:
+        credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            info, scopes=list(SCOPES))
+    except (ValueError, TypeError) as exc:  # e.g. a private key that does not parse
+        raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
+            f"key {CREDENTIALS_JSON!r} of {keys.what} is not a usable service-account key "
+            f"({type(exc).__name__})", keys.sensitive)) from None
+    ca = CABundle(inputs.ca_bundle)
+    try:
+        auth_session = requests.Session()
+        auth_session.verify = ca.verify
+        # google-auth would wait up to 120s for the token endpoint; bound it like the rest.
+        auth_request = functools.partial(
+            AuthRequest(session=auth_session),
+            timeout=(settings.connect_timeout, settings.read_timeout))
+        http = AuthorizedSession(  # type: ignore[no-untyped-call]
+            credentials, auth_request=auth_request)
+        http.verify = ca.verify
+        options = {"api_endpoint": gcs.endpoint} if gcs.endpoint else None
+        client = storage.Client(project=info.get("project_id") or "-",
+                                credentials=credentials, _http=http,
+                                client_options=options)
+    except Exception as exc:
+        ca.close()
+        raise ProviderError(Reason.INVALID_SPEC, redact(
+            f"cannot build a GCS client: {type(exc).__name__}: {exc}", keys.sensitive)
+        ) from None
+    return GCSStorageClient(client, credentials, auth_request, spec.bucket, ca,
+                            keys.sensitive, settings)

@@ -1,0 +1,656 @@
+"""The Helm chart and the kustomize manifests, rendered, schema-checked and installed for real.
+
+- ``helm lint`` is clean for the default values and the non-default modes.
+- Everything ``helm template`` and ``kubectl kustomize`` produce validates with kubeconform
+  against strict JSON schemas converted here from the test bed API server's own
+  ``/openapi/v2`` plus our CRD files (no network: kubeconform reads a local directory).
+- ``helm install`` / ``kubectl apply -k`` against a real API server create exactly the
+  expected objects (a before/after diff of the whole cluster), and ``helm uninstall``
+  leaves only the CRDs. These run on a fresh control plane per test: a clean slate for
+  the diff, CRDs installed by Helm itself, and no shared operator reacting to the objects.
+- The chart, the kustomize base and the operator's settings agree (env, RBAC rules).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from callstorage.settings import DEFAULT_DENIED_ENDPOINTS, Settings
+from testbed import binaries
+from testbed.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "callstorage"
+MANIFESTS = ROOT / "manifests"
+OVERLAY = MANIFESTS / "overlays" / "single-namespace"
+KUBE_VERSION = binaries.KUBERNETES_VERSION.lstrip("v")
+CRD_NAMES = {"externalstorages.callstorage.io", "calltypes.callstorage.io"}
+# kubeconform looks a schema up by this path; see write_schemas for the layout
+SCHEMA_TEMPLATE = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
+
+Obj = dict[str, Any]
+Key = tuple[str, str, str]  # (namespace or "", kind, name)
+
+
+# --- running the tools ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Keep Helm's cache/config/data out of $HOME: tests leave no trace behind."""
+    home = tmp_path_factory.mktemp("helm-home")
+    return {f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, check: bool = True,
+        input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                            input=input, env={**os.environ, **(env or {})}, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def helm(helm_home: dict[str, str], *args: str, kubeconfig: Path | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = [str(binaries.find("helm")), *args]
+    if kubeconfig is not None:
+        argv.append(f"--kubeconfig={kubeconfig}")
+    return run(argv, env=helm_home, check=check)
+
+
+def kubectl(kubeconfig: Path | None, *args: str, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    prefix = ["kubectl"] + ([f"--kubeconfig={kubeconfig}"] if kubeconfig else [])
+    return run([*prefix, *args], check=check, input=input)
+
+
+def docs(text: str) -> list[Obj]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def write_values(tmp_path: Path, values: Obj) -> Path:
+    path = tmp_path / f"values-{secrets.token_hex(3)}.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def render(helm_home: dict[str, str], tmp_path: Path, values: Obj | None = None,
+           release: str = "cs", namespace: str = "callstorage-system",
+           include_crds: bool = False) -> list[Obj]:
+    args = ["template", release, str(CHART), "-n", namespace, f"--kube-version={KUBE_VERSION}",
+            "-f", str(write_values(tmp_path, values or {}))]
+    if include_crds:
+        args.append("--include-crds")
+    return docs(helm(helm_home, *args).stdout)
+
+
+def kustomize(path: Path) -> list[Obj]:
+    return docs(kubectl(None, "kustomize", str(path)).stdout)
+
+
+def by_kind(objs: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def one(objs: list[Obj], kind: str) -> Obj:
+    found = by_kind(objs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+# Values that switch every optional part on (namespaced mode, platform storage and its
+# Secret, built-in CallTypes, ServiceMonitor).
+FULL_VALUES: Obj = {
+    "watchNamespaces": ["app-a", "app-b"],
+    "platformStorage": {
+        "create": True,
+        "spec": {"bucket": "platform-recordings",
+                 "s3": {"region": "eu-west-1", "endpoint": "https://s3.example.test"}},
+        "credentialsSecret": {"create": True,
+                              "stringData": {"accessKeyId": "AKIAEXAMPLE",
+                                             "secretAccessKey": "not-a-real-secret"}},
+    },
+    "builtinCallTypes": {"create": True, "namespaces": ["app-a"]},
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+}
+# The same for a real install: the test bed has no prometheus-operator CRD for the monitor.
+INSTALL_VALUES: Obj = {**FULL_VALUES, "metrics": {"serviceMonitor": {"enabled": False}}}
+
+
+# --- helm lint ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [{}, FULL_VALUES, {
+    "platformStorage": {"create": True, "spec": {"storageType": "gcs", "bucket": "b"}},
+    "settings": {"logFormat": "text", "allowAmbientCredentials": True},
+    "metrics": {"port": 0},
+}], ids=["defaults", "everything-on", "gcs-no-metrics"])
+def test_helm_lint_is_clean(helm_home: dict[str, str], tmp_path: Path, values: Obj) -> None:
+    result = helm(helm_home, "lint", "--strict", str(CHART), f"--kube-version={KUBE_VERSION}",
+                  "-f", str(write_values(tmp_path, values)))
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+    # only the INFO about a missing icon: no WARNING, no ERROR
+    assert "[WARNING]" not in result.stdout, result.stdout
+    assert "[ERROR]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"platformStorage": {"create": True}}, "platformStorage.spec.bucket is required"),
+    ({"settings": {"logFormat": "xml"}}, "/settings/logFormat"),
+    ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+    ({"platformStorage": {"name": "stream-s3"}}, "/platformStorage/name"),
+    ({"setings": {}}, "setings"),
+    ({"builtinCallTypes": {"create": True, "namespaces": ["elsewhere"]},
+      "watchNamespaces": ["app-a"]}, "namespace elsewhere is not served"),
+], ids=["bucket-required", "log-format", "namespace-name", "reserved-name", "typo",
+        "calltypes-outside-watched"])
+def test_chart_rejects_bad_values(helm_home: dict[str, str], tmp_path: Path, values: Obj,
+                                  message: str) -> None:
+    result = helm(helm_home, "template", "x", str(CHART), f"--kube-version={KUBE_VERSION}",
+                  "-f", str(write_values(tmp_path, values)), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+# --- what the chart renders -------------------------------------------------------------
+
+def test_default_render_is_cluster_wide_and_hardened(helm_home: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, release="rel")
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in objs) == [
+        ("ClusterRole", "rel-callstorage"),
+        ("ClusterRoleBinding", "rel-callstorage"),
+        ("Deployment", "rel-callstorage"),
+        ("Service", "rel-callstorage-metrics"),
+        ("ServiceAccount", "rel-callstorage"),
+    ]
+    deployment = one(objs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "rel-callstorage"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "health": 8081, "metrics": 8080}
+    assert "command" not in container
+    assert "args" not in container
+    service = one(objs, "Service")
+    assert service["spec"]["selector"] == pod_labels(deployment)
+    binding = one(objs, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-callstorage",
+                                    "namespace": "callstorage-system"}]
+
+
+def pod_labels(deployment: Obj) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def env_of(deployment: Obj) -> dict[str, Any]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # no value and no valueFrom: the empty string
+    return {e["name"]: e.get("value", e.get("valueFrom", "")) for e in container["env"]}
+
+
+def test_chart_sets_every_operator_setting(helm_home: dict[str, str], tmp_path: Path) -> None:
+    env = env_of(one(render(helm_home, tmp_path), "Deployment"))
+    wanted = {f"CALLSTORAGE_{name.upper()}" for name in Settings.model_fields}
+    assert wanted <= set(env), f"no value for {sorted(wanted - set(env))}"
+    own_namespace = {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["CALLSTORAGE_NAMESPACE"] == env["POD_NAMESPACE"] == own_namespace
+
+
+def test_chart_defaults_match_the_operator_defaults(helm_home: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    """The chart passes every setting explicitly, so its defaults must be the operator's:
+    an empty CALLSTORAGE_ENDPOINT_DENYLIST would silently drop the SSRF protection."""
+    env = env_of(one(render(helm_home, tmp_path), "Deployment"))
+    parsed = Settings.model_validate({
+        name: env[f"CALLSTORAGE_{name.upper()}"] for name in Settings.model_fields
+        if name != "namespace"
+    } | {"namespace": "x"})
+    defaults = Settings(namespace="x")
+    # JSON logs are the chart's deliberate choice (log collectors); all else is the same
+    assert parsed.log_format == "json"
+    assert parsed.model_copy(update={"log_format": defaults.log_format}) == defaults
+    assert parsed.endpoint_denylist == list(DEFAULT_DENIED_ENDPOINTS)
+
+
+def test_namespaced_render_has_no_cluster_scoped_rbac(helm_home: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, FULL_VALUES, release="rel", namespace="cs")
+    assert not by_kind(objs, "ClusterRole")
+    assert not by_kind(objs, "ClusterRoleBinding")
+    served = ["app-a", "app-b", "cs"]
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(objs, "Role")) == served
+    for binding in by_kind(objs, "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-callstorage",
+                                        "namespace": "cs"}]
+    env = env_of(one(objs, "Deployment"))
+    assert env["CALLSTORAGE_WATCH_NAMESPACES"] == "app-a,app-b,cs"
+
+
+def test_optional_parts_render_as_documented(helm_home: dict[str, str],
+                                             tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, FULL_VALUES, release="rel", namespace="cs")
+    storage = one(objs, "ExternalStorage")
+    assert storage["metadata"] == {**storage["metadata"], "name": "platform-default",
+                                   "namespace": "cs"}
+    assert storage["spec"] == {
+        "storageType": "s3", "bucket": "platform-recordings", "accessMode": "ReadWrite",
+        "s3": {"region": "eu-west-1", "endpoint": "https://s3.example.test",
+               "credentialsSecretRef": {"name": "platform-default-credentials"}},
+    }
+    secret = one(objs, "Secret")
+    assert secret["metadata"]["name"] == "platform-default-credentials"
+    assert set(secret["stringData"]) == {"accessKeyId", "secretAccessKey"}
+    call_types = {(c["metadata"]["namespace"], c["metadata"]["name"]): c
+                  for c in by_kind(objs, "CallType")}
+    assert set(call_types) == {("app-a", n) for n in
+                               ("default", "livestream", "audio-room", "development")}
+    assert call_types[("app-a", "audio-room")]["metadata"]["labels"][
+        "callstorage.io/call-type"] == "audio_room"
+    assert all(c["spec"] == {} for c in call_types.values())  # = the platform storage
+    monitor = one(objs, "ServiceMonitor")
+    service = one(objs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+
+
+def test_platform_storage_of_another_provider_keeps_only_its_block(
+        helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, {"platformStorage": {
+        "create": True, "spec": {"storageType": "gcs", "bucket": "b"}}})
+    # values.yaml's s3 block is merged in by Helm; the CRD forbids it next to gcs
+    assert one(objs, "ExternalStorage")["spec"] == {
+        "storageType": "gcs", "bucket": "b", "accessMode": "ReadWrite",
+        "gcs": {"credentialsSecretRef": {"name": "platform-default-credentials"}}}
+
+
+def test_metrics_port_zero_drops_port_and_service(helm_home: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path, {"metrics": {"port": 0,
+                                                    "serviceMonitor": {"enabled": True}}})
+    assert not by_kind(objs, "Service")
+    assert not by_kind(objs, "ServiceMonitor")
+    deployment = one(objs, "Deployment")
+    assert env_of(deployment)["CALLSTORAGE_METRICS_PORT"] == "0"
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert [p["name"] for p in container["ports"]] == ["health"]
+
+
+def test_chart_and_kustomize_base_install_the_same_operator(helm_home: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    chart = render(helm_home, tmp_path)
+    base = kustomize(MANIFESTS)
+
+    def container(objs: list[Obj]) -> Obj:
+        (c,) = copy.deepcopy(one(objs, "Deployment")["spec"]["template"]["spec"]["containers"])
+        c.pop("image")
+        c["env"] = sorted(c["env"], key=lambda e: e["name"])
+        return dict(c)
+
+    assert container(chart) == container(base)
+    chart_pod = one(chart, "Deployment")["spec"]["template"]["spec"]
+    base_pod = one(base, "Deployment")["spec"]["template"]["spec"]
+    for field in ("securityContext", "volumes", "automountServiceAccountToken"):
+        assert chart_pod[field] == base_pod[field], field
+    assert one(base, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    # the RBAC rules are the same (the chart's ClusterRole, the base's and the overlay's Role)
+    assert one(chart, "ClusterRole")["rules"] == one(base, "ClusterRole")["rules"]
+    namespaced = render(helm_home, tmp_path, {"watchNamespaces": ["a"]})
+    chart_role = by_kind(namespaced, "Role")[0]
+    assert chart_role["rules"] == one(kustomize(OVERLAY), "Role")["rules"]
+    assert chart_role["rules"] == [r for r in one(base, "ClusterRole")["rules"]
+                                   if r["apiGroups"] != ["apiextensions.k8s.io"]]
+
+
+def test_rbac_grants_no_writes_beyond_status_finalizers_and_events(
+        helm_home: dict[str, str], tmp_path: Path) -> None:
+    rules = one(render(helm_home, tmp_path), "ClusterRole")["rules"]
+    grants = {(g, r, v) for rule in rules for g in rule["apiGroups"]
+              for r in rule["resources"] for v in rule["verbs"]}
+    writes = {(g, r, v) for g, r, v in grants if v not in {"get", "list", "watch"}}
+    assert writes == {
+        ("callstorage.io", "externalstorages", "patch"),  # finalizer
+        ("callstorage.io", "calltypes", "patch"),  # kopf's bookkeeping
+        ("callstorage.io", "externalstorages/status", "patch"),
+        ("callstorage.io", "calltypes/status", "patch"),
+        ("", "events", "create"),
+        ("", "events", "patch"),
+    }
+    assert not any(r.get("resourceNames") for r in rules)
+    assert all("*" not in rule[f] for rule in rules for f in ("apiGroups", "resources", "verbs"))
+    assert {r for g, r, v in grants if g == ""} == {"secrets", "events"}
+
+
+def test_single_namespace_overlay_serves_its_own_namespace(tmp_path: Path) -> None:
+    objs = kustomize(OVERLAY)
+    assert not by_kind(objs, "ClusterRole")
+    assert not by_kind(objs, "ClusterRoleBinding")
+    env = env_of(one(objs, "Deployment"))
+    assert env["CALLSTORAGE_WATCH_NAMESPACES"] == {"fieldRef": {
+        "fieldPath": "metadata.namespace"}}
+    # moved to another namespace by an overlay of its own, everything follows
+    (tmp_path / "crds").symlink_to(ROOT / "crds")
+    (tmp_path / "manifests").symlink_to(MANIFESTS)
+    mine = tmp_path / "team-a"
+    mine.mkdir()
+    (mine / "kustomization.yaml").write_text(
+        "namespace: team-a\nresources:\n  - ../manifests/overlays/single-namespace\n")
+    moved = kustomize(mine)
+    namespaces = {o["metadata"].get("namespace") for o in moved
+                  if o["kind"] not in ("CustomResourceDefinition", "Namespace")}
+    assert namespaces == {"team-a"}
+    assert one(moved, "RoleBinding")["subjects"][0]["namespace"] == "team-a"
+    assert one(moved, "Namespace")["metadata"]["name"] == "team-a"
+
+
+# --- kubeconform against the API server's own schemas --------------------------------------
+
+def _openapi_to_jsonschema(node: Any) -> Any:
+    """OpenAPI v2 / CRD structural schema -> JSON schema kubeconform can check strictly.
+
+    int-or-string and Quantity accept numbers and strings, like the API server; objects
+    with declared properties reject unknown fields (kubeconform's "-strict" schemas),
+    unless marked x-kubernetes-preserve-unknown-fields.
+    """
+    if not isinstance(node, dict):
+        return node
+    if node.get("format") == "int-or-string" or node.get("x-kubernetes-int-or-string"):
+        return {"oneOf": [{"type": "string"}, {"type": "integer"}]}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-") or key == "nullable":
+            continue
+        if key in ("properties", "patternProperties", "definitions"):
+            # a map of names to schemas, not a schema (JSONSchemaProps has properties
+            # named "x-kubernetes-...")
+            out[key] = {name: _openapi_to_jsonschema(s) for name, s in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = _openapi_to_jsonschema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [_openapi_to_jsonschema(s) for s in value]
+        else:
+            out[key] = value
+    if "properties" in node and "additionalProperties" not in node \
+            and not node.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    if node.get("nullable") and isinstance(node.get("type"), str):
+        out["type"] = [node["type"], "null"]
+    return out
+
+
+def _closure(definitions: dict[str, Any], roots: list[str]) -> dict[str, Any]:
+    """The definitions reachable from ``roots`` through $ref."""
+    seen: dict[str, Any] = {}
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen[name] = definitions[name]
+        text = json.dumps(definitions[name])
+        todo += [part.split('"', 1)[0] for part in text.split('"#/definitions/')[1:]]
+    return seen
+
+
+def _schema_path(out: Path, group: str, version: str, kind: str) -> Path:
+    # kubeconform: Group = apiVersion before "/" ("v1" for the core group)
+    api_version = f"{group}/{version}" if group else version
+    return out / api_version.split("/")[0] / f"{kind.lower()}_{version}.json"
+
+
+OBJECT_META = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+
+
+def write_schemas(openapi: Obj, crd_docs: list[Obj], out: Path) -> int:
+    """Write one standalone schema per kind; returns how many."""
+    definitions = {name: _openapi_to_jsonschema(d) for name, d in
+                   openapi["definitions"].items()}
+    definitions["io.k8s.apimachinery.pkg.api.resource.Quantity"] = {
+        "oneOf": [{"type": "string"}, {"type": "number"}]}
+    count = 0
+    for name, raw in openapi["definitions"].items():
+        for gvk in raw.get("x-kubernetes-group-version-kind", []):
+            path = _schema_path(out, gvk["group"], gvk["version"], gvk["kind"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"$ref": f"#/definitions/{name}",
+                                        "definitions": _closure(definitions, [name])}))
+            count += 1
+    # our CRD files, not what some API server happens to serve: they are what we ship
+    for crd in crd_docs:
+        spec = crd["spec"]
+        for version in spec["versions"]:
+            schema = _openapi_to_jsonschema(version["schema"]["openAPIV3Schema"])
+            schema["properties"]["metadata"] = {"$ref": f"#/definitions/{OBJECT_META}"}
+            schema["definitions"] = _closure(definitions, [OBJECT_META])
+            path = _schema_path(out, spec["group"], version["name"], spec["names"]["kind"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(schema))
+            count += 1
+    return count
+
+
+@pytest.fixture(scope="module")
+def schema_dir(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Schemas from the real API server's /openapi/v2 plus our CRDs."""
+    openapi = json.loads(control_plane.get("/openapi/v2", timeout=60))
+    crd_docs = [d for p in sorted((ROOT / "crds").glob("*.yaml"))
+                for d in docs(p.read_text()) if d["kind"] == "CustomResourceDefinition"]
+    out = tmp_path_factory.mktemp("schemas")
+    assert write_schemas(openapi, crd_docs, out) > 100
+    return out
+
+
+def kubeconform(schema_dir: Path, manifests: list[Obj], tmp_path: Path,
+                *extra: str) -> tuple[int, Obj]:
+    path = tmp_path / f"manifests-{secrets.token_hex(3)}.yaml"
+    path.write_text(yaml.safe_dump_all(manifests))
+    result = run([str(binaries.find("kubeconform")), "-strict", "-summary", "-output", "json",
+                  "-schema-location", f"{schema_dir}/{SCHEMA_TEMPLATE}", *extra, str(path)],
+                 check=False)
+    report: Obj = json.loads(result.stdout)
+    return result.returncode, report
+
+
+def assert_valid(schema_dir: Path, manifests: list[Obj], tmp_path: Path, *extra: str) -> None:
+    code, report = kubeconform(schema_dir, manifests, tmp_path, *extra)
+    problems = [r for r in report.get("resources", []) if r.get("status") != "statusValid"]
+    assert not problems, json.dumps(problems, indent=1)
+    assert code == 0, json.dumps(report)
+    summary = report["summary"]
+    assert summary["invalid"] == summary["errors"] == 0
+    skipped = sum(1 for m in manifests if m["kind"] == "ServiceMonitor")
+    assert summary["valid"] == len(manifests) - skipped
+
+
+@pytest.mark.parametrize("values", [{}, FULL_VALUES], ids=["defaults", "everything-on"])
+def test_helm_template_validates_against_the_api_servers_schemas(
+        helm_home: dict[str, str], schema_dir: Path, tmp_path: Path, values: Obj) -> None:
+    manifests = render(helm_home, tmp_path, values, include_crds=True)
+    assert {m["metadata"]["name"] for m in by_kind(manifests, "CustomResourceDefinition")} \
+        == CRD_NAMES
+    # prometheus-operator's CRD is not part of the test bed: its shape is checked above
+    assert_valid(schema_dir, manifests, tmp_path, "-skip", "ServiceMonitor")
+
+
+@pytest.mark.parametrize("path", [MANIFESTS, OVERLAY], ids=["base", "single-namespace"])
+def test_kustomize_output_validates_against_the_api_servers_schemas(
+        schema_dir: Path, tmp_path: Path, path: Path) -> None:
+    assert_valid(schema_dir, kustomize(path), tmp_path)
+
+
+def test_kubeconform_schemas_do_reject_mistakes(schema_dir: Path, tmp_path: Path) -> None:
+    """The check above is not vacuous: a typo'd field and a wrong type are caught."""
+    base = kustomize(MANIFESTS)
+    deployment = copy.deepcopy(one(base, "Deployment"))
+    deployment["spec"]["replica"] = 1  # typo
+    code, report = kubeconform(schema_dir, [deployment], tmp_path)
+    assert code != 0
+    assert "replica" in json.dumps(report)
+    storage: Obj = {"apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
+               "metadata": {"name": "x", "namespace": "app-1"},
+               "spec": {"storageType": "s3", "bucket": "b", "s3": {"region": "r"},
+                        "suspend": "yes"}}  # wrong type
+    code, report = kubeconform(schema_dir, [storage], tmp_path)
+    assert code != 0
+    assert "/spec/suspend" in json.dumps(report)
+    storage["spec"]["suspend"] = True
+    code, report = kubeconform(schema_dir, [storage], tmp_path)
+    assert code == 0, json.dumps(report)
+
+
+# --- installing for real ---------------------------------------------------------------
+
+@pytest.fixture
+def fresh_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of its own (a few seconds to start): nothing else in it."""
+    cp = ControlPlane(tmp_path_factory.mktemp("cp"))
+    try:
+        cp.start()
+        yield cp
+    finally:
+        cp.stop()
+
+
+def _list_types(kubeconfig: Path, namespaced: bool) -> str:
+    names = kubectl(kubeconfig, "api-resources", "--verbs=list", "-o", "name",
+                    f"--namespaced={'true' if namespaced else 'false'}").stdout.split()
+    # Events come and go with whatever happens; they are nobody's installed object
+    return ",".join(n for n in names if n not in ("events", "events.events.k8s.io"))
+
+
+def snapshot(kubeconfig: Path, namespaces: list[str]) -> set[Key]:
+    """Every object of the cluster-scoped kinds, and of every kind in ``namespaces``."""
+    keys: set[Key] = set()
+    items = json.loads(kubectl(kubeconfig, "get", _list_types(kubeconfig, False),
+                               "-o", "json").stdout)["items"]
+    # Namespaces are the test's own. The API server makes the others itself: an IPAddress
+    # for each Service's cluster IP, an APIService for each group a CRD serves.
+    keys |= {("", i["kind"], i["metadata"]["name"]) for i in items
+             if i["kind"] not in ("Namespace", "IPAddress", "APIService")}
+    ns_types = _list_types(kubeconfig, True)
+    for ns in namespaces:
+        items = json.loads(kubectl(kubeconfig, "get", ns_types, "-n", ns, "-o", "json",
+                                   "--ignore-not-found").stdout or '{"items": []}')["items"]
+        # the serviceaccount controller gives every namespace a "default" ServiceAccount
+        keys |= {(ns, i["kind"], i["metadata"]["name"]) for i in items
+                 if (i["kind"], i["metadata"]["name"]) != ("ServiceAccount", "default")}
+    return keys
+
+
+def test_helm_install_creates_exactly_the_expected_objects_and_uninstall_leaves_crds(
+        fresh_cluster: ControlPlane, helm_home: dict[str, str], tmp_path: Path) -> None:
+    kc = fresh_cluster.kubeconfig
+    for ns in ("cs", "app-a", "app-b"):
+        kubectl(kc, "create", "namespace", ns)
+    watched = ["cs", "app-a", "app-b"]
+    before = snapshot(kc, watched)
+    assert not {k for k in before if k[1] == "CustomResourceDefinition"}
+
+    # two releases in one cluster: cluster-wide with defaults, and namespaced with all on
+    helm(helm_home, "install", "wide", str(CHART), "-n", "cs", kubeconfig=kc)
+    narrow_values = write_values(tmp_path, INSTALL_VALUES)
+    helm(helm_home, "install", "narrow", str(CHART), "-n", "cs", "-f", str(narrow_values),
+         kubeconfig=kc)
+    created = snapshot(kc, watched) - before
+    expected = {
+        ("", "CustomResourceDefinition", "externalstorages.callstorage.io"),
+        ("", "CustomResourceDefinition", "calltypes.callstorage.io"),
+        ("", "ClusterRole", "wide-callstorage"),
+        ("", "ClusterRoleBinding", "wide-callstorage"),
+        ("cs", "ServiceAccount", "wide-callstorage"),
+        ("cs", "Deployment", "wide-callstorage"),
+        ("cs", "Service", "wide-callstorage-metrics"),
+        ("cs", "Secret", "sh.helm.release.v1.wide.v1"),  # Helm's own release record
+        ("cs", "ServiceAccount", "narrow-callstorage"),
+        ("cs", "Deployment", "narrow-callstorage"),
+        ("cs", "Service", "narrow-callstorage-metrics"),
+        ("cs", "Secret", "sh.helm.release.v1.narrow.v1"),
+        ("cs", "Secret", "platform-default-credentials"),
+        ("cs", "ExternalStorage", "platform-default"),
+        ("cs", "Role", "narrow-callstorage"),
+        ("cs", "RoleBinding", "narrow-callstorage"),
+        ("app-a", "Role", "narrow-callstorage"),
+        ("app-a", "RoleBinding", "narrow-callstorage"),
+        ("app-b", "Role", "narrow-callstorage"),
+        ("app-b", "RoleBinding", "narrow-callstorage"),
+        ("app-a", "CallType", "default"),
+        ("app-a", "CallType", "livestream"),
+        ("app-a", "CallType", "audio-room"),
+        ("app-a", "CallType", "development"),
+    }
+    assert created == expected, (
+        f"unexpected: {sorted(created - expected)}; missing: {sorted(expected - created)}")
+
+    # Helm does not own the CRDs it installed from crds/: nothing will delete them
+    crd = json.loads(kubectl(kc, "get", "crd", "externalstorages.callstorage.io",
+                             "-o", "json").stdout)
+    assert "app.kubernetes.io/managed-by" not in crd["metadata"].get("labels", {})
+
+    helm(helm_home, "uninstall", "wide", "-n", "cs", "--wait", kubeconfig=kc)
+    helm(helm_home, "uninstall", "narrow", "-n", "cs", "--wait", kubeconfig=kc)
+    left = snapshot(kc, watched) - before
+    assert left == {k for k in expected if k[1] == "CustomResourceDefinition"}
+
+
+def test_kubectl_apply_k_creates_exactly_the_expected_objects(
+        fresh_cluster: ControlPlane) -> None:
+    kc = fresh_cluster.kubeconfig
+    before = snapshot(kc, ["callstorage-system"])
+    kubectl(kc, "apply", "-k", str(MANIFESTS))
+    created = snapshot(kc, ["callstorage-system"]) - before
+    assert created == {
+        ("", "CustomResourceDefinition", "externalstorages.callstorage.io"),
+        ("", "CustomResourceDefinition", "calltypes.callstorage.io"),
+        ("", "ClusterRole", "callstorage-operator"),
+        ("", "ClusterRoleBinding", "callstorage-operator"),
+        ("callstorage-system", "ServiceAccount", "callstorage-operator"),
+        ("callstorage-system", "Deployment", "callstorage-operator"),
+        ("callstorage-system", "Service", "callstorage-operator-metrics"),
+    }
+    ns = json.loads(kubectl(kc, "get", "namespace", "callstorage-system", "-o", "json").stdout)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # applying again changes nothing
+    again = kubectl(kc, "apply", "-k", str(MANIFESTS)).stdout
+    assert all(line.endswith("unchanged") for line in again.splitlines()), again
+
+
+def test_single_namespace_overlay_installs_nothing_cluster_scoped_but_crds(
+        fresh_cluster: ControlPlane) -> None:
+    kc = fresh_cluster.kubeconfig
+    before = snapshot(kc, ["callstorage-system"])
+    kubectl(kc, "apply", "-k", str(OVERLAY))
+    created = snapshot(kc, ["callstorage-system"]) - before
+    assert created == {
+        ("", "CustomResourceDefinition", "externalstorages.callstorage.io"),
+        ("", "CustomResourceDefinition", "calltypes.callstorage.io"),
+        ("callstorage-system", "ServiceAccount", "callstorage-operator"),
+        ("callstorage-system", "Role", "callstorage-operator"),
+        ("callstorage-system", "RoleBinding", "callstorage-operator"),
+        ("callstorage-system", "Deployment", "callstorage-operator"),
+        ("callstorage-system", "Service", "callstorage-operator-metrics"),
+    }

@@ -1,0 +1,76 @@
+"""Session fixtures for the storage emulators (loaded by conftest's ``pytest_plugins``).
+
+Each emulator starts the first time a test asks for it and stops at the end of the run;
+its logs go to a per-emulator directory under pytest's temporary directory.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from testbed.azurite import AzuriteServer
+from testbed.gcs import GCSServer
+from testbed.s3 import S3Server
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server.start(tmp_path_factory.mktemp("s3-logs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteServer]:
+    with AzuriteServer.start(tmp_path_factory.mktemp("azurite-logs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
+    with GCSServer.start(tmp_path_factory.mktemp("gcs-logs")) as server:
+        yield server
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens: connections are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port  # closed again: a connect gets RST
+
+
+@pytest.fixture
+def hanging_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections and never answers (a stuck endpoint)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(conn)  # held open, never read from or written to
+
+    thread = threading.Thread(target=accept, name="hanging-endpoint", daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()

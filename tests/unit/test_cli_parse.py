@@ -1,0 +1,221 @@
+"""The CLI without a cluster: argument parsing, help, usage errors, exit codes, ``run``."""
+
+from __future__ import annotations
+
+import io
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from callstorage import cli
+from callstorage.client import (
+    AlreadyExists,
+    ApiError,
+    ApiUnreachable,
+    CallStorageError,
+    CallTypeNotFound,
+    CheckFailed,
+    CheckTimeout,
+    InvalidRequest,
+    StorageNotFound,
+    StorageNotReady,
+)
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def no_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No kubeconfig anywhere and not in a pod."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+
+def test_help_lists_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for command in ("run", "check", "resolve", "status", "policy", "version"):
+        assert command in text
+    assert "exit codes:" in text
+    for line in ("0  success", "2  usage error", "3  not found", "4  timed out",
+                 "5  cannot reach"):
+        assert line in text
+
+
+@pytest.mark.parametrize("command", ["check", "resolve", "status", "policy", "version"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert f"callstorage {command}" in text
+    assert "exit codes:" in text
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["frobnicate"],
+    ["check"],
+    ["check", "a", "--timeout", "-1"],
+    ["check", "a", "--timeout", "soon"],
+    ["check", "a", "-o", "yaml"],
+    ["resolve"],
+    ["resolve", "--call-storage", "x"],
+    ["status", "-n", "a", "-A"],
+    ["policy"],
+    ["version", "extra"],
+])
+def test_usage_errors_exit_2_with_one_line(argv: list[str],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "error:" in err
+    assert "Traceback" not in err
+
+
+def test_connection_flags_work_before_and_after_the_command() -> None:
+    parser = cli.build_parser("callstorage")
+    before = parser.parse_args(["--kubeconfig", "k1", "--context", "c", "check", "s"])
+    after = parser.parse_args(["check", "s", "--kubeconfig", "k2", "-n", "app"])
+    neither = parser.parse_args(["check", "s"])
+    assert (before.kubeconfig, before.context) == ("k1", "c")
+    assert (after.kubeconfig, after.namespace) == ("k2", "app")
+    assert not hasattr(neither, "kubeconfig")
+
+
+def test_parsed_defaults() -> None:
+    parser = cli.build_parser("callstorage")
+    check = parser.parse_args(["check", "my-s3"])
+    assert (check.name, check.timeout, check.output, check.namespace) == \
+        ("my-s3", 60.0, "text", None)
+    resolve = parser.parse_args(["resolve", "--call-type", "allhands", "-o", "json"])
+    assert (resolve.call_type, resolve.call_storage, resolve.require_ready, resolve.output) == \
+        ("allhands", None, True, "json")
+    assert parser.parse_args(["resolve", "--call-type", "t",
+                              "--no-require-ready"]).require_ready is False
+    assert parser.parse_args(["status", "-A"]).all_namespaces is True
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (StorageNotFound(None, "x"), 3),
+    (CallTypeNotFound(None, "x"), 3),
+    (CheckTimeout(None, "x"), 4),
+    (ApiUnreachable(None, "x"), 5),
+    (InvalidRequest(None, "x"), 2),
+    (CheckFailed("AccessDenied", "x"), 1),
+    (StorageNotReady("BucketNotFound", "x"), 1),
+    (AlreadyExists(None, "x"), 1),
+    (ApiError("Forbidden", "x"), 1),
+])
+def test_exit_codes(error: CallStorageError, code: int) -> None:
+    assert cli.exit_code_for(error) == code
+
+
+def test_version() -> None:
+    assert run("version") == (0, "callstorage 0.1.0\n", "")
+    code, out, _ = run("version", "-o", "json")
+    assert code == 0
+    assert '"version": "0.1.0"' in out
+
+
+@pytest.mark.usefixtures("no_cluster")
+def test_no_kubeconfig_is_exit_5_with_one_line() -> None:
+    code, out, err = run("status")
+    assert code == 5
+    assert out == ""
+    assert err.startswith("callstorage: error: no kubeconfig found")
+    assert err.count("\n") == 1
+
+
+def test_unreachable_api_server_is_exit_5(tmp_path: Path) -> None:
+    from testbed.procs import free_port
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(f"""
+apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "http://127.0.0.1:{free_port()}"}}}}]
+users: [{{name: u, user: {{token: not-a-real-token}}}}]
+contexts: [{{name: c, context: {{cluster: c, user: u, namespace: app-1}}}}]
+current-context: c
+""")
+    code, _, err = run("--kubeconfig", str(kubeconfig), "status")
+    assert code == 5
+    assert "cannot reach the Kubernetes API server" in err
+    assert "not-a-real-token" not in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("no_cluster")
+@pytest.mark.parametrize("argv", [["check", "stream-s3"], ["check", "Bad_Name"],
+                                  ["policy", "stream-s3"]])
+def test_reserved_or_invalid_names_are_usage_errors_before_connecting(argv: list[str]) -> None:
+    code, _, err = run(*argv)
+    assert code == 2
+    assert "ReservedName" in err or "InvalidName" in err
+
+
+def test_default_namespace_comes_from_the_kubeconfig_context(tmp_path: Path) -> None:
+    from callstorage.client import default_namespace
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text("""
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts:
+- {name: a, context: {cluster: c, user: u, namespace: app-1}}
+- {name: b, context: {cluster: c, user: u}}
+current-context: a
+""")
+    assert default_namespace(kubeconfig) == "app-1"
+    assert default_namespace(kubeconfig, "b") == "default"
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["run"], ({}, [])),
+    (["run", "--namespace", "a", "-n", "b"], ({}, ["--namespace", "a", "-n", "b"])),
+    (["--kubeconfig", "k", "run", "--help"], ({"--kubeconfig": "k"}, ["--help"])),
+    (["--kubeconfig=k", "run"], ({"--kubeconfig": "k"}, [])),
+    (["check", "run"], None),
+    (["--kubeconfig"], None),
+])
+def test_split_run(argv: list[str], expected: object) -> None:
+    assert cli._split_run(argv) == expected
+
+
+def test_run_delegates_the_rest_to_the_operator_runner(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str] | None] = []
+
+    def fake_main(argv: list[str] | None = None) -> int:
+        seen.append(argv)
+        return 7
+
+    fake = types.ModuleType("callstorage.runner")
+    fake.main = fake_main  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "callstorage.runner", fake)
+    monkeypatch.setenv("KUBECONFIG", "before")
+    assert cli.main(["--kubeconfig", "/tmp/kc", "run", "--namespace", "a"]) == 7
+    assert seen == [["--namespace", "a"]]
+    import os
+
+    assert os.environ["KUBECONFIG"] == "/tmp/kc"
+
+
+def test_format_table_aligns_columns() -> None:
+    table = cli.format_table(["NAME", "READY"], [["a-long-name", "True"], ["b", "False"]])
+    assert table.splitlines() == ["NAME          READY", "a-long-name   True",
+                                  "b             False"]
+
+
+def test_kubectl_plugin_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/kubectl-callstorage"])
+    assert cli.build_parser().prog == "kubectl callstorage"
