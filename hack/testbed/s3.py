@@ -9,6 +9,7 @@ and authorised.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from dataclasses import dataclass
@@ -51,8 +52,7 @@ def readwrite_policy(bucket: str) -> dict[str, Any]:
         "Statement": [
             {
                 "Effect": "Allow",
-                # moto names HeadBucket's permission s3:HeadBucket; AWS uses s3:ListBucket.
-                "Action": ["s3:ListBucket", "s3:HeadBucket", "s3:GetBucketLocation"],
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
                 "Resource": f"arn:aws:s3:::{bucket}",
             },
             {
@@ -72,6 +72,23 @@ def put_only_policy(bucket: str, prefixes: list[str]) -> dict[str, Any]:
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": resources}],
     }
+
+
+def as_moto_policy(policy_document: dict[str, Any]) -> dict[str, Any]:
+    """``policy_document`` with AWS's action names translated where moto differs.
+
+    AWS authorises HeadBucket with ``s3:ListBucket``; moto checks an ``s3:HeadBucket``
+    action instead. Adding it beside every ``s3:ListBucket`` (in Allow and Deny alike) makes
+    an AWS policy mean in moto what it means in AWS.
+    """
+    doc = copy.deepcopy(policy_document)
+    statements = doc.get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        actions = statement.get("Action")
+        listed = [actions] if isinstance(actions, str) else list(actions or [])
+        if "s3:ListBucket" in listed and "s3:HeadBucket" not in listed:
+            statement["Action"] = [*listed, "s3:HeadBucket"]
+    return doc
 
 
 class S3Server:
@@ -126,7 +143,7 @@ class S3Server:
         iam = self.client("iam")
         iam.create_user(UserName=name)
         iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy",
-                            PolicyDocument=json.dumps(policy_document))
+                            PolicyDocument=json.dumps(as_moto_policy(policy_document)))
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return S3Keys(key["AccessKeyId"], key["SecretAccessKey"])
 

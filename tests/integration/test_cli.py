@@ -268,7 +268,7 @@ def test_policy_is_enough_for_the_operator_and_nothing_more(
     for key in ("elsewhere/call1_audio.wav", "rec/call1_audio.wav", "recx/audio/a"):
         with pytest.raises(Exception, match="AccessDenied"):
             user.put_object(Bucket=bucket, Key=key, Body=b"x")
-    with pytest.raises(Exception, match="AccessDenied|Forbidden|403"):
+    with pytest.raises(Exception, match=r"AccessDenied|Forbidden|403"):
         user.get_object(Bucket=bucket, Key="rec/audio/call1_file")
 
     cs.update_external_storage("wo", aws_s3=s3(s3_server, keys))
