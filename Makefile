@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PYTHONPATH := $(CURDIR)/hack
+# Every process a run starts inherits this id, so `testbed leftovers` can find strays.
+export CALLSTORAGE_TESTBED_RUN ?= $(shell date +%s%N)
 
 .PHONY: help deps testbed demo test lint bench clean
 
@@ -28,6 +30,7 @@ test: testbed ## lint, type-check and run every test against the real test bed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+	$(BIN)/python -m testbed leftovers
 
 lint: deps ## ruff and mypy only
 	$(BIN)/ruff check .

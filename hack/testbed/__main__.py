@@ -4,12 +4,14 @@
               kubeconform (cached in ~/.cache/callstorage) and install Azurite
     up        start a control plane + S3 emulator and wait (for exploring by hand)
     demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C
+    leftovers fail if any process of this run (CALLSTORAGE_TESTBED_RUN) still runs
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import signal
 import subprocess
 import sys
@@ -23,7 +25,7 @@ import yaml
 
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane
-from testbed.procs import Server, free_port, http_ok, wait_for
+from testbed.procs import RUN_MARKER, Server, free_port, http_ok, leftovers, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "callstorage-system"
@@ -164,11 +166,17 @@ def up(demo: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["prepare", "up", "demo"])
+    parser.add_argument("command", choices=["prepare", "up", "demo", "leftovers"])
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare()
         return 0
+    if args.command == "leftovers":
+        run_id = os.environ.get(RUN_MARKER, "")
+        found = leftovers(run_id) if run_id else []
+        for line in found:
+            print(f"left running: {line}", file=sys.stderr)
+        return 1 if found else 0
     return up(demo=args.command == "demo")
 
 

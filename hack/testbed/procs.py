@@ -113,6 +113,38 @@ class Server:
             _running.remove(self)
 
 
+RUN_MARKER = "CALLSTORAGE_TESTBED_RUN"
+
+
+def leftovers(run_id: str) -> list[str]:
+    """Processes (other than us and our ancestors) whose environment carries ``run_id``.
+
+    Every server started here inherits ``CALLSTORAGE_TESTBED_RUN`` from the run (the
+    Makefile sets a fresh value per ``make test``), so this finds whatever a run left.
+    """
+    mine: set[int] = set()
+    pid = os.getpid()
+    while pid > 1:
+        mine.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    marker = f"{RUN_MARKER}={run_id}".encode()
+    found: list[str] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in mine:
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name} {cmd[:200]}")
+        except OSError:
+            continue
+    return found
+
+
 @atexit.register
 def _stop_all() -> None:
     for server in list(reversed(_running)):

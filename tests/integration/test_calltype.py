@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from testbed import kubeutil
-from testbed.s3 import S3Server, readwrite_policy
 
 from callstorage.api import IN_USE_FINALIZER
+from testbed import kubeutil
+from testbed.s3 import S3Server, readwrite_policy
 
 EXS, CT = "externalstorages", "calltypes"
 pytestmark = pytest.mark.usefixtures("operator")
@@ -49,7 +49,8 @@ def test_call_type_resolves_and_storage_lists_it(kube_api: Any, namespace: str,
     call_type(kube_api, namespace, "allhands", ready_storage)
     obj = kubeutil.wait_ready(kube_api, CT, namespace, "allhands", "True", "StorageReady")
     resolved = obj["status"]["resolvedStorage"]
-    assert resolved["name"] == "my-s3" and resolved["source"] == "CallType"
+    assert resolved["name"] == "my-s3"
+    assert resolved["source"] == "CallType"
     assert resolved["storageType"] == "s3"
     storage = kubeutil.wait_object(
         kube_api, EXS, namespace, ready_storage,
@@ -114,11 +115,13 @@ def test_referenced_storage_waits_for_its_call_types_before_deletion(
         kube_api, EXS, namespace, ready_storage,
         lambda o: kubeutil.condition(o, "DeletionBlocked").get("status") == "True", 10,
         "DeletionBlocked condition")
-    assert obj is not None and obj["metadata"].get("deletionTimestamp")
+    assert obj is not None
+    assert obj["metadata"].get("deletionTimestamp")
     assert "allhands" in kubeutil.condition(obj, "DeletionBlocked")["message"]
     # the call type keeps resolving to its own storage, never to the platform bucket
     ct = kubeutil.get_object(kube_api, CT, namespace, "allhands")
-    assert ct is not None and ct["status"]["resolvedStorage"]["name"] == ready_storage
+    assert ct is not None
+    assert ct["status"]["resolvedStorage"]["name"] == ready_storage
     events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
     assert any(e.reason == "DeletionBlocked" for e in events)
     # repointing the call type releases the storage, which then goes away
@@ -132,7 +135,8 @@ def test_referenced_storage_waits_for_its_call_types_before_deletion(
 def test_unreferenced_storage_deletes_immediately(kube_api: Any, namespace: str,
                                                   ready_storage: str) -> None:
     obj = kubeutil.get_object(kube_api, EXS, namespace, ready_storage)
-    assert obj is not None and not obj["metadata"].get("finalizers")
+    assert obj is not None
+    assert not obj["metadata"].get("finalizers")
     client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
         "callstorage.io", "v1alpha1", namespace, EXS, ready_storage)
     kubeutil.wait_object(kube_api, EXS, namespace, ready_storage, lambda o: o is None, 5,

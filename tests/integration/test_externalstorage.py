@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+
+from callstorage.api import CHECK_ANNOTATION
 from testbed import kubeutil
 from testbed.procs import free_port
 from testbed.s3 import S3Keys, S3Server, put_only_policy, readwrite_policy
-
-from callstorage.api import CHECK_ANNOTATION
 
 EXS = "externalstorages"
 pytestmark = pytest.mark.usefixtures("operator")
@@ -86,7 +86,9 @@ def test_valid_credentials_turn_ready_with_full_status(
     assert st["effectivePrefixes"] == {"audio": "recordings/audio", "video": "directory_name",
                                        "transcript": "directory_name",
                                        "metadata": "directory_name"}
-    assert st["lastValidatedAt"] and st["configuredAt"] and st["nextValidationAt"]
+    assert st["lastValidatedAt"]
+    assert st["configuredAt"]
+    assert st["nextValidationAt"]
     assert st["capabilities"]["list"] is True
     secret = client.CoreV1Api(kube_api).read_namespaced_secret("creds", namespace)
     assert st["observedSecretVersion"] == secret.metadata.resource_version
@@ -264,7 +266,8 @@ def test_check_annotation_uploads_a_new_file_each_time(
         check = obj["status"]["lastCheck"]
         assert check["succeeded"] is True, check
         key = check["object"].split(f"{bucket}/", 1)[-1]
-        assert key.startswith("checks/stream-") and key.endswith(".md")
+        assert key.startswith("checks/stream-")
+        assert key.endswith(".md")
         assert key in s3_server.list_keys(bucket, "checks/")
         seen.add(key)
     assert len(seen) == 2
