@@ -4,13 +4,15 @@ moto verifies SigV4 signatures against the secrets of the IAM users it created a
 evaluates their IAM policies, but only once its "no auth" allowance is used up
 (``INITIAL_NO_AUTH_ACTION_COUNT``). We start it with an allowance of exactly the three IAM
 calls that create the admin user, so every request after that, ours included, is signed
-and authorised.
+and authorised. It runs through ``testbed.moto_s3``, which makes a missing bucket answer
+404 NoSuchBucket (as S3 does) rather than moto's 403 for callers without rights on it.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +108,10 @@ class S3Server:
         endpoint = f"http://127.0.0.1:{port}"
         server = Server(
             "moto-s3",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "testbed.moto_s3", "-H", "127.0.0.1", "-p", str(port)],
             log_dir,
-            env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_BOOTSTRAP_ACTIONS)},
+            env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_BOOTSTRAP_ACTIONS),
+                 "PYTHONPATH": _pythonpath()},
         )
         try:
             # /moto-api/ is moto's own control API: it does not use up the no-auth allowance.
@@ -168,6 +171,13 @@ class S3Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _pythonpath() -> str:
+    """PYTHONPATH for the child, so ``-m testbed.moto_s3`` imports from this checkout."""
+    here = str(Path(__file__).resolve().parent.parent)
+    rest = os.environ.get("PYTHONPATH")
+    return f"{here}{os.pathsep}{rest}" if rest else here
 
 
 def _client(service: str, endpoint: str, region: str, keys: S3Keys) -> Any:

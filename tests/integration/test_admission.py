@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -250,3 +252,65 @@ def test_every_sample_applies(kubectl: Any, namespace: str) -> None:
                     "CallType": "calltype.callstorage.io", "Secret": "secret"}[kind]
         assert f"{resource}/{name}" in listed
 
+
+
+# --- random values: the CEL rules and the Python rules must agree on every one ---------
+
+def _server_accepts(kube_api: Any, namespace: str, spec: dict[str, Any]) -> bool:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ExternalStorage",
+            "metadata": {"name": "random"}, "spec": spec}
+    try:
+        client.CustomObjectsApi(kube_api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "externalstorages", body, dry_run="All",
+            field_validation="Strict")
+    except ApiException as error:
+        if error.status != 422:
+            raise
+        return False
+    return True
+
+
+def _models_accept(spec: dict[str, Any]) -> bool:
+    try:
+        parse_external_storage({"metadata": {"name": "random"}, "spec": spec})
+    except InvalidSpecError:
+        return False
+    return True
+
+
+_RANDOM = settings(max_examples=150, deadline=None,
+                   suppress_health_check=[HealthCheck.function_scoped_fixture])
+_BUCKET_ALPHABET = st.sampled_from([*"ab0-._Agxn", "goog", "google", "xn--", "-s3alias"])
+_PATH_ALPHABET = st.sampled_from(list("a./\\é \x01\x7f\x85-_"))
+_DURATION_ALPHABET = st.sampled_from(list("0123.59smh -du"))
+
+
+@_RANDOM
+@given(storage_type=st.sampled_from(["s3", "gcs", "abs"]),
+       bucket=st.lists(_BUCKET_ALPHABET, min_size=1, max_size=30).map("".join))
+def test_bucket_rules_agree(kube_api: Any, namespace: str, storage_type: str,
+                            bucket: str) -> None:
+    spec = {"s3": S3_BASE, "gcs": GCS_BASE, "abs": ABS_BASE}[storage_type] | {"bucket": bucket}
+    assert _server_accepts(kube_api, namespace, spec) == _models_accept(spec), bucket
+
+
+@_RANDOM
+@given(path=st.text(_PATH_ALPHABET, max_size=12))
+def test_path_rules_agree(kube_api: Any, namespace: str, path: str) -> None:
+    spec = S3_BASE | {"path": path, "prefixes": {"audio": path}}
+    assert _server_accepts(kube_api, namespace, spec) == _models_accept(spec), repr(path)
+
+
+@_RANDOM
+@given(interval=st.text(_DURATION_ALPHABET, min_size=1, max_size=10))
+def test_duration_rules_agree(kube_api: Any, namespace: str, interval: str) -> None:
+    spec = S3_BASE | {"validationInterval": interval}
+    assert _server_accepts(kube_api, namespace, spec) == _models_accept(spec), interval
+
+
+S3_BASE: dict[str, Any] = {"storageType": "s3", "bucket": "recordings",
+                           "s3": {"region": "us-east-1"}}
+GCS_BASE: dict[str, Any] = {"storageType": "gcs", "bucket": "recordings",
+                            "gcs": {"credentialsSecretRef": {"name": "g"}}}
+ABS_BASE: dict[str, Any] = {"storageType": "abs", "bucket": "recordings",
+                            "abs": {"accountName": "acct", "credentialsSecretRef": {"name": "a"}}}

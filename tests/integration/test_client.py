@@ -448,7 +448,9 @@ def test_deleting_a_referenced_storage_waits_and_resolution_never_falls_back(
         except ApiException as exc:
             return exc.status == 404
         return False
-    kubeutil.wait_object(kube_api, EXS, namespace, "kept", secret_gone, WAIT,
+    # The garbage collector only watches a kind after its discovery resync (about 30 s
+    # after the CRDs were installed, so early in a run), hence the longer wait.
+    kubeutil.wait_object(kube_api, EXS, namespace, "kept", secret_gone, 90,
                          "credentials Secret garbage-collected")
 
 

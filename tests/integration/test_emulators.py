@@ -78,6 +78,30 @@ def test_s3_put_only_user_is_confined_to_its_prefix(s3_server: S3Server) -> None
     assert _code(info.value) == (403, "AccessDenied")
 
 
+def test_s3_missing_bucket_is_404_even_without_rights_on_it(s3_server: S3Server) -> None:
+    """As in S3: authenticate, then look the bucket up, then authorise."""
+    bucket = _name("emu")
+    s3_server.create_bucket(bucket)
+    keys = s3_server.create_user(_name("rw"), readwrite_policy(bucket))
+    client = s3_server.client(keys=keys)
+    missing = _name("missing")
+    with pytest.raises(ClientError) as info:
+        client.head_bucket(Bucket=missing)
+    assert _code(info.value)[0] == 404
+    with pytest.raises(ClientError) as info:
+        client.put_object(Bucket=missing, Key="x", Body=b"x")
+    assert _code(info.value) == (404, "NoSuchBucket")
+    wrong = s3_server.client(keys=S3Keys(keys.access_key_id, "not-the-secret"))
+    with pytest.raises(ClientError) as info:
+        wrong.put_object(Bucket=missing, Key="x", Body=b"x")
+    assert _code(info.value) == (403, "SignatureDoesNotMatch")
+    other = _name("emu")  # an existing bucket the user has no rights on: still 403
+    s3_server.create_bucket(other)
+    with pytest.raises(ClientError) as info:
+        client.put_object(Bucket=other, Key="x", Body=b"x")
+    assert _code(info.value) == (403, "AccessDenied")
+
+
 def test_s3_admin_itself_is_checked(s3_server: S3Server) -> None:
     """Enforcement is on from start-up: even the bootstrap identity needs its real secret."""
     wrong_admin = s3_server.client(keys=S3Keys(s3_server.admin.access_key_id, "nope"))

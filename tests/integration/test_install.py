@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from callstorage.api import CALL_TYPE_LABEL, call_type_object_name
 from callstorage.settings import DEFAULT_DENIED_ENDPOINTS, Settings
 from testbed import binaries
 from testbed.controlplane import ControlPlane
@@ -269,7 +270,8 @@ def test_optional_parts_render_as_documented(helm_home: dict[str, str],
     assert set(call_types) == {("app-a", n) for n in
                                ("default", "livestream", "audio-room", "development")}
     assert call_types[("app-a", "audio-room")]["metadata"]["labels"][
-        "callstorage.io/call-type"] == "audio_room"
+        CALL_TYPE_LABEL] == "audio_room"
+    assert call_type_object_name("audio_room") == "audio-room"  # the operator's own mapping
     assert all(c["spec"] == {} for c in call_types.values())  # = the platform storage
     monitor = one(objs, "ServiceMonitor")
     service = one(objs, "Service")
@@ -497,7 +499,8 @@ def test_helm_template_validates_against_the_api_servers_schemas(
     assert_valid(schema_dir, manifests, tmp_path, "-skip", "ServiceMonitor")
 
 
-@pytest.mark.parametrize("path", [MANIFESTS, OVERLAY], ids=["base", "single-namespace"])
+@pytest.mark.parametrize("path", [MANIFESTS, OVERLAY, MANIFESTS / "samples"],
+                         ids=["base", "single-namespace", "samples"])
 def test_kustomize_output_validates_against_the_api_servers_schemas(
         schema_dir: Path, tmp_path: Path, path: Path) -> None:
     assert_valid(schema_dir, kustomize(path), tmp_path)
@@ -572,10 +575,17 @@ def test_helm_install_creates_exactly_the_expected_objects_and_uninstall_leaves_
     assert not {k for k in before if k[1] == "CustomResourceDefinition"}
 
     # two releases in one cluster: cluster-wide with defaults, and namespaced with all on
-    helm(helm_home, "install", "wide", str(CHART), "-n", "cs", kubeconfig=kc)
+    notes = helm(helm_home, "install", "wide", str(CHART), "-n", "cs", kubeconfig=kc).stdout
+    # NOTES.txt says what to do next, with this release's names
+    assert "kubectl -n cs rollout status deployment/wide-callstorage" in notes
+    assert "It serves ExternalStorages and CallTypes in every namespace." in notes
+    assert "kubectl apply --server-side -f crds/" in notes
+    assert "service wide-callstorage-metrics" in notes
     narrow_values = write_values(tmp_path, INSTALL_VALUES)
-    helm(helm_home, "install", "narrow", str(CHART), "-n", "cs", "-f", str(narrow_values),
-         kubeconfig=kc)
+    notes = helm(helm_home, "install", "narrow", str(CHART), "-n", "cs", "-f",
+                 str(narrow_values), kubeconfig=kc).stdout
+    assert "It serves only these namespaces: app-a,app-b,cs" in notes
+    assert "record to the platform storage\n   cs/platform-default." in notes
     created = snapshot(kc, watched) - before
     expected = {
         ("", "CustomResourceDefinition", "externalstorages.callstorage.io"),

@@ -162,15 +162,11 @@ def test_s3_unknown_access_key(s3_server: S3Server, s3_bucket: str) -> None:
     assert "InvalidAccessKeyId" in error.message
 
 
-def test_s3_missing_bucket(s3_server: S3Server) -> None:
-    # The user may read the bucket, which does not exist. (moto evaluates IAM before it
-    # looks the bucket up, so a user without rights on the name would get a 403 there;
-    # AWS answers 404 either way.)
+def test_s3_missing_bucket(s3_server: S3Server, s3_rw: dict[str, str]) -> None:
     missing = _name("missing")
-    data = s3_server.create_user(_name("rw"), readwrite_policy(missing)).as_secret_data()
     error = expect(Reason.BUCKET_NOT_FOUND,
-                   lambda: validate(s3_spec(missing, s3_server.endpoint), inputs_of(data)),
-                   data)
+                   lambda: validate(s3_spec(missing, s3_server.endpoint), inputs_of(s3_rw)),
+                   s3_rw)
     assert error.message == f"HeadBucket on {missing} returned 404: the bucket does not exist"
 
 
@@ -336,6 +332,18 @@ def test_gcs_write_only_probes_each_distinct_prefix(gcs_server: GCSServer, gcs_b
     rw_spec = gcs_spec(gcs_bucket, gcs_server.endpoint)
     error = expect(Reason.ACCESS_DENIED, lambda: validate(rw_spec, inputs_of(data)), data)
     assert "storage.buckets.get" in error.message
+
+
+def test_gcs_write_only_without_a_grant_is_denied(gcs_server: GCSServer, gcs_bucket: str
+                                                  ) -> None:
+    other = _name("b")
+    gcs_server.create_bucket(other)
+    data = gcs_account(gcs_server, other, "objectCreator")  # a grant on another bucket
+    spec = gcs_spec(gcs_bucket, gcs_server.endpoint, mode="WriteOnly", path="rec")
+    error = expect(Reason.ACCESS_DENIED, lambda: validate(spec, inputs_of(data)), data)
+    assert error.message.startswith(f"object insert on {gcs_bucket}/rec/.write_probe_")
+    assert "does not have storage.objects.create access" in error.message
+    assert "{" not in error.message  # the server's message, not its JSON
 
 
 def test_gcs_endpoint_down(gcs_server: GCSServer, gcs_bucket: str, closed_port: int) -> None:

@@ -11,6 +11,9 @@ the settings the chart's Deployment would give it, and must:
   an on-demand check, notice a rotated Secret (watch Secrets), post Events, and let it go
   when deleted; take the CallType to Ready=True;
 - do all of it without a single 403 in its log;
+- leave GitOps alone: the objects are server-side applied as a GitOps tool would; applied
+  again after all the operator's writes, nothing changes and no spec field has another
+  owner;
 - in namespaced mode, be refused Secrets of a namespace it was not granted.
 The metrics endpoint is scraped after the run and shows the expected series.
 """
@@ -98,21 +101,50 @@ class Release:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
 
 
-def run(argv: list[str], env: dict[str, str] | None = None, check: bool = True) -> str:
+def run(argv: list[str], env: dict[str, str] | None = None, check: bool = True,
+        input: str | None = None) -> str:
     result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, input=input)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed: {result.stdout}\n{result.stderr}")
     return result.stdout
 
 
-def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> str:
-    return run(["kubectl", f"--kubeconfig={kubeconfig}", *args], check=check)
+def kubectl(kubeconfig: Path, *args: str, check: bool = True, input: str | None = None) -> str:
+    return run(["kubectl", f"--kubeconfig={kubeconfig}", *args], check=check, input=input)
+
+
+GITOPS = "gitops"  # the field manager of a GitOps tool (Argo CD, Flux) applying our YAML
+
+
+def gitops_apply(kubeconfig: Path, namespace: str, manifest: dict[str, Any]) -> None:
+    kubectl(kubeconfig, "apply", "--server-side", f"--field-manager={GITOPS}", "-n",
+            namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def assert_no_drift(kubeconfig: Path, admin: Any, namespace: str, plural: str,
+                    manifest: dict[str, Any]) -> None:
+    """Re-applying the same YAML changes nothing, and the operator owns no spec field."""
+    name = manifest["metadata"]["name"]
+    before = kubeutil.get_object(admin, plural, namespace, name)
+    assert before is not None
+    gitops_apply(kubeconfig, namespace, manifest)
+    after = kubeutil.get_object(admin, plural, namespace, name)
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert kubectl(kubeconfig, "diff", "--server-side", f"--field-manager={GITOPS}", "-n",
+                   namespace, "-f", "-", input=yaml.safe_dump(manifest)) == ""
+    for entry in after["metadata"]["managedFields"]:
+        if entry["manager"] != GITOPS:
+            assert "f:spec" not in json.dumps(entry.get("fieldsV1", {})), entry
 
 
 def can_i(release: Release, verb: str, resource: str, namespace: str | None = None) -> bool:
+    """``kubectl auth can-i`` as the ServiceAccount; ``resource/status`` = the subresource."""
     where = ["-n", namespace] if namespace else ["--all-namespaces"]
-    answer = kubectl(release.cp.kubeconfig, "auth", "can-i", verb, resource, *where,
+    resource, _, subresource = resource.partition("/")
+    sub = [f"--subresource={subresource}"] if subresource else []
+    answer = kubectl(release.cp.kubeconfig, "auth", "can-i", verb, resource, *sub, *where,
                      f"--as={release.user}", check=False)
     return answer.strip() == "yes"
 
@@ -160,19 +192,20 @@ def has_finalizer(obj: dict[str, Any] | None) -> bool:
     return IN_USE_FINALIZER in ((obj or {}).get("metadata", {}).get("finalizers") or [])
 
 
-def storage_and_call_type_scenario(admin: Any, s3: S3Server, namespace: str,
-                                   credential_values: set[str]) -> None:
-    """Everything the operator does to one storage and one call type, start to end."""
+def storage_and_call_type_scenario(admin: Any, kubeconfig: Path, s3: S3Server,
+                                   namespace: str, credential_values: set[str]) -> None:
+    """Everything the operator does to one storage and one call type, start to end, with
+    the objects applied the way a GitOps tool would (server-side apply)."""
     bucket = f"rec-{namespace}"
     keys = s3_user(s3, credential_values, bucket)
     kubeutil.secret(admin, namespace, "recordings-creds", keys.as_secret_data())
-    kubeutil.create_object(admin, EXS, namespace, s3_storage("recordings", bucket,
-                                                             s3.endpoint))
+    storage = s3_storage("recordings", bucket, s3.endpoint)
+    gitops_apply(kubeconfig, namespace, storage)
     kubeutil.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
 
-    kubeutil.create_object(admin, CT, namespace, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
-        "metadata": {"name": "allhands"}, "spec": {"externalStorage": "recordings"}})
+    call_type = {"apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
+                 "metadata": {"name": "allhands"}, "spec": {"externalStorage": "recordings"}}
+    gitops_apply(kubeconfig, namespace, call_type)
     kubeutil.wait_ready(admin, CT, namespace, "allhands", "True", "StorageReady", timeout=60)
     kubeutil.wait_object(admin, EXS, namespace, "recordings", has_finalizer, 30,
                          "the in-use finalizer (a metadata patch)")
@@ -200,6 +233,10 @@ def storage_and_call_type_scenario(admin: Any, s3: S3Server, namespace: str,
     events = client.CoreV1Api(admin).list_namespaced_event(namespace).items
     assert any(e.involved_object.name == "recordings" for e in events), \
         "the operator posted no Event"
+
+    # after all these operator writes, a GitOps tool sees no drift
+    assert_no_drift(kubeconfig, admin, namespace, EXS, storage)
+    assert_no_drift(kubeconfig, admin, namespace, CT, call_type)
 
 
 def delete_scenario(admin: Any, namespace: str) -> None:
@@ -260,7 +297,8 @@ def test_cluster_wide_operator_needs_nothing_beyond_the_chart_rbac(
     operator = operator_factory(env=env, kubeconfig=release.token_kubeconfig(
         tmp_path / "sa.kubeconfig"), name="rbac-wide")
     try:
-        storage_and_call_type_scenario(admin, s3_server, app, credential_values)
+        storage_and_call_type_scenario(admin, cluster.kubeconfig, s3_server, app,
+                                       credential_values)
 
         scraped = scrape(operator.metrics_url)
         assert series(scraped, "callstorage_storage_ready", namespace=app,
@@ -271,7 +309,7 @@ def test_cluster_wide_operator_needs_nothing_beyond_the_chart_rbac(
                           reason="InvalidCredentials")) >= 1
         assert series(scraped, "callstorage_validation_duration_seconds_count",
                       storage_type="s3")[0] >= 3
-        assert series(scraped, "callstorage_queue_depth") == [0.0]
+        assert len(series(scraped, "callstorage_queue_depth")) == 1
 
         delete_scenario(admin, app)
         scraped = scrape(operator.metrics_url)
@@ -301,6 +339,8 @@ def test_cluster_wide_rbac_denies_everything_else(cluster: ControlPlane,
         ("delete", "externalstorages.callstorage.io"),
         ("patch", "calltypes.callstorage.io"),
         ("delete", "calltypes.callstorage.io"),
+        ("update", "externalstorages.callstorage.io/status"),
+        ("patch", "externalstorages.callstorage.io/scale"),
         ("create", "secrets"), ("update", "secrets"), ("patch", "secrets"),
         ("delete", "secrets"),
         ("list", "configmaps"), ("list", "pods"), ("list", "namespaces"),
@@ -336,7 +376,8 @@ def test_namespaced_operator_works_and_cannot_read_other_secrets(
     sa_kubeconfig = release.token_kubeconfig(tmp_path / "sa.kubeconfig")
     operator = operator_factory(env=env, kubeconfig=sa_kubeconfig, name="rbac-narrow")
     try:
-        storage_and_call_type_scenario(admin, s3_server, served, credential_values)
+        storage_and_call_type_scenario(admin, cluster.kubeconfig, s3_server, served,
+                                       credential_values)
         delete_scenario(admin, served)
     finally:
         operator.stop()

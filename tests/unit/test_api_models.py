@@ -273,3 +273,15 @@ def test_manifests() -> None:
 def test_missing_spec() -> None:
     with pytest.raises(InvalidSpecError, match=r"^spec: Required value$"):
         parse_external_storage({"metadata": {"name": "x"}})
+
+
+def test_parse_accepts_read_only_mappings() -> None:
+    """kopf hands handlers mapping views, not dicts; strict models must still take them."""
+    from types import MappingProxyType
+
+    spec = MappingProxyType({**_S3, "s3": MappingProxyType({"region": "us-east-1"}),
+                             "prefixes": MappingProxyType({"audio": "a"})})
+    parsed = parse_external_storage(MappingProxyType({"spec": spec}))
+    assert parsed.prefixes == Prefixes(audio="a")
+    ct = parse_call_type(MappingProxyType({"spec": MappingProxyType({"externalStorage": "x"})}))
+    assert ct.external_storage == "x"

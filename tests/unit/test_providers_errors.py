@@ -29,6 +29,7 @@ from callstorage.providers.transport import CABundle, classify
         ("PermanentRedirect", 301, Reason.INVALID_SPEC),  # wrong region
         ("301", 301, Reason.INVALID_SPEC),
         ("AuthorizationHeaderMalformed", 400, Reason.INVALID_SPEC),
+        ("InvalidBucketName", 400, Reason.INVALID_SPEC),
         ("InternalError", 500, Reason.ENDPOINT_UNREACHABLE),
         ("SlowDown", 503, Reason.ENDPOINT_UNREACHABLE),
     ],
@@ -40,7 +41,8 @@ def test_s3_codes(code: str, status: int, reason: Reason) -> None:
 @pytest.mark.parametrize(
     ("status", "reason"),
     [(401, Reason.INVALID_CREDENTIALS), (403, Reason.ACCESS_DENIED),
-     (404, Reason.BUCKET_NOT_FOUND), (500, Reason.ENDPOINT_UNREACHABLE),
+     (404, Reason.BUCKET_NOT_FOUND), (400, Reason.INVALID_SPEC),
+     (429, Reason.ENDPOINT_UNREACHABLE), (500, Reason.ENDPOINT_UNREACHABLE),
      (503, Reason.ENDPOINT_UNREACHABLE)],
 )
 def test_gcs_statuses(status: int, reason: Reason) -> None:

@@ -422,10 +422,19 @@ def validate_name(name: str) -> None:
         raise InvalidSpecError(f"metadata.name: {RESERVED_NAME_MESSAGE}")
 
 
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists: strict models refuse other mappings (kopf's body views)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _spec_of(obj: Mapping[str, Any]) -> Any:
     if "spec" not in obj:
         raise InvalidSpecError("spec: Required value")
-    return obj["spec"]
+    return _plain(obj["spec"])
 
 
 def parse_external_storage(obj: Mapping[str, Any]) -> ExternalStorageSpec:
@@ -451,7 +460,7 @@ def parse_external_storage(obj: Mapping[str, Any]) -> ExternalStorageSpec:
 def parse_call_type(obj: Mapping[str, Any]) -> CallTypeSpec:
     """The spec of a CallType object (absent spec = ``{}``); InvalidSpecError on problems."""
     try:
-        return CallTypeSpec.model_validate(obj.get("spec") or {})
+        return CallTypeSpec.model_validate(_plain(obj.get("spec") or {}))
     except ValidationError as error:
         raise InvalidSpecError(_lines(error, "spec")) from None
 

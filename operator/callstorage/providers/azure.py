@@ -53,6 +53,8 @@ def reason_for_error(status: int, code: str, message: str) -> Reason:
         return Reason.BUCKET_NOT_FOUND
     if status == 403:  # AuthorizationPermissionMismatch, AuthorizationFailure (firewall), ...
         return Reason.ACCESS_DENIED
+    if 400 <= status < 500 and status != 429:  # InvalidResourceName, ...
+        return Reason.INVALID_SPEC
     return Reason.ENDPOINT_UNREACHABLE
 
 

@@ -47,6 +47,8 @@ def reason_for_status(status: int) -> Reason:
         return Reason.ACCESS_DENIED
     if status == 404:
         return Reason.BUCKET_NOT_FOUND
+    if 400 <= status < 500 and status != 429:  # an invalid bucket or object name
+        return Reason.INVALID_SPEC
     return Reason.ENDPOINT_UNREACHABLE
 
 
@@ -153,21 +155,22 @@ _STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404:
 
 
 def _api_message(exc: api_exceptions.GoogleAPICallError) -> str:
-    """The server's own message, without the request URL api_core prepends to it."""
-    errors = exc.errors or []
-    for error in errors:
+    """The server's own message, without the request line api_core puts before it."""
+    for error in exc.errors or []:
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
     message = str(exc.message or "")
-    try:  # upload errors carry the raw JSON body as the message
-        body = json.loads(message.split(": ", 1)[1] if message.startswith(("GET", "POST"))
-                          and ": " in message else message)
-        return str(body["error"]["message"])
-    except (ValueError, KeyError, TypeError, IndexError):
-        pass
-    if message.startswith(("GET ", "POST ", "PUT ")) and ": " in message:
-        message = message.split(": ", 1)[1]
-    return message[:500]
+    # Upload errors read "POST <url>: <response body>: (<what the client expected>)".
+    request_line, sep, rest = message.partition(": ")
+    if sep and request_line.split(" ", 1)[0] in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        message = rest
+    if message.startswith("{"):
+        try:
+            body, _ = json.JSONDecoder().raw_decode(message)
+            return str(body["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return message[:300]
 
 
 def _load_key(keys: SecretKeys) -> dict[str, Any]:

@@ -53,7 +53,9 @@ def reason_for_code(code: str, status: int) -> Reason:
         return Reason.INVALID_CREDENTIALS
     if status == 403 or code in ("AccessDenied", "AllAccessDisabled", "AccountProblem"):
         return Reason.ACCESS_DENIED
-    return Reason.ENDPOINT_UNREACHABLE  # 5xx and the rest: the service did not do its job
+    if 400 <= status < 500 and status != 429:  # InvalidBucketName, InvalidRegionName, ...
+        return Reason.INVALID_SPEC
+    return Reason.ENDPOINT_UNREACHABLE  # 5xx, throttling: the service did not do its job
 
 
 class S3StorageClient:
@@ -132,6 +134,8 @@ class S3StorageClient:
             if code != str(status):
                 text += f" {code}"
             return ProviderError(reason, self._clean(f"{text}: {message}" if message else text))
+        if isinstance(exc, botocore.exceptions.ParamValidationError):  # e.g. a bucket name
+            return ProviderError(Reason.INVALID_SPEC, self._clean(f"{operation} {target}: {exc}"))
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return ProviderError(Reason.INVALID_CREDENTIALS,
                                  f"{operation} {target}: no ambient AWS credentials found")

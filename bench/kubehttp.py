@@ -1,0 +1,146 @@
+"""A minimal asyncio client for the API server, for the benchmark driver and baseline.
+
+Plain aiohttp over one keep-alive connection pool: the cheapest way a Python program can
+talk to the API server, so the baseline measures the API server and not a client library.
+Every request is counted by (verb, resource) the way ``apiserver_request_total`` labels
+it, so the driver can subtract its own requests from the server's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+GROUP, VERSION = "callstorage.io", "v1alpha1"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"HTTP {status}: {text[:300]}")
+        self.status = status
+
+
+class KubeHTTP:
+    """Async JSON calls to one API server as one user (TLS client certificate)."""
+
+    def __init__(self, server: str, ssl_context: ssl.SSLContext, user_agent: str,
+                 pool: int = 32) -> None:
+        self._server = server
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_context, limit=pool),
+            headers={"User-Agent": user_agent, "Accept": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=60),
+        )
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def _call(self, method: str, verb: str, resource: str, path: str,
+                    body: Any = None, content_type: str = "application/json",
+                    ok_missing: bool = False) -> dict[str, Any] | None:
+        self.counts[(verb, resource)] += 1
+        data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": content_type} if body is not None else None
+        async with self._session.request(method, self._server + path, data=data,
+                                         headers=headers) as resp:
+            text = await resp.text()
+            if ok_missing and resp.status == 404:
+                return None
+            if resp.status >= 300:
+                raise ApiError(resp.status, text)
+            result: dict[str, Any] = json.loads(text) if text else {}
+            return result
+
+    # --- callstorage objects ---------------------------------------------------------------
+    @staticmethod
+    def _custom_path(namespace: str, plural: str, name: str = "") -> str:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}"
+        return f"{path}/{name}" if name else path
+
+    async def create(self, namespace: str, plural: str, body: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+        result = await self._call("POST", "POST", plural,
+                                  self._custom_path(namespace, plural), dict(body))
+        assert result is not None
+        return result
+
+    async def patch_status(self, namespace: str, plural: str, name: str,
+                           status: Mapping[str, Any]) -> dict[str, Any]:
+        result = await self._call("PATCH", "PATCH", f"{plural}/status",
+                                  self._custom_path(namespace, plural, name) + "/status",
+                                  {"status": dict(status)}, MERGE_PATCH)
+        assert result is not None
+        return result
+
+    async def list(self, namespace: str, plural: str) -> dict[str, Any]:
+        result = await self._call("GET", "LIST", plural, self._custom_path(namespace, plural))
+        assert result is not None
+        return result
+
+    async def watch(self, namespace: str, plural: str, resource_version: str,
+                    on_event: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``on_event(type, object)`` for every change until cancelled."""
+        rv = resource_version
+        path = self._custom_path(namespace, plural)
+        while True:
+            params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
+                      "timeoutSeconds": "3600"}
+            try:
+                async with self._session.get(
+                        self._server + path, params=params,
+                        timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
+                    if resp.status != 200:
+                        raise ApiError(resp.status, await resp.text())
+                    async for line in resp.content:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            raise ApiError(int(obj.get("code") or 0), str(obj))
+                        rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                        if event.get("type") != "BOOKMARK":
+                            on_event(str(event.get("type")), obj)
+            finally:
+                self.counts[("WATCH", plural)] += 1  # the server counts it when it ends
+
+    # --- core objects -------------------------------------------------------------------
+    async def create_namespace(self, name: str) -> None:
+        await self._call("POST", "POST", "namespaces", "/api/v1/namespaces",
+                         {"apiVersion": "v1", "kind": "Namespace",
+                          "metadata": {"name": name}})
+
+    async def delete_namespace(self, name: str, within: float = 300) -> None:
+        """Delete a namespace and wait until it is gone (its objects with it)."""
+        await self._call("DELETE", "DELETE", "namespaces", f"/api/v1/namespaces/{name}",
+                         ok_missing=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            if await self._call("GET", "GET", "namespaces", f"/api/v1/namespaces/{name}",
+                                ok_missing=True) is None:
+                return
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"namespace {name} still exists after {within:.0f}s")
+
+    async def put_secret(self, namespace: str, name: str, data: Mapping[str, str],
+                         replace: bool = False) -> str:
+        """Create or replace an Opaque Secret; returns its new resourceVersion."""
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": namespace},
+                "stringData": dict(data)}
+        base = f"/api/v1/namespaces/{namespace}/secrets"
+        if replace:
+            result = await self._call("PUT", "PUT", "secrets", f"{base}/{name}", body)
+        else:
+            result = await self._call("POST", "POST", "secrets", base, body)
+        assert result is not None
+        return str(result["metadata"]["resourceVersion"])

@@ -1,0 +1,466 @@
+"""The benchmark driver: test bed up, for each size N and run: baseline, operator, report.
+
+One run of size N, in fresh namespaces, with a fresh bucket, emulator user and operator:
+
+1. baseline: a plain asyncio script creates N ExternalStorages and, for each, does one
+   HeadBucket (boto3 in threads) and one status patch, CONCURRENCY at a time; its
+   namespace is then deleted and gone before the operator starts;
+2. convergence: the operator (a subprocess) is started, N ExternalStorages sharing one
+   Secret are created CONCURRENCY at a time, and a watch records when each turns Ready;
+3. idle: nothing happens for BENCH_IDLE_S; every write the API server sees is counted;
+4. rotation: the shared Secret gets a new access key of the same emulator user; the watch
+   records when every object reports the new ``observedSecretVersion`` and Ready=True.
+
+API requests are counted at the API server (``apiserver_request_total``), minus the
+driver's own, which it counts itself. Progress goes to stderr, the JSON to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from bench import measure
+from bench.kubehttp import KubeHTTP
+from callstorage.api import effective_prefixes, parse_external_storage
+from callstorage.providers.base import Capabilities, Reason
+from callstorage.reconcile import externalstorage as es_reconcile
+from testbed import binaries, kubeutil
+from testbed.controlplane import ControlPlane
+from testbed.procs import Server, free_port, http_ok, wait_for
+from testbed.s3 import S3Keys, S3Server, readwrite_policy
+
+log = logging.getLogger("bench")
+ROOT = Path(__file__).resolve().parent.parent
+OPERATOR_NAMESPACE = "callstorage-system"
+EXS = "externalstorages"
+SECRET = "creds"  # the name of the shared Secret
+
+
+@dataclass(frozen=True)
+class Config:
+    sizes: tuple[int, ...]
+    runs: int
+    concurrency: int
+    idle_s: float
+    settle_s: float
+    phase_timeout_s: float
+    profile_dir: str | None
+    keep: bool
+
+    @classmethod
+    def from_env(cls) -> Config:
+        env = os.environ
+        sizes = tuple(int(s) for s in env.get("BENCH_SIZES", "100,1000").split(",") if s)
+        return cls(
+            sizes=sizes,
+            runs=int(env.get("BENCH_RUNS", "3")),
+            concurrency=int(env.get("CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS", "16")),
+            idle_s=float(env.get("BENCH_IDLE_S", "60")),
+            settle_s=float(env.get("BENCH_SETTLE_S", "5")),
+            phase_timeout_s=float(env.get("BENCH_PHASE_TIMEOUT_S", "900")),
+            profile_dir=str(Path(env["BENCH_PROFILE"]).resolve())
+            if env.get("BENCH_PROFILE") else None,
+            keep=env.get("BENCH_KEEP", "") not in ("", "0"),
+        )
+
+
+def storage_body(name: str, bucket: str, endpoint: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
+        "metadata": {"name": name},
+        "spec": {"storageType": "s3", "bucket": bucket, "accessMode": "ReadWrite",
+                 "s3": {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True,
+                        "credentialsSecretRef": {"name": SECRET}}},
+    }
+
+
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    """Ready=True for the current generation."""
+    generation = (obj.get("metadata") or {}).get("generation")
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != generation:
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               and c.get("observedGeneration") == generation
+               for c in status.get("conditions") or [])
+
+
+class Tracker:
+    """Fed by a watch: when each object first satisfied the current predicate."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.hits: dict[str, float] = {}
+        self.target = 0
+        self.done = asyncio.Event()
+        self._predicate: Callable[[Mapping[str, Any]], bool] = lambda _: False
+
+    def arm(self, target: int, predicate: Callable[[Mapping[str, Any]], bool]) -> None:
+        """Start a new phase: wait for ``target`` objects to satisfy ``predicate``."""
+        self.hits, self.target, self._predicate = {}, target, predicate
+        self.done.clear()
+        now = time.perf_counter()
+        for name, obj in self.latest.items():
+            self._check(name, obj, now)
+
+    def on_event(self, event_type: str, obj: dict[str, Any]) -> None:
+        name = str((obj.get("metadata") or {}).get("name"))
+        if event_type == "DELETED":
+            self.latest.pop(name, None)
+            return
+        self.latest[name] = obj
+        self._check(name, obj, time.perf_counter())
+
+    def _check(self, name: str, obj: Mapping[str, Any], now: float) -> None:
+        if name not in self.hits and self._predicate(obj):
+            self.hits[name] = now
+            if len(self.hits) >= self.target:
+                self.done.set()
+
+    async def wait(self, limit: float, what: str) -> None:
+        try:
+            await asyncio.wait_for(self.done.wait(), limit)
+        except TimeoutError:
+            raise TimeoutError(f"{what}: only {len(self.hits)} of {self.target} objects "
+                               f"after {limit:.0f}s") from None
+
+
+class Operator:
+    """The operator as a subprocess (optionally sampled by py-spy), with /proc readings."""
+
+    def __init__(self, cp: ControlPlane, log_dir: Path, concurrency: int,
+                 profile: Path | None) -> None:
+        health = free_port()
+        self.server = Server("operator", [sys.executable, "-m", "callstorage"], log_dir,
+                             cwd=ROOT, env={
+                                 "KUBECONFIG": str(cp.kubeconfig),
+                                 "CALLSTORAGE_NAMESPACE": OPERATOR_NAMESPACE,
+                                 "CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS": str(concurrency),
+                                 "CALLSTORAGE_HEALTH_PORT": str(health),
+                                 "CALLSTORAGE_METRICS_PORT": str(free_port()),
+                                 "CALLSTORAGE_LOG_LEVEL": "INFO",
+                                 "PYTHONUNBUFFERED": "1"})
+        self.pid = self.server.pid
+        self.spy: Server | None = None
+        try:
+            wait_for(lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60,
+                     "the operator's liveness endpoint", alive=self.server)
+            if profile is not None:
+                spy_bin = Path(sys.executable).parent / "py-spy"
+                self.spy = Server("py-spy", [
+                    str(spy_bin), "record", "--pid", str(self.pid), "--rate", "100",
+                    "--format", "raw", "--output", str(profile)], log_dir)
+        except BaseException:
+            self.stop()
+            raise
+
+    def cpu(self) -> float:
+        return measure.cpu_seconds(self.pid)
+
+    def memory(self) -> dict[str, float]:
+        return measure.memory_mb(self.pid)
+
+    def alive(self) -> None:
+        if self.server.proc.poll() is not None:
+            raise RuntimeError(f"the operator exited:\n{self.server.tail()}")
+
+    def stop(self) -> None:
+        self.server.stop()
+        if self.spy is not None:  # py-spy writes its profile when the process it samples ends
+            with contextlib.suppress(Exception):
+                self.spy.proc.wait(30)
+            self.spy.stop()
+
+
+class Bench:
+    def __init__(self, cfg: Config, cp: ControlPlane, s3: S3Server, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.cp = cp
+        self.s3 = s3
+        self.run_dir = run_dir
+        self.kube = KubeHTTP(cp.server, cp.ssl_context(), "callstorage-bench",
+                             pool=cfg.concurrency + 8)
+
+    async def scrape(self) -> measure.RequestCounts:
+        text = (await asyncio.to_thread(self.cp.get, "/metrics", 30.0)).decode()
+        return measure.parse_request_totals(text)
+
+    async def run_all(self) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        try:
+            for n in self.cfg.sizes:
+                runs = []
+                for i in range(self.cfg.runs):
+                    log.info("N=%d run %d/%d", n, i + 1, self.cfg.runs)
+                    run = await self.one_run(n, i)
+                    log.info("N=%d run %d: %s", n, i + 1, json.dumps(
+                        {k: v for k, v in run.items() if not isinstance(v, dict)}))
+                    runs.append(run)
+                results[str(n)] = {**measure.summarise_runs(runs), "runs": runs}
+        finally:
+            await self.kube.close()
+        return results
+
+    # --- one run ------------------------------------------------------------------------
+    async def one_run(self, n: int, index: int) -> dict[str, Any]:
+        tag = f"{n}-{index}-{secrets.token_hex(3)}"
+        bucket = f"bench-{tag}"
+        await asyncio.to_thread(self.s3.create_bucket, bucket)
+        user = f"bench-{tag}"
+        keys = await asyncio.to_thread(self.s3.create_user, user, readwrite_policy(bucket))
+
+        base_ns = f"bench-base-{tag}"
+        log.info("  baseline: %d objects, one HeadBucket and one status patch each", n)
+        baseline_s = await self.baseline(base_ns, bucket, keys, n)
+        log.info("  baseline: %.2fs; deleting its namespace", baseline_s)
+        await self.kube.delete_namespace(base_ns)
+
+        ns = f"bench-{tag}"
+        await self.kube.create_namespace(ns)
+        await self.kube.put_secret(ns, SECRET, keys.as_secret_data())
+        tracker = Tracker()
+        listed = await self.kube.list(ns, EXS)
+        watch = asyncio.create_task(self.kube.watch(
+            ns, EXS, str(listed["metadata"]["resourceVersion"]), tracker.on_event))
+        profile = None
+        if self.cfg.profile_dir:
+            profile = Path(self.cfg.profile_dir) / f"operator-{tag}.txt"
+        operator = await asyncio.to_thread(
+            Operator, self.cp, self.run_dir / "logs" / ns, self.cfg.concurrency, profile)
+        try:
+            result = await self.measure_operator(operator, tracker, ns, n, bucket, user)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
+            await asyncio.to_thread(operator.stop)
+        await self.kube.delete_namespace(ns)
+        return {"time_to_all_ready_s": result.pop("time_to_all_ready_s"),
+                "baseline_s": round(baseline_s, 3),
+                "ratio": round(result["_convergence"] / baseline_s, 3), **{
+                    k: v for k, v in result.items() if not k.startswith("_")}}
+
+    async def baseline(self, ns: str, bucket: str, keys: S3Keys, n: int) -> float:
+        """Create N objects, HeadBucket and patch each one's status: no operator."""
+        await self.kube.create_namespace(ns)
+        secret_rv = await self.kube.put_secret(ns, SECRET, keys.as_secret_data())
+        conc = self.cfg.concurrency
+        s3 = boto3.client(
+            "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
+            aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
+            config=BotoConfig(max_pool_connections=conc, s3={"addressing_style": "path"},
+                              retries={"mode": "standard", "total_max_attempts": 2},
+                              connect_timeout=5, read_timeout=10))
+        body0 = storage_body("x", bucket, self.s3.endpoint)
+        prefixes = effective_prefixes(parse_external_storage(body0))
+        pool = ThreadPoolExecutor(max_workers=conc, thread_name_prefix="baseline-s3")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))  # warm-up
+
+        def status(generation: int) -> dict[str, Any]:
+            now = dt.datetime.now(dt.UTC)
+            return es_reconcile.desired_status(None, es_reconcile.Observed(
+                generation=generation, now=now, effective_prefixes=prefixes,
+                validation=es_reconcile.Validation(
+                    Reason.VALIDATED, f"bucket {bucket} is reachable with these credentials",
+                    Capabilities(list=True), secret_rv),
+                next_validation=now + dt.timedelta(hours=1)))
+
+        names = iter(f"s-{i:05d}" for i in range(n))
+
+        async def worker() -> None:
+            for name in names:
+                obj = await self.kube.create(
+                    ns, EXS, storage_body(name, bucket, self.s3.endpoint))
+                await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))
+                await self.kube.patch_status(ns, EXS, name,
+                                             status(int(obj["metadata"]["generation"])))
+
+        started = time.perf_counter()
+        try:
+            await asyncio.gather(*(worker() for _ in range(conc)))
+            return time.perf_counter() - started
+        finally:
+            pool.shutdown(wait=False)
+            s3.close()
+
+    async def measure_operator(self, op: Operator, tracker: Tracker, ns: str, n: int,
+                               bucket: str, user: str) -> dict[str, Any]:
+        cfg = self.cfg
+        await asyncio.sleep(2)  # let the operator finish its start-up LISTs and watches
+        op.alive()
+        own0 = Counter(self.kube.counts)
+        before, cpu0 = await self.scrape(), op.cpu()
+
+        # --- convergence ---
+        log.info("  operator: creating %d ExternalStorages (%d at a time)", n, cfg.concurrency)
+        tracker.arm(n, is_ready)
+        created: dict[str, float] = {}
+        names = iter(f"s-{i:05d}" for i in range(n))
+
+        async def create() -> None:
+            for name in names:
+                await self.kube.create(ns, EXS, storage_body(name, bucket, self.s3.endpoint))
+                created[name] = time.perf_counter()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(create() for _ in range(cfg.concurrency)))
+        log.info("  operator: all created after %.2fs; waiting for Ready",
+                 time.perf_counter() - started)
+        await self._wait(tracker, op, "all Ready")
+        convergence = max(tracker.hits.values()) - started
+        latencies = [max(tracker.hits[k] - created[k], 0.0) for k in created]
+        log.info("  operator: all Ready after %.2fs", convergence)
+        cpu_ready = op.cpu()
+        await asyncio.sleep(cfg.settle_s)  # trailing Events belong to the convergence
+        after = await self.scrape()
+        converge_requests = measure.delta(after, before, self.kube.counts - own0)
+
+        # --- idle ---
+        log.info("  idle: counting writes for %.0fs", cfg.idle_s)
+        cpu_idle0 = op.cpu()
+        own1 = Counter(self.kube.counts)
+        idle_before = await self.scrape()
+        await asyncio.sleep(cfg.idle_s)
+        idle_after = await self.scrape()
+        idle_requests = measure.delta(idle_after, idle_before, self.kube.counts - own1)
+        steady = op.memory()["current"]
+        cpu_idle = op.cpu() - cpu_idle0
+
+        # --- Secret rotation: a new access key of the same user ---
+        op.alive()
+        iam = self.s3.client("iam")
+        new = await asyncio.to_thread(iam.create_access_key, UserName=user)
+        keys = S3Keys(new["AccessKey"]["AccessKeyId"], new["AccessKey"]["SecretAccessKey"])
+        own2 = Counter(self.kube.counts)
+        rot_before, cpu_rot0 = await self.scrape(), op.cpu()
+        version: list[str] = []
+
+        def rotated(obj: Mapping[str, Any]) -> bool:
+            seen = str((obj.get("status") or {}).get("observedSecretVersion") or "")
+            return bool(version) and version[0] in seen.split(",") and is_ready(obj)
+
+        log.info("  rotation: replacing the shared Secret's keys")
+        tracker.arm(n, rotated)
+        rotation_started = time.perf_counter()
+        version.append(await self.kube.put_secret(ns, SECRET, keys.as_secret_data(),
+                                                  replace=True))
+        tracker.arm(n, rotated)  # re-check what arrived before the version was known
+        await self._wait(tracker, op, "all validated with the new Secret")
+        rotation = max(tracker.hits.values()) - rotation_started
+        log.info("  rotation: all Ready with the new Secret after %.2fs", rotation)
+        cpu_rot = op.cpu() - cpu_rot0
+        await asyncio.sleep(min(cfg.settle_s, 2.0))
+        rot_requests = measure.delta(await self.scrape(), rot_before,
+                                     self.kube.counts - own2)
+        memory = op.memory()
+        total = sum(converge_requests.values())
+        return {
+            "_convergence": convergence,
+            "time_to_all_ready_s": round(convergence, 3),
+            "latency_p50_s": round(measure.percentile(latencies, 0.5), 3),
+            "latency_p99_s": round(measure.percentile(latencies, 0.99), 3),
+            "api_requests_per_object": round(total / n, 3),
+            "api_requests_by_kind_per_object": {
+                k: round(v / n, 3) for k, v in measure.by_label(converge_requests).items()},
+            "idle_writes_per_min": round(measure.writes(idle_requests) * 60 / cfg.idle_s, 2),
+            "idle_requests_by_kind": measure.by_label(idle_requests),
+            "operator_rss_mb": {"peak": round(memory["peak"], 1), "steady": round(steady, 1)},
+            "operator_cpu_s": {"convergence": round(cpu_ready - cpu0, 2),
+                               "idle": round(cpu_idle, 2),
+                               "rotation": round(cpu_rot, 2),
+                               "total": round(op.cpu(), 2)},
+            "secret_rotation_to_ready_s": round(rotation, 3),
+            "rotation_api_requests_per_object": round(sum(rot_requests.values()) / n, 3),
+        }
+
+    async def _wait(self, tracker: Tracker, op: Operator, what: str) -> None:
+        waiter = asyncio.create_task(tracker.wait(self.cfg.phase_timeout_s, what))
+        try:
+            while not waiter.done():
+                await asyncio.wait({waiter}, timeout=2)
+                op.alive()
+            await waiter
+        finally:
+            waiter.cancel()
+
+
+async def _run(cfg: Config, cp: ControlPlane, s3: S3Server, run_dir: Path) -> dict[str, Any]:
+    return await Bench(cfg, cp, s3, run_dir).run_all()  # aiohttp wants a running loop
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> int:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s bench: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("botocore", "boto3", "urllib3", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the test bed on `kill` too
+    cfg = Config.from_env()
+    if cfg.profile_dir:
+        Path(cfg.profile_dir).mkdir(parents=True, exist_ok=True)
+    log.info("settings: %s", json.dumps(asdict(cfg)))
+    binaries.ensure_all(["etcd", "kube-apiserver", "kube-controller-manager"])
+    run_dir = Path(tempfile.mkdtemp(prefix="callstorage-bench-"))
+    cp = ControlPlane(run_dir / "cp")
+    s3: S3Server | None = None
+    ok = False
+    started = time.monotonic()
+    try:
+        log.info("starting the control plane and the S3 emulator (logs: %s)", run_dir)
+        cp.start()
+        s3 = S3Server.start(run_dir / "logs")
+        api = cp.api_client()
+        try:
+            kubeutil.apply_crds(api, ROOT / "crds")
+            kubeutil.create_namespace(api, OPERATOR_NAMESPACE, exist_ok=True)
+        finally:
+            api.close()
+        results = asyncio.run(_run(cfg, cp, s3, run_dir))
+        ok = True
+    finally:
+        if s3 is not None:
+            s3.stop()
+        cp.stop()
+        if ok and not cfg.keep:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            log.info("logs kept in %s", run_dir)
+    document = {
+        "benchmark": "callstorage operator: ExternalStorage convergence",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "settings": {"sizes": list(cfg.sizes), "runs": cfg.runs,
+                     "max_concurrent_validations": cfg.concurrency,
+                     "idle_window_s": cfg.idle_s, "storage": "S3 emulator (moto), ReadWrite",
+                     "figures": "median, min and max over runs; each run in its own "
+                                "namespaces with a fresh operator process"},
+        "results": results,
+        "wall_time_s": round(time.monotonic() - started, 1),
+    }
+    print(json.dumps(document, indent=2))
+    return 0
