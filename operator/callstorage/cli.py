@@ -286,7 +286,7 @@ def _cmd_resolve(ctx: _Context) -> int:
             ctx.print(f"{key + ':':<13}{value}")
         ctx.print("prefixes:")
         for category, prefix in resolved.prefixes.items():
-            ctx.print(f"  {category + ':':<11}{prefix or '(bucket root)'}")
+            ctx.print(f"  {category + ':':<12}{prefix or '(bucket root)'}")
     if args.require_ready and not resolved.ready:
         ctx.note(f"{_prog()}: error: ExternalStorage {resolved.namespace}/{resolved.name} "
                  f"is not ready: {resolved.message or resolved.reason} ({resolved.reason})")

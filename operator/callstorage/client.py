@@ -740,7 +740,11 @@ class Client:
         return find_call_type(self.api_client, self.namespace, name)
 
     def _list(self, plural: str, all_namespaces: bool) -> list[dict[str, Any]]:
-        with _api_errors():
+        def not_installed() -> CallStorageError:
+            return NotFoundError("CRDNotInstalled", f"the {GROUP} CRDs are not installed in "
+                                 "this cluster (kubectl apply -f crds/)")
+
+        with _api_errors(not_installed):
             if all_namespaces:
                 result = self._custom.list_cluster_custom_object(
                     GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT)

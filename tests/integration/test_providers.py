@@ -537,6 +537,14 @@ def test_abs_service_principal_wrong_secret(azurite: AzuriteServer, container: s
     assert time.monotonic() - started < 5  # not retried with the storage SDK's backoff
 
 
+def test_abs_service_principal_needs_an_https_authority(
+        container: str, service_principal: dict[str, str]) -> None:
+    spec = abs_spec(container, "https://127.0.0.1:1/a", authority="http://127.0.0.1:1")
+    expect(Reason.INVALID_SPEC,
+           lambda: build_client(spec, inputs_of(service_principal), SETTINGS),
+           service_principal)
+
+
 def test_abs_service_principal_authority_on_metadata_ip(
         container: str, service_principal: dict[str, str], no_connections: None) -> None:
     spec = abs_spec(container, "https://127.0.0.1:1/a", authority="https://169.254.169.254")

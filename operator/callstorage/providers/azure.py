@@ -162,6 +162,9 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                             f"{CLIENT_SECRET!r} and {TENANT_ID!r} for a service principal")
     authority = abs_.authority_host or PUBLIC_AUTHORITY
     authority_host = (urllib.parse.urlsplit(authority).hostname or "").lower()
+    if not use_key and urllib.parse.urlsplit(authority).scheme != "https":
+        raise ProviderError(Reason.INVALID_SPEC, "spec.abs.authorityHost must be an https URL "
+                            "(Azure identity refuses to send a client secret over plain HTTP)")
     if not use_key and authority_host not in KNOWN_AUTHORITY_HOSTS:
         check_url(authority, "spec.abs.authorityHost", settings.endpoint_allowlist,
                   settings.endpoint_denylist, timeout=settings.connect_timeout)
