@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,7 @@ def up(demo: bool) -> int:
         if s3 is not None:
             s3.stop()
         cp.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 

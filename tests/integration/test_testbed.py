@@ -48,12 +48,12 @@ def test_schema_defaults_conflicts_and_status_subresource(kube_api: Any,
     assert conflict.value.status == 409
 
     current = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, EXS, "real")
-    current["spec"]["bucket"] = "changed-through-status"
-    current["status"] = {"observedGeneration": 99}
-    after = custom.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, EXS,
-                                                           "real", current)
-    assert after["status"]["observedGeneration"] == 99
-    assert after["spec"]["bucket"] == "my-bucket"  # status writes never touch spec
+    # a write to the status subresource ignores spec, even when the body carries one
+    after = custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, EXS, "real",
+        {"spec": {"bucket": "changed-through-status"}, "status": {"usedBy": ["probe"]}})
+    assert after["status"]["usedBy"] == ["probe"]
+    assert after["spec"]["bucket"] == "my-bucket"
     assert after["metadata"]["generation"] == current["metadata"]["generation"]
 
 

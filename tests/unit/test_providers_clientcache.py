@@ -1,0 +1,74 @@
+"""The SDK client cache: one build per key, leases, LRU eviction that never closes a client
+still in use; and the S3 provider sharing clients only when every input matches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.providers import s3
+from callstorage.providers.base import ProviderInputs
+from callstorage.providers.clientcache import ClientCache, Closer, digest
+from callstorage.settings import Settings
+
+
+def builder(closed: list[str], name: str) -> Callable[[], tuple[str, Closer]]:
+    return lambda: (name, lambda: closed.append(name))
+
+
+def test_one_build_per_key_and_release_is_idempotent() -> None:
+    cache: ClientCache[str] = ClientCache(size=2)
+    closed: list[str] = []
+    a, release_a = cache.lease("k", builder(closed, "a"))
+    b, release_b = cache.lease("k", builder(closed, "b"))
+    assert (a, b) == ("a", "a")
+    assert cache.builds == 1
+    release_a()
+    release_a()
+    release_b()
+    assert closed == []
+
+
+def test_eviction_closes_idle_clients_and_defers_leased_ones() -> None:
+    cache: ClientCache[str] = ClientCache(size=1)
+    closed: list[str] = []
+    _, release_a = cache.lease("a", builder(closed, "a"))
+    cache.lease("b", builder(closed, "b"))[1]()  # evicts a, which is still leased
+    assert closed == []
+    release_a()
+    assert closed == ["a"]
+    cache.lease("c", builder(closed, "c"))[1]()  # evicts b, idle: closed at once
+    assert closed == ["a", "b"]
+    assert len(cache) == 1
+    cache.clear()
+    assert closed == ["a", "b", "c"]
+
+
+def test_digest_separates_parts_and_hides_values() -> None:
+    assert digest("ab", "c") != digest("a", "bc")
+    assert digest(None) != digest("")
+    assert "secret" not in digest("secret")
+
+
+def _spec(endpoint: str) -> ExternalStorageSpec:
+    return ExternalStorageSpec.model_validate({
+        "storageType": "s3", "bucket": "bucket",
+        "s3": {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True,
+               "credentialsSecretRef": {"name": "creds"}}})
+
+
+def test_s3_clients_are_shared_only_for_identical_inputs() -> None:
+    settings = Settings(endpoint_allowlist=[], endpoint_denylist=[])
+    keys = ProviderInputs(secret={"accessKeyId": b"AKIAONE", "secretAccessKey": b"s1"})
+    rotated = ProviderInputs(secret={"accessKeyId": b"AKIAONE", "secretAccessKey": b"s2"})
+    spec = _spec("http://127.0.0.1:9")
+    first, second = s3.build(spec, keys, settings), s3.build(spec, keys, settings)
+    assert first._client is second._client
+    other_secret = s3.build(spec, rotated, settings)
+    other_endpoint = s3.build(_spec("http://127.0.0.1:10"), keys, settings)
+    assert other_secret._client is not first._client
+    assert other_endpoint._client is not first._client
+    creds = other_secret._client._request_signer._credentials
+    assert creds.secret_key == "s2"
+    for client in (first, second, other_secret, other_endpoint):
+        client.close()
