@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from callstorage.controller import Controller
@@ -44,7 +45,15 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
         workers = config.max_concurrent_validations + 4
         kube = Kube(load_api_client(workers), workers)
         controller = Controller(config, kube)
-        await controller.start()
+        try:
+            await controller.start()
+        except ApiException as exc:
+            kube.close()
+            hint = {404: "are the CRDs installed? kubectl apply -f crds/",
+                    403: "does the ServiceAccount have the chart's RBAC?"}.get(exc.status, "")
+            raise kopf.TemporaryError(
+                f"cannot list ExternalStorages/CallTypes: HTTP {exc.status} {exc.reason}; "
+                f"{hint}", delay=10) from None
         holder["controller"] = controller
 
     @kopf.on.cleanup(registry=registry)
