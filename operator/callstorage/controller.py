@@ -315,15 +315,19 @@ class Controller:
         spec: ExternalStorageSpec | None = None
         validation: Validation | None = None
         check: CheckOutcome | None = None
+        wants_validation = VALIDATE in reasons or \
+            status.get("observedGeneration") != generation
+        invalid: str | None = None
         try:
             spec = parse_external_storage(obj)
         except InvalidSpecError as exc:
-            validation = Validation(Reason.INVALID_SPEC, str(exc))
+            invalid = str(exc)
+            # reported once per generation; reference-only rounds keep the status as is
+            if wants_validation:
+                validation = Validation(Reason.INVALID_SPEC, invalid)
 
         check_value = pending_check(obj)
         suspended = spec is not None and spec.suspend
-        wants_validation = VALIDATE in reasons or \
-            status.get("observedGeneration") != generation
         failures = int(status.get("consecutiveFailures") or 0)
         if spec is not None and not deleting and \
                 ((wants_validation and not suspended) or check_value):
@@ -331,8 +335,8 @@ class Controller:
                 key, spec, wants_validation and not suspended, check_value)
             if validation is not None and spec is not None:
                 metrics.set_storage_ready(*key, validation.ok)
-        elif spec is None and check_value and validation is not None:
-            check = CheckOutcome(check_value, False, f"spec is invalid: {validation.message}")
+        elif invalid is not None and check_value:
+            check = CheckOutcome(check_value, False, f"spec is invalid: {invalid}")
 
         next_at: dt.datetime | None = None
         if validation is not None:
@@ -379,11 +383,14 @@ class Controller:
         has = IN_USE_FINALIZER in finalizers
         rv = str(meta.get("resourceVersion", ""))
         if used_by and not has and not deleting:
-            await self.kube.set_finalizers(*key, [*finalizers, IN_USE_FINALIZER], rv)
+            if not await self.kube.set_finalizers(*key, [*finalizers, IN_USE_FINALIZER], rv):
+                self.storages.add(key, REFS, 1.0)  # lost a race: retry on fresh state
         elif not used_by and has:
-            await self.kube.set_finalizers(
+            done = await self.kube.set_finalizers(
                 *key, [f for f in finalizers if f != IN_USE_FINALIZER], rv)
-            if deleting:
+            if not done:
+                self.storages.add(key, REFS, 1.0)
+            elif deleting:
                 return False
         return True
 

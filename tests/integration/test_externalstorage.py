@@ -290,3 +290,15 @@ def test_suspend_stops_validation_and_says_so(
         "callstorage.io", "v1alpha1", namespace, EXS, "sus", {"spec": {"suspend": False}})
     obj = kubeutil.wait_ready(kube_api, EXS, namespace, "sus", "True", timeout=10)
     assert kubeutil.condition(obj, "Suspended") == {}
+
+
+def test_deleted_secret_is_reported_within_seconds(
+    kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
+) -> None:
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    create_storage(kube_api, namespace, "gone", s3_spec(bucket, s3_server.endpoint, "creds"))
+    kubeutil.wait_ready(kube_api, EXS, namespace, "gone", "True", timeout=10)
+    client.CoreV1Api(kube_api).delete_namespaced_secret("creds", namespace)
+    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "gone", "False", "SecretNotFound",
+                              timeout=10)
+    assert "observedSecretVersion" not in obj["status"]
