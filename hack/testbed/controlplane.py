@@ -7,25 +7,21 @@ Everything listens on 127.0.0.1; certificates are generated per run.
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import shutil
 import ssl
 import tempfile
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed import binaries
 from testbed.procs import Server, free_port, wait_for
+from testbed.tlscerts import ThrowawayCA
 
 # Controllers that make namespaces and ownerReferences behave; nothing schedules pods.
 _CONTROLLERS = (
@@ -42,97 +38,11 @@ rules:
 """
 
 
-@dataclass(frozen=True)
-class _KeyPair:
-    cert: Path
-    key: Path
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+def _write_rsa_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
     path.chmod(0o600)
-
-
-class _Pki:
-    """A throwaway CA issuing the serving and client certificates of one run."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        now = dt.datetime.now(dt.UTC)
-        self._not_before = now - dt.timedelta(hours=1)
-        self._not_after = now + dt.timedelta(days=7)
-        self._ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "callstorage-testbed-ca")])
-        self._ca_name = name
-        self.ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self._not_before)
-            .not_valid_after(self._not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False,
-                    encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self._ca_key, hashes.SHA256())
-        )
-        self.ca_path = self.dir / "ca.crt"
-        self.ca_path.write_bytes(self.ca_cert.public_bytes(serialization.Encoding.PEM))
-
-    def issue(
-        self,
-        name: str,
-        common_name: str,
-        *,
-        organization: str | None = None,
-        dns: tuple[str, ...] = (),
-        ips: tuple[str, ...] = (),
-        server: bool = False,
-    ) -> _KeyPair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-        if organization:
-            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self._ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self._not_before)
-            .not_valid_after(self._not_after)
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server
-                     else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-        )
-        if dns or ips:
-            sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-            sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self._ca_key, hashes.SHA256())
-        pair = _KeyPair(self.dir / f"{name}.crt", self.dir / f"{name}.key")
-        pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(pair.key, key)
-        return pair
 
 
 def write_kubeconfig(
@@ -168,7 +78,7 @@ class ControlPlane:
         self.audit_log: Path | None = self.run_dir / "audit.log" if audit else None
         self._servers: list[Server] = []
         self.port = 0
-        self.pki: _Pki | None = None
+        self.pki_dir = self.run_dir / "pki"
         self.kubeconfig = self.run_dir / "admin.kubeconfig"
 
     @property
@@ -177,13 +87,12 @@ class ControlPlane:
 
     @property
     def ca_path(self) -> Path:
-        assert self.pki is not None
-        return self.pki.ca_path
+        return self.pki_dir / "ca.crt"
 
     def ssl_context(self) -> ssl.SSLContext:
         """A TLS context trusting the run's CA and presenting the admin certificate."""
         ctx = ssl.create_default_context(cafile=str(self.ca_path))
-        ctx.load_cert_chain(self.run_dir / "pki" / "admin.crt", self.run_dir / "pki" / "admin.key")
+        ctx.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
         return ctx
 
     def get(self, path: str, timeout: float = 10.0) -> bytes:
@@ -205,17 +114,18 @@ class ControlPlane:
         apiserver_bin = binaries.find("kube-apiserver")
         kcm_bin = binaries.find("kube-controller-manager")
         logs = self.run_dir / "logs"
-        pki = self.pki = _Pki(self.run_dir / "pki")
-        serving = pki.issue(
-            "apiserver", "kube-apiserver", server=True,
-            dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                 "kubernetes.default.svc.cluster.local"),
-            ips=("127.0.0.1", "10.0.0.1"),
-        )
-        admin = pki.issue("admin", "admin", organization="system:masters")
+        ca = ThrowawayCA("callstorage-testbed-ca")
+        self.pki_dir.mkdir(parents=True, exist_ok=True)
+        self.ca_path.write_bytes(ca.cert_pem)
+        serving_cert, serving_key = ca.issue([
+            "127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
+            "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+        ]).write(self.pki_dir, "apiserver")
+        admin_cert, admin_key = ca.issue_client("admin", "system:masters").write(
+            self.pki_dir, "admin")
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        sa_priv, sa_pub = pki.dir / "sa.key", pki.dir / "sa.pub"
-        _write_key(sa_priv, sa_key)
+        sa_priv, sa_pub = self.pki_dir / "sa.key", self.pki_dir / "sa.pub"
+        _write_rsa_key(sa_priv, sa_key)
         sa_pub.write_bytes(sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
@@ -237,9 +147,9 @@ class ControlPlane:
             f"--secure-port={self.port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
-            f"--tls-cert-file={serving.cert}",
-            f"--tls-private-key-file={serving.key}",
-            f"--client-ca-file={pki.ca_path}",
+            f"--tls-cert-file={serving_cert}",
+            f"--tls-private-key-file={serving_key}",
+            f"--client-ca-file={self.ca_path}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={sa_pub}",
             f"--service-account-signing-key-file={sa_priv}",
@@ -258,7 +168,8 @@ class ControlPlane:
         wait_for(lambda: _tcp_open(client_port), 30, "etcd to listen", alive=etcd)
         apiserver = Server("kube-apiserver", args, logs)
         self._servers.append(apiserver)
-        write_kubeconfig(self.kubeconfig, self.server, pki.ca_path, cert=admin.cert, key=admin.key)
+        write_kubeconfig(self.kubeconfig, self.server, self.ca_path, cert=admin_cert,
+                         key=admin_key)
         wait_for(self._ready, timeout, "kube-apiserver /readyz", interval=0.25, alive=apiserver)
 
         kcm = Server("kube-controller-manager", [
@@ -267,7 +178,7 @@ class ControlPlane:
             f"--controllers={_CONTROLLERS}",
             "--leader-elect=false",
             f"--service-account-private-key-file={sa_priv}",
-            f"--root-ca-file={pki.ca_path}",
+            f"--root-ca-file={self.ca_path}",
             "--bind-address=127.0.0.1",
             "--secure-port=0",
             "--use-service-account-credentials=false",

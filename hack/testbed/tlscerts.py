@@ -42,7 +42,8 @@ class ServingCert:
 
 
 class ThrowawayCA:
-    """A CA that lives for one test-bed run; it signs serving certificates for 127.0.0.1."""
+    """A CA that lives for one test-bed run: serving certificates for 127.0.0.1 and client
+    certificates (the control plane's admin)."""
 
     def __init__(self, common_name: str = "callstorage test bed CA") -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
@@ -85,25 +86,36 @@ class ThrowawayCA:
                 sans.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 sans.append(x509.DNSName(host))
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+        return self._sign(subject, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+
+    def issue_client(self, common_name: str, organization: str | None = None) -> ServingCert:
+        """A client certificate; Kubernetes reads the user from CN and groups from O."""
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization:
+            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        return self._sign(x509.Name(attrs), ExtendedKeyUsageOID.CLIENT_AUTH, None)
+
+    def _sign(self, subject: x509.Name, usage: x509.ObjectIdentifier,
+              sans: list[x509.GeneralName] | None) -> ServingCert:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
-        cert = (
+        builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+            .subject_name(subject)
             .issuer_name(self._name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                 critical=False,
             )
-            .sign(self._key, hashes.SHA256())
         )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self._key, hashes.SHA256())
         return ServingCert(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))

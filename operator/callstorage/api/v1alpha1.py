@@ -132,21 +132,10 @@ class SecretRef(_Model):
         return _secret_name(value)
 
 
-class KeyedSecretRef(_Model):
+class KeyedSecretRef(SecretRef):
     """A key of a Secret in the referring object's own namespace."""
 
-    name: str
     key: str = "ca.crt"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_namespace(cls, data: Any) -> Any:
-        return _reject_namespace(data)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        return _secret_name(value)
 
     @field_validator("key")
     @classmethod
