@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,10 +77,9 @@ def test_valid_credentials_turn_ready_with_full_status(
     created = create_storage(kube_api, namespace, "my-s3", s3_spec(
         bucket, s3_server.endpoint, "creds", path="/directory_name/",
         prefixes={"audio": "recordings/audio"}))
-    started = time.monotonic()
+    # the bar: Ready within 5 s of apply (a deadline, not a benchmark)
     obj = kubeutil.wait_ready(kube_api, EXS, namespace, "my-s3", "True", "Validated",
-                              timeout=10)
-    assert time.monotonic() - started < 10
+                              timeout=5)
     st = obj["status"]
     assert st["effectivePrefixes"] == {"audio": "recordings/audio", "video": "directory_name",
                                        "transcript": "directory_name",
