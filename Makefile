@@ -36,8 +36,9 @@ lint: deps ## ruff and mypy only
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: testbed ## benchmarks; prints one JSON document (N=100,1000; BENCH_SIZES to change)
-	$(BIN)/python -m bench
+bench: deps ## benchmarks; prints one JSON document (N=100,1000; BENCH_SIZES to change)
+	@$(BIN)/python -m testbed prepare >&2
+	@$(BIN)/python -m bench
 
 clean: ## remove the virtualenv (built binaries stay cached in ~/.cache/callstorage)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 MUTATING_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "DELETECOLLECTION", "APPLY"})
+# What the operator reads and writes. Requests on other resources come from the control
+# plane itself (kube-controller-manager's informers renew their watches every few minutes)
+# and are reported apart, as `other`.
+OPERATOR_RESOURCES = frozenset({
+    "externalstorages", "externalstorages/status", "calltypes", "calltypes/status",
+    "secrets", "events"})
 # The API server's own heartbeats, whatever anyone else does: its identity Lease and the
 # endpoints of the `kubernetes` Service, reconciled every 10 s. The operator (standalone,
 # no leader election) touches none of these.
@@ -54,6 +60,15 @@ def delta(after: RequestCounts, before: RequestCounts,
     return result
 
 
+def split(counts: RequestCounts) -> tuple[RequestCounts, RequestCounts]:
+    """(requests on the operator's resources, the rest)."""
+    mine: RequestCounts = Counter()
+    rest: RequestCounts = Counter()
+    for key, n in counts.items():
+        (mine if key[1] in OPERATOR_RESOURCES else rest)[key] = n
+    return mine, rest
+
+
 def writes(counts: Mapping[tuple[str, str], int]) -> int:
     return sum(n for (verb, _), n in counts.items() if verb in MUTATING_VERBS)
 
@@ -73,6 +88,54 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _component(argv: list[str]) -> str | None:
+    name = Path(argv[0]).name if argv else ""
+    if name in ("etcd", "kube-apiserver", "kube-controller-manager"):
+        return name
+    if any("moto" in a for a in argv[1:4]):  # moto.server, or the test bed's wrapper
+        return "s3-emulator"
+    if "callstorage" in argv:
+        return "operator"
+    return None
+
+
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds so far of this process ("bench") and of the test bed's processes."""
+    result = {"bench": cpu_seconds(os.getpid())}
+    for pid in _descendants(os.getpid()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            name = _component([a for a in argv.split("\0") if a])
+            if name is not None:
+                result[name] = result.get(name, 0.0) + cpu_seconds(pid)
+        except OSError:
+            continue
+    return result
+
+
+def cpu_delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(v - before.get(k, 0.0), 2) for k, v in after.items()}
 
 
 def memory_mb(pid: int) -> dict[str, float]:

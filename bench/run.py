@@ -2,9 +2,10 @@
 
 One run of size N, in fresh namespaces, with a fresh bucket, emulator user and operator:
 
-1. baseline: a plain asyncio script creates N ExternalStorages and, for each, does one
-   HeadBucket (boto3 in threads) and one status patch, CONCURRENCY at a time; its
-   namespace is then deleted and gone before the operator starts;
+1. baseline: a plain asyncio script creates N ExternalStorages (CONCURRENCY creators, as
+   in step 2) and, for each, does one HeadBucket (boto3 in threads) and one status patch
+   (CONCURRENCY workers); its namespace is then deleted and gone before the operator
+   starts;
 2. convergence: the operator (a subprocess) is started, N ExternalStorages sharing one
    Secret are created CONCURRENCY at a time, and a watch records when each turns Ready;
 3. idle: nothing happens for BENCH_IDLE_S; every write the API server sees is counted;
@@ -169,7 +170,7 @@ class Operator:
             if profile is not None:
                 spy_bin = Path(sys.executable).parent / "py-spy"
                 self.spy = Server("py-spy", [
-                    str(spy_bin), "record", "--pid", str(self.pid), "--rate", "100",
+                    str(spy_bin), "record", "--pid", str(self.pid), "--rate", "100", "--gil",
                     "--format", "raw", "--output", str(profile)], log_dir)
         except BaseException:
             self.stop()
@@ -201,6 +202,8 @@ class Bench:
         self.run_dir = run_dir
         self.kube = KubeHTTP(cp.server, cp.ssl_context(), "callstorage-bench",
                              pool=cfg.concurrency + 8)
+        self.baseline_cpu: dict[str, float] = {}
+        self.watch: asyncio.Task[None] | None = None
 
     async def scrape(self) -> measure.RequestCounts:
         text = (await asyncio.to_thread(self.cp.get, "/metrics", 30.0)).decode()
@@ -209,6 +212,7 @@ class Bench:
     async def run_all(self) -> dict[str, Any]:
         results: dict[str, Any] = {}
         try:
+            await self.warm_up()
             for n in self.cfg.sizes:
                 runs = []
                 for i in range(self.cfg.runs):
@@ -221,6 +225,17 @@ class Bench:
         finally:
             await self.kube.close()
         return results
+
+    async def warm_up(self, n: int = 100) -> None:
+        """A first, unreported baseline: a fresh API server answers its first few hundred
+        requests slower (CEL programs, caches, connections), which would make run 1 of
+        the first size look slower than the others."""
+        log.info("warming up the API server and the S3 emulator (%d objects)", n)
+        bucket = f"bench-warmup-{secrets.token_hex(3)}"
+        await asyncio.to_thread(self.s3.create_bucket, bucket)
+        keys = await asyncio.to_thread(self.s3.create_user, bucket, readwrite_policy(bucket))
+        await self.baseline(bucket, bucket, keys, n)
+        await self.kube.delete_namespace(bucket)
 
     # --- one run ------------------------------------------------------------------------
     async def one_run(self, n: int, index: int) -> dict[str, Any]:
@@ -241,7 +256,7 @@ class Bench:
         await self.kube.put_secret(ns, SECRET, keys.as_secret_data())
         tracker = Tracker()
         listed = await self.kube.list(ns, EXS)
-        watch = asyncio.create_task(self.kube.watch(
+        watch = self.watch = asyncio.create_task(self.kube.watch(
             ns, EXS, str(listed["metadata"]["resourceVersion"]), tracker.on_event))
         profile = None
         if self.cfg.profile_dir:
@@ -288,19 +303,33 @@ class Bench:
                 next_validation=now + dt.timedelta(hours=1)))
 
         names = iter(f"s-{i:05d}" for i in range(n))
+        created: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
 
-        async def worker() -> None:
+        # The same shape as the operator's run: CONCURRENCY creators, and CONCURRENCY
+        # workers validating what was created, with nothing else to do.
+        async def creator() -> None:
             for name in names:
                 obj = await self.kube.create(
                     ns, EXS, storage_body(name, bucket, self.s3.endpoint))
-                await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))
-                await self.kube.patch_status(ns, EXS, name,
-                                             status(int(obj["metadata"]["generation"])))
+                created.put_nowait((name, int(obj["metadata"]["generation"])))
 
+        async def worker() -> None:
+            while (item := await created.get()) is not None:
+                await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))
+                await self.kube.patch_status(ns, EXS, item[0], status(item[1]))
+
+        async def create_all() -> None:
+            await asyncio.gather(*(creator() for _ in range(conc)))
+            for _ in range(conc):
+                created.put_nowait(None)
+
+        cpu0 = measure.cpu_by_process()
         started = time.perf_counter()
         try:
-            await asyncio.gather(*(worker() for _ in range(conc)))
-            return time.perf_counter() - started
+            await asyncio.gather(create_all(), *(worker() for _ in range(conc)))
+            elapsed = time.perf_counter() - started
+            self.baseline_cpu = measure.cpu_delta(measure.cpu_by_process(), cpu0)
+            return elapsed
         finally:
             pool.shutdown(wait=False)
             s3.close()
@@ -312,6 +341,7 @@ class Bench:
         op.alive()
         own0 = Counter(self.kube.counts)
         before, cpu0 = await self.scrape(), op.cpu()
+        processes0 = measure.cpu_by_process()
 
         # --- convergence ---
         log.info("  operator: creating %d ExternalStorages (%d at a time)", n, cfg.concurrency)
@@ -333,9 +363,11 @@ class Bench:
         latencies = [max(tracker.hits[k] - created[k], 0.0) for k in created]
         log.info("  operator: all Ready after %.2fs", convergence)
         cpu_ready = op.cpu()
+        processes = measure.cpu_delta(measure.cpu_by_process(), processes0)
         await asyncio.sleep(cfg.settle_s)  # trailing Events belong to the convergence
         after = await self.scrape()
-        converge_requests = measure.delta(after, before, self.kube.counts - own0)
+        converge_requests, other = measure.split(
+            measure.delta(after, before, self.kube.counts - own0))
 
         # --- idle ---
         log.info("  idle: counting writes for %.0fs", cfg.idle_s)
@@ -372,8 +404,8 @@ class Bench:
         log.info("  rotation: all Ready with the new Secret after %.2fs", rotation)
         cpu_rot = op.cpu() - cpu_rot0
         await asyncio.sleep(min(cfg.settle_s, 2.0))
-        rot_requests = measure.delta(await self.scrape(), rot_before,
-                                     self.kube.counts - own2)
+        rot_requests, _ = measure.split(measure.delta(await self.scrape(), rot_before,
+                                                      self.kube.counts - own2))
         memory = op.memory()
         total = sum(converge_requests.values())
         return {
@@ -384,8 +416,9 @@ class Bench:
             "api_requests_per_object": round(total / n, 3),
             "api_requests_by_kind_per_object": {
                 k: round(v / n, 3) for k, v in measure.by_label(converge_requests).items()},
+            "control_plane_background_requests": sum(other.values()),
             "idle_writes_per_min": round(measure.writes(idle_requests) * 60 / cfg.idle_s, 2),
-            "idle_requests_by_kind": measure.by_label(idle_requests),
+            "idle_requests_by_kind": measure.by_label(measure.split(idle_requests)[0]),
             "operator_rss_mb": {"peak": round(memory["peak"], 1), "steady": round(steady, 1)},
             "operator_cpu_s": {"convergence": round(cpu_ready - cpu0, 2),
                                "idle": round(cpu_idle, 2),
@@ -393,6 +426,7 @@ class Bench:
                                "total": round(op.cpu(), 2)},
             "secret_rotation_to_ready_s": round(rotation, 3),
             "rotation_api_requests_per_object": round(sum(rot_requests.values()) / n, 3),
+            "cpu_s_by_process": {"baseline": self.baseline_cpu, "convergence": processes},
         }
 
     async def _wait(self, tracker: Tracker, op: Operator, what: str) -> None:
@@ -401,6 +435,9 @@ class Bench:
             while not waiter.done():
                 await asyncio.wait({waiter}, timeout=2)
                 op.alive()
+                if self.watch is not None and self.watch.done():
+                    self.watch.result()  # raises what ended the watch
+                    raise RuntimeError("the watch on ExternalStorages ended")
             await waiter
         finally:
             waiter.cancel()
@@ -408,6 +445,22 @@ class Bench:
 
 async def _run(cfg: Config, cp: ControlPlane, s3: S3Server, run_dir: Path) -> dict[str, Any]:
     return await Bench(cfg, cp, s3, run_dir).run_all()  # aiohttp wants a running loop
+
+
+def dumps(value: Any, level: int = 0) -> str:
+    """JSON, indented, with every object of plain values on one line (readable figures)."""
+    if isinstance(value, dict) and value:
+        flat = json.dumps(value)
+        if len(flat) <= 100 and not any(isinstance(v, dict | list) for v in value.values()):
+            return flat
+        pad = "  " * (level + 1)
+        items = [f"{pad}{json.dumps(k)}: {dumps(v, level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * level + "}"
+    if isinstance(value, list) and value:
+        pad = "  " * (level + 1)
+        items = [pad + dumps(v, level + 1) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * level + "]"
+    return json.dumps(value)
 
 
 def _interrupt(signum: int, _frame: object) -> None:
@@ -462,5 +515,8 @@ def main() -> int:
         "results": results,
         "wall_time_s": round(time.monotonic() - started, 1),
     }
-    print(json.dumps(document, indent=2))
+    text = dumps(document)
+    if os.environ.get("BENCH_OUTPUT"):
+        Path(os.environ["BENCH_OUTPUT"]).write_text(text + "\n")
+    print(text)
     return 0

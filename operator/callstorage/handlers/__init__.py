@@ -63,16 +63,18 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
             await controller.stop()
             controller.kube.close()
 
+    # async on purpose: kopf runs sync handlers in threads, and the controller's state
+    # and work queues belong to the event loop.
     @kopf.on.event(GROUP, VERSION, EXTERNALSTORAGE_PLURAL, registry=registry)
-    def external_storage_event(event: kopf.RawEvent, **_: Any) -> None:
+    async def external_storage_event(event: kopf.RawEvent, **_: Any) -> None:
         holder["controller"].on_storage_event(event.get("type"), event["object"])
 
     @kopf.on.event(GROUP, VERSION, CALLTYPE_PLURAL, registry=registry)
-    def call_type_event(event: kopf.RawEvent, **_: Any) -> None:
+    async def call_type_event(event: kopf.RawEvent, **_: Any) -> None:
         holder["controller"].on_call_type_event(event.get("type"), event["object"])
 
     @kopf.on.event("", "v1", "secrets", registry=registry)
-    def secret_event(event: kopf.RawEvent, **_: Any) -> None:
+    async def secret_event(event: kopf.RawEvent, **_: Any) -> None:
         holder["controller"].on_secret_event(event.get("type"), event["object"])
 
     logging.getLogger(__name__).debug("handlers registered")
