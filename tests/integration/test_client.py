@@ -329,7 +329,7 @@ def test_update_changes_only_what_is_given_and_rotates_keys(
     assert cs.get_external_storage("upd").access_mode == "WriteOnly"
     # a provider switch replaces the block and the Secret's keys
     gcs_key = json.dumps({"type": "service_account", "client_email": "sa@p.iam",
-                          "private_key": "-----BEGIN PRIVATE KEY-----\nnot-real\n"})
+                          "private_key": "placeholder: the client stores it, nothing parses it"})
     switched = cs.update_external_storage("upd", storage_type="gcs", bucket="gcs-bucket",
                                           gcs_credentials=gcs_key)
     obj = kubeutil.get_object(kube_api, EXS, namespace, "upd")

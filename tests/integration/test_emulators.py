@@ -27,6 +27,11 @@ from testbed.s3 import S3Keys, S3Server, put_only_policy, readwrite_policy
 pytestmark = pytest.mark.integration
 
 
+def _unknown_key_id() -> str:
+    """A well-formed access key id that no user has (made fresh for every run)."""
+    return "AKIA" + secrets.token_hex(8).upper()
+
+
 def _name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
@@ -51,7 +56,7 @@ def test_s3_accepts_right_keys_and_rejects_a_wrong_secret(s3_server: S3Server) -
         wrong.put_object(Bucket=bucket, Key="b.txt", Body=b"x")
     assert _code(info.value) == (403, "SignatureDoesNotMatch")
 
-    unknown = s3_server.client(keys=S3Keys("AKIAUNKNOWNKEY000000", "whatever"))
+    unknown = s3_server.client(keys=S3Keys(_unknown_key_id(), secrets.token_urlsafe(30)))
     with pytest.raises(ClientError) as info:
         unknown.put_object(Bucket=bucket, Key="b.txt", Body=b"x")
     assert _code(info.value) == (403, "InvalidAccessKeyId")

@@ -155,7 +155,7 @@ def test_s3_wrong_secret(s3_server: S3Server, s3_bucket: str, s3_rw: dict[str, s
 
 
 def test_s3_unknown_access_key(s3_server: S3Server, s3_bucket: str) -> None:
-    bad = S3Keys("AKIAIOSFODNN7EXAMPLE", "x" * 40).as_secret_data()
+    bad = S3Keys("AKIA" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)).as_secret_data()
     error = expect(Reason.INVALID_CREDENTIALS,
                    lambda: validate(s3_spec(s3_bucket, s3_server.endpoint), inputs_of(bad)),
                    bad)
