@@ -24,7 +24,7 @@ from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
-from callstorage.providers.transport import CABundle, classify
+from callstorage.providers.transport import CABundle, network_error
 from callstorage.settings import Settings
 
 ACCOUNT_KEY = "accountKey"
@@ -133,11 +133,8 @@ class AzureStorageClient:
         if isinstance(exc, ClientAuthenticationError):
             return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
                 f"{what}: {str(exc.message or '').splitlines()[0] if exc.message else ''}"))
-        network = classify(exc, self._settings.connect_timeout, self._settings.read_timeout)
-        if network is not None:
-            return ProviderError(network[0], self._clean(f"{what}: {network[1]}"))
-        return ProviderError(Reason.ENDPOINT_UNREACHABLE,
-                             self._clean(f"{what} failed: {type(exc).__name__}"))
+        return network_error(what, exc, self._settings.connect_timeout,
+                             self._settings.read_timeout, self._clean)
 
     def _clean(self, text: str) -> str:
         return redact(text, self._sensitive)

@@ -28,7 +28,7 @@ from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
-from callstorage.providers.transport import CABundle, classify
+from callstorage.providers.transport import CABundle, network_error
 from callstorage.settings import Settings
 
 CREDENTIALS_JSON = "credentials.json"
@@ -139,11 +139,8 @@ class GCSStorageClient:
         return self._network_error(what, exc)
 
     def _network_error(self, what: str, exc: BaseException) -> ProviderError:
-        network = classify(exc, self._settings.connect_timeout, self._settings.read_timeout)
-        if network is not None:
-            return ProviderError(network[0], self._clean(f"{what}: {network[1]}"))
-        return ProviderError(Reason.ENDPOINT_UNREACHABLE,
-                             self._clean(f"{what} failed: {type(exc).__name__}"))
+        return network_error(what, exc, self._settings.connect_timeout,
+                             self._settings.read_timeout, self._clean)
 
     def _clean(self, text: str) -> str:
         return redact(text, self._sensitive)

@@ -13,7 +13,7 @@ import os
 import socket
 import ssl
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from callstorage.providers.base import ProviderError, Reason
 
@@ -131,3 +131,13 @@ def classify(exc: BaseException, settings_connect: float, settings_read: float
                 "ConnectionError"}:
         return Reason.ENDPOINT_UNREACHABLE, "could not connect"
     return None
+
+
+def network_error(what: str, exc: BaseException, settings_connect: float,
+                  settings_read: float, clean: Callable[[str], str]) -> ProviderError:
+    """``exc`` as a ProviderError when nothing more specific matched: a network reason if
+    ``classify`` knows it, else EndpointUnreachable naming only the exception's type."""
+    network = classify(exc, settings_connect, settings_read)
+    if network is not None:
+        return ProviderError(network[0], clean(f"{what}: {network[1]}"))
+    return ProviderError(Reason.ENDPOINT_UNREACHABLE, clean(f"{what} failed: {type(exc).__name__}"))
