@@ -49,7 +49,7 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
             await controller.start()
         except ApiException as exc:
             kube.close()
-            hint = {404: "are the CRDs installed? kubectl apply -f crds/",
+            hint = {404: "are the CRDs installed? kubectl apply --server-side -k crds/",
                     403: "does the ServiceAccount have the chart's RBAC?"}.get(exc.status, "")
             raise kopf.TemporaryError(
                 f"cannot list ExternalStorages/CallTypes: HTTP {exc.status} {exc.reason}; "
