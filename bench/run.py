@@ -87,13 +87,7 @@ class Config:
 
 
 def storage_body(name: str, bucket: str, endpoint: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
-        "metadata": {"name": name},
-        "spec": {"storageType": "s3", "bucket": bucket, "accessMode": "ReadWrite",
-                 "s3": {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True,
-                        "credentialsSecretRef": {"name": SECRET}}},
-    }
+    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(bucket, endpoint, SECRET))
 
 
 def is_ready(obj: Mapping[str, Any]) -> bool:

@@ -14,7 +14,7 @@ import pytest
 
 from testbed.azurite import AzuriteServer
 from testbed.gcs import GCSServer
-from testbed.s3 import S3Server
+from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +74,21 @@ def hanging_port() -> Iterator[int]:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, namespace: str) -> str:
+    """A fresh S3 bucket for one test (named after its namespace)."""
+    name = f"rec-{namespace}"
+    s3_server.create_bucket(name)
+    return name
+
+
+@pytest.fixture
+def rw_keys(s3_server: S3Server, bucket: str, namespace: str,
+            credential_values: set[str]) -> S3Keys:
+    """Keys of a user who may read, write and list ``bucket`` (registered for the
+    end-of-run leak check)."""
+    keys = s3_server.create_user(f"rw-{namespace}", readwrite_policy(bucket))
+    credential_values.update({keys.access_key_id, keys.secret_access_key})
+    return keys

@@ -135,3 +135,22 @@ def create_object(api: Any, plural: str, namespace: str, body: dict[str, Any]) -
     obj: dict[str, Any] = client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, plural, body)
     return obj
+
+
+def s3_storage_spec(bucket: str, endpoint: str, secret: str | None,
+                    mode: str = "ReadWrite", **extra: Any) -> dict[str, Any]:
+    """An S3 ExternalStorage spec for an emulator (path-style, us-east-1)."""
+    s3: dict[str, Any] = {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True}
+    if secret:
+        s3["credentialsSecretRef"] = {"name": secret}
+    return {"storageType": "s3", "bucket": bucket, "accessMode": mode, "s3": s3, **extra}
+
+
+def external_storage(name: str, spec: dict[str, Any],
+                     annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """An ExternalStorage manifest."""
+    meta: dict[str, Any] = {"name": name}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ExternalStorage",
+            "metadata": meta, "spec": spec}

@@ -23,12 +23,8 @@ def call_type(api: Any, ns: str, name: str, storage: str | None) -> None:
 
 
 def s3_storage(api: Any, ns: str, name: str, bucket: str, endpoint: str, secret: str) -> None:
-    kubeutil.create_object(api, EXS, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
-        "metadata": {"name": name},
-        "spec": {"storageType": "s3", "bucket": bucket, "s3": {
-            "region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True,
-            "credentialsSecretRef": {"name": secret}}}})
+    kubeutil.create_object(api, EXS, ns, kubeutil.external_storage(
+        name, kubeutil.s3_storage_spec(bucket, endpoint, secret)))
 
 
 @pytest.fixture

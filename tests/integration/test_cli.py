@@ -17,7 +17,7 @@ from callstorage.client import Client, S3Request
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import free_port
-from testbed.s3 import S3Keys, S3Server, readwrite_policy
+from testbed.s3 import S3Keys, S3Server
 
 BIN = Path(sys.executable).parent
 EXS = "externalstorages"
@@ -47,21 +47,6 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], *secret: str
 def kc(control_plane: ControlPlane) -> Path:
     path: Path = control_plane.kubeconfig
     return path
-
-
-@pytest.fixture
-def bucket(s3_server: S3Server, namespace: str) -> str:
-    name = f"cli-{namespace}"
-    s3_server.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def keys(s3_server: S3Server, bucket: str, namespace: str,
-         credential_values: set[str]) -> S3Keys:
-    keys = s3_server.create_user(f"cli-{namespace}", readwrite_policy(bucket))
-    credential_values.update({keys.access_key_id, keys.secret_access_key})
-    return keys
 
 
 def s3(s3_server: S3Server, keys: S3Keys | None) -> S3Request:
@@ -127,11 +112,11 @@ def test_unknown_names_exit_3(kc: Path, namespace: str) -> None:
 
 @pytest.mark.usefixtures("operator")
 def test_check_prints_the_object_and_progress(
-    kube_api: Any, kc: Path, namespace: str, s3_server: S3Server, bucket: str, keys: S3Keys,
+    kube_api: Any, kc: Path, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
 ) -> None:
     Client(namespace, kube_api).create_external_storage(
         name="my-s3", storage_type="s3", bucket=bucket, path="checks",
-        aws_s3=s3(s3_server, keys))
+        aws_s3=s3(s3_server, rw_keys))
     result = callstorage("check", "my-s3", "-n", namespace, kubeconfig=kc)
     assert result.returncode == 0, result.stderr
     written = result.stdout.strip()
@@ -148,7 +133,7 @@ def test_check_prints_the_object_and_progress(
     assert answer["object"] != written
     assert as_json.stderr == ""
     for out in (result, as_json):
-        assert keys.secret_access_key not in out.stdout + out.stderr
+        assert rw_keys.secret_access_key not in out.stdout + out.stderr
 
 
 @pytest.mark.usefixtures("operator")
@@ -177,13 +162,13 @@ def test_failing_check_exits_1_and_silent_operator_exits_4(
 
 @pytest.mark.usefixtures("operator")
 def test_resolve_and_status(
-    kube_api: Any, kc: Path, namespace: str, s3_server: S3Server, bucket: str, keys: S3Keys,
+    kube_api: Any, kc: Path, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
 ) -> None:
     cs = Client(namespace, kube_api)
     cs.create_external_storage(name="good", storage_type="s3", bucket=bucket, path="media",
-                               aws_s3=s3(s3_server, keys), prefixes={"audio": "sound"})
+                               aws_s3=s3(s3_server, rw_keys), prefixes={"audio": "sound"})
     cs.create_external_storage(name="broken", storage_type="s3", bucket=f"no-{bucket}",
-                               aws_s3=s3(s3_server, keys))
+                               aws_s3=s3(s3_server, rw_keys))
     cs.update_call_type("allhands", external_storage="good")
     cs.update_call_type("fragile", external_storage="broken")
     kubeutil.wait_ready(kube_api, EXS, namespace, "good", "True", timeout=WAIT)
@@ -231,7 +216,7 @@ def test_resolve_and_status(
     assert reason in broken_row
     fragile = next(line for line in lines if line.startswith("fragile "))
     assert "StorageNotReady" in fragile
-    assert keys.secret_access_key not in status.stdout
+    assert rw_keys.secret_access_key not in status.stdout
 
     everywhere = callstorage("status", "-A", "-o", "json", kubeconfig=kc)
     assert everywhere.returncode == 0

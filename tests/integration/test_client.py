@@ -132,13 +132,6 @@ def cs(kube_api: Any, namespace: str) -> Client:
     return Client(namespace, kube_api)
 
 
-@pytest.fixture
-def bucket(s3_server: S3Server, namespace: str) -> str:
-    name = f"rec-{namespace}"
-    s3_server.create_bucket(name)
-    return name
-
-
 def new_user(s3_server: S3Server, bucket: str, credential_values: set[str],
              policy: dict[str, Any] | None = None) -> S3Keys:
     keys = s3_server.create_user(f"u-{secrets.token_hex(4)}", policy or readwrite_policy(bucket))

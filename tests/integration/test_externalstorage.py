@@ -23,22 +23,13 @@ EXS = "externalstorages"
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-def s3_spec(bucket: str, endpoint: str, secret: str | None, mode: str = "ReadWrite",
-            **extra: Any) -> dict[str, Any]:
-    s3: dict[str, Any] = {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True}
-    if secret:
-        s3["credentialsSecretRef"] = {"name": secret}
-    return {"storageType": "s3", "bucket": bucket, "accessMode": mode, "s3": s3, **extra}
+s3_spec = kubeutil.s3_storage_spec
 
 
 def create_storage(api: Any, ns: str, name: str, spec: dict[str, Any],
                    annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if annotations:
-        meta["annotations"] = annotations
-    return kubeutil.create_object(api, EXS, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
-        "metadata": meta, "spec": spec})
+    return kubeutil.create_object(api, EXS, ns,
+                                  kubeutil.external_storage(name, spec, annotations))
 
 
 def events_text(api: Any, ns: str) -> str:
@@ -53,21 +44,6 @@ def assert_never_shown(api: Any, ns: str, keys: S3Keys) -> None:
     text += events_text(api, ns)
     assert keys.secret_access_key not in text
     assert keys.access_key_id not in text
-
-
-@pytest.fixture
-def bucket(s3_server: S3Server, namespace: str) -> str:
-    name = f"rec-{namespace}"
-    s3_server.create_bucket(name)
-    return name
-
-
-@pytest.fixture
-def rw_keys(s3_server: S3Server, bucket: str, namespace: str,
-            credential_values: set[str]) -> S3Keys:
-    keys = s3_server.create_user(f"rw-{namespace}", readwrite_policy(bucket))
-    credential_values.update({keys.access_key_id, keys.secret_access_key})
-    return keys
 
 
 def test_valid_credentials_turn_ready_with_full_status(

@@ -172,13 +172,8 @@ def create_namespace(admin: Any, name: str) -> str:
 
 
 def s3_storage(name: str, bucket: str, endpoint: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
-        "metadata": {"name": name},
-        "spec": {"storageType": "s3", "bucket": bucket, "path": "calls/",
-                 "s3": {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True,
-                        "credentialsSecretRef": {"name": f"{name}-creds"}}},
-    }
+    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(
+        bucket, endpoint, f"{name}-creds", path="calls/"))
 
 
 def s3_user(s3: S3Server, credential_values: set[str], bucket: str) -> S3Keys:
