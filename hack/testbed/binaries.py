@@ -25,6 +25,12 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.19.5"
 KUBECONFORM_VERSION = "v0.7.0"
+# promtool 3.16.0: Prometheus tags its Go module v0.<major><minor>.<patch>
+PROMETHEUS_VERSION = "v0.316.0"
+# The last Argo CD line whose gitops-engine is a published module (later ones point it at
+# a sibling directory with a replace directive, which the module proxy cannot serve).
+ARGOCD_VERSION = "v3.1.16"
+ARGOCD_K8S_MINOR = "33.1"  # the k8s.io/* version its go.mod replaces them with
 
 # Staging modules of k8s.io/kubernetes; each is published as k8s.io/<name> v0.<minor>.<patch>.
 _K8S_STAGING = (
@@ -143,8 +149,123 @@ def _kubeconform() -> GoBuild:
     )
 
 
+def _promtool() -> GoBuild:
+    go_mod = (
+        "module callstorage.local/promtool\n\ngo 1.24\n\n"
+        f"require github.com/prometheus/prometheus {PROMETHEUS_VERSION}\n"
+    )
+    release = "3." + str(int(PROMETHEUS_VERSION.split(".")[1]) - 300) + "." + \
+        PROMETHEUS_VERSION.split(".")[2]
+    return GoBuild(
+        name="promtool",
+        version=PROMETHEUS_VERSION,
+        binaries=("promtool",),
+        go_mod=go_mod,
+        packages=("github.com/prometheus/prometheus/cmd/promtool",),
+        ldflags=f"-s -w -X github.com/prometheus/common/version.Version={release}",
+    )
+
+
+# Argo CD's own Lua runner (util/lua: gopher-lua with Argo's library set, its JSON
+# decoding of the object and its checks of the returned health) behind a tiny JSON-lines
+# main; tests feed it the health and action scripts of docs/argocd/.
+_ARGOCD_LUA_MAIN = """package main
+
+import (
+\t"bufio"
+\t"encoding/json"
+\t"fmt"
+\t"os"
+
+\t"github.com/argoproj/argo-cd/v3/util/lua"
+\t"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// One request per line: {"op": "health"|"discovery"|"action", "script": ...,
+// "scripts": [...], "obj": {...}}; one response per line: {"result": ...} or {"error": ...}.
+type request struct {
+\tOp      string          `json:"op"`
+\tScript  string          `json:"script"`
+\tScripts []string        `json:"scripts"`
+\tObj     json.RawMessage `json:"obj"`
+}
+
+type response struct {
+\tResult any    `json:"result,omitempty"`
+\tError  string `json:"error,omitempty"`
+}
+
+func handle(vm lua.VM, req request) (any, error) {
+\tobj := &unstructured.Unstructured{}
+\t// as Argo CD reads objects from the cluster: integers stay int64
+\tif err := obj.UnmarshalJSON(req.Obj); err != nil {
+\t\treturn nil, err
+\t}
+\tswitch req.Op {
+\tcase "health":
+\t\treturn vm.ExecuteHealthLua(obj, req.Script)
+\tcase "discovery":
+\t\treturn vm.ExecuteResourceActionDiscovery(obj, req.Scripts)
+\tcase "action":
+\t\treturn vm.ExecuteResourceAction(obj, req.Script, nil)
+\t}
+\treturn nil, fmt.Errorf("unknown op %q", req.Op)
+}
+
+func main() {
+\t// UseOpenLibs false: what scripts from argocd-cm get in Argo CD's API server
+\tvm := lua.VM{}
+\tin := bufio.NewScanner(os.Stdin)
+\tin.Buffer(make([]byte, 1<<20), 64<<20)
+\tout := json.NewEncoder(os.Stdout)
+\tfor in.Scan() {
+\t\tvar req request
+\t\tvar resp response
+\t\tif err := json.Unmarshal(in.Bytes(), &req); err != nil {
+\t\t\tresp.Error = err.Error()
+\t\t} else if result, err := handle(vm, req); err != nil {
+\t\t\tresp.Error = err.Error()
+\t\t} else {
+\t\t\tresp.Result = result
+\t\t}
+\t\tif err := out.Encode(resp); err != nil {
+\t\t\tos.Exit(1)
+\t\t}
+\t}
+}
+"""
+
+
+def _argocd_lua() -> GoBuild:
+    # Argo CD's go.mod replaces the Kubernetes modules (it requires k8s.io/kubernetes,
+    # whose staging modules are v0.0.0 there); a wrapper module must repeat that.
+    staging = "v0." + ARGOCD_K8S_MINOR
+    replaces = "\n".join(
+        [f"\tk8s.io/{m} => k8s.io/{m} {staging}" for m in _K8S_STAGING]
+        + ["\tgithub.com/golang/protobuf => github.com/golang/protobuf v1.5.4",
+           "\tgithub.com/grpc-ecosystem/grpc-gateway => "
+           "github.com/grpc-ecosystem/grpc-gateway v1.16.0",
+           "\tgopkg.in/yaml.v2 => gopkg.in/yaml.v2 v2.4.0",
+           "\tgopkg.in/yaml.v3 => gopkg.in/yaml.v3 v3.0.1"])
+    go_mod = (
+        "module callstorage.local/argocd-lua\n\ngo 1.24\n\n"
+        f"require github.com/argoproj/argo-cd/v3 {ARGOCD_VERSION}\n\n"
+        f"replace (\n{replaces}\n)\n"
+    )
+    return GoBuild(
+        name="argocd-lua",
+        version=ARGOCD_VERSION,
+        binaries=("argocd-lua",),
+        go_mod=go_mod,
+        packages=(".",),
+        main_go=_ARGOCD_LUA_MAIN,
+        ldflags="-s -w",
+    )
+
+
 BUILDS: dict[str, GoBuild] = {
-    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform())
+    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _promtool(),
+                        _argocd_lua())
 }
 # binary name -> the build that makes it
 _BY_BINARY = {binary: b for b in BUILDS.values() for binary in b.binaries}
