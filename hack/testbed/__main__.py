@@ -1,7 +1,8 @@
 """``python -m testbed``: prepare the test bed, or run the local demo.
 
     prepare   find or build kube-apiserver, etcd, kube-controller-manager, helm,
-              kubeconform (cached in ~/.cache/callstorage) and install Azurite
+              kubeconform, promtool, Argo CD's Lua runner (cached in
+              ~/.cache/callstorage), fetch prometheus-operator's CRDs, install Azurite
     up        start a control plane + S3 emulator and wait (for exploring by hand)
     demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C
     leftovers fail if any process of this run (CALLSTORAGE_TESTBED_RUN) still runs
@@ -61,6 +62,8 @@ def _interrupt(signum: int, _frame: object) -> None:
 def prepare() -> None:
     for name, path in binaries.ensure_all().items():
         _say(f"{name}: {path}")
+    for path in binaries.monitoring_crds():
+        _say(f"CRD: {path}")
     from testbed.azurite import install_azurite
 
     _say(f"azurite: {install_azurite()}")

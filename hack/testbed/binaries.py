@@ -11,6 +11,7 @@ module point their sibling modules at local paths with ``replace`` directives, w
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +32,11 @@ PROMETHEUS_VERSION = "v0.316.0"
 # a sibling directory with a replace directive, which the module proxy cannot serve).
 ARGOCD_VERSION = "v3.1.16"
 ARGOCD_K8S_MINOR = "33.1"  # the k8s.io/* version its go.mod replaces them with
+# The ServiceMonitor and PrometheusRule CRDs the chart's optional objects need, from the
+# prometheus-operator Go module (example/prometheus-operator-crd/ in its zip).
+PROMETHEUS_OPERATOR_VERSION = "v0.86.1"
+MONITORING_CRDS = ("monitoring.coreos.com_servicemonitors.yaml",
+                   "monitoring.coreos.com_prometheusrules.yaml")
 
 # Staging modules of k8s.io/kubernetes; each is published as k8s.io/<name> v0.<minor>.<patch>.
 _K8S_STAGING = (
@@ -336,6 +342,34 @@ def find(binary: str) -> Path:
     if b is None:
         raise KeyError(f"unknown binary {binary!r}")
     return build(b) / binary
+
+
+def monitoring_crds() -> list[Path]:
+    """prometheus-operator's ServiceMonitor and PrometheusRule CRDs, fetched with
+    ``go mod download`` and cached like the binaries."""
+    v = PROMETHEUS_OPERATOR_VERSION
+    target = cache_root() / "crds" / f"prometheus-operator-{v}"
+    paths = [target / name for name in MONITORING_CRDS]
+    if all(p.is_file() for p in paths):
+        return paths
+    if shutil.which("go") is None:
+        raise RuntimeError(f"prometheus-operator {v} CRDs are not cached and Go is not installed")
+    with _locked(target.parent / f"{target.name}.lock"):
+        if all(p.is_file() for p in paths):
+            return paths
+        with tempfile.TemporaryDirectory(prefix="callstorage-promop-") as tmp:
+            (Path(tmp) / "go.mod").write_text("module callstorage.local/crds\n\ngo 1.24\n")
+            env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod",
+                   "GOSUMDB": "off"}
+            out = subprocess.run(
+                ["go", "mod", "download", "-json",
+                 f"github.com/prometheus-operator/prometheus-operator@{v}"],
+                cwd=tmp, env=env, check=True, capture_output=True, text=True).stdout
+        source = Path(json.loads(out)["Dir"]) / "example" / "prometheus-operator-crd"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in MONITORING_CRDS:
+            shutil.copyfile(source / name, target / name)
+    return paths
 
 
 def ensure_all(names: list[str] | None = None) -> dict[str, Path]:

@@ -68,6 +68,17 @@ QUEUE_DEPTH = Gauge(
     registry=REGISTRY,
 )
 
+# The series names a family of each type shows on /metrics (no _created: see above).
+_SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                    "summary": ("", "_sum", "_count"), "info": ("_info",)}
+
+
+def exported_series() -> set[str]:
+    """Every series name /metrics can show; dashboards and alert rules may use only these."""
+    return {family.name + suffix for family in REGISTRY.collect()
+            for suffix in _SERIES_SUFFIXES.get(family.type, ("",))}
+
+
 _server: WSGIServer | None = None
 _thread: threading.Thread | None = None
 _lock = threading.Lock()

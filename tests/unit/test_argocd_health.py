@@ -177,6 +177,18 @@ def test_generated_files_match_the_case_table_and_scripts() -> None:
     assert argocd_health.differences() == [], "run: python hack/argocd_health.py"
 
 
+def test_runners_give_scripts_argo_cds_sandbox(runner: Lupa | ArgoCD) -> None:
+    """No string library in argocd-cm scripts: a health check must not rely on one."""
+    with pytest.raises(Exception, match="string"):
+        runner.health('return {status = string.upper("healthy")}', {"kind": "X"})
+
+
+def test_argocd_runner_applies_argo_cds_own_checks(argocd: ArgoCD) -> None:
+    """What lupa cannot tell: Argo CD turns a status it does not know into Unknown."""
+    assert argocd.health('return {status = "Fine"}', {"kind": "X"}) == {
+        "status": "Unknown", "message": "Lua returned an invalid health status"}
+
+
 # --- the "check" action ---------------------------------------------------------------
 
 ACTIONS = GROUP_DIR / "ExternalStorage" / "actions"
