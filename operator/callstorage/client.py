@@ -46,6 +46,7 @@ from callstorage.api import (
     parse_external_storage,
 )
 from callstorage.api.names import is_dns1123_subdomain
+from callstorage.api.readiness import readiness
 
 log = logging.getLogger(__name__)
 
@@ -511,36 +512,6 @@ def _provider(
 
 
 # --- results ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """An object's ``Ready`` condition, read with kstatus's rules: a condition written for
-    an older generation says nothing about the current spec."""
-
-    ready: bool
-    status: str
-    reason: str
-    message: str
-
-
-def readiness(obj: Mapping[str, Any]) -> Readiness:
-    """The ``Ready`` condition of a callstorage object."""
-    meta = obj.get("metadata") or {}
-    status = obj.get("status") or {}
-    condition = next((c for c in status.get("conditions") or []
-                      if isinstance(c, Mapping) and c.get("type") == "Ready"), None)
-    if condition is None:
-        return Readiness(False, "Unknown", "Pending",
-                         "not validated yet; is the callstorage operator running?")
-    generation = meta.get("generation")
-    observed = condition.get("observedGeneration", status.get("observedGeneration"))
-    if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
-        return Readiness(False, "Unknown", "Pending",
-                         f"generation {generation} not validated yet (last: {observed})")
-    value = str(condition.get("status", "Unknown"))
-    return Readiness(value == "True", value, str(condition.get("reason") or ""),
-                     str(condition.get("message") or ""))
 
 
 @dataclass(frozen=True)

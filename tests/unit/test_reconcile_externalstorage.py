@@ -86,7 +86,8 @@ def test_suspended_and_deletion_blocked_conditions_come_and_go() -> None:
     blocked = next(c for c in st["conditions"] if c["type"] == "DeletionBlocked")
     assert "a, b" in blocked["message"]
     cleared = desired_status(st, observed())
-    assert {c["type"] for c in cleared["conditions"]} == {"Ready"}
+    # never validated and no longer suspended: the operator is at work on it
+    assert {c["type"] for c in cleared["conditions"]} == {"Ready", "Reconciling"}
 
 
 def test_check_outcome_recorded() -> None:
