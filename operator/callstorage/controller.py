@@ -199,6 +199,10 @@ class Controller:
                 self.storages.add(key, REFS)  # the round decides whether to validate
             if bool(_meta(old).get("deletionTimestamp")) != bool(meta.get("deletionTimestamp")):
                 self.storages.add(key, REFS)
+            if (old.get("spec") or {}).get("suspend") and \
+                    not (new.get("spec") or {}).get("suspend"):
+                # resumed: the schedule paused with it starts again where it stood
+                self._schedule_after_restart(key, new)
         if pending_check(new):
             self.storages.add(key, CHECK)
         if old is None or es_reconcile.ready_state(old.get("status")) != \
@@ -294,24 +298,30 @@ class Controller:
         while True:
             key, reasons = await self.storages.get()
             try:
-                await self.reconcile_storage(key, reasons)
-                self._errors.pop((STORAGE, key), None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # one object's failure must not stop the loop
-                metrics.record_reconcile_error("ExternalStorage")
-                n, delay = self._backoff(STORAGE, key)
-                log.error("reconciling ExternalStorage %s/%s failed (%d in a row; retry in "
-                          "%.0fs): %s", *key, n, delay, _describe(exc))
-                # Retry what was asked; a round whose validation already ran retries
-                # only its status write (see ``_unwritten``).
-                retry = {WRITE} if key in self._unwritten else (reasons - {CHECK}) or {REFS}
-                for reason in retry:
-                    self.storages.add(key, reason, delay)
-                await self._expose_error(key, exc, n, delay)
+                await self.storage_round(key, reasons)
             finally:
                 self.storages.done(key)
                 metrics.set_queue_depth(len(self.storages))
+
+    async def storage_round(self, key: ObjectKey, reasons: set[str]) -> None:
+        """One reconcile of one storage; a failure is counted, reported and retried with
+        backoff, never allowed to stop the worker."""
+        try:
+            await self.reconcile_storage(key, reasons)
+            self._errors.pop((STORAGE, key), None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one object's failure must not stop the loop
+            metrics.record_reconcile_error("ExternalStorage")
+            n, delay = self._backoff(STORAGE, key)
+            log.error("reconciling ExternalStorage %s/%s failed (%d in a row; retry in "
+                      "%.0fs): %s", *key, n, delay, _describe(exc))
+            # Retry what was asked; a round whose validation already ran retries only its
+            # status write (see ``_unwritten``).
+            retry = {WRITE} if key in self._unwritten else (reasons - {CHECK}) or {REFS}
+            for reason in retry:
+                self.storages.add(key, reason, delay)
+            await self._expose_error(key, exc, n, delay)
 
     async def _expose_error(self, key: ObjectKey, exc: BaseException, n: int,
                             delay: float) -> None:
