@@ -82,7 +82,8 @@ def test_phases_new_validating_retrying_ready_suspended_terminating(
     _patch_spec(kube_api, namespace, "st", {"suspend": True})
     obj = _wait_kstatus(kube_api, EXS, namespace, "st", "Current",
                         lambda o: kubeutil.condition(o, "Suspended").get("status") == "True")
-    assert readiness(obj).ready and readiness(obj).health == "Suspended"
+    assert readiness(obj).ready
+    assert readiness(obj).health == "Suspended"
     # terminating: held by a CallType
     kubeutil.create_object(kube_api, CT, namespace, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
@@ -164,6 +165,7 @@ def test_generation_bumps_without_validation_keep_one_answer(
     assert obj is not None
     assert obj["status"]["lastValidatedAt"] == validated_at  # carried, not re-validated
     resolved = callstorage.resolve(namespace, "ct", api_client=kube_api, require_ready=True)
-    assert resolved.name == "st" and resolved.ready
+    assert resolved.name == "st"
+    assert resolved.ready
     ct = kubeutil.wait_ready(kube_api, CT, namespace, "ct", "True", "StorageReady")
     assert readiness(ct).ready

@@ -45,7 +45,8 @@ def test_a_suspended_storage_runs_no_check_and_says_so(
         == "try-1", 10, "the check answered")
     assert obj is not None
     check = obj["status"]["lastCheck"]
-    assert check["succeeded"] is False and "suspended" in check["message"]
+    assert check["succeeded"] is False
+    assert "suspended" in check["message"]
     assert s3_server.list_keys(bucket, "checks/") == []
 
 
@@ -75,7 +76,7 @@ def test_a_partial_update_keeps_the_provider_fields_it_does_not_name(
 class _HugeErrorS3(http.server.BaseHTTPRequestHandler):
     """An S3-like endpoint whose every write fails with a 40,000-character message."""
 
-    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+    def do_PUT(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
@@ -115,7 +116,8 @@ def test_status_stays_bounded_whatever_a_server_or_tenant_sends(
                                          "WriteOnly")))
     obj = kubeutil.wait_ready(kube_api, EXS, namespace, "loud", "False", timeout=20)
     message = kubeutil.condition(obj)["message"]
-    assert len(message) <= 1024 and message.endswith("[truncated]")
+    assert len(message) <= 1024
+    assert message.endswith("[truncated]")
 
     kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
         "shared", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))

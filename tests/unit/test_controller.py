@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -202,9 +203,9 @@ async def test_a_refused_status_write_backs_off_and_is_retried_without_revalidat
         await ctl.storage_round(key, {VALIDATE} if attempt == 0 else {WRITE})
         due = ctl.storages.due_at(key)
         assert due is not None
-        delays.append(due - ctl.storages._clock())  # noqa: SLF001
+        delays.append(due - ctl.storages._clock())
     assert len(delays) == 4
-    assert all(b > a * 1.5 for a, b in zip(delays, delays[1:], strict=False)), delays
+    assert all(b > a * 1.5 for a, b in itertools.pairwise(delays)), delays
     assert len(provider) == 1, "the validation ran again instead of only the write"
     kube.fail_patches = 0
     await ctl.reconcile_storage(key, {"write"})
@@ -223,7 +224,8 @@ async def test_an_operator_failure_is_shown_in_status(provider: list[str]) -> No
     await ctl.storage_round((NS, "st"), {VALIDATE})
     (patch,) = kube.patches
     rec = next(c for c in patch["conditions"] if c["type"] == "Reconciling")
-    assert rec["reason"] == "ReconcileError" and "ApiException (HTTP 422)" in rec["message"]
+    assert rec["reason"] == "ReconcileError"
+    assert "ApiException (HTTP 422)" in rec["message"]
 
 
 async def test_an_unexpected_provider_exception_ends_in_a_failed_status(

@@ -8,12 +8,11 @@ import ssl
 
 import pytest
 
-from callstorage.providers import azure, gcs, s3
 from callstorage.api.reasons import POLICY, is_retried, is_stalled
+from callstorage.providers import azure, gcs, s3
 from callstorage.providers.base import ErrorRule, ProviderError, ProviderInputs, Reason
 from callstorage.providers.credentials import REDACTED, SecretKeys, redact
 from callstorage.providers.transport import CABundle, classify
-
 
 # The classification, per provider: (status, code) -> reason; whether each reason is
 # retried or needs a person is the reason's policy (callstorage.api.reasons.POLICY).
@@ -127,11 +126,13 @@ def test_a_host_name_that_does_not_exist_needs_a_person_a_refused_port_does_not(
     nxdomain = network_error("HeadBucket", _wrapped(
         socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
         ConnectionError("x")), 1, 1, str)
-    assert nxdomain.reason is Reason.ENDPOINT_UNREACHABLE and nxdomain.stalled
+    assert nxdomain.reason is Reason.ENDPOINT_UNREACHABLE
+    assert nxdomain.stalled
     again = network_error("HeadBucket", _wrapped(
         socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
         ConnectionError("x")), 1, 1, str)
-    assert again.reason is Reason.ENDPOINT_UNREACHABLE and not again.stalled
+    assert again.reason is Reason.ENDPOINT_UNREACHABLE
+    assert not again.stalled
     refused = network_error("HeadBucket", _wrapped(ConnectionRefusedError(111, "refused"),
                                                    ConnectionError("x")), 1, 1, str)
     assert not refused.stalled
