@@ -1,7 +1,7 @@
 """``python -m testbed``: prepare the test bed, or run the local demo.
 
     prepare   find or build kube-apiserver, etcd, kube-controller-manager, helm,
-              kubeconform, promtool, Argo CD's Lua runner (cached in
+              kubeconform, kstatus, promtool, Argo CD's Lua runner (cached in
               ~/.cache/callstorage), fetch prometheus-operator's CRDs, install Azurite
     up        start a control plane + S3 emulator and wait (for exploring by hand)
     demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C

@@ -11,6 +11,7 @@ module point their sibling modules at local paths with ``replace`` directives, w
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +27,9 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.19.5"
 KUBECONFORM_VERSION = "v0.7.0"
+# sigs.k8s.io/cli-utils, whose kstatus package is what Flux and kpt read status with
+KSTATUS_VERSION = "v0.37.2"
+
 # promtool 3.16.0: Prometheus tags its Go module v0.<major><minor>.<patch>
 PROMETHEUS_VERSION = "v0.316.0"
 # The last Argo CD line whose gitops-engine is a published module (later ones point it at
@@ -69,10 +73,17 @@ class GoBuild:
     ldflags: str = ""
     main_go: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # key the cache on the wrapper's text too, for wrappers with code of our own that can
+    # change while the pinned version does not
+    fingerprint: bool = False
 
     @property
     def directory(self) -> Path:
-        return cache_root() / "bin" / f"{self.name}-{self.version}"
+        key = f"{self.name}-{self.version}"
+        if self.fingerprint:
+            text = self.go_mod + (self.main_go or "") + self.ldflags
+            key += "-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+        return cache_root() / "bin" / key
 
 
 def _kubernetes() -> GoBuild:
@@ -155,6 +166,31 @@ def _kubeconform() -> GoBuild:
     )
 
 
+def _kstatus() -> GoBuild:
+    """kstatus's status.Compute behind a tiny JSON-in, JSON-out main (kstatus_main.go).
+
+    The k8s.io libraries are lifted to the test bed's Kubernetes minor; the package
+    only reads unstructured objects, so the newer libraries change nothing it relies on.
+    """
+    staging = KUBERNETES_VERSION.replace("v1.", "v0.", 1)
+    go_mod = (
+        "module callstorage.local/kstatus\n\ngo 1.24\n\nrequire (\n"
+        f"\tsigs.k8s.io/cli-utils {KSTATUS_VERSION}\n"
+        f"\tk8s.io/api {staging}\n"
+        f"\tk8s.io/apimachinery {staging}\n)\n"
+    )
+    return GoBuild(
+        name="kstatus",
+        version=KSTATUS_VERSION,
+        binaries=("kstatus",),
+        go_mod=go_mod,
+        packages=(".",),
+        main_go=(Path(__file__).with_name("kstatus_main.go")).read_text(),
+        ldflags="-s -w",
+        fingerprint=True,
+    )
+
+
 def _promtool() -> GoBuild:
     go_mod = (
         "module callstorage.local/promtool\n\ngo 1.24\n\n"
@@ -170,76 +206,6 @@ def _promtool() -> GoBuild:
         packages=("github.com/prometheus/prometheus/cmd/promtool",),
         ldflags=f"-s -w -X github.com/prometheus/common/version.Version={release}",
     )
-
-
-# Argo CD's own Lua runner (util/lua: gopher-lua with Argo's library set, its JSON
-# decoding of the object and its checks of the returned health) behind a tiny JSON-lines
-# main; tests feed it the health and action scripts of docs/argocd/.
-_ARGOCD_LUA_MAIN = """package main
-
-import (
-\t"bufio"
-\t"encoding/json"
-\t"fmt"
-\t"os"
-
-\t"github.com/argoproj/argo-cd/v3/util/lua"
-\t"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-)
-
-// One request per line: {"op": "health"|"discovery"|"action", "script": ...,
-// "scripts": [...], "obj": {...}}; one response per line: {"result": ...} or {"error": ...}.
-type request struct {
-\tOp      string          `json:"op"`
-\tScript  string          `json:"script"`
-\tScripts []string        `json:"scripts"`
-\tObj     json.RawMessage `json:"obj"`
-}
-
-type response struct {
-\tResult any    `json:"result,omitempty"`
-\tError  string `json:"error,omitempty"`
-}
-
-func handle(vm lua.VM, req request) (any, error) {
-\tobj := &unstructured.Unstructured{}
-\t// as Argo CD reads objects from the cluster: integers stay int64
-\tif err := obj.UnmarshalJSON(req.Obj); err != nil {
-\t\treturn nil, err
-\t}
-\tswitch req.Op {
-\tcase "health":
-\t\treturn vm.ExecuteHealthLua(obj, req.Script)
-\tcase "discovery":
-\t\treturn vm.ExecuteResourceActionDiscovery(obj, req.Scripts)
-\tcase "action":
-\t\treturn vm.ExecuteResourceAction(obj, req.Script, nil)
-\t}
-\treturn nil, fmt.Errorf("unknown op %q", req.Op)
-}
-
-func main() {
-\t// UseOpenLibs false: what scripts from argocd-cm get in Argo CD's API server
-\tvm := lua.VM{}
-\tin := bufio.NewScanner(os.Stdin)
-\tin.Buffer(make([]byte, 1<<20), 64<<20)
-\tout := json.NewEncoder(os.Stdout)
-\tfor in.Scan() {
-\t\tvar req request
-\t\tvar resp response
-\t\tif err := json.Unmarshal(in.Bytes(), &req); err != nil {
-\t\t\tresp.Error = err.Error()
-\t\t} else if result, err := handle(vm, req); err != nil {
-\t\t\tresp.Error = err.Error()
-\t\t} else {
-\t\t\tresp.Result = result
-\t\t}
-\t\tif err := out.Encode(resp); err != nil {
-\t\t\tos.Exit(1)
-\t\t}
-\t}
-}
-"""
 
 
 def _argocd_lua() -> GoBuild:
@@ -264,14 +230,15 @@ def _argocd_lua() -> GoBuild:
         binaries=("argocd-lua",),
         go_mod=go_mod,
         packages=(".",),
-        main_go=_ARGOCD_LUA_MAIN,
+        main_go=Path(__file__).with_name("argocd_lua_main.go").read_text(),
         ldflags="-s -w",
+        fingerprint=True,
     )
 
 
 BUILDS: dict[str, GoBuild] = {
-    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _promtool(),
-                        _argocd_lua())
+    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _kstatus(),
+                        _promtool(), _argocd_lua())
 }
 # binary name -> the build that makes it
 _BY_BINARY = {binary: b for b in BUILDS.values() for binary in b.binaries}

@@ -25,7 +25,13 @@ from google.cloud import storage
 from google.oauth2 import service_account
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
-from callstorage.providers.base import ProviderError, ProviderInputs, Reason
+from callstorage.providers.base import (
+    ErrorRule,
+    ProviderError,
+    ProviderInputs,
+    Reason,
+    lookup_error,
+)
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
 from callstorage.providers.transport import CABundle, network_error
@@ -39,17 +45,21 @@ _REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
 T = TypeVar("T")
 
 
-def reason_for_status(status: int) -> Reason:
-    """The reason a GCS JSON-API status stands for."""
-    if status == 401:
-        return Reason.INVALID_CREDENTIALS
-    if status == 403:
-        return Reason.ACCESS_DENIED
-    if status == 404:
-        return Reason.BUCKET_NOT_FOUND
-    if 400 <= status < 500 and status != 429:  # an invalid bucket or object name
-        return Reason.INVALID_SPEC
-    return Reason.ENDPOINT_UNREACHABLE
+# GCS JSON-API errors: the status, and the first error's "reason" as the code.
+ERROR_TABLE: tuple[ErrorRule, ...] = (
+    ErrorRule(Reason.INVALID_CREDENTIALS, status=401),
+    ErrorRule(Reason.ACCESS_DENIED, status=403),
+    ErrorRule(Reason.BUCKET_NOT_FOUND, status=404),
+    ErrorRule(Reason.INVALID_SPEC, status=400, codes=frozenset({"invalid",
+                                                                "invalidBucketName"}),
+              why="the bucket name is not valid for GCS"),
+    ErrorRule(Reason.SERVICE_ERROR, status=429),
+)
+
+
+def reason_for_status(status: int, code: str = "") -> Reason:
+    """The reason a GCS JSON-API status (and error reason) stands for."""
+    return lookup_error(ERROR_TABLE, status, code)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -130,7 +140,7 @@ class GCSStorageClient:
             message = _api_message(exc)
             if status == 404 and not message:
                 message = "the bucket does not exist"
-            return ProviderError(reason_for_status(status), self._clean(
+            return ProviderError(reason_for_status(status, _api_code(exc)), self._clean(
                 f"{what} returned {status} {_STATUS_NAMES.get(status, '')}".rstrip()
                 + (f": {message}" if message else "")))
         if isinstance(exc, google.auth.exceptions.RefreshError):
@@ -149,6 +159,14 @@ class GCSStorageClient:
 _STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
                  409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
                  503: "Service Unavailable"}
+
+
+def _api_code(exc: api_exceptions.GoogleAPICallError) -> str:
+    """The first error's ``reason`` (GCS's error code, e.g. ``invalid``), if any."""
+    for error in exc.errors or []:
+        if isinstance(error, dict) and error.get("reason"):
+            return str(error["reason"])
+    return ""
 
 
 def _api_message(exc: api_exceptions.GoogleAPICallError) -> str:
@@ -174,9 +192,10 @@ def _load_key(keys: SecretKeys) -> dict[str, Any]:
     raw = keys.require(CREDENTIALS_JSON)
     try:
         info = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a key file is shallow; deep nesting is garbage
         raise ProviderError(Reason.INVALID_CREDENTIALS,
-                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not JSON") from None
+                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not a JSON "
+                            "service-account key") from None
     if not isinstance(info, dict) or info.get("type") != "service_account":
         raise ProviderError(Reason.INVALID_CREDENTIALS,
                             f"key {CREDENTIALS_JSON!r} of {keys.what} is not a service-account "
