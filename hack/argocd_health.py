@@ -1,8 +1,10 @@
 """Write the generated parts of docs/argocd-health/ from their sources.
 
 - ``resource_customizations/callstorage.io/<Kind>/health_test.yaml`` and ``testdata/``:
-  from the case table ``tests/cases/argocd_health.py`` (Argo CD's layout, ready to
-  upstream; Argo's own test walks these files).
+  from the case tables ``tests/cases/readiness.py`` (shared by every reader of status)
+  and ``tests/cases/argocd_health.py`` (Argo CD's layout, ready to upstream; Argo's own
+  test walks these files). The health is the table's; the message follows the rule
+  ``expected_message`` states.
 - ``argocd-cm.yaml``: the health and action scripts, verbatim, as argocd-cm keys.
 
     python hack/argocd_health.py          # write, and remove testdata no case uses
@@ -15,6 +17,7 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -23,9 +26,39 @@ DOCS = ROOT / "docs" / "argocd-health"
 GROUP_DIR = DOCS / "resource_customizations" / "callstorage.io"
 CM = DOCS / "argocd-cm.yaml"
 KINDS = ("ExternalStorage", "CallType")
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "operator")]
 
-from cases.argocd_health import CASES  # noqa: E402 - the table lives with the tests
+from callstorage.api.readiness import PENDING, readiness  # noqa: E402
+from cases import argocd_health, readiness as readiness_cases  # noqa: E402 - with the tests
+
+Obj = dict[str, Any]
+
+
+def _describe(condition: Obj) -> str:
+    reason, message = condition.get("reason") or "", condition.get("message") or ""
+    return f"{reason}: {message}" if reason and message else reason or message
+
+
+def expected_message(obj: Obj, health: str) -> str:
+    """The message Argo CD shows: the deciding condition's ``<reason>: <message>``, or
+    callstorage.api.readiness's own message while the Ready condition says nothing about
+    the current generation."""
+    conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+    if health == "Suspended":
+        return _describe(conditions["Suspended"])
+    if health == "Degraded":
+        return _describe(conditions["Stalled"])
+    r = readiness(obj)
+    ready = conditions.get("Ready")
+    if ready is None or (r.reason == PENDING and r.message != ready.get("message")):
+        return r.message
+    return _describe(ready)
+
+
+def cases() -> list[tuple[str, Obj, str]]:
+    """(id, object, health) of both tables."""
+    return ([(c.id, c.object, c.health) for c in readiness_cases.CASES]
+            + [(c.id, c.object, c.health) for c in argocd_health.CASES])
 
 _CM_HEADER = """\
 # Argo CD health checks and the "check" action for callstorage's kinds: merge into the
@@ -73,14 +106,17 @@ def expected() -> dict[Path, str]:
     files: dict[Path, str] = {CM: argocd_cm()}
     for kind in KINDS:
         tests = []
-        for case in (c for c in CASES if c.kind == kind):
-            path = f"testdata/{case.id}.yaml"
-            files[GROUP_DIR / kind / path] = yaml.safe_dump(case.obj, sort_keys=False)
-            tests.append({"healthStatus": {"status": case.status, "message": case.message},
+        for case_id, obj, health in cases():
+            if obj["kind"] != kind:
+                continue
+            path = f"testdata/{case_id}.yaml"
+            files[GROUP_DIR / kind / path] = yaml.safe_dump(obj, sort_keys=False)
+            tests.append({"healthStatus": {"status": health,
+                                           "message": expected_message(obj, health)},
                           "inputPath": path})
         files[GROUP_DIR / kind / "health_test.yaml"] = (
-            "# Generated from tests/cases/argocd_health.py by hack/argocd_health.py.\n"
-            + yaml.safe_dump({"tests": tests}, sort_keys=False))
+            "# Generated from tests/cases/readiness.py and tests/cases/argocd_health.py by\n"
+            "# hack/argocd_health.py.\n" + yaml.safe_dump({"tests": tests}, sort_keys=False))
     return files
 
 

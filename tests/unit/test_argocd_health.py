@@ -8,7 +8,9 @@
 
 The cases are the ``health_test.yaml`` and ``action_test.yaml`` files in Argo CD's
 ``resource_customizations`` layout, the files Argo CD's own tests would walk;
-``health_test.yaml`` and its testdata are generated from tests/cases/argocd_health.py.
+``health_test.yaml`` and its testdata are generated (hack/argocd_health.py) from the
+shared table tests/cases/readiness.py, whose rule is ``callstorage.api.readiness``, plus
+the rows of tests/cases/argocd_health.py.
 """
 
 from __future__ import annotations
@@ -170,6 +172,15 @@ def test_every_health_status_is_covered() -> None:
         assert ("ExternalStorage", status) in seen
     for status in ("Progressing", "Degraded", "Healthy"):
         assert ("CallType", status) in seen
+
+
+def test_extra_rows_follow_the_one_readiness_rule() -> None:
+    """The Argo-only rows are not a second rule: the Python readiness agrees with them."""
+    from callstorage.api.readiness import readiness
+    from cases.argocd_health import CASES
+
+    for case in CASES:
+        assert readiness(case.object).health == case.health, case.id
 
 
 def test_generated_files_match_the_case_table_and_scripts() -> None:
