@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "operator")]
 
 from callstorage.api.readiness import PENDING, readiness  # noqa: E402
 from cases import argocd_health  # noqa: E402 - with the tests
-from cases import readiness as readiness_cases
+from cases import readiness as readiness_cases  # noqa: E402
 
 Obj = dict[str, Any]
 
