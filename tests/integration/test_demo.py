@@ -65,13 +65,6 @@ def test_stopping_with_a_closed_stdout_still_removes_the_run_directory(
         output = _read_until(proc, "press Ctrl-C", timeout=240)
         (run_dir,) = _run_dirs(tmp_path)
         assert (run_dir / "cp").is_dir()
-        if command == "demo":
-            # the next steps a new user wants, with this run's paths
-            assert f"export KUBECONFIG={run_dir}" in output
-            assert "status -A" in output
-            assert "check s3-readwrite -n callstorage-demo" in output
-            assert "WriteOnly" in output
-            assert "policy s3-writeonly -n callstorage-demo" in output
         assert proc.stdout is not None
         proc.stdout.close()  # the reader (tee) is gone
         proc.send_signal(signum)
@@ -81,6 +74,13 @@ def test_stopping_with_a_closed_stdout_still_removes_the_run_directory(
         while leftovers(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert leftovers(marker) == []
+        if command == "demo":
+            # the next steps a new user wants, with this run's paths
+            assert f"export KUBECONFIG={run_dir}" in output
+            assert "status -A" in output
+            assert "check s3-readwrite -n callstorage-demo" in output
+            assert "WriteOnly" in output
+            assert "policy s3-writeonly -n callstorage-demo" in output
     finally:
         if proc.poll() is None:
             proc.kill()
