@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from testbed import kubeutil
+
 pytestmark = pytest.mark.integration
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -108,9 +110,14 @@ spec: {externalStorage: recordings}
 """
 
 
-def test_printer_columns(kubectl: Any, namespace: str) -> None:
+@pytest.mark.usefixtures("operator")
+def test_printer_columns(kubectl: Any, namespace: str, kube_api: Any) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=EXS)
     kubectl("apply", "-n", namespace, "-f", "-", input=CT)
+    # the operator's own answers first, so the status written below is not overwritten
+    kubeutil.wait_ready(kube_api, "externalstorages", namespace, "recordings", "False",
+                        "AmbientCredentialsDisabled")
+    kubeutil.wait_ready(kube_api, "calltypes", namespace, "default", "False")
     assert header(kubectl, "exs", namespace) == [
         "NAME", "TYPE", "BUCKET", "MODE", "READY", "REASON", "LAST VALIDATED", "AGE"]
     assert header(kubectl, "ct", namespace) == [
