@@ -50,6 +50,7 @@ def rule(tmp_path_factory: pytest.TempPathFactory) -> Obj:
     home = tmp_path_factory.mktemp("helm-home")
     env = {f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}
     out = run([str(binaries.find("helm")), "template", RELEASE, str(CHART), "-n", NAMESPACE,
+               f"--kube-version={binaries.KUBERNETES_VERSION.lstrip('v')}",
                "--set", "metrics.prometheusRule.enabled=true"], env=env).stdout
     (found,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PrometheusRule"]
     return found
@@ -86,9 +87,9 @@ def test_rules_name_only_series_the_operator_exports(rule: Obj) -> None:
         assert f'job="{JOB}"' in r["expr"], r["alert"]  # this release's operator only
 
 
-def _series(name: str, values: str, **labels: str) -> Obj:
+def _series(metric: str, values: str, /, **labels: str) -> Obj:
     matchers = ", ".join(f'{k}="{v}"' for k, v in {"job": JOB, **labels}.items())
-    return {"series": f"{name}{{{matchers}}}", "values": values}
+    return {"series": f"{metric}{{{matchers}}}", "values": values}
 
 
 def _alert(at: str, name: str, *labels: dict[str, str]) -> Obj:
