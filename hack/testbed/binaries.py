@@ -25,6 +25,9 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.19.5"
 KUBECONFORM_VERSION = "v0.7.0"
+# MinIO has no semver tags: a pseudo-version of its main branch (upstream is no longer
+# maintained; this commit is its last). Only the media benchmark needs it.
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 
 # Staging modules of k8s.io/kubernetes; each is published as k8s.io/<name> v0.<minor>.<patch>.
 _K8S_STAGING = (
@@ -143,9 +146,26 @@ def _kubeconform() -> GoBuild:
     )
 
 
+def _minio() -> GoBuild:
+    go_mod = (
+        "module callstorage.local/minio\n\ngo 1.24\n\n"
+        f"require github.com/minio/minio {MINIO_VERSION}\n"
+    )
+    return GoBuild(
+        name="minio",
+        version=MINIO_VERSION,
+        binaries=("minio",),
+        go_mod=go_mod,
+        packages=("github.com/minio/minio",),
+        ldflags="-s -w",
+    )
+
+
 BUILDS: dict[str, GoBuild] = {
-    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform())
+    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _minio())
 }
+# Built only when asked for by name (``find("minio")``): not part of ``prepare``/make test.
+ON_DEMAND = frozenset({"minio"})
 # binary name -> the build that makes it
 _BY_BINARY = {binary: b for b in BUILDS.values() for binary in b.binaries}
 
@@ -218,6 +238,7 @@ def find(binary: str) -> Path:
 
 
 def ensure_all(names: list[str] | None = None) -> dict[str, Path]:
-    """Find or build every binary (or those named); returns binary -> path."""
-    wanted = names or list(_BY_BINARY)
+    """Find or build every binary but the on-demand ones (or those named); returns
+    binary -> path."""
+    wanted = names or [n for n in _BY_BINARY if n not in ON_DEMAND]
     return {n: find(n) for n in wanted}

@@ -18,6 +18,7 @@ from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import azure, gcs, s3
 from callstorage.providers.base import (
     Capabilities,
+    MediaClient,
     ProviderError,
     ProviderInputs,
     Reason,
@@ -27,8 +28,10 @@ from callstorage.settings import Settings
 
 __all__ = [
     "BUILDERS",
+    "MEDIA_BUILDERS",
     "Builder",
     "build_client",
+    "build_media_client",
     "probe_key",
     "run_check",
     "validate_storage",
@@ -42,6 +45,26 @@ BUILDERS: dict[str, Builder] = {
     "abs": azure.build,
 }
 
+MediaBuilder = Callable[[ExternalStorageSpec, ProviderInputs, Settings, int], MediaClient]
+
+
+def _gcs_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+               connections: int) -> MediaClient:
+    return gcs.build(spec, inputs, settings)  # one session: chunks go in order
+
+
+def _azure_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+                 connections: int) -> MediaClient:
+    return azure.build(spec, inputs, settings)
+
+
+#: The same builders (Secret parsing, endpoint policy, CA, timeouts) for the media path.
+MEDIA_BUILDERS: dict[str, MediaBuilder] = {
+    "s3": s3.build_media,
+    "gcs": _gcs_media,
+    "abs": _azure_media,
+}
+
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"
 
 
@@ -53,6 +76,16 @@ def build_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Se
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
     return builder(spec, inputs, settings)
+
+
+def build_media_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+                       connections: int = 8) -> MediaClient:
+    """A client for uploads and read URLs, built exactly as for validation (same Secret
+    keys, endpoint checks and timeouts); ``connections`` bounds parallel requests."""
+    builder = MEDIA_BUILDERS.get(spec.storage_type)
+    if builder is None:
+        raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
+    return builder(spec, inputs, settings, connections)
 
 
 def _prefixes(spec: ExternalStorageSpec) -> list[str]:

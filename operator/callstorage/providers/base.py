@@ -93,3 +93,52 @@ class StorageClient(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+class PartialUpload(Protocol):
+    """One object being written in parts. Nothing is visible under its key until
+    ``complete`` returns (S3 multipart, Azure block list, GCS resumable session), so an
+    interrupted upload never leaves a partial object where readers look."""
+
+    def upload_part(self, number: int, data: bytes | bytearray, offset: int,
+                    crc32c: int, final_size: int | None) -> None:
+        """Send part ``number`` (1-based) holding the bytes at ``offset``; safe to repeat.
+        ``final_size`` (the object's size) is given with the last part only, as a GCS
+        session needs it there. Raises ProviderError."""
+
+    def complete(self, total_size: int) -> None:
+        """Make the object appear, whole, under its key. Raises ProviderError."""
+
+    def abort(self) -> None:
+        """Drop what was sent (best effort: never raises)."""
+
+
+@dataclass(frozen=True)
+class PartRules:
+    """How a provider wants an object cut into parts."""
+
+    #: Parts may be sent concurrently (S3, Azure); a GCS session takes them in order.
+    parallel: bool
+    min_part_size: int
+    max_part_size: int
+    max_parts: int
+    #: Every part but the last must be a multiple of this (GCS: 256 KiB).
+    alignment: int = 1
+
+
+class MediaClient(StorageClient, Protocol):
+    """What the media path (``callstorage.media``) needs beyond validation: large uploads
+    in parts, and time-limited read URLs. Implemented by each provider's client."""
+
+    part_rules: PartRules
+
+    def put_whole(self, key: str, data: bytes | bytearray, content_type: str,
+                  crc32c: int) -> None:
+        """Write a small object in one request (atomic). Raises ProviderError."""
+
+    def start_upload(self, key: str, content_type: str) -> PartialUpload:
+        """Begin a multi-part upload of ``key``. Raises ProviderError."""
+
+    def presigned_get_url(self, key: str, expires_s: int) -> str:
+        """A URL that downloads ``key`` without other credentials for ``expires_s``
+        seconds (S3 presign, GCS V4 signed URL, Azure SAS). Raises ProviderError."""
