@@ -9,13 +9,14 @@ timeout: the operator runs these functions in worker threads.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import secrets
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from callstorage.api.prefixes import effective_prefixes, normalize_prefix
 from callstorage.api.v1alpha1 import ExternalStorageSpec
-from callstorage.providers import azure, gcs, s3
 from callstorage.providers.base import (
     Capabilities,
     MediaClient,
@@ -39,31 +40,45 @@ __all__ = [
 
 Builder = Callable[[ExternalStorageSpec, ProviderInputs, Settings], StorageClient]
 
-BUILDERS: dict[str, Builder] = {
-    "s3": s3.build,
-    "gcs": gcs.build,
-    "abs": azure.build,
-}
+# Provider modules are imported on first use: each SDK costs tens of MB of memory, and a
+# process that writes media to one provider (see bench/media.py) should pay for that one.
+_MODULES = {"s3": "s3", "gcs": "gcs", "abs": "azure"}
+
+
+def _provider(storage_type: str) -> Any:
+    return importlib.import_module(f"callstorage.providers.{_MODULES[storage_type]}")
+
+
+def _builder(storage_type: str) -> Builder:
+    def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
+              ) -> StorageClient:
+        client: StorageClient = _provider(storage_type).build(spec, inputs, settings)
+        return client
+    build.__name__ = f"build_{storage_type}"
+    return build
+
+
+BUILDERS: dict[str, Builder] = {t: _builder(t) for t in _MODULES}
 
 MediaBuilder = Callable[[ExternalStorageSpec, ProviderInputs, Settings, int], MediaClient]
 
 
-def _gcs_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
-               connections: int) -> MediaClient:
-    return gcs.build(spec, inputs, settings)  # one session: chunks go in order
-
-
-def _azure_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
-                 connections: int) -> MediaClient:
-    return azure.build(spec, inputs, settings)
+def _media_builder(storage_type: str) -> MediaBuilder:
+    def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+              connections: int) -> MediaClient:
+        module = _provider(storage_type)
+        client: MediaClient
+        if hasattr(module, "build_media"):
+            client = module.build_media(spec, inputs, settings, connections)
+        else:
+            client = module.build(spec, inputs, settings)
+        return client
+    build.__name__ = f"build_media_{storage_type}"
+    return build
 
 
 #: The same builders (Secret parsing, endpoint policy, CA, timeouts) for the media path.
-MEDIA_BUILDERS: dict[str, MediaBuilder] = {
-    "s3": s3.build_media,
-    "gcs": _gcs_media,
-    "abs": _azure_media,
-}
+MEDIA_BUILDERS: dict[str, MediaBuilder] = {t: _media_builder(t) for t in _MODULES}
 
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"
 

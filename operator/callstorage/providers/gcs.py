@@ -10,6 +10,7 @@ operator will POST to, so unless it is Google's own it goes through the endpoint
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -236,10 +237,10 @@ class GCSUpload:
                 f"resumable upload of {self._owner.bucket}/{self._key} was not finished"))
 
     def abort(self) -> None:
-        try:  # a cancelled session leaves nothing behind
+        # A cancelled session leaves nothing behind; best effort: unfinished sessions
+        # expire after a week anyway.
+        with contextlib.suppress(Exception):
             self._http.delete(self._url, timeout=self._owner._timeout)
-        except Exception:  # noqa: S110 - best effort: unfinished sessions expire in a week
-            pass
 
 
 _STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
