@@ -295,7 +295,7 @@ class GCSServer:
                             {"Content-Type": "application/xml; charset=UTF-8"})
 
         try:
-            email, date, _location, _service, _ = q["X-Goog-Credential"].split("/")
+            email, _date, _location, _service, _ = q["X-Goog-Credential"].split("/")
             signed_at = dt.datetime.strptime(q["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(
                 tzinfo=dt.UTC)
             expires = int(q["X-Goog-Expires"])
@@ -468,7 +468,10 @@ class GCSServer:
             upload_id = secrets.token_urlsafe(16)
             with self._lock:
                 self._uploads[upload_id] = _Upload(bucket, meta, principal)
-            location = (f"{self.endpoint}/upload/storage/v1/b/{urllib.parse.quote(bucket)}/o"
+            # on the host the client reached (a relay in front of us, say), as GCS does
+            host = req.headers.get("Host")
+            base = f"http://{host}" if host else self.endpoint
+            location = (f"{base}/upload/storage/v1/b/{urllib.parse.quote(bucket)}/o"
                         f"?uploadType=resumable&upload_id={upload_id}")
             return Response(200, b"", {"Location": location})
         else:
