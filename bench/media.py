@@ -128,7 +128,7 @@ def _run_child(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(Path(out.name).read_text())
     size = os.path.getsize(cfg["path"])
     result.update(MBps=round(size / 1e6 / result["seconds"], 1),
-                  peak_rss_MiB=round(usage.ru_maxrss / 1024, 1),
+                  peak_rss_MiB=round(result.pop("peak_rss_kib") / 1024, 1),
                   cpu_s=round(usage.ru_utime + usage.ru_stime, 2),
                   seconds=round(result["seconds"], 2))
     return result
@@ -185,6 +185,11 @@ def _servers(names: list[str], work: Path) -> Any:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["worker"]:
         result = _worker(argv[1], json.loads(argv[2]))
+        # VmHWM belongs to this process image: fork+exec starts it afresh, while the
+        # ru_maxrss a parent gets from wait4 includes the parent's pages before exec.
+        status = Path("/proc/self/status").read_text()
+        hwm = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        result["peak_rss_kib"] = int(hwm.split()[1])
         Path(argv[3]).write_text(json.dumps(result))
         return 0
     env = os.environ

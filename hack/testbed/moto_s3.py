@@ -51,7 +51,7 @@ def _answer_missing_buckets_like_s3() -> None:
 
 
 def _check_presigned(resp: Any, bucket: str, key: str) -> None:
-    """Accept a SigV4 presigned GET/HEAD of an object, or raise S3's error."""
+    """Accept a SigV4 presigned GET/HEAD/PUT of an object, or raise S3's error."""
     from moto.iam.access_control import (
         CreateAccessKeyFailure,
         IAMPolicy,
@@ -72,7 +72,9 @@ def _check_presigned(resp: Any, bucket: str, key: str) -> None:
     except (KeyError, ValueError):
         raise S3ClientError("AuthorizationQueryParametersError",
                             "Query-string authentication is malformed") from None
-    if q.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" or resp.method not in ("GET", "HEAD"):
+    action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}.get(
+        resp.method)
+    if q.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" or action is None or not key:
         raise S3AccessDeniedError()
     try:
         user_key = IAMUserAccessKey(account_id=resp.current_account, partition="aws",
@@ -107,7 +109,7 @@ def _check_presigned(resp: Any, bucket: str, key: str) -> None:
     resource = f"arn:aws:s3:::{bucket}/{key}"
     allowed = False
     for policy in user_key.collect_policies():
-        result = IAMPolicy(policy).is_action_permitted("s3:GetObject", resource)
+        result = IAMPolicy(policy).is_action_permitted(action, resource)
         if result == PermissionResult.DENIED:
             raise S3AccessDeniedError()
         allowed = allowed or result == PermissionResult.PERMITTED

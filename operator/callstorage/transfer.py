@@ -2,9 +2,11 @@
 
 The provider-neutral half of the media path (``callstorage.media`` is the other): a
 source (a file path, bytes, a binary file-like object or an iterator of bytes, as a
-recorder produces them) is read in parts of a fixed size; at most ``concurrency + 2``
-parts exist at once (those being sent, the one being read and one read ahead), whatever
-the object's size, so a 4 GB recording costs the same memory as a 40 MB one. An object
+recorder produces them) is cut in parts of a fixed size. A file on disk is sent part by
+part straight from the file (``FileWindow``), so its upload holds no part in memory;
+streams are read into memory, and at most ``concurrency + 2`` parts exist at once (those
+being sent, the one being read and one read ahead), whatever the object's size, so a 4 GB
+recording costs the same memory as a 40 MB one. An object
 that fits in one part goes in one request; a larger one through the provider's
 multi-part mechanism (``MediaClient.start_upload``), which shows nothing under the key
 until every part has arrived, so an interrupted upload never leaves a partial object
@@ -32,7 +34,15 @@ from typing import IO, Any, Final, TypeAlias
 
 import google_crc32c
 
-from callstorage.providers.base import MediaClient, PartialUpload, PartRules, ProviderError, Reason
+from callstorage.providers.base import (
+    FileWindow,
+    MediaClient,
+    PartData,
+    PartialUpload,
+    PartRules,
+    ProviderError,
+    Reason,
+)
 
 MiB: Final = 1024 * 1024
 DEFAULT_PART_SIZE: Final = 8 * MiB
@@ -91,9 +101,11 @@ class _Reader:
         self._chunks: Iterator[bytes] | None = None
         self._left = b""
         self._file: IO[bytes] | None = None
+        self.fd: int | None = None  # a file on disk: parts can be sent from it directly
         if isinstance(source, str | os.PathLike):
             fh = open(source, "rb")  # noqa: SIM115 - closed by close()
             self._file, self._close = fh, fh.close
+            self.fd = fh.fileno()
             self.size = os.fstat(fh.fileno()).st_size
         elif isinstance(source, bytes | bytearray | memoryview):
             data = bytes(source)
@@ -212,21 +224,56 @@ def upload(client: MediaClient, key: str, source: Any, content_type: str,
     try:
         rules = client.part_rules
         part_size = part_size_for(reader.size, rules, options.part_size)
-        first = reader.read(part_size)
-        second = reader.read(part_size) if len(first) == part_size else b""
-        if not second:  # fits in one request: atomic by itself
-            crc = google_crc32c.value(first)
-            never = threading.Event()
-            _retrying(lambda: client.put_whole(key, first, content_type, crc), options,
-                      never)
-            return TransferResult(len(first), crc, 1)
-        return _multipart(client, key, reader, first, second, content_type, part_size,
-                          rules, options, pool)
+        parts: Iterator[tuple[PartData, int, bool]]
+        if reader.fd is not None and reader.size is not None and reader.size > part_size:
+            parts = _file_parts(reader.fd, reader.size, part_size)
+        else:
+            first = reader.read(part_size)
+            second = reader.read(part_size) if len(first) == part_size else b""
+            if not second:  # fits in one request: atomic by itself
+                crc = google_crc32c.value(first)
+                never = threading.Event()
+                _retrying(lambda: client.put_whole(key, first, content_type, crc), options,
+                          never)
+                return TransferResult(len(first), crc, 1)
+            parts = _memory_parts(reader, first, second, part_size)
+        return _multipart(client, key, parts, content_type, part_size, rules, options, pool)
     finally:
         reader.close()
 
 
-def _multipart(client: MediaClient, key: str, reader: _Reader, first: bytes, second: bytes,
+def _memory_parts(reader: _Reader, first: bytes, second: bytes, part_size: int
+                  ) -> Iterator[tuple[PartData, int, bool]]:
+    """Parts read into memory: (bytes, length, last). One part is read ahead, so the last
+    one is known as such when it is sent (a GCS session needs the size with it)."""
+    current, ahead = first, second
+    while current:
+        yield current, len(current), not ahead
+        current = ahead
+        ahead = reader.read(part_size) if current else b""
+
+
+def _file_parts(fd: int, size: int, part_size: int
+                ) -> Iterator[tuple[PartData, int, bool]]:
+    """Parts of a file on disk, sent from the file: (window, length, last)."""
+    for offset in range(0, size, part_size):
+        length = min(part_size, size - offset)
+        yield FileWindow(fd, offset, length), length, offset + length >= size
+
+
+def _checksums(data: PartData, whole: int) -> tuple[int, int]:
+    """CRC32C of the part, and the object's CRC32C so far extended by it."""
+    if isinstance(data, bytes):
+        return google_crc32c.value(data), google_crc32c.extend(whole, data)
+    part = 0
+    while block := data.read(MiB):
+        part = google_crc32c.extend(part, block)
+        whole = google_crc32c.extend(whole, block)
+    data.seek(0)
+    return part, whole
+
+
+def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, int, bool]],
                content_type: str, part_size: int, rules: PartRules,
                options: TransferOptions, pool: ThreadPoolExecutor | None) -> TransferResult:
     session: PartialUpload = client.start_upload(key, content_type)
@@ -239,11 +286,11 @@ def _multipart(client: MediaClient, key: str, reader: _Reader, first: bytes, sec
     futures: list[Future[None]] = []
     errors: list[BaseException] = []
 
-    def send(number: int, data: bytes, offset: int, final_size: int | None) -> None:
+    def send(number: int, data: PartData, offset: int, crc: int,
+             final_size: int | None) -> None:
         try:
             if slots.failed.is_set():
                 return
-            crc = google_crc32c.value(data)
             _retrying(lambda: session.upload_part(number, data, offset, crc, final_size),
                       options, slots.failed)
         except BaseException as exc:
@@ -258,26 +305,22 @@ def _multipart(client: MediaClient, key: str, reader: _Reader, first: bytes, sec
     offset = 0
     number = 0
     try:
-        current, ahead = first, second
-        while current:
+        for data, length, last in parts:
             number += 1
             if number > rules.max_parts:
                 raise ProviderError(Reason.INVALID_SPEC, f"{key}: more than {rules.max_parts} "
                                     f"parts of {part_size} bytes; use a larger part size")
-            whole = google_crc32c.extend(whole, current)
-            final = offset + len(current) if not ahead else None
+            crc, whole = _checksums(data, whole)
+            final = offset + length if last else None
             if parallel:
                 assert pool is not None
                 slots.acquire()
                 if slots.failed.is_set():
                     break
-                futures.append(pool.submit(send, number, current, offset, final))
+                futures.append(pool.submit(send, number, data, offset, crc, final))
             else:
-                send(number, current, offset, final)
-            offset += len(current)
-            current = ahead
-            # Read ahead only while it can matter: the last part must know it is last.
-            ahead = reader.read(part_size) if current else b""
+                send(number, data, offset, crc, final)
+            offset += length
         for future in futures:
             future.exception()  # wait for every part; errors are collected by send()
         if errors:

@@ -23,7 +23,7 @@ from callstorage.media import (
     content_type_for,
     plan,
 )
-from callstorage.providers.base import PartRules, ProviderError, Reason
+from callstorage.providers.base import PartRules, ProviderError, Reason, part_bytes
 from callstorage.transfer import TransferOptions, _Reader, part_size_for, upload
 
 PREFIXES = {"audio": "rec/audio", "video": "rec", "transcript": "tx", "metadata": ""}
@@ -198,6 +198,7 @@ class MemoryStore:
         self.lock = threading.Lock()
         self.sent: list[int] = []
         self.finals: list[int | None] = []
+        self.kinds: set[str] = set()
 
     def put_whole(self, key: str, data: bytes, content_type: str, crc32c: int) -> None:
         assert google_crc32c.value(data) == crc32c
@@ -208,8 +209,10 @@ class MemoryStore:
         parts: dict[int, bytes] = {}
 
         class Upload:
-            def upload_part(self, number: int, data: bytes, offset: int, crc32c: int,
+            def upload_part(self, number: int, data: Any, offset: int, crc32c: int,
                             final_size: int | None) -> None:
+                store.kinds.add(type(data).__name__)
+                data = part_bytes(data)
                 assert google_crc32c.value(data) == crc32c
                 with store.lock:
                     store.in_flight += 1
@@ -305,3 +308,17 @@ def test_sequential_providers_get_parts_in_order_and_the_size_with_the_last() ->
     assert store.finals == [None, None, None, None, 18]
     assert store.max_in_flight == 1
     assert store.objects["k"] == data
+
+
+def test_files_are_sent_from_disk_and_retried_parts_resend_the_same_bytes(
+    tmp_path: Any,
+) -> None:
+    data = os.urandom(50)
+    path = tmp_path / "rec.mp4"
+    path.write_bytes(data)
+    store = MemoryStore(S3ISH, fail={2: 1, 4: 1})
+    result = upload(store, "k", path, "video/mp4",  # type: ignore[arg-type]
+                    TransferOptions(part_size=10, concurrency=3, retry_delay=0.01))
+    assert store.kinds == {"FileWindow"}  # no part of a file is held in memory
+    assert store.objects["k"] == data
+    assert (result.size, result.parts, result.crc32c) == (50, 5, google_crc32c.value(data))

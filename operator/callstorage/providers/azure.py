@@ -30,7 +30,14 @@ from azure.storage.blob import (
 )
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
-from callstorage.providers.base import PartRules, ProviderError, ProviderInputs, Reason
+from callstorage.providers.base import (
+    PartData,
+    PartRules,
+    ProviderError,
+    ProviderInputs,
+    Reason,
+    part_bytes,
+)
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
 from callstorage.providers.transport import CABundle, network_error
@@ -217,11 +224,12 @@ class AzureUpload:
         self._blocks: set[int] = set()
         self._lock = threading.Lock()
 
-    def upload_part(self, number: int, data: bytes | bytearray, offset: int,
+    def upload_part(self, number: int, data: PartData, offset: int,
                     crc32c: int, final_size: int | None) -> None:
         o = self._owner
+        body = part_bytes(data)
         try:
-            self._blob.stage_block(block_id(number), bytes(data), length=len(data))
+            self._blob.stage_block(block_id(number), body, length=len(body))
         except Exception as exc:
             raise o._error(f"PutBlock {number} on {o.container}/{self._key}", exc) from None
         with self._lock:

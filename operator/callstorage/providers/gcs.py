@@ -29,7 +29,14 @@ from google.cloud import storage
 from google.oauth2 import service_account
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
-from callstorage.providers.base import PartRules, ProviderError, ProviderInputs, Reason
+from callstorage.providers.base import (
+    PartData,
+    PartRules,
+    ProviderError,
+    ProviderInputs,
+    Reason,
+    part_bytes,
+)
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
 from callstorage.providers.transport import CABundle, network_error
@@ -208,23 +215,24 @@ class GCSUpload:
         self._finalised = False
         self._lock = threading.Lock()  # one chunk at a time, in order
 
-    def upload_part(self, number: int, data: bytes | bytearray, offset: int,
+    def upload_part(self, number: int, data: PartData, offset: int,
                     crc32c: int, final_size: int | None) -> None:
         o = self._owner
-        end = offset + len(data) - 1
+        body = part_bytes(data)  # one chunk at a time: its memory is bounded anyway
+        end = offset + len(body) - 1
         total = "*" if final_size is None else str(final_size)
-        span = f"bytes {offset}-{end}/{total}" if data else f"bytes */{total}"
+        span = f"bytes {offset}-{end}/{total}" if body else f"bytes */{total}"
         what = f"chunk {number} of {o.bucket}/{self._key}"
         with self._lock:
-            answer = o._call(what, lambda: self._put(what, data, span))
+            answer = o._call(what, lambda: self._put(what, body, span))
             if final_size is not None:
                 if answer.status_code not in (200, 201):
                     raise ProviderError(Reason.ENDPOINT_UNREACHABLE, o._clean(
                         f"{what}: the session did not finish (HTTP {answer.status_code})"))
                 self._finalised = True
 
-    def _put(self, what: str, data: bytes | bytearray, span: str) -> requests.Response:
-        answer = self._http.put(self._url, data=bytes(data) if data else b"",
+    def _put(self, what: str, data: bytes, span: str) -> requests.Response:
+        answer = self._http.put(self._url, data=data,
                                 headers={"Content-Range": span},
                                 timeout=self._owner._timeout)
         if answer.status_code in (200, 201, 308):

@@ -24,6 +24,7 @@ from botocore.config import Config
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    PartData,
     PartRules,
     ProviderError,
     ProviderInputs,
@@ -213,7 +214,7 @@ class S3Upload:
         self._parts: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
-    def upload_part(self, number: int, data: bytes | bytearray, offset: int,
+    def upload_part(self, number: int, data: PartData, offset: int,
                     crc32c: int, final_size: int | None) -> None:
         o = self._owner
         checksum = _crc32c_b64(crc32c)
