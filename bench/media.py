@@ -2,13 +2,16 @@
 
 For each generated file (1 GiB and 4 GiB by default) and each S3 server (MinIO, built from
 its Go module, and moto, the tests' emulator, which keeps objects in Python memory and is
-measured only up to ``BENCH_MEDIA_MOTO_MAX_GB``), every run uploads the same file three
+measured only up to ``BENCH_MEDIA_MOTO_MAX_GB``), every run uploads the same file four
 ways, each in its own process (so its peak RSS is its own), in rotating order:
 
 - ``raw_put``: one streaming HTTP PUT of the file with ``http.client`` in 1 MiB writes, to
   a presigned URL (botocore only computes the signature): the transfer limit of one
   connection with no SDK in the way;
-- ``boto3_upload_file``: boto3's ``upload_file`` with boto3's defaults;
+- ``boto3_upload_file``: boto3's ``upload_file`` with boto3's defaults (over plain HTTP
+  botocore hashes every part with SHA-256 for the signature);
+- ``boto3_unsigned_payload``: the same with ``payload_signing_enabled=False``, as our
+  client is configured: shows how much of the difference is that one setting;
 - ``callstorage``: ``callstorage.transfer.upload`` through the client the media path
   builds (``providers.build_media_client``): 8 MiB parts, 8 in parallel, CRC32C per part.
 
@@ -37,7 +40,7 @@ from typing import Any
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-METHODS = ("raw_put", "boto3_upload_file", "callstorage")
+METHODS = ("raw_put", "boto3_upload_file", "boto3_unsigned_payload", "callstorage")
 # Seed 001's upload-time table, and the bitrates we assume for its rows.
 REFERENCE: dict[str, dict[str, Any]] = {
     "audio_2h": {"bitrate_kbps": 1536, "seconds": 7200, "seed_bound_s": 10,
@@ -53,7 +56,7 @@ def log(message: str) -> None:
     print(f"[bench-media] {message}", file=sys.stderr, flush=True)
 
 
-# --- the three uploaders (run in child processes) ------------------------------------------
+# --- the uploaders (run in child processes) ------------------------------------------
 
 
 def _worker(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -82,14 +85,17 @@ def _worker(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
         if answer.status != 200:
             raise RuntimeError(f"raw PUT answered {answer.status}")
         return {"seconds": time.perf_counter() - started}
-    if method == "boto3_upload_file":
+    if method in ("boto3_upload_file", "boto3_unsigned_payload"):
         import boto3
         from botocore.config import Config
 
+        s3: dict[str, Any] = {"addressing_style": "path"}
+        if method == "boto3_unsigned_payload":  # what callstorage's S3 client does too
+            s3["payload_signing_enabled"] = False
         client = boto3.client(
             "s3", endpoint_url=cfg["endpoint"], region_name="us-east-1",
             aws_access_key_id=cfg["key_id"], aws_secret_access_key=cfg["secret"],
-            config=Config(s3={"addressing_style": "path"}))
+            config=Config(s3=s3))
         started = time.perf_counter()
         client.upload_file(path, cfg["bucket"], cfg["key"])
         return {"seconds": time.perf_counter() - started}
@@ -244,7 +250,8 @@ def _bench_server(name: str, server: Any, files: dict[str, Path], runs: int,
             continue
         per_method: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
         for run in range(runs):
-            order = METHODS[run % 3:] + METHODS[:run % 3]
+            shift = run % len(METHODS)
+            order = METHODS[shift:] + METHODS[:shift]
             for method in order:
                 key = f"{method}/{label}-{run}"
                 cfg = {"endpoint": server.endpoint, "bucket": bucket, "key": key,
