@@ -1,7 +1,7 @@
 """``python -m testbed``: prepare the test bed, or run the local demo.
 
     prepare   find or build kube-apiserver, etcd, kube-controller-manager, helm,
-              kubeconform (cached in ~/.cache/callstorage) and install Azurite
+              kubeconform, kstatus (cached in ~/.cache/callstorage) and install Azurite
     up        start a control plane + S3 emulator and wait (for exploring by hand)
     demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C
     leftovers fail if any process of this run (CALLSTORAGE_TESTBED_RUN) still runs

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from callstorage.api import RESERVED_STORAGE_NAME
+from callstorage.api.readiness import readiness
 from callstorage.client import (
     CallStorageError,
     CallTypeNotFound,
@@ -30,7 +31,6 @@ from callstorage.client import (
     api_client_from_config,
     find_call_type,
     get_external_storage_object,
-    readiness,
 )
 
 if TYPE_CHECKING:

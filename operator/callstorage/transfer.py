@@ -47,9 +47,6 @@ from callstorage.providers.base import (
 MiB: Final = 1024 * 1024
 DEFAULT_PART_SIZE: Final = 8 * MiB
 DEFAULT_CONCURRENCY: Final = 8
-#: Failures worth sending the same bytes again: the endpoint did not answer in time or
-#: the connection broke. Refusals (credentials, permissions, a missing bucket) are final.
-RETRYABLE: Final = frozenset({Reason.ENDPOINT_UNREACHABLE, Reason.TIMEOUT})
 
 #: What can be uploaded: a path, bytes, a binary file-like object, or an iterable of bytes.
 Source: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] " \
@@ -204,7 +201,10 @@ def _retrying(fn: Callable[[], None], options: TransferOptions, stop: threading.
             fn()
             return
         except ProviderError as exc:
-            if exc.reason not in RETRYABLE or attempt == options.attempts or stop.is_set():
+            # Worth sending the same bytes again only when the network or the service
+            # failed; what needs a person (credentials, permissions, a missing bucket:
+            # the reasons' policy says which) fails at once.
+            if exc.stalled or attempt == options.attempts or stop.is_set():
                 raise
         time.sleep(options.retry_delay * 2 ** (attempt - 1))
 

@@ -31,11 +31,13 @@ from azure.storage.blob import (
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    ErrorRule,
     PartData,
     PartRules,
     ProviderError,
     ProviderInputs,
     Reason,
+    lookup_error,
     part_bytes,
 )
 from callstorage.providers.credentials import SecretKeys, redact
@@ -59,19 +61,28 @@ CREDENTIAL_ERROR_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticati
 NOT_FOUND_CODES = frozenset({"ContainerNotFound", "ResourceNotFound", "AccountNotFound"})
 
 
+ERROR_TABLE: tuple[ErrorRule, ...] = (
+    ErrorRule(Reason.INVALID_CREDENTIALS, codes=CREDENTIAL_ERROR_CODES,
+              why="the account key or the service principal is wrong"),
+    ErrorRule(Reason.INVALID_CREDENTIALS, status=401),
+    ErrorRule(Reason.BUCKET_NOT_FOUND, codes=NOT_FOUND_CODES),
+    ErrorRule(Reason.BUCKET_NOT_FOUND, status=404),
+    # AuthorizationPermissionMismatch, AuthorizationFailure (a firewall rule), ...
+    ErrorRule(Reason.ACCESS_DENIED, status=403),
+    ErrorRule(Reason.INVALID_SPEC, codes=frozenset({"InvalidResourceName",
+                                                    "OutOfRangeInput"})),
+    ErrorRule(Reason.SERVICE_ERROR, codes=frozenset({
+        "ServerBusy", "OperationTimedOut", "InternalError", "ContainerBeingDeleted"})),
+)
+
+
 def reason_for_error(status: int, code: str, message: str) -> Reason:
     """The reason an Azure Storage error stands for."""
-    if code in CREDENTIAL_ERROR_CODES or "failed to authenticate" in message.lower():
+    # Azurite answers a bad SharedKey signature with AuthorizationFailure and Azure's
+    # "Server failed to authenticate the request" text; a firewall uses the same code.
+    if "failed to authenticate" in message.lower():
         return Reason.INVALID_CREDENTIALS
-    if status == 401:
-        return Reason.INVALID_CREDENTIALS
-    if code in NOT_FOUND_CODES or status == 404:
-        return Reason.BUCKET_NOT_FOUND
-    if status == 403:  # AuthorizationPermissionMismatch, AuthorizationFailure (firewall), ...
-        return Reason.ACCESS_DENIED
-    if 400 <= status < 500 and status != 429:  # InvalidResourceName, ...
-        return Reason.INVALID_SPEC
-    return Reason.ENDPOINT_UNREACHABLE
+    return lookup_error(ERROR_TABLE, status, code)
 
 
 MiB = 1024 * 1024

@@ -12,56 +12,27 @@ import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol, TypeAlias
 
+from callstorage.api.capabilities import Capabilities
+from callstorage.api.reasons import Reason, is_stalled
 
-class Reason(StrEnum):
-    """``Ready`` condition reasons of an ExternalStorage (see API.md)."""
-
-    VALIDATED = "Validated"
-    INVALID_SPEC = "InvalidSpec"
-    SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason name, not a secret
-    SECRET_KEY_MISSING = "SecretKeyMissing"  # noqa: S105 - a reason name
-    AMBIENT_CREDENTIALS_DISABLED = "AmbientCredentialsDisabled"
-    INVALID_CREDENTIALS = "InvalidCredentials"
-    ACCESS_DENIED = "AccessDenied"
-    BUCKET_NOT_FOUND = "BucketNotFound"
-    ENDPOINT_UNREACHABLE = "EndpointUnreachable"
-    TIMEOUT = "Timeout"
-    ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
-    SUSPENDED = "Suspended"
+__all__ = ["Capabilities", "ProviderError", "ProviderInputs", "Reason", "StorageClient"]
 
 
 class ProviderError(Exception):
     """A validation failure with a reason code and a message safe to publish."""
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    def __init__(self, reason: Reason, message: str, stalled: bool | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        # None: the reason's policy decides; True where this instance of a usually
+        # transient reason needs a person (a host name that does not resolve)
+        self.stalled = is_stalled(reason) if stalled is None else stalled
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What the credentials proved able to do; ``False`` means "not proven", not "denied"."""
-
-    write: bool = False
-    read: bool = False
-    list: bool = False
-
-    def merged(self, other: Capabilities) -> Capabilities:
-        return Capabilities(
-            write=self.write or other.write,
-            read=self.read or other.read,
-            list=self.list or other.list,
-        )
-
-    def as_status(self) -> dict[str, bool]:
-        return {"write": self.write, "read": self.read, "list": self.list}
 
 
 @dataclass(frozen=True)
@@ -95,6 +66,31 @@ class StorageClient(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """One row of a provider's error table: an HTTP status and/or a provider error code,
+    and the reason it stands for. Whether that reason is retried or needs a person is the
+    reason's policy (``callstorage.api.reasons.POLICY``), never the row's."""
+
+    reason: Reason
+    status: int | None = None  # None: any status
+    codes: frozenset[str] = frozenset()  # empty: any code
+    why: str = ""
+
+
+def lookup_error(table: tuple[ErrorRule, ...], status: int, code: str) -> Reason:
+    """The first row of ``table`` matching (status, code); rows go from specific to
+    general. Whatever no row names is retried: an answer we do not know is no proof that
+    the spec is wrong."""
+    for rule in table:
+        if rule.status is not None and rule.status != status:
+            continue
+        if rule.codes and code not in rule.codes:
+            continue
+        return rule.reason
+    return Reason.SERVICE_ERROR
 
 
 class FileWindow(io.RawIOBase):

@@ -30,11 +30,13 @@ from google.oauth2 import service_account
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    ErrorRule,
     PartData,
     PartRules,
     ProviderError,
     ProviderInputs,
     Reason,
+    lookup_error,
     part_bytes,
 )
 from callstorage.providers.credentials import SecretKeys, redact
@@ -56,17 +58,21 @@ GCS_PART_RULES = PartRules(parallel=False, min_part_size=256 * 1024,
                            alignment=256 * 1024)
 
 
-def reason_for_status(status: int) -> Reason:
-    """The reason a GCS JSON-API status stands for."""
-    if status == 401:
-        return Reason.INVALID_CREDENTIALS
-    if status == 403:
-        return Reason.ACCESS_DENIED
-    if status == 404:
-        return Reason.BUCKET_NOT_FOUND
-    if 400 <= status < 500 and status != 429:  # an invalid bucket or object name
-        return Reason.INVALID_SPEC
-    return Reason.ENDPOINT_UNREACHABLE
+# GCS JSON-API errors: the status, and the first error's "reason" as the code.
+ERROR_TABLE: tuple[ErrorRule, ...] = (
+    ErrorRule(Reason.INVALID_CREDENTIALS, status=401),
+    ErrorRule(Reason.ACCESS_DENIED, status=403),
+    ErrorRule(Reason.BUCKET_NOT_FOUND, status=404),
+    ErrorRule(Reason.INVALID_SPEC, status=400, codes=frozenset({"invalid",
+                                                                "invalidBucketName"}),
+              why="the bucket name is not valid for GCS"),
+    ErrorRule(Reason.SERVICE_ERROR, status=429),
+)
+
+
+def reason_for_status(status: int, code: str = "") -> Reason:
+    """The reason a GCS JSON-API status (and error reason) stands for."""
+    return lookup_error(ERROR_TABLE, status, code)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -187,7 +193,7 @@ class GCSStorageClient:
             message = _api_message(exc)
             if status == 404 and not message:
                 message = "the bucket does not exist"
-            return ProviderError(reason_for_status(status), self._clean(
+            return ProviderError(reason_for_status(status, _api_code(exc)), self._clean(
                 f"{what} returned {status} {_STATUS_NAMES.get(status, '')}".rstrip()
                 + (f": {message}" if message else "")))
         if isinstance(exc, google.auth.exceptions.RefreshError):
@@ -256,6 +262,14 @@ _STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404:
                  503: "Service Unavailable"}
 
 
+def _api_code(exc: api_exceptions.GoogleAPICallError) -> str:
+    """The first error's ``reason`` (GCS's error code, e.g. ``invalid``), if any."""
+    for error in exc.errors or []:
+        if isinstance(error, dict) and error.get("reason"):
+            return str(error["reason"])
+    return ""
+
+
 def _api_message(exc: api_exceptions.GoogleAPICallError) -> str:
     """The server's own message, without the request line api_core puts before it."""
     for error in exc.errors or []:
@@ -279,9 +293,10 @@ def _load_key(keys: SecretKeys) -> dict[str, Any]:
     raw = keys.require(CREDENTIALS_JSON)
     try:
         info = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a key file is shallow; deep nesting is garbage
         raise ProviderError(Reason.INVALID_CREDENTIALS,
-                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not JSON") from None
+                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not a JSON "
+                            "service-account key") from None
     if not isinstance(info, dict) or info.get("type") != "service_account":
         raise ProviderError(Reason.INVALID_CREDENTIALS,
                             f"key {CREDENTIALS_JSON!r} of {keys.what} is not a service-account "

@@ -24,11 +24,13 @@ from botocore.config import Config
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    ErrorRule,
     PartData,
     PartRules,
     ProviderError,
     ProviderInputs,
     Reason,
+    lookup_error,
 )
 from callstorage.providers.clientcache import ClientCache, Closer, digest
 from callstorage.providers.credentials import SecretKeys, redact
@@ -52,21 +54,30 @@ REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed",
                           "IllegalLocationConstraintException", "301"})
 
 
+# code -> reason, most specific first. HEAD answers carry no body, so their "code" is the
+# bare status ("403", "404"). Anything not listed is a ServiceError and is retried.
+ERROR_TABLE: tuple[ErrorRule, ...] = (
+    ErrorRule(Reason.INVALID_CREDENTIALS, codes=CREDENTIAL_ERROR_CODES,
+              why="the key id, secret or session token is wrong or expired"),
+    ErrorRule(Reason.BUCKET_NOT_FOUND, codes=NOT_FOUND_CODES),
+    ErrorRule(Reason.BUCKET_NOT_FOUND, status=404),
+    ErrorRule(Reason.INVALID_SPEC, codes=REGION_CODES, why="spec.s3.region is wrong"),
+    ErrorRule(Reason.INVALID_SPEC, status=301, why="spec.s3.region is wrong"),
+    ErrorRule(Reason.INVALID_SPEC, codes=frozenset({"InvalidBucketName"})),
+    ErrorRule(Reason.INVALID_CREDENTIALS, status=401),
+    ErrorRule(Reason.ACCESS_DENIED, codes=frozenset({"AccessDenied", "AllAccessDisabled",
+                                                     "AccountProblem"})),
+    ErrorRule(Reason.ACCESS_DENIED, status=403),
+    # throttling, timeouts, conflicts and server errors pass by themselves
+    ErrorRule(Reason.SERVICE_ERROR, codes=frozenset({
+        "SlowDown", "RequestTimeout", "OperationAborted", "ServiceUnavailable",
+        "InternalError", "Throttling", "TooManyRequests", "PreconditionFailed"})),
+)
+
+
 def reason_for_code(code: str, status: int) -> Reason:
     """The reason an S3 error code (or bare status, for HEAD requests) stands for."""
-    if code in CREDENTIAL_ERROR_CODES:
-        return Reason.INVALID_CREDENTIALS
-    if code in NOT_FOUND_CODES or status == 404:
-        return Reason.BUCKET_NOT_FOUND
-    if code in REGION_CODES or status == 301:
-        return Reason.INVALID_SPEC
-    if status in (401,):
-        return Reason.INVALID_CREDENTIALS
-    if status == 403 or code in ("AccessDenied", "AllAccessDisabled", "AccountProblem"):
-        return Reason.ACCESS_DENIED
-    if 400 <= status < 500 and status != 429:  # InvalidBucketName, InvalidRegionName, ...
-        return Reason.INVALID_SPEC
-    return Reason.ENDPOINT_UNREACHABLE  # 5xx, throttling: the service did not do its job
+    return lookup_error(ERROR_TABLE, status, code)
 
 
 MiB = 1024 * 1024
