@@ -50,6 +50,9 @@ class KillableProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.dead.is_set():  # raced with kill(): a dead endpoint accepts nothing
+                client.close()
+                return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), 5)
             except OSError:
@@ -101,6 +104,8 @@ class KillableProxy:
             self._budget = None
             conns, self._conns = self._conns, []
             self.dead.set()
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            self._listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._listener.close()
         for conn in conns:
