@@ -175,6 +175,18 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "runs": runs}
 
 
+def _server_versions(names: list[str]) -> dict[str, str]:
+    from importlib.metadata import version
+
+    from testbed.binaries import MINIO_VERSION
+
+    known = {"minio": f"MinIO github.com/minio/minio@{MINIO_VERSION}, built from its Go "
+                      "module; data on local disk",
+             "moto": f"moto {version('moto')} server mode, IAM enforced (objects in Python "
+                     "memory)"}
+    return {n: known.get(n, "?") for n in names}
+
+
 def _servers(names: list[str], work: Path) -> Any:
     from testbed.minio import MinIOServer
     from testbed.s3 import S3Server
@@ -210,7 +222,9 @@ def main(argv: list[str]) -> int:
     report: dict[str, Any] = {
         "benchmark": "media upload",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+                    "platform": platform.platform(),
+                    "load_average_at_start": [round(x, 1) for x in os.getloadavg()]},
+        "servers": _server_versions(servers),
         "settings": {"runs": runs, "part_size_MiB": part_size / MiB,
                      "concurrency": concurrency, "units": "MB = 10^6 bytes; RSS in MiB"},
         "files": {}, "results": {},
@@ -229,6 +243,7 @@ def main(argv: list[str]) -> int:
             with server:
                 report["results"][name] = _bench_server(
                     name, server, files, runs, part_size, concurrency, moto_max)
+        report["machine"]["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
         report["reference"] = _reference(report)
         report["targets"] = _targets(report)
     finally:
