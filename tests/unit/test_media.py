@@ -322,3 +322,43 @@ def test_files_are_sent_from_disk_and_retried_parts_resend_the_same_bytes(
     assert store.kinds == {"FileWindow"}  # no part of a file is held in memory
     assert store.objects["k"] == data
     assert (result.size, result.parts, result.crc32c) == (50, 5, google_crc32c.value(data))
+
+
+def spec_of(spec: dict[str, Any]) -> Any:
+    from callstorage.api import parse_external_storage
+
+    return parse_external_storage({"apiVersion": "callstorage.io/v1alpha1",
+                                   "kind": "ExternalStorage",
+                                   "metadata": {"name": "s", "namespace": "app"},
+                                   "spec": spec})
+
+
+S3_SPEC = {"storageType": "s3", "bucket": "other-bucket",
+           "s3": {"region": "us-east-1", "credentialsSecretRef": {"name": "c"}}}
+
+
+def test_a_changed_bucket_still_serves_the_pinned_place() -> None:
+    from callstorage.media import _check_same_place
+
+    _check_same_place(location(), spec_of(S3_SPEC), "app/my-s3")  # no error
+
+
+@pytest.mark.parametrize(("pin", "spec", "reason"), [
+    (location(), {"storageType": "gcs", "bucket": "bbb",
+                  "gcs": {"credentialsSecretRef": {"name": "c"}}}, "ProviderChanged"),
+    (location(), {**S3_SPEC, "s3": {**S3_SPEC["s3"], "endpoint": "https://minio.example"}},
+     "EndpointChanged"),
+    (location(endpoint="https://minio.example"), S3_SPEC, "EndpointChanged"),
+    (location("abs", account="acct", endpoint="https://acct.blob.core.windows.net"),
+     {"storageType": "abs", "bucket": "bbb",
+      "abs": {"accountName": "other", "credentialsSecretRef": {"name": "c"}}},
+     "AccountChanged"),
+])
+def test_credentials_are_never_signed_for_another_place(pin: StoredLocation,
+                                                       spec: dict[str, Any],
+                                                       reason: str) -> None:
+    from callstorage.media import LocationUnavailable, _check_same_place
+
+    with pytest.raises(LocationUnavailable) as caught:
+        _check_same_place(pin, spec_of(spec), "app/my-s3")
+    assert caught.value.reason == reason
