@@ -220,8 +220,8 @@ def _media_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
     url.add_argument("file", metavar="FILE", help="file of the call (audio.wav, ...)")
     url.add_argument("--expires", type=int, default=3600, metavar="SECONDS",
                      help="validity of the URL (default: 3600)")
-    url.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                     help="output format (default: text)")
+    url.add_argument("-o", "--output", choices=("text", *MACHINE_OUTPUTS), default="text",
+                     help="output format: text, json, yaml (default: text)")
 
 
 def _positive_float(value: str) -> float:
@@ -533,9 +533,9 @@ def _cmd_url(ctx: _Context) -> int:
                              f"{exc.strerror or exc}") from None
     location = StoredLocation.from_json(raw)
     signed = presigned_url(location, args.file, args.expires, api_client=ctx.api)
-    if args.output == "json":
-        ctx.json({"url": signed, "expiresIn": args.expires,
-                  "object": location.object_url(args.file)})
+    if args.output in MACHINE_OUTPUTS:
+        ctx.document({"url": signed, "expiresIn": args.expires,
+                      "object": location.object_url(args.file)})
     else:
         ctx.print(signed)
     return EXIT_OK
