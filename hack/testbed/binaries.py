@@ -29,6 +29,9 @@ HELM_VERSION = "v3.19.5"
 KUBECONFORM_VERSION = "v0.7.0"
 # sigs.k8s.io/cli-utils, whose kstatus package is what Flux and kpt read status with
 KSTATUS_VERSION = "v0.37.2"
+# MinIO has no semver tags: a pseudo-version of its main branch (@latest on 2026-11-27;
+# upstream is no longer maintained). Only the media benchmark needs it.
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 
 # promtool 3.16.0: Prometheus tags its Go module v0.<major><minor>.<patch>
 PROMETHEUS_VERSION = "v0.316.0"
@@ -166,6 +169,21 @@ def _kubeconform() -> GoBuild:
     )
 
 
+def _minio() -> GoBuild:
+    go_mod = (
+        "module callstorage.local/minio\n\ngo 1.24\n\n"
+        f"require github.com/minio/minio {MINIO_VERSION}\n"
+    )
+    return GoBuild(
+        name="minio",
+        version=MINIO_VERSION,
+        binaries=("minio",),
+        go_mod=go_mod,
+        packages=("github.com/minio/minio",),
+        ldflags="-s -w",
+    )
+
+
 def _kstatus() -> GoBuild:
     """kstatus's status.Compute behind a tiny JSON-in, JSON-out main (kstatus_main.go).
 
@@ -238,8 +256,10 @@ def _argocd_lua() -> GoBuild:
 
 BUILDS: dict[str, GoBuild] = {
     b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _kstatus(),
-                        _promtool(), _argocd_lua())
+                        _promtool(), _argocd_lua(), _minio())
 }
+# Built only when asked for by name (``find("minio")``): not part of ``prepare``/make test.
+ON_DEMAND = frozenset({"minio"})
 # binary name -> the build that makes it
 _BY_BINARY = {binary: b for b in BUILDS.values() for binary in b.binaries}
 
@@ -340,6 +360,7 @@ def monitoring_crds() -> list[Path]:
 
 
 def ensure_all(names: list[str] | None = None) -> dict[str, Path]:
-    """Find or build every binary (or those named); returns binary -> path."""
-    wanted = names or list(_BY_BINARY)
+    """Find or build every binary but the on-demand ones (or those named); returns
+    binary -> path."""
+    wanted = names or [n for n in _BY_BINARY if n not in ON_DEMAND]
     return {n: find(n) for n in wanted}

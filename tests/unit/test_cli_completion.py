@@ -42,8 +42,9 @@ def bash_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    ("callstorage ", ["run", "check", "resolve", "status", "policy", "version", "completion",
-                      "--kubeconfig", "--context", "--help", "--version"]),
+    ("callstorage ", ["run", "check", "resolve", "status", "policy", "upload", "url",
+                      "version", "completion", "--kubeconfig", "--context", "--help",
+                      "--version"]),
     ("callstorage st", ["status"]),
     ("kubectl-callstorage --context c po", ["policy"]),
     ("callstorage status -o ", ["text", "json", "yaml", "name"]),
