@@ -236,6 +236,17 @@ def test_yaml_and_name_wherever_json_exists(command: str) -> None:
     assert {"json", "yaml", "name"} <= set(_output_choices(command))
 
 
+def test_every_command_with_json_has_yaml() -> None:
+    """A new command cannot forget it (name only where there is an object to name)."""
+    commands = cli.build_parser("callstorage")._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    with_output = [c for c, sub in commands.items()
+                   if any("--output" in a.option_strings for a in sub._actions)]
+    assert len(with_output) >= 5
+    for command in with_output:
+        if "json" in _output_choices(command):
+            assert "yaml" in _output_choices(command), command
+
+
 def test_version_has_json_and_yaml_but_no_name() -> None:
     assert _output_choices("version") == ("text", "json", "yaml")
     code, out, _ = run("version", "-o", "yaml")
