@@ -9,6 +9,7 @@ others go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -31,8 +32,8 @@ from callstorage.api.capabilities import Capabilities
 from callstorage.api.conditions import RECONCILING, make_condition, set_condition
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
-from callstorage.inventory import CachedSecret, Inventory, ObjectKey
-from callstorage.kube import Kube, decode_secret
+from callstorage.inventory import CachedSecret, Inventory, ObjectKey, vanished
+from callstorage.kube import Kube, ObjectGone, decode_secret
 from callstorage.providers import build_client, run_check, validate_storage
 from callstorage.providers.base import ProviderError, ProviderInputs
 from callstorage.reconcile import calltype as ct_reconcile
@@ -49,6 +50,13 @@ VALIDATE, CHECK, REFS = "validate", "check", "refs"
 WRITE = "write"
 SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
 CALL_TYPE_WORKERS = 4
+# kopf replays a watch's LIST as events of type None; those within this many seconds of
+# our own start are the first listing, later ones a relist after 410 Gone or a reconnect.
+STARTUP_LISTING_GRACE = 10.0
+# After a relist or a 404 a resync follows this soon, and never more often than
+# RESYNC_MIN_GAP apart (a storm of 404s makes one LIST per kind, not one each).
+RESYNC_SETTLE = 1.0
+RESYNC_MIN_GAP = 5.0
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -127,6 +135,18 @@ class Controller:
         # a validation whose status write failed: written on the retry, not redone
         self._unwritten: dict[ObjectKey, tuple[int, Validation | None, CheckOutcome | None,
                                                int, dt.datetime | None]] = {}
+        # The status the operator last wrote (or found equal to what it would write), per
+        # key: the base of the next round, so a status overwritten by someone else is
+        # put back, not believed.
+        self._written: dict[ObjectKey, dict[str, Any]] = {}
+        self._ct_written: dict[ObjectKey, dict[str, Any]] = {}
+        # resync: a LIST of both kinds replacing the inventory (client-go's Replace)
+        self._started_at: float | None = None
+        self._resync_at = float("inf")
+        self._last_resync = float("-inf")
+        self._resync_failures = 0
+        self._resync_wake = asyncio.Event()
+        self.resyncs = 0
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -145,6 +165,9 @@ class Controller:
                         for i in range(n)]
         self._tasks += [asyncio.create_task(self._call_type_worker(), name=f"calltype-{i}")
                         for i in range(CALL_TYPE_WORKERS)]
+        self._started_at = time.monotonic()
+        self._resync_at = self._started_at + self.settings.resync_interval
+        self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
 
     async def stop(self) -> None:
         self.storages.close()
@@ -161,6 +184,80 @@ class Controller:
             ns.append(self.settings.namespace)
         return ns
 
+    # --- resync -------------------------------------------------------------------------
+    def request_resync(self, delay: float = RESYNC_SETTLE) -> None:
+        """Resync ``delay`` seconds from now (or as soon as the minimum gap allows)."""
+        at = max(time.monotonic() + delay, self._last_resync + RESYNC_MIN_GAP)
+        if at < self._resync_at:
+            self._resync_at = at
+            self._resync_wake.set()
+
+    def _listing_seen(self) -> None:
+        """kopf relisted (after 410 Gone or a reconnect): it replays live objects only, so
+        deletions in the gap are found by our own LIST."""
+        if self._started_at is not None and \
+                time.monotonic() - self._started_at > STARTUP_LISTING_GRACE:
+            self.request_resync()
+
+    async def _resync_loop(self) -> None:
+        while True:
+            wait = self._resync_at - time.monotonic()
+            if wait > 0:
+                self._resync_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._resync_wake.wait(), wait)
+                continue
+            self._last_resync = time.monotonic()
+            self._resync_at = self._last_resync + self.settings.resync_interval
+            try:
+                await self.resync()
+                self._resync_failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the API may be down: try again, backing off
+                self._resync_failures += 1
+                retry = min(self.settings.resync_interval,
+                            RESYNC_MIN_GAP * 2 ** min(self._resync_failures, 10))
+                log.warning("resync failed (%s); next attempt in %.0fs", _describe(exc), retry)
+                self._resync_at = min(self._resync_at, time.monotonic() + retry)
+
+    async def resync(self) -> None:
+        """LIST ExternalStorages and CallTypes and make the inventory match: newer objects
+        go through the normal event path, vanished ones are forgotten exactly as a DELETED
+        event would forget them."""
+        namespaces = self.watched_namespaces()
+        self.resyncs += 1
+        for plural, kind in ((EXTERNALSTORAGE_PLURAL, "ExternalStorage"),
+                             (CALLTYPE_PLURAL, "CallType")):
+            items, list_rv = await self.kube.list_snapshot(plural, namespaces)
+            storages = plural == EXTERNALSTORAGE_PLURAL
+            feed = self.on_storage_event if storages else self.on_call_type_event
+            held = self.inv.storages if storages else self.inv.call_types
+            for obj in items:
+                feed("MODIFIED", _with_kind(obj, kind))
+            for key in vanished(held, (_key(o) for o in items), list_rv):
+                log.info("%s %s/%s vanished while the watch was not looking; forgetting it",
+                         kind, *key)
+                last = held[key]
+                feed("DELETED", {**last, "metadata": {**_meta(last),
+                                                      "resourceVersion": list_rv}})
+
+    def _forget_gone(self, exc: ObjectGone) -> None:
+        """A write answered 404: the object is gone; forget it as a DELETED event would,
+        and resync, since whatever hid this deletion may have hidden others."""
+        key = (exc.namespace, exc.name)
+        if exc.plural == EXTERNALSTORAGE_PLURAL:
+            held = self.inv.storages.get(key)
+            if held is not None:
+                self.on_storage_event("DELETED", held)
+        else:
+            held = self.inv.call_types.get(key)
+            if held is not None:
+                self.on_call_type_event("DELETED", held)
+        log.info("%s %s/%s is gone (404 on write); forgotten, resync requested",
+                 exc.plural, *key)
+        self.request_resync()
+
     # --- events -------------------------------------------------------------------------
     def _accept(self, kind: str, key: ObjectKey, held: Mapping[str, Any] | None,
                 obj: Mapping[str, Any]) -> bool:
@@ -171,11 +268,14 @@ class Controller:
 
     def on_storage_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
+        if event_type is None:
+            self._listing_seen()
         if event_type == "DELETED":
             self.inv.versions.bury(STORAGE, key, _meta(obj).get("resourceVersion"))
             self.inv.forget_storage(key)
             self.storages.forget(key)
             self._unwritten.pop(key, None)
+            self._written.pop(key, None)
             self._errors.pop((STORAGE, key), None)
             metrics.forget_storage(*key)
             self._touch_call_types(key)
@@ -203,6 +303,8 @@ class Controller:
                     not (new.get("spec") or {}).get("suspend"):
                 # resumed: the schedule paused with it starts again where it stood
                 self._schedule_after_restart(key, new)
+        if old is not None and self._storage_drifted(key, new):
+            self.storages.add(key, REFS)
         if pending_check(new):
             self.storages.add(key, CHECK)
         if old is None or es_reconcile.ready_state(old.get("status")) != \
@@ -231,9 +333,12 @@ class Controller:
 
     def on_call_type_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
+        if event_type is None:
+            self._listing_seen()
         if event_type == "DELETED":
             self.inv.versions.bury(CALL_TYPE, key, _meta(obj).get("resourceVersion"))
             self.inv.call_types.pop(key, None)
+            self._ct_written.pop(key, None)
             self.call_types.forget(key)
             self._errors.pop((CALL_TYPE, key), None)
             old_target = self.inv.set_call_type_target(key, None)
@@ -253,11 +358,15 @@ class Controller:
             if previous is not None:
                 self.storages.add(previous, REFS)
         status = new.get("status") or {}
-        if old is None or status.get("observedGeneration") != _meta(new).get("generation"):
+        written = self._ct_written.get(key)
+        if old is None or status.get("observedGeneration") != _meta(new).get("generation") \
+                or (written is not None and dict(status) != written):
             self.call_types.add(key, "reconcile")
 
     def on_secret_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
+        if event_type is None:
+            self._listing_seen()
         rv = str(_meta(obj).get("resourceVersion", ""))
         if event_type == "DELETED":
             self.inv.versions.bury(SECRET, key, rv)
@@ -311,6 +420,8 @@ class Controller:
             self._errors.pop((STORAGE, key), None)
         except asyncio.CancelledError:
             raise
+        except ObjectGone as exc:  # never retried: there is nothing left to write to
+            self._forget_gone(exc)
         except Exception as exc:  # one object's failure must not stop the loop
             metrics.record_reconcile_error("ExternalStorage")
             n, delay = self._backoff(STORAGE, key)
@@ -330,6 +441,8 @@ class Controller:
         if obj is None:
             return
         status = obj.get("status") or {}
+        if isinstance(exc, ObjectGone):
+            return
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
         condition = make_condition(
             RECONCILING, "True", "ReconcileError",
@@ -340,8 +453,9 @@ class Controller:
         if conditions == status.get("conditions"):
             return
         try:
-            await self.kube.patch_status(EXTERNALSTORAGE_PLURAL, key[0], key[1],
-                                         {"conditions": conditions})
+            updated = await self.kube.patch_status(EXTERNALSTORAGE_PLURAL, key[0], key[1],
+                                                   {"conditions": conditions})
+            self._wrote_storage(key, updated)
         except Exception as patch_exc:  # the API itself may be what fails
             log.debug("could not report the failure in status: %s", _describe(patch_exc))
 
@@ -353,6 +467,8 @@ class Controller:
                 self._errors.pop((CALL_TYPE, key), None)
             except asyncio.CancelledError:
                 raise
+            except ObjectGone as exc:
+                self._forget_gone(exc)
             except Exception as exc:
                 metrics.record_reconcile_error("CallType")
                 n, delay = self._backoff(CALL_TYPE, key)
@@ -368,11 +484,35 @@ class Controller:
             name if ns == storage[0] else f"{ns}/{name}"
             for ns, name in self.inv.call_types_using(storage)))
 
+    def _wrote_storage(self, key: ObjectKey, updated: Mapping[str, Any]) -> None:
+        """Record the server's answer to our status write, then feed it in as an event."""
+        self._written[key] = dict(updated.get("status") or {})
+        self.on_storage_event("MODIFIED", updated)
+
+    def _storage_drifted(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
+        """Whether status or the in-use finalizer differ from what the operator keeps.
+
+        Someone wrote the status subresource (a fake Ready, a foreign usedBy) or stripped
+        the finalizer while a CallType uses the storage: a round puts it back.
+        """
+        written = self._written.get(key)
+        if written is not None and dict(obj.get("status") or {}) != written:
+            return True
+        meta = _meta(obj)
+        has = IN_USE_FINALIZER in (meta.get("finalizers") or [])
+        used = bool(self.inv.call_types_using(key))
+        return (used and not has and not meta.get("deletionTimestamp")) or (has and not used)
+
     async def reconcile_storage(self, key: ObjectKey, reasons: set[str]) -> None:
         obj = self.inv.storages.get(key)
         if obj is None:
             return
-        meta, status = _meta(obj), obj.get("status") or {}
+        # Computed from what the operator itself last wrote (restoring a status someone
+        # else overwrote); the patch is against what the object has now.
+        actual: Mapping[str, Any] = obj.get("status") or {}
+        status: Mapping[str, Any] = self._written.get(key, actual)
+        obj = {**obj, "status": status}
+        meta = _meta(obj)
         generation = int(meta.get("generation") or 0)
         deleting = bool(meta.get("deletionTimestamp"))
         used_by = self.used_by(key)
@@ -417,7 +557,8 @@ class Controller:
                                          "not run: the storage is suspended (spec.suspend)")
             elif spec is not None and (wants_validation or check_value):
                 if wants_validation:
-                    status = await self._announce_validation(key, obj, spec, used_by, failures)
+                    status, actual = await self._announce_validation(
+                        key, obj, actual, spec, used_by, failures)
                 validation, check = await self._validate(key, spec, wants_validation,
                                                          check_value)
                 if validation is not None:
@@ -451,40 +592,44 @@ class Controller:
             spec_hash=current_hash,
         )
         desired = es_reconcile.desired_status(status, observed)
-        patch = es_reconcile.status_patch(status, desired)
+        patch = es_reconcile.status_patch(actual, desired)
         if patch is not None:
             updated = await self.kube.patch_status(EXTERNALSTORAGE_PLURAL, key[0], key[1],
                                                    patch)
-            if updated is not None:
-                self.on_storage_event("MODIFIED", updated)
+            self._wrote_storage(key, updated)
+        else:
+            self._written[key] = desired
         self._unwritten.pop(key, None)
         await self._post(obj, es_reconcile.storage_events(status, desired, check))
 
     async def _announce_validation(self, key: ObjectKey, obj: Mapping[str, Any],
-                                   spec: ExternalStorageSpec, used_by: tuple[str, ...],
-                                   failures: int) -> Mapping[str, Any]:
+                                   actual: Mapping[str, Any], spec: ExternalStorageSpec,
+                                   used_by: tuple[str, ...], failures: int) -> \
+            tuple[Mapping[str, Any], Mapping[str, Any]]:
         """Before the first network call for a generation: Ready=Unknown (Validating) and
-        Reconciling=True, so nobody mistakes the old result for the new spec's."""
+        Reconciling=True, so nobody mistakes the old result for the new spec's.
+
+        Returns the (base, actual) statuses for the rest of the round.
+        """
         status: Mapping[str, Any] = obj.get("status") or {}
         generation = int(_meta(obj).get("generation") or 0)
         if es_reconcile.ready_state(status)[0] != "Unknown" and any(
                 c.get("type") == "Ready" and c.get("observedGeneration") == generation
                 for c in status.get("conditions") or []):
-            return status  # a periodic or rotation re-check: Ready keeps its answer
+            return status, actual  # a periodic or rotation re-check: Ready keeps its answer
         observed = Observed(
             generation=generation, now=dt.datetime.now(dt.UTC),
             effective_prefixes=effective_prefixes(spec), used_by=used_by,
             blocked_deletion_by=used_by if _meta(obj).get("deletionTimestamp") else (),
             consecutive_failures=failures, spec_hash=None)
         desired = es_reconcile.desired_status(status, observed)
-        patch = es_reconcile.status_patch(status, desired)
+        patch = es_reconcile.status_patch(actual, desired)
         if patch is None:
-            return status
+            return desired, actual
         updated = await self.kube.patch_status(EXTERNALSTORAGE_PLURAL, key[0], key[1], patch)
-        if updated is not None:
-            self.on_storage_event("MODIFIED", updated)
-            return updated.get("status") or desired
-        return desired
+        self._wrote_storage(key, updated)
+        written = self._written[key]
+        return written, written
 
     async def _post(self, obj: Mapping[str, Any], events: list[Event]) -> None:
         for event in events:
@@ -654,7 +799,8 @@ class Controller:
             return
         target, source = ct_reconcile.storage_target(
             key[0], (obj.get("spec") or {}).get("externalStorage"), *self.platform)
-        status = obj.get("status") or {}
+        actual: Mapping[str, Any] = obj.get("status") or {}
+        status = self._ct_written.get(key, actual)  # see reconcile_storage
         now = dt.datetime.now(dt.UTC)
         storage = self.inv.storages.get(target)
         created = ct_reconcile.created_at(obj)
@@ -665,12 +811,13 @@ class Controller:
             grace_left = (created + ct_reconcile.NOT_FOUND_GRACE - now).total_seconds()
             if grace_left > 0:  # look again when a missing storage starts to matter
                 self.call_types.add(key, "grace", grace_left + 0.1)
-        patch = es_reconcile.status_patch(status, desired)
+        patch = es_reconcile.status_patch(actual, desired)
         if patch is None:
+            self._ct_written[key] = desired
             return
         updated = await self.kube.patch_status(CALLTYPE_PLURAL, key[0], key[1], patch)
-        if updated is not None:
-            self.on_call_type_event("MODIFIED", updated)
+        self._ct_written[key] = dict(updated.get("status") or {})
+        self.on_call_type_event("MODIFIED", updated)
         await self._post(obj, ct_reconcile.call_type_events(status, desired))
 
 

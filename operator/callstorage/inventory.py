@@ -139,3 +139,23 @@ class Inventory:
 
     def target_of(self, call_type: ObjectKey) -> ObjectKey | None:
         return self._target_of.get(call_type)
+
+
+def vanished(held: Mapping[ObjectKey, Mapping[str, Any]], listed: Iterable[ObjectKey],
+             list_version: str | None) -> list[ObjectKey]:
+    """Keys held but absent from a LIST taken at ``list_version``: deleted meanwhile.
+
+    A held copy newer than the list (a watch event that overtook the LIST) is kept: the
+    list could not have contained it. Without a list version every absent key goes.
+    """
+    present = set(listed)
+    limit = _number(list_version)
+    gone = []
+    for key, obj in held.items():
+        if key in present:
+            continue
+        rv = resource_version(obj)
+        if limit is not None and rv is not None and rv > limit:
+            continue
+        gone.append(key)
+    return sorted(gone)

@@ -28,6 +28,18 @@ COMPONENT = "callstorage-operator"
 MERGE_PATCH = "application/merge-patch+json"
 
 
+class ObjectGone(Exception):
+    """A write answered 404: the object no longer exists (client-go's reading too).
+
+    Never retried: the controller forgets the object as a DELETED event would, and
+    resyncs, since a missed deletion rarely comes alone (a watch relist lost it).
+    """
+
+    def __init__(self, plural: str, namespace: str, name: str) -> None:
+        super().__init__(f"{plural} {namespace}/{name} is gone")
+        self.plural, self.namespace, self.name = plural, namespace, name
+
+
 def load_api_client(pool_size: int) -> client.ApiClient:
     """An ApiClient from in-cluster config, else KUBECONFIG / ~/.kube/config."""
     cfg = client.Configuration()
@@ -57,9 +69,12 @@ class Kube:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def patch_status(self, plural: str, namespace: str, name: str,
-                           status_patch: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Merge-patch the status subresource; None when the object is gone."""
-        def call() -> dict[str, Any] | None:
+                           status_patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource; the object as written.
+
+        Raises ``ObjectGone`` on 404.
+        """
+        def call() -> dict[str, Any]:
             try:
                 result: dict[str, Any] = self._custom.patch_namespaced_custom_object_status(
                     GROUP, VERSION, namespace, plural, name, {"status": dict(status_patch)},
@@ -67,7 +82,7 @@ class Kube:
                 return result
             except ApiException as exc:
                 if exc.status == 404:
-                    return None
+                    raise ObjectGone(plural, namespace, name) from None
                 raise
         return await self._run(call)
 
@@ -77,8 +92,8 @@ class Kube:
 
         A merge patch replaces the list whole; the resourceVersion precondition makes it
         fail (409) instead of dropping a finalizer someone else added meanwhile.
-        Returns False on a conflict or a vanished object (the caller retries on the next
-        event).
+        Returns False on a conflict (the caller retries on fresh state); raises
+        ``ObjectGone`` on 404, which no retry can fix.
         """
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
 
@@ -89,7 +104,9 @@ class Kube:
                     _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
                 return True
             except ApiException as exc:
-                if exc.status in (404, 409):
+                if exc.status == 404:
+                    raise ObjectGone(EXTERNALSTORAGE_PLURAL, namespace, name) from None
+                if exc.status == 409:
                     return False
                 raise
         return await self._run(call)
@@ -109,17 +126,29 @@ class Kube:
 
     async def list_objects(self, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every object of a kind (in the watched namespaces; [] = cluster-wide)."""
-        def call() -> list[dict[str, Any]]:
+        items, _ = await self.list_snapshot(plural, namespaces)
+        return items
+
+    async def list_snapshot(self, plural: str, namespaces: list[str]) -> \
+            tuple[list[dict[str, Any]], str | None]:
+        """Every object of a kind, and the list's resourceVersion (the oldest of the
+        per-namespace lists): what existed at that version is in the list."""
+        def call() -> tuple[list[dict[str, Any]], str | None]:
             if not namespaces:
                 result = self._custom.list_cluster_custom_object(
                     GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT)
-                return list(result.get("items", []))
+                return list(result.get("items", [])), \
+                    (result.get("metadata") or {}).get("resourceVersion")
             items: list[dict[str, Any]] = []
+            versions: list[int] = []
             for ns in namespaces:
                 result = self._custom.list_namespaced_custom_object(
                     GROUP, VERSION, ns, plural, _request_timeout=REQUEST_TIMEOUT)
                 items.extend(result.get("items", []))
-            return items
+                rv = str((result.get("metadata") or {}).get("resourceVersion", ""))
+                if rv.isdigit():
+                    versions.append(int(rv))
+            return items, str(min(versions)) if versions else None
         return await self._run(call)
 
     async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str,

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(2, ge=1, le=10, description="SDK attempts per request.")
     retry_base: float = Field(5.0, gt=0, description="First retry delay after a failure.")
     retry_max: float = Field(300.0, gt=0, description="Longest retry delay after failures.")
+    resync_interval: float = Field(
+        300.0, ge=1,
+        description="Seconds between full LISTs that catch deletions a watch missed.",
+    )
     check_object_prefix: str = Field(
         "stream-", description="File-name prefix of on-demand check objects."
     )

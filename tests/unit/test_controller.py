@@ -20,6 +20,7 @@ from callstorage import controller as controller_module
 from callstorage.api.capabilities import Capabilities
 from callstorage.controller import VALIDATE, WRITE, Controller
 from callstorage.inventory import CachedSecret
+from callstorage.kube import ObjectGone
 from callstorage.settings import Settings
 
 NS = "app"
@@ -60,14 +61,22 @@ class ScriptedKube:
         self.read_secret_result: CachedSecret | None = None
         self.read_secret_gate: asyncio.Event | None = None
         self.rv = 100
+        self.calls: list[str] = []  # every API call, by name
+        self.call_types: dict[str, dict[str, Any]] = {}
+        self.finalizer_writes: list[list[str]] = []
+        self.conflicts = 0  # answer this many finalizer writes with 409
 
     async def patch_status(self, plural: str, namespace: str, name: str,
                            patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        self.calls.append(f"patch_status {plural}")
         if self.fail_patches > 0:
             self.fail_patches -= 1
             raise ApiException(status=422, reason="Unprocessable Entity")
+        store = self.objects if plural == "externalstorages" else self.call_types
+        if name not in store:
+            raise ObjectGone(plural, namespace, name)
         self.patches.append(copy.deepcopy(dict(patch)))
-        obj = self.objects[name]
+        obj = store[name]
         status = dict(obj.get("status") or {})
         for k, v in patch.items():
             if v is None:
@@ -77,10 +86,22 @@ class ScriptedKube:
         self.rv += 1
         obj = {**obj, "status": status,
                "metadata": {**obj["metadata"], "resourceVersion": str(self.rv)}}
-        self.objects[name] = obj
+        store[name] = obj
         return copy.deepcopy(obj)
 
-    async def set_finalizers(self, *args: Any) -> bool:
+    async def set_finalizers(self, namespace: str, name: str, finalizers: list[str],
+                             rv: str) -> bool:
+        self.calls.append("set_finalizers")
+        if name not in self.objects:
+            raise ObjectGone("externalstorages", namespace, name)
+        if self.conflicts > 0:
+            self.conflicts -= 1
+            return False
+        self.finalizer_writes.append(list(finalizers))
+        self.rv += 1
+        obj = self.objects[name]
+        self.objects[name] = {**obj, "metadata": {
+            **obj["metadata"], "finalizers": list(finalizers), "resourceVersion": str(self.rv)}}
         return True
 
     async def read_secret(self, namespace: str, name: str) -> CachedSecret | None:
@@ -93,7 +114,13 @@ class ScriptedKube:
         self.events.append((type_, reason))
 
     async def list_objects(self, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
-        return []
+        return (await self.list_snapshot(plural, namespaces))[0]
+
+    async def list_snapshot(self, plural: str, namespaces: list[str]) -> \
+            tuple[list[dict[str, Any]], str | None]:
+        self.calls.append(f"list {plural}")
+        store = self.objects if plural == "externalstorages" else self.call_types
+        return [copy.deepcopy(o) for o in store.values()], str(self.rv)
 
     def close(self) -> None:
         pass
@@ -247,3 +274,201 @@ async def test_an_unexpected_provider_exception_ends_in_a_failed_status(
     cond = next(c for c in kube.objects["st"]["status"]["conditions"] if c["type"] == "Ready")
     assert (cond["status"], cond["reason"]) == ("False", "InternalError")
     assert "RecursionError" in cond["message"]
+
+
+# --- item 1 of issue 11: relists prune, a 404 on write means gone --------------------------
+
+def call_type(name: str = "ct-2", rv: str = "11", target: str = "st") -> dict[str, Any]:
+    return {"apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
+            "metadata": {"name": name, "namespace": NS, "generation": 1,
+                         "resourceVersion": rv, "uid": f"u-{name}"},
+            "spec": {"externalStorage": target}}
+
+
+def in_use(body: dict[str, Any]) -> dict[str, Any]:
+    from callstorage.api import IN_USE_FINALIZER
+
+    return {**body, "metadata": {**body["metadata"], "finalizers": [IN_USE_FINALIZER]}}
+
+
+async def drain(ctl: Controller, key: tuple[str, str] = (NS, "st")) -> None:
+    """Run every round of ``key`` that is due now (what a worker would do)."""
+    for _ in range(10):
+        due = ctl.storages.due_at(key)
+        if due is None or due > ctl.storages._clock():
+            return
+        k, reasons = await ctl.storages.get()
+        try:
+            await ctl.storage_round(k, reasons)
+        finally:
+            ctl.storages.done(k)
+
+
+async def test_a_resync_forgets_a_call_type_deleted_while_the_watch_was_away(
+    provider: list[str],
+) -> None:
+    """The ghost of issue 11 item 1: ct-2 was deleted between an API server restart and
+    the watch's relist, which replays live objects only. The resync's LIST finds it gone:
+    the storage loses its in-use finalizer and ``usedBy`` forgets ct-2."""
+    from callstorage.api import IN_USE_FINALIZER
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    body = in_use(storage(ready=True))
+    kube.objects["st"] = body
+    ctl.on_storage_event("ADDED", body)
+    ctl.on_call_type_event("ADDED", call_type())
+    assert ctl.used_by((NS, "st")) == ("ct-2",)
+    kube.rv = 50  # the LIST is newer than everything held; ct-2 is not in it
+    await ctl.resync()
+    assert (NS, "ct-2") not in ctl.inv.call_types
+    assert ctl.used_by((NS, "st")) == ()
+    ctl.storages.forget((NS, "st"))
+    ctl.storages.add((NS, "st"), "refs")
+    await drain(ctl)
+    assert IN_USE_FINALIZER not in kube.objects["st"]["metadata"].get("finalizers", [])
+    assert kube.objects["st"]["status"]["usedBy"] == []
+    assert provider == [], "pruning a reference must not validate the storage"
+
+
+def test_vanished_keeps_what_is_newer_than_the_list() -> None:
+    from callstorage.inventory import vanished
+
+    held = {(NS, "old"): {"metadata": {"resourceVersion": "10"}},
+            (NS, "new"): {"metadata": {"resourceVersion": "30"}},
+            (NS, "here"): {"metadata": {"resourceVersion": "5"}}}
+    assert vanished(held, [(NS, "here")], "20") == [(NS, "old")]
+    assert vanished(held, [(NS, "here")], None) == [(NS, "new"), (NS, "old")]
+
+
+async def test_a_404_on_a_finalizer_write_forgets_the_storage_and_never_retries(
+    provider: list[str],
+) -> None:
+    """Item 2: set_finalizers treated 404 like 409 and retried every second, with a full
+    validation riding along."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ctl.on_storage_event("ADDED", storage(ready=True))  # never in kube.objects: gone
+    ctl.on_call_type_event("ADDED", call_type())
+    key = (NS, "st")
+    ctl.storages.forget(key)
+    before = ctl._resync_at
+    await ctl.storage_round(key, {"refs", VALIDATE})
+    assert kube.calls == ["set_finalizers"]
+    assert key not in ctl.inv.storages
+    assert ctl.storages.due_at(key) is None, "a write to a gone object was queued again"
+    assert ctl._errors == {}
+    assert provider == []
+    assert ctl._resync_at < before, "a 404 must ask for a resync"
+
+
+async def test_a_404_on_a_status_write_forgets_the_call_type() -> None:
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ctl.on_call_type_event("ADDED", call_type())  # not in kube.call_types: gone
+    ctl.call_types.forget((NS, "ct-2"))
+    ctl.call_types.add((NS, "ct-2"), "reconcile")
+    worker = asyncio.create_task(ctl._call_type_worker())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if (NS, "ct-2") not in ctl.inv.call_types:
+            break
+    worker.cancel()
+    assert (NS, "ct-2") not in ctl.inv.call_types
+    assert ctl.call_types.due_at((NS, "ct-2")) is None
+    assert kube.calls == ["patch_status calltypes"]
+
+
+async def test_a_relist_after_startup_asks_for_a_resync_and_the_first_listing_does_not(
+) -> None:
+    import time
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    await ctl.start()
+    try:
+        first = ctl._resync_at
+        ctl.on_call_type_event(None, call_type())  # kopf's first listing
+        assert ctl._resync_at == first
+        ctl._started_at = time.monotonic() - 60  # a minute later: a relist
+        ctl.on_call_type_event(None, call_type(rv="12"))
+        assert ctl._resync_at - time.monotonic() < 10
+    finally:
+        await ctl.stop()
+
+
+# --- item 4: status and finalizers the operator owns are restored ---------------------------
+
+def _ready(status: Mapping[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+async def test_a_status_overwritten_by_someone_else_is_restored_without_revalidating(
+    provider: list[str],
+) -> None:
+    kube = ScriptedKube()
+    ctl = make(kube)
+    body = storage()
+    kube.objects["st"] = body
+    ctl.on_storage_event("ADDED", body)
+    ctl.on_secret_event("ADDED", secret("5", "KEY"))
+    ctl.storages.add((NS, "st"), VALIDATE)
+    await drain(ctl)
+    assert _ready(kube.objects["st"]["status"])["status"] == "True"
+    good = copy.deepcopy(kube.objects["st"]["status"])
+    assert len(provider) == 1
+    # kubectl patch --subresource=status: a foreign usedBy and a fake reason
+    tampered = copy.deepcopy(kube.objects["st"])
+    tampered["status"]["usedBy"] = ["ghost"]
+    _ready(tampered["status"])["reason"] = "Faked"
+    tampered["status"]["extra"] = "x"
+    kube.rv += 1
+    tampered["metadata"]["resourceVersion"] = str(kube.rv)
+    kube.objects["st"] = tampered
+    ctl.on_storage_event("MODIFIED", tampered)
+    await drain(ctl)
+    assert kube.objects["st"]["status"] == good
+    assert len(provider) == 1, "restoring status must not validate again"
+    assert kube.events.count(("Normal", "Validated")) == 1
+
+
+async def test_a_stripped_in_use_finalizer_is_put_back() -> None:
+    from callstorage.api import IN_USE_FINALIZER
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    body = in_use(storage(ready=True))
+    kube.objects["st"] = body
+    ctl.on_storage_event("ADDED", body)
+    ctl.on_call_type_event("ADDED", call_type())
+    await drain(ctl)
+    stripped = copy.deepcopy(kube.objects["st"])
+    stripped["metadata"]["finalizers"] = []
+    kube.rv += 1
+    stripped["metadata"]["resourceVersion"] = str(kube.rv)
+    kube.objects["st"] = stripped
+    ctl.on_storage_event("MODIFIED", stripped)
+    assert ctl.storages.due_at((NS, "st")) is not None, "the change was ignored"
+    await drain(ctl)
+    assert kube.objects["st"]["metadata"]["finalizers"] == [IN_USE_FINALIZER]
+
+
+async def test_a_call_types_overwritten_resolved_storage_is_restored() -> None:
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ct = call_type()
+    kube.call_types["ct-2"] = ct
+    ctl.on_call_type_event("ADDED", ct)
+    await ctl.reconcile_call_type((NS, "ct-2"))
+    good = copy.deepcopy(kube.call_types["ct-2"]["status"])
+    assert good["resolvedStorage"]["name"] == "st"
+    evil = copy.deepcopy(kube.call_types["ct-2"])
+    evil["status"]["resolvedStorage"] = {"name": "evil", "namespace": NS}
+    kube.rv += 1
+    evil["metadata"]["resourceVersion"] = str(kube.rv)
+    kube.call_types["ct-2"] = evil
+    ctl.call_types.forget((NS, "ct-2"))
+    ctl.on_call_type_event("MODIFIED", evil)
+    assert ctl.call_types.due_at((NS, "ct-2")) is not None, "the change was ignored"
+    await ctl.reconcile_call_type((NS, "ct-2"))
+    assert kube.call_types["ct-2"]["status"] == good
