@@ -32,6 +32,7 @@ from callstorage.api.capabilities import Capabilities
 from callstorage.api.conditions import RECONCILING, make_condition, set_condition
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
+from callstorage.fairness import FairShare, Group, groups_of
 from callstorage.inventory import CachedSecret, Inventory, ObjectKey, vanished
 from callstorage.kube import Kube, ObjectGone, decode_secret
 from callstorage.providers import build_client, run_check, validate_storage
@@ -108,6 +109,14 @@ def _secret_refs(obj: Mapping[str, Any]) -> set[ObjectKey]:
     return {(ns, n) for n in names}
 
 
+class _Parked(Exception):
+    """A round found its endpoint host or namespace at its share of the workers."""
+
+    def __init__(self, group: Group) -> None:
+        super().__init__(f"{group[0]} {group[1]} is at its share of the workers")
+        self.group = group
+
+
 def _with_kind(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """Items of a LIST carry no kind; events posted on them need it."""
     from callstorage.api import GROUP, VERSION
@@ -147,6 +156,9 @@ class Controller:
         self._resync_failures = 0
         self._resync_wake = asyncio.Event()
         self.resyncs = 0
+        # fair shares of the provider workers per endpoint host and namespace (fairness.py)
+        self._fair: FairShare[ObjectKey] = FairShare(settings.max_concurrent_validations)
+        self._woken: dict[ObjectKey, Group] = {}  # unparked, not yet holding a slot
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -276,6 +288,8 @@ class Controller:
             self.storages.forget(key)
             self._unwritten.pop(key, None)
             self._written.pop(key, None)
+            self._fair.forget(key)
+            self._hand_on(key)
             self._errors.pop((STORAGE, key), None)
             metrics.forget_storage(*key)
             self._touch_call_types(key)
@@ -422,6 +436,8 @@ class Controller:
             raise
         except ObjectGone as exc:  # never retried: there is nothing left to write to
             self._forget_gone(exc)
+        except _Parked as exc:  # queued again when its group has a free slot
+            self._fair.park(exc.group, key, reasons)
         except Exception as exc:  # one object's failure must not stop the loop
             metrics.record_reconcile_error("ExternalStorage")
             n, delay = self._backoff(STORAGE, key)
@@ -433,6 +449,21 @@ class Controller:
             for reason in retry:
                 self.storages.add(key, reason, delay)
             await self._expose_error(key, exc, n, delay)
+        finally:
+            self._hand_on(key)
+
+    def _hand_on(self, key: ObjectKey) -> None:
+        """A key woken from parking that ended its round without taking the slot passes
+        the wake-up on to the next parked key of that group."""
+        group = self._woken.pop(key, None)
+        if group is not None:
+            self._requeue(self._fair.wake((group,)))
+
+    def _requeue(self, woken: list[tuple[ObjectKey, set[str], Group]]) -> None:
+        for key, reasons, group in woken:
+            self._woken[key] = group
+            for reason in reasons:
+                self.storages.add(key, reason)
 
     async def _expose_error(self, key: ObjectKey, exc: BaseException, n: int,
                             delay: float) -> None:
@@ -773,6 +804,23 @@ class Controller:
                         if validate else None,
                         CheckOutcome(check_value, False, msg) if check_value else None)
 
+        groups = groups_of(key[0], (self.inv.storages.get(key) or {}).get("spec") or {})
+        full = self._fair.try_acquire(groups)
+        if full is not None:
+            raise _Parked(full)
+        self._woken.pop(key, None)
+        try:
+            return await self._run_provider(key, spec, guarded, version, validate,
+                                            check_value, started)
+        finally:
+            self._requeue(self._fair.release(groups))
+
+    async def _run_provider(
+            self, key: ObjectKey, spec: ExternalStorageSpec,
+            guarded: Callable[[], tuple[Validation | None, CheckOutcome | None]],
+            version: str | None, validate: bool, check_value: str | None,
+            started: float) -> tuple[Validation | None, CheckOutcome | None]:
+        settings = self.settings
         loop = asyncio.get_running_loop()
         # Provider calls carry their own timeouts; this bound only frees the worker if an
         # SDK ignores them.

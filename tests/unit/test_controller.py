@@ -472,3 +472,82 @@ async def test_a_call_types_overwritten_resolved_storage_is_restored() -> None:
     assert ctl.call_types.due_at((NS, "ct-2")) is not None, "the change was ignored"
     await ctl.reconcile_call_type((NS, "ct-2"))
     assert kube.call_types["ct-2"]["status"] == good
+
+
+# --- item 6: fairness ------------------------------------------------------------------------
+
+async def test_twenty_storages_on_a_hanging_endpoint_leave_workers_for_other_tenants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11 item 6: 20 storages on one hanging endpoint took all 16 workers and another
+    tenant's new storage waited 20.6 s. Now that endpoint holds at most W/4 = 4."""
+    import threading
+    import time
+
+    release = threading.Event()
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+
+    class Hanging(FakeClient):
+        def __init__(self, hangs: bool) -> None:
+            self.hangs = hangs
+
+    def build_client(spec: Any, inputs: Any, settings: Any) -> FakeClient:
+        return Hanging(bool(spec.s3 and spec.s3.endpoint and "hang" in spec.s3.endpoint))
+
+    def validate(client: Hanging, spec: Any) -> Capabilities:
+        if client.hangs:
+            with lock:
+                running["now"] += 1
+                running["most"] = max(running["most"], running["now"])
+            release.wait(30)
+            with lock:
+                running["now"] -= 1
+        return Capabilities(read=True)
+
+    monkeypatch.setattr(controller_module, "build_client", build_client)
+    monkeypatch.setattr(controller_module, "validate_storage", validate)
+    kube = ScriptedKube()
+    for i in range(20):
+        body = storage()
+        body["metadata"] = {**body["metadata"], "name": f"hang-{i}", "namespace": "a"}
+        body["spec"] = {**body["spec"], "s3": {**body["spec"]["s3"],
+                                               "endpoint": "http://hang.example:9000"}}
+        kube.objects[f"hang-{i}"] = body
+    from callstorage.kube import decode_secret
+
+    kube.read_secret_result = decode_secret("5", secret("5", "KEY")["data"])
+    ctl = make(kube)  # 16 workers
+    try:
+        await ctl.start()
+        for _ in range(100):  # the hanging endpoint has taken what it may
+            await asyncio.sleep(0.01)
+            if running["now"] == 4:
+                break
+        fresh = storage()
+        fresh["metadata"] = {**fresh["metadata"], "name": "fresh", "namespace": "b"}
+        kube.objects["fresh"] = fresh
+        started = time.monotonic()
+        ctl.on_storage_event("ADDED", fresh)
+        while time.monotonic() - started < 5:
+            status = kube.objects["fresh"].get("status") or {}
+            if any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in status.get("conditions") or []):
+                break
+            await asyncio.sleep(0.01)
+        waited = time.monotonic() - started
+        assert waited < 1.0, f"the other tenant's storage waited {waited:.1f}s"
+        assert running["most"] == 4
+        assert ctl._fair.parked() == 16
+        release.set()
+        for _ in range(300):  # the parked ones run after all, four at a time
+            await asyncio.sleep(0.01)
+            if all(_ready(kube.objects[f"hang-{i}"].get("status") or {"conditions": [
+                    {"type": "Ready", "status": "?"}]})["status"] == "True"
+                   for i in range(20)):
+                break
+        assert ctl._fair.parked() == 0
+        assert running["most"] == 4
+    finally:
+        release.set()
+        await ctl.stop()
