@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -92,6 +93,15 @@ def pending_check(obj: Mapping[str, Any]) -> str | None:
         return None
     done = ((obj.get("status") or {}).get("lastCheck") or {}).get("requestedAt")
     return None if value == done else str(value)
+
+
+def check_id(obj: Mapping[str, Any], requested_at: str) -> str:
+    """The name of one check request's object: derived from the object (namespace, name,
+    uid) and the annotation value, so the request uploads one object even when the
+    operator crashes between the upload and the status write and runs it again."""
+    meta = _meta(obj)
+    identity = f"{meta.get('namespace')}/{meta.get('name')}/{meta.get('uid')}/{requested_at}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"callstorage-check:{identity}"))
 
 
 def _secret_refs(obj: Mapping[str, Any]) -> set[ObjectKey]:
@@ -756,6 +766,8 @@ class Controller:
             return result, check
 
         settings = self.settings
+        request_id = check_id(self.inv.storages.get(key) or {}, check_value) \
+            if check_value else None
 
         def failed(exc: ProviderError) -> Validation:
             return Validation(exc.reason, exc.message, secret_version=version,
@@ -780,7 +792,8 @@ class Controller:
                         v = failed(exc)
                 if check_value:
                     try:
-                        obj_key = run_check(client, spec, settings.check_object_prefix)
+                        obj_key = run_check(client, spec, settings.check_object_prefix,
+                                            request_id)
                         c = CheckOutcome(check_value, True,
                                          f"uploaded {client.object_url(obj_key)}",
                                          client.object_url(obj_key))

@@ -3,8 +3,10 @@
 What the operator does with the credentials decides what they need:
 
 - every mode writes media under each distinct effective prefix, and the on-demand check
-  writes ``{path}/{check prefix}<uuid>.md``;
-- ``WriteOnly`` validation writes probes under each prefix, so writing is all it needs;
+  writes ``{path}/{check prefix}<uuid>.md`` (the uuid derived from the request: one object
+  per request);
+- ``WriteOnly`` validation overwrites one probe object per prefix
+  (``<prefix>/.write_probe_callstorage``), so writing is all it needs;
 - ``ReadWrite`` validation reads bucket metadata (S3 HeadBucket = ``s3:ListBucket`` on the
   bucket, GCS bucket get, Azure container properties) and the platform serves media back,
   so it also reads objects under the prefixes.
@@ -18,6 +20,8 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from callstorage.api import PROBE_OBJECT_NAME
 
 READ_WRITE: Final = "ReadWrite"
 WRITE_ONLY: Final = "WriteOnly"
@@ -232,6 +236,29 @@ def azure_role(
     return document
 
 
+def probe_notes(storage_type: str, prefixes: Iterable[str]) -> tuple[str, ...]:
+    """How WriteOnly probes stay bounded: one object per prefix, overwritten each time;
+    on a versioned bucket a lifecycle rule drops the old versions."""
+    keys = [f"{p}/{PROBE_OBJECT_NAME}" if p else PROBE_OBJECT_NAME
+            for p in sorted({p.strip("/") for p in prefixes})]
+    first = (f"WriteOnly validation overwrites one probe object per prefix "
+             f"({', '.join(keys)}); nothing else is written by validation.")
+    if storage_type == "s3":
+        rules = [{"ID": f"callstorage-probe-{i}", "Status": "Enabled",
+                  "Filter": {"Prefix": key},
+                  "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}
+                 for i, key in enumerate(keys)]
+        return (first, "On a versioned bucket, expire the probes' old versions "
+                "(aws s3api put-bucket-lifecycle-configuration): "
+                + json.dumps({"Rules": rules}, separators=(",", ":")))
+    if storage_type == "gcs":
+        return (first, "On a bucket with object versioning, a lifecycle rule "
+                "(condition isLive=false, matchesPrefix the probe keys, action Delete) "
+                "drops the probes' old generations.")
+    return (first, "With blob versioning on, a lifecycle management rule deleting "
+            "previous versions of the probe blobs (prefixMatch) keeps them from piling up.")
+
+
 def least_privilege_policy(
     storage_type: str,
     bucket: str,
@@ -248,10 +275,11 @@ def least_privilege_policy(
     mapping or just the values). ``member`` names the principal (GCS member, Azure
     assignee) instead of a placeholder."""
     values = list(prefixes.values()) if isinstance(prefixes, Mapping) else list(prefixes)
+    probes = probe_notes(storage_type, values) if access_mode == WRITE_ONLY else ()
     if storage_type == "s3":
         return Policy("s3", "AWS IAM identity policy", s3_policy(
             bucket, values, access_mode, path=path, check_object_prefix=check_object_prefix,
-            region=region), notes=(
+            region=region), notes=(*probes,
             "Attach to the IAM user or role whose keys the credentials Secret holds, "
             "e.g. aws iam put-user-policy --policy-document file://policy.json.",
             "A bucket encrypted with SSE-KMS also needs kms:GenerateDataKey on its key.",
@@ -259,7 +287,7 @@ def least_privilege_policy(
     if storage_type == "gcs":
         return Policy("gcs", "GCS bucket IAM bindings", gcs_policy(
             bucket, values, access_mode, path=path, check_object_prefix=check_object_prefix,
-            member=member or GCS_MEMBER_PLACEHOLDER), notes=(
+            member=member or GCS_MEMBER_PLACEHOLDER), notes=(*probes,
             "Add the bindings to the bucket's IAM policy (version 3); conditions need "
             "uniform bucket-level access.",
             "The member is the client_email of the service account in credentials.json.",
@@ -270,7 +298,7 @@ def least_privilege_policy(
         return Policy("abs", "Azure role assignment", azure_role(
             account_name, bucket, values, access_mode, path=path,
             check_object_prefix=check_object_prefix,
-            assignee=member or AZURE_ASSIGNEE_PLACEHOLDER), notes=(
+            assignee=member or AZURE_ASSIGNEE_PLACEHOLDER), notes=(*probes,
             "Fill in SUBSCRIPTION_ID and RESOURCE_GROUP; create roleDefinition (if any) with "
             "az role definition create, then the assignment with az role assignment create.",
             "An account key bypasses Azure RBAC entirely: use a service principal "

@@ -551,3 +551,50 @@ async def test_twenty_storages_on_a_hanging_endpoint_leave_workers_for_other_ten
     finally:
         release.set()
         await ctl.stop()
+
+
+# --- item 8: checks exactly once -------------------------------------------------------------
+
+async def test_a_check_run_again_after_a_crash_uploads_the_same_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 11 item 8: a crash between the upload and the status write made the restarted
+    operator upload a second object for the same request."""
+    from callstorage.api import CHECK_ANNOTATION
+    from callstorage.controller import CHECK
+    from callstorage.kube import decode_secret
+
+    puts: list[str] = []
+
+    class Recording(FakeClient):
+        def put_object(self, key: str, body: bytes, content_type: str) -> None:
+            puts.append(key)
+
+    monkeypatch.setattr(controller_module, "build_client", lambda *_: Recording())
+    kube = ScriptedKube()
+    kube.read_secret_result = decode_secret("5", secret("5", "KEY")["data"])
+    body = storage(ready=True)
+    body["metadata"]["annotations"] = {CHECK_ANNOTATION: "1764200000"}
+    kube.objects["st"] = body
+    key = (NS, "st")
+    first = make(kube)
+    first.on_storage_event("ADDED", body)
+    kube.fail_patches = 1  # uploaded; then the status write fails and the operator dies
+    await first.storage_round(key, {CHECK})
+    assert len(puts) == 1
+    assert "lastCheck" not in kube.objects["st"]["status"]
+    second = make(kube)  # the restarted operator finds the request unanswered
+    second.on_storage_event("ADDED", kube.objects["st"])
+    await second.reconcile_storage(key, {CHECK})
+    assert len(puts) == 2
+    assert puts[0] == puts[1], "the same request made a second object"
+    assert kube.objects["st"]["status"]["lastCheck"]["object"] == f"s3://bucket-1/{puts[0]}"
+    # a new request is a new object
+    again = copy.deepcopy(kube.objects["st"])
+    again["metadata"]["annotations"] = {CHECK_ANNOTATION: "1764200999"}
+    kube.rv += 1
+    again["metadata"]["resourceVersion"] = str(kube.rv)
+    kube.objects["st"] = again
+    second.on_storage_event("MODIFIED", again)
+    await second.reconcile_storage(key, {CHECK})
+    assert len(set(puts)) == 2

@@ -176,3 +176,19 @@ def test_least_privilege_policy_uses_the_member() -> None:
 def test_least_privilege_policy_refuses_bad_input(args: tuple[Any, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         policy.least_privilege_policy(*args)
+
+
+def test_write_only_policies_tell_how_probes_stay_bounded() -> None:
+    """Issue 11 item 8: one overwritten probe per prefix, and for a versioned S3 bucket a
+    lifecycle rule for the old versions of exactly those keys."""
+    import json as _json
+
+    from callstorage.policy import least_privilege_policy
+
+    policy = least_privilege_policy("s3", "b", "WriteOnly", {"audio": "rec/audio/"})
+    assert "rec/audio/.write_probe_callstorage" in policy.notes[0]
+    rules = _json.loads(policy.notes[1].split(": ", 1)[1])["Rules"]
+    assert [r["Filter"]["Prefix"] for r in rules] == ["rec/audio/.write_probe_callstorage"]
+    assert rules[0]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    read_write = least_privilege_policy("s3", "b", "ReadWrite", {"audio": "rec/audio/"})
+    assert not any("probe" in n for n in read_write.notes)

@@ -55,7 +55,7 @@ def test_write_only_probes_each_distinct_prefix_once() -> None:
     assert client.heads == 0
     keys = [k for k, _, _ in client.puts]
     assert [k.rsplit("/", 1)[0] for k in keys] == ["meta", "rec/audio", "rec/video"]
-    assert all(re.fullmatch(r"[a-z/]+/\.write_probe_[0-9a-f]{16}", k) for k in keys)
+    assert all(re.fullmatch(r"[a-z/]+/\.write_probe_callstorage", k) for k in keys)
     assert all(len(body) < 100 for _, body, _ in client.puts)
 
 
@@ -63,7 +63,7 @@ def test_write_only_at_the_bucket_root() -> None:
     client = RecordingClient()
     validate_storage(client, spec(accessMode="WriteOnly"))
     [(key, _, _)] = client.puts
-    assert re.fullmatch(r"\.write_probe_[0-9a-f]{16}", key)
+    assert key == ".write_probe_callstorage"
 
 
 def test_write_only_stops_at_the_first_refused_prefix() -> None:
@@ -74,8 +74,16 @@ def test_write_only_stops_at_the_first_refused_prefix() -> None:
     assert info.value.reason is Reason.ACCESS_DENIED
 
 
-def test_probe_keys_are_new_each_time() -> None:
-    assert probe_key("a") != probe_key("a")
+def test_probe_keys_are_the_same_each_time_so_probes_never_pile_up() -> None:
+    """Issue 11 item 8: a new probe name per validation left one object per prefix per
+    validation, forever; the same key is overwritten instead."""
+    assert probe_key("a") == probe_key("a") == "a/.write_probe_callstorage"
+    client = RecordingClient()
+    s = spec(accessMode="WriteOnly", prefixes={"audio": "rec/audio"})
+    validate_storage(client, s)
+    validate_storage(client, s)
+    keys = [k for k, _, _ in client.puts]
+    assert len(keys) == 2 * len(set(keys)), "the second validation wrote new objects"
 
 
 @pytest.mark.parametrize(("path", "prefix"), [(None, ""), ("/directory_name/", "directory_name/"),
@@ -90,6 +98,10 @@ def test_run_check_key(path: str | None, prefix: str) -> None:
     assert content_type.startswith("text/markdown")
     assert f"s3://b/{key}".encode() in body
     assert run_check(client, s, "stream-") != key
+    # a named request: the same object each time it runs (a retry after a crash)
+    named = run_check(client, s, "stream-", "0f8fad5b-d9cb-469f-a165-70867728950e")
+    assert named == f"{prefix}stream-0f8fad5b-d9cb-469f-a165-70867728950e.md"
+    assert run_check(client, s, "stream-", "0f8fad5b-d9cb-469f-a165-70867728950e") == named
 
 
 def test_registry_covers_every_storage_type() -> None:

@@ -34,6 +34,9 @@ CALLTYPE_PLURAL = "calltypes"
 RESERVED_STORAGE_NAME = "stream-s3"
 CHECK_ANNOTATION = "callstorage.io/check-requested-at"
 IN_USE_FINALIZER = "callstorage.io/in-use-protection"
+# The one probe object WriteOnly validation writes under each prefix, overwritten each time
+# (a new name per validation would pile up, one object per prefix per hour, forever).
+PROBE_OBJECT_NAME = ".write_probe_callstorage"
 # Platform call type names need not be valid object names (the built-in ``audio_room``):
 # such a CallType is named with '-' for '_' and carries the exact name in this label.
 CALL_TYPE_LABEL = "callstorage.io/call-type"

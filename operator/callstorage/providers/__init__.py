@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import secrets
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from callstorage.api import PROBE_OBJECT_NAME
 from callstorage.api.prefixes import effective_prefixes, normalize_prefix
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
@@ -111,9 +111,9 @@ def _prefixes(spec: ExternalStorageSpec) -> list[str]:
 
 
 def probe_key(prefix: str) -> str:
-    """A new probe object key under ``prefix`` (the bucket root for "")."""
-    name = f".write_probe_{secrets.token_hex(8)}"
-    return f"{prefix}/{name}" if prefix else name
+    """The probe object key under ``prefix`` (the bucket root for ""): always the same,
+    so each validation overwrites the last one's probe instead of adding one."""
+    return f"{prefix}/{PROBE_OBJECT_NAME}" if prefix else PROBE_OBJECT_NAME
 
 
 def validate_storage(client: StorageClient, spec: ExternalStorageSpec) -> Capabilities:
@@ -131,13 +131,19 @@ def validate_storage(client: StorageClient, spec: ExternalStorageSpec) -> Capabi
     return Capabilities(list=True)
 
 
-def run_check(client: StorageClient, spec: ExternalStorageSpec, name_prefix: str) -> str:
-    """Upload a new ``{path}/{name_prefix}<uuid4>.md`` and return its key."""
+def run_check(client: StorageClient, spec: ExternalStorageSpec, name_prefix: str,
+              check_id: str | None = None) -> str:
+    """Upload ``{path}/{name_prefix}<check_id>.md`` and return its key.
+
+    ``check_id`` names the request (see ``controller.check_id``): a retry of the same
+    request after a crash overwrites the same object, so each request leaves exactly one.
+    Without it, a fresh uuid4.
+    """
     try:
         base = normalize_prefix(spec.path or "")
     except ValueError as exc:
         raise ProviderError(Reason.INVALID_SPEC, f"invalid spec.path: {exc}") from None
-    name = f"{name_prefix}{uuid.uuid4()}.md"
+    name = f"{name_prefix}{check_id or uuid.uuid4()}.md"
     key = f"{base}/{name}" if base else name
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     body = (
