@@ -48,6 +48,10 @@ from callstorage.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 VALIDATE, CHECK, REFS = "validate", "check", "refs"
+# a referenced Secret was deleted: validate, unless the namespace is being torn down
+SECRET_GONE = "secret-gone"  # noqa: S105 - a queue reason, not a credential
+# How long a namespace's teardown state is believed (terminating never ends in Active).
+TERMINATING_TTL, ACTIVE_TTL = 600.0, 10.0
 # a round that failed after its validation ran: only the status write is retried
 WRITE = "write"
 SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
@@ -169,6 +173,8 @@ class Controller:
         # fair shares of the provider workers per endpoint host and namespace (fairness.py)
         self._fair: FairShare[ObjectKey] = FairShare(settings.max_concurrent_validations)
         self._woken: dict[ObjectKey, Group] = {}  # unparked, not yet holding a slot
+        # namespace -> (being deleted?, believed until): teardown makes no noise
+        self._terminating: dict[str, tuple[bool, float]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -411,7 +417,9 @@ class Controller:
         for storage in self.inv.storages_using_secret(key):
             body = self.inv.storages.get(storage) or {}
             seen = str((body.get("status") or {}).get("observedSecretVersion") or "")
-            if event_type == "DELETED" or rv not in seen.split(","):
+            if event_type == "DELETED":
+                self.storages.add(storage, SECRET_GONE)
+            elif rv not in seen.split(","):
                 self.storages.add(storage, VALIDATE)
 
     def _touch_call_types(self, storage: ObjectKey) -> None:
@@ -569,8 +577,13 @@ class Controller:
             invalid = str(exc)
         suspended = spec is not None and spec.suspend
         current_hash = es_reconcile.spec_hash(obj.get("spec"))
+        requested = VALIDATE in reasons
+        if SECRET_GONE in reasons and not requested:
+            # A namespace being deleted takes its Secrets before (or after) its storages:
+            # validating those would only report SecretNotFound on the way out.
+            requested = not deleting and not await self._namespace_terminating(key[0])
         wants_validation = es_reconcile.needs_validation(
-            status, generation, current_hash, VALIDATE in reasons)
+            status, generation, current_hash, requested)
         check_value = pending_check(obj)
         log.debug("ExternalStorage %s/%s: round for %s; validate: %s", *key,
                   ",".join(sorted(reasons)), wants_validation)
@@ -672,7 +685,30 @@ class Controller:
         written = self._written[key]
         return written, written
 
+    async def _namespace_terminating(self, namespace: str) -> bool:
+        """Whether ``namespace`` is being deleted, asked at most every ACTIVE_TTL seconds."""
+        now = time.monotonic()
+        cached = self._terminating.get(namespace)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        try:
+            answer = await self.kube.namespace_terminating(namespace)
+        except Exception as exc:  # unknown: behave as for a live namespace
+            log.debug("could not tell whether namespace %s is terminating: %s", namespace,
+                      _describe(exc))
+            return False
+        self._terminating[namespace] = (answer, now + (TERMINATING_TTL if answer
+                                                       else ACTIVE_TTL))
+        return answer
+
     async def _post(self, obj: Mapping[str, Any], events: list[Event]) -> None:
+        if events and (any(e.type == "Warning" for e in events) or
+                       _meta(obj).get("deletionTimestamp")):
+            namespace = str(_meta(obj).get("namespace", ""))
+            if await self._namespace_terminating(namespace):
+                log.debug("namespace %s is being deleted: %d event(s) not posted", namespace,
+                          len(events))
+                return
         for event in events:
             await self.kube.post_event(obj, event.type, event.reason, event.message)
 

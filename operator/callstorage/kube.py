@@ -151,6 +151,37 @@ class Kube:
             return items, str(min(versions)) if versions else None
         return await self._run(call)
 
+    async def namespace_terminating(self, namespace: str) -> bool:
+        """Whether ``namespace`` is being deleted (or gone).
+
+        Asked without any permission on Namespaces: a dry-run Event create, which the API
+        server's NamespaceLifecycle admission refuses (403) in a terminating namespace and
+        otherwise accepts without storing anything.
+        """
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": "callstorage-probe.", "namespace": namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace},
+            "type": "Normal", "reason": "NamespaceProbe", "message": "dry run",
+            "source": {"component": COMPONENT},
+        }
+
+        def call() -> bool:
+            try:
+                response = self._core.create_namespaced_event(
+                    namespace, event, dry_run="All", _request_timeout=REQUEST_TIMEOUT,
+                    _preload_content=False)
+                response.read()
+                response.release_conn()
+                return False
+            except ApiException as exc:
+                if exc.status == 404:
+                    return True
+                body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) \
+                    else str(exc.body or "")
+                return exc.status == 403 and "being terminated" in body
+        return await self._run(call)
+
     async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str,
                          message: str) -> None:
         """Record a core/v1 Event on ``obj``; failures are logged, never raised."""

@@ -65,6 +65,7 @@ class ScriptedKube:
         self.call_types: dict[str, dict[str, Any]] = {}
         self.finalizer_writes: list[list[str]] = []
         self.conflicts = 0  # answer this many finalizer writes with 409
+        self.terminating: set[str] = set()  # namespaces being deleted
 
     async def patch_status(self, plural: str, namespace: str, name: str,
                            patch: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -112,6 +113,10 @@ class ScriptedKube:
     async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str,
                          message: str) -> None:
         self.events.append((type_, reason))
+
+    async def namespace_terminating(self, namespace: str) -> bool:
+        self.calls.append(f"namespace_terminating {namespace}")
+        return namespace in self.terminating
 
     async def list_objects(self, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
         return (await self.list_snapshot(plural, namespaces))[0]
@@ -598,3 +603,49 @@ async def test_a_check_run_again_after_a_crash_uploads_the_same_object(
     second.on_storage_event("MODIFIED", again)
     await second.reconcile_storage(key, {CHECK})
     assert len(set(puts)) == 2
+
+
+# --- item 9: namespace teardown --------------------------------------------------------------
+
+@pytest.mark.parametrize("terminating", [True, False])
+async def test_a_secret_deleted_with_its_namespace_validates_nothing_and_posts_nothing(
+    provider: list[str], terminating: bool,
+) -> None:
+    """Issue 11 item 9: deleting a namespace deleted its Secrets first, and the storages
+    were re-validated on the way out (SecretNotFound, Warning events refused with 403).
+    In a live namespace a deleted Secret still turns the storage SecretNotFound."""
+    kube = ScriptedKube()
+    if terminating:
+        kube.terminating.add(NS)
+    ctl = make(kube)
+    body = storage(ready=True)
+    kube.objects["st"] = body
+    ctl.on_storage_event("ADDED", body)
+    ctl.on_secret_event("ADDED", secret("5", "KEY"))
+    ctl.storages.forget((NS, "st"))
+    ctl.on_secret_event("DELETED", secret("6", "KEY"))
+    await drain(ctl)
+    ready = _ready(kube.objects["st"]["status"])
+    if terminating:
+        assert ready["reason"] == "Validated"
+        assert kube.events == []
+    else:
+        assert ready["reason"] == "SecretNotFound"
+        assert kube.events == [("Warning", "SecretNotFound")]
+    assert provider == []
+    assert kube.calls.count(f"namespace_terminating {NS}") == 1
+
+
+async def test_call_type_warnings_are_not_posted_into_a_terminating_namespace() -> None:
+    kube = ScriptedKube()
+    kube.terminating.add(NS)
+    ctl = make(kube)
+    old = call_type()
+    old["metadata"]["creationTimestamp"] = "2020-01-01T00:00:00Z"  # past the grace period
+    kube.call_types["ct-2"] = old
+    ctl.on_call_type_event("ADDED", old)
+    await ctl.reconcile_call_type((NS, "ct-2"))  # its storage is gone: Stalled
+    stalled = [c for c in kube.call_types["ct-2"]["status"]["conditions"]
+               if c["type"] == "Stalled"]
+    assert stalled, "the status still tells the truth"
+    assert kube.events == []
