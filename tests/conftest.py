@@ -107,6 +107,38 @@ class RunningOperator:
 OperatorFactory = Callable[..., RunningOperator]
 
 
+def launch_operator(kubeconfig: Path, log_dir: Path, env: dict[str, str] | None = None,
+                    name: str = "operator") -> RunningOperator:
+    """Start ``python -m callstorage`` against ``kubeconfig`` and wait for its liveness
+    endpoint; the caller stops it."""
+    metrics_port, health_port = free_port(), free_port()
+    full_env = {
+        "KUBECONFIG": str(kubeconfig),
+        "CALLSTORAGE_NAMESPACE": OPERATOR_NAMESPACE,
+        "CALLSTORAGE_METRICS_PORT": str(metrics_port),
+        "CALLSTORAGE_HEALTH_PORT": str(health_port),
+        # short timeouts keep failure scenarios quick; retries stay exponential
+        "CALLSTORAGE_CONNECT_TIMEOUT": "2",
+        "CALLSTORAGE_READ_TIMEOUT": "3",
+        "CALLSTORAGE_MAX_ATTEMPTS": "1",
+        "CALLSTORAGE_RETRY_BASE": "1",
+        "CALLSTORAGE_RETRY_MAX": "10",
+        "CALLSTORAGE_LOG_LEVEL": "DEBUG",
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    server = Server(name, [sys.executable, "-m", "callstorage"], log_dir, env=full_env,
+                    cwd=ROOT)
+    running = RunningOperator(server, metrics_port, health_port)
+    try:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz"), 60,
+                 "the operator's liveness endpoint", alive=server)
+    except BaseException:
+        server.stop()
+        raise
+    return running
+
+
 @pytest.fixture(scope="session")
 def operator_factory(
     control_plane: ControlPlane, kube_api: Any, crds: list[str],
@@ -118,29 +150,9 @@ def operator_factory(
 
     def start(env: dict[str, str] | None = None, kubeconfig: Path | None = None,
               name: str = "operator") -> RunningOperator:
-        metrics_port, health_port = free_port(), free_port()
-        full_env = {
-            "KUBECONFIG": str(kubeconfig or control_plane.kubeconfig),
-            "CALLSTORAGE_NAMESPACE": OPERATOR_NAMESPACE,
-            "CALLSTORAGE_METRICS_PORT": str(metrics_port),
-            "CALLSTORAGE_HEALTH_PORT": str(health_port),
-            # short timeouts keep failure scenarios quick; retries stay exponential
-            "CALLSTORAGE_CONNECT_TIMEOUT": "2",
-            "CALLSTORAGE_READ_TIMEOUT": "3",
-            "CALLSTORAGE_MAX_ATTEMPTS": "1",
-            "CALLSTORAGE_RETRY_BASE": "1",
-            "CALLSTORAGE_RETRY_MAX": "10",
-            "CALLSTORAGE_LOG_LEVEL": "DEBUG",
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
-        log_dir = tmp_path_factory.mktemp(name)
-        server = Server(name, [sys.executable, "-m", "callstorage"], log_dir, env=full_env,
-                        cwd=ROOT)
-        running = RunningOperator(server, metrics_port, health_port)
+        running = launch_operator(kubeconfig or control_plane.kubeconfig,
+                                  tmp_path_factory.mktemp(name), env, name)
         started.append(running)
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{health_port}/healthz"), 60,
-                 "the operator's liveness endpoint", alive=server)
         return running
 
     yield start
@@ -162,8 +174,10 @@ def operator(operator_factory: OperatorFactory) -> RunningOperator:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/integration and tests/e2e need the test bed."""
+    """Tests under tests/integration, tests/e2e and tests/faults need the test bed."""
     for item in items:
         parts = Path(str(item.fspath)).parts
-        if "integration" in parts or "e2e" in parts:
+        if "integration" in parts or "e2e" in parts or "faults" in parts:
             item.add_marker(pytest.mark.integration)
+        if "faults" in parts:
+            item.add_marker(pytest.mark.faults)

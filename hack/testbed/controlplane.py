@@ -7,8 +7,11 @@ Everything listens on 127.0.0.1; certificates are generated per run.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import ssl
 import tempfile
 import urllib.request
@@ -80,6 +83,7 @@ class ControlPlane:
         self.port = 0
         self.pki_dir = self.run_dir / "pki"
         self.kubeconfig = self.run_dir / "admin.kubeconfig"
+        self._ca: ThrowawayCA | None = None
 
     @property
     def server(self) -> str:
@@ -115,6 +119,7 @@ class ControlPlane:
         kcm_bin = binaries.find("kube-controller-manager")
         logs = self.run_dir / "logs"
         ca = ThrowawayCA("callstorage-testbed-ca")
+        self._ca = ca
         self.pki_dir.mkdir(parents=True, exist_ok=True)
         self.ca_path.write_bytes(ca.cert_pem)
         serving_cert, serving_key = ca.issue([
@@ -185,6 +190,36 @@ class ControlPlane:
         ], logs)
         self._servers.append(kcm)
         return self
+
+    def user_kubeconfig(self, user: str, group: str = "system:masters",
+                        server: str | None = None) -> Path:
+        """A kubeconfig with a client certificate of its own (CN=``user``), so the audit
+        log attributes that client's requests to it; ``server`` to go through a proxy."""
+        assert self._ca is not None, "start() first"
+        cert, key = self._ca.issue_client(user, group).write(self.pki_dir, user)
+        return write_kubeconfig(self.run_dir / f"{user}.kubeconfig", server or self.server,
+                                self.ca_path, cert=cert, key=key, user=user)
+
+    def component(self, name: str) -> Server:
+        """The running process of ``etcd``, ``kube-apiserver`` or ``kube-controller-manager``."""
+        return next(s for s in self._servers if s.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component (a crash, not a shutdown)."""
+        server = self.component(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.proc.wait(10)
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start a killed component again with the same arguments (same port, same data);
+        for the API server, wait until it is ready."""
+        old = self.component(name)
+        old.stop(grace=1)
+        new = Server(name, old.argv, old.log_path.parent)
+        self._servers[self._servers.index(old)] = new
+        if name == "kube-apiserver":
+            wait_for(self._ready, timeout, "kube-apiserver /readyz", interval=0.1, alive=new)
 
     def api_client(self, kubeconfig: Path | None = None) -> Any:
         """A ``kubernetes.client.ApiClient`` for the admin (or the given kubeconfig)."""

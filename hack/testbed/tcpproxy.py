@@ -2,7 +2,9 @@
 
 Point a storage's endpoint at the relay instead of the emulator; ``cut_after(n)`` makes it
 drop every connection (with a reset) and stop listening once ``n`` more bytes have gone
-upstream; ``revive()`` listens again on the same port. TLS passes through untouched.
+upstream; ``revive()`` listens again on the same port; ``response_delay`` holds each
+answer back (the request has been served, the client does not know yet). TLS passes
+through untouched.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from types import TracebackType
 
 
@@ -22,6 +25,7 @@ class KillableProxy:
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._budget: int | None = None
+        self.response_delay = 0.0  # seconds each chunk towards the client is held back
         self.upstream_bytes = 0
         self.dead = threading.Event()
         self._listener = self._listen(port)
@@ -86,6 +90,8 @@ class KillableProxy:
                         self.kill()
                         return
                 else:
+                    if self.response_delay:  # the request has landed; the answer is late
+                        time.sleep(self.response_delay)
                     dst.sendall(data)
         except OSError:
             pass

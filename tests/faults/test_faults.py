@@ -1,0 +1,367 @@
+"""Faults of the control plane, the operator and the endpoints, on a real test bed.
+
+Each test breaks one part on purpose (kills and restarts the API server behind the
+operator's back, SIGKILLs the operator mid-check, overwrites status, deletes a namespace,
+hangs an endpoint) and asserts the state the operator converges to, how long that takes
+against a stated bound, and what the operator asked the API server meanwhile (the audit
+log attributes requests to the operator's own client certificate).
+
+These tests own a control plane of their own: killing the shared one would break the
+rest of the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
+from conftest import OPERATOR_NAMESPACE, ROOT, RunningOperator, launch_operator
+from testbed import kubeutil
+from testbed.controlplane import ControlPlane
+from testbed.procs import wait_for
+from testbed.s3 import S3Server, readwrite_policy
+from testbed.tcpproxy import KillableProxy
+
+pytestmark = [pytest.mark.faults, pytest.mark.integration]
+
+EXS, CT = "externalstorages", "calltypes"
+OPERATOR_USER = "callstorage-operator"
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(tmp_path_factory.mktemp("faults-cp"), audit=True)
+    try:
+        plane.start()
+        api = plane.api_client()
+        kubeutil.apply_crds(api, ROOT / "crds")
+        kubeutil.create_namespace(api, OPERATOR_NAMESPACE, exist_ok=True)
+        api.close()
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture
+def admin(cp: ControlPlane) -> Iterator[Any]:
+    api = cp.api_client()
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def ns(admin: Any) -> Iterator[str]:
+    name = f"f-{secrets.token_hex(3)}"
+    kubeutil.create_namespace(admin, name)
+    yield name
+    kubeutil.delete_namespace(admin, name)
+
+
+@pytest.fixture
+def api_proxy(cp: ControlPlane) -> Iterator[KillableProxy]:
+    """The operator's road to the API server, which a test can cut."""
+    with KillableProxy(cp.port) as proxy:
+        yield proxy
+
+
+class Operators:
+    """Operators started by one test, all stopped at its end."""
+
+    def __init__(self, cp: ControlPlane, kubeconfig: Path, tmp: Path) -> None:
+        self.cp, self.kubeconfig, self.tmp = cp, kubeconfig, tmp
+        self.running: list[RunningOperator] = []
+
+    def start(self, **env: str) -> RunningOperator:
+        name = f"operator-{len(self.running)}"
+        op = launch_operator(self.kubeconfig, self.tmp / name, env, name)
+        self.running.append(op)
+        return op
+
+    def stop(self) -> None:
+        for op in self.running:
+            op.stop()
+
+
+@pytest.fixture
+def operators(cp: ControlPlane, api_proxy: KillableProxy, tmp_path: Path) -> \
+        Iterator[Operators]:
+    kubeconfig = cp.user_kubeconfig(OPERATOR_USER,
+                                    server=f"https://127.0.0.1:{api_proxy.port}")
+    ops = Operators(cp, kubeconfig, tmp_path)
+    yield ops
+    ops.stop()
+
+
+def operator_requests(cp: ControlPlane, since: float, until: float | None = None) -> \
+        Counter[str]:
+    """The operator's requests in [since, until], as "verb resource[/sub] code" counts."""
+    assert cp.audit_log is not None
+    counts: Counter[str] = Counter()
+    for line in cp.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("stage") != "ResponseComplete" or \
+                event.get("user", {}).get("username") != OPERATOR_USER:
+            continue
+        stamp = dt.datetime.fromisoformat(
+            event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+        if stamp < since or (until is not None and stamp > until):
+            continue
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", "?") + (f"/{ref['subresource']}"
+                                               if ref.get("subresource") else "")
+        dry = " dry-run" if "dryRun=" in event.get("requestURI", "") else ""
+        code = (event.get("responseStatus") or {}).get("code")
+        counts[f"{event.get('verb')} {resource}{dry} {code}"] += 1
+    return counts
+
+
+def s3_storage(admin: Any, s3: S3Server, ns: str, name: str, endpoint: str | None = None,
+               **spec: Any) -> str:
+    """A ReadWrite S3 storage with a bucket and keys of its own; returns the bucket."""
+    bucket = f"{ns}-{name}"[:60]
+    s3.create_bucket(bucket)
+    keys = s3.create_user(f"u-{bucket}", readwrite_policy(bucket))
+    kubeutil.secret(admin, ns, f"{name}-creds", keys.as_secret_data())
+    kubeutil.create_object(admin, EXS, ns, kubeutil.external_storage(
+        name, kubeutil.s3_storage_spec(bucket, endpoint or s3.endpoint, f"{name}-creds",
+                                       path="calls/", **spec)))
+    return bucket
+
+
+def call_type(admin: Any, ns: str, name: str, storage: str) -> None:
+    kubeutil.create_object(admin, CT, ns, {
+        "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
+        "metadata": {"name": name}, "spec": {"externalStorage": storage}})
+
+
+def finalizers(obj: dict[str, Any] | None) -> list[str]:
+    return list(((obj or {}).get("metadata") or {}).get("finalizers") or [])
+
+
+def used_by(obj: dict[str, Any] | None) -> list[str] | None:
+    return ((obj or {}).get("status") or {}).get("usedBy")
+
+
+def timed(what: str, predicate: Any, bound: float) -> float:
+    """Seconds until ``predicate()`` holds; fails beyond ``bound``."""
+    started = time.monotonic()
+    wait_for(predicate, bound, what, interval=0.1)
+    return time.monotonic() - started
+
+
+def report(name: str, **figures: Any) -> None:
+    """One line per fault for the closing table (pytest -s shows it)."""
+    print(f"\nFAULT {name}: " + json.dumps(figures, sort_keys=True, default=str))
+
+
+# --- 1 and 2: a deletion the watch never reports ----------------------------------------------
+
+def test_a_call_type_deleted_while_the_api_server_restarts_is_pruned(
+    cp: ControlPlane, admin: Any, ns: str, api_proxy: KillableProxy, operators: Operators,
+    s3_server: S3Server,
+) -> None:
+    """Issue 11 items 1-2. The operator is cut off, the API server is killed and started
+    again (a new watch cache: the operator's resourceVersion is now too old, 410 Gone and
+    a relist), and ct-2 is deleted before the operator reconnects. The relist replays
+    live objects only; the resync must find ct-2 gone: the storage loses its in-use
+    finalizer and usedBy, and can then be deleted."""
+    operators.start()
+    s3_storage(admin, s3_server, ns, "st")
+    call_type(admin, ns, "ct-2", "st")
+    kubeutil.wait_object(admin, EXS, ns, "st", lambda o: used_by(o) == ["ct-2"] and
+                         IN_USE_FINALIZER in finalizers(o), 30, "st in use by ct-2")
+
+    api_proxy.kill()
+    cp.kill("kube-apiserver")
+    cp.restart("kube-apiserver")
+    client.CustomObjectsApi(admin).delete_namespaced_custom_object(
+        "callstorage.io", "v1alpha1", ns, CT, "ct-2")
+    since = time.time()
+    api_proxy.revive()
+
+    took = timed("the ghost ct-2 to be pruned", lambda: (
+        (o := kubeutil.get_object(admin, EXS, ns, "st")) is not None and used_by(o) == []
+        and IN_USE_FINALIZER not in finalizers(o)), 30)
+    client.CustomObjectsApi(admin).delete_namespaced_custom_object(
+        "callstorage.io", "v1alpha1", ns, EXS, "st")
+    timed("the storage to be deleted",
+          lambda: kubeutil.get_object(admin, EXS, ns, "st") is None, 10)
+    time.sleep(3)  # what the operator does once converged counts too: no 1/s loop
+    requests = operator_requests(cp, since)
+    report("api-server restart + CallType deletion", converged_s=round(took, 1),
+           bound_s=30, requests=dict(requests))
+    writes = sum(n for k, n in requests.items() if k.split()[0] in ("patch", "update"))
+    assert writes <= 10, requests
+    assert sum(requests.values()) <= 60, requests
+
+
+# --- 8: exactly one check object, even across a crash ----------------------------------------
+
+def test_an_operator_killed_between_upload_and_status_write_leaves_one_check_object(
+    admin: Any, ns: str, operators: Operators, s3_server: S3Server,
+) -> None:
+    with KillableProxy(int(s3_server.endpoint.rsplit(":", 1)[1])) as slow_s3:
+        first = operators.start(CALLSTORAGE_READ_TIMEOUT="10")
+        bucket = s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
+        kubeutil.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
+
+        slow_s3.response_delay = 2.0  # the object lands; the answer comes 2 s later
+        client.CustomObjectsApi(admin).patch_namespaced_custom_object(
+            "callstorage.io", "v1alpha1", ns, EXS, "st",
+            {"metadata": {"annotations": {CHECK_ANNOTATION: "crash-1"}}})
+
+        def checks() -> list[str]:
+            return [k for k in s3_server.list_keys(bucket, "calls/")
+                    if k.startswith("calls/stream-")]
+
+        wait_for(lambda: bool(checks()), 20, "the check object to land", interval=0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.server.pid, signal.SIGKILL)
+        first.server.proc.wait(10)
+        assert "lastCheck" not in (kubeutil.get_object(admin, EXS, ns, "st") or {}).get(
+            "status", {}), "the kill came too late to test anything"
+
+        slow_s3.response_delay = 0.0
+        started = time.monotonic()
+        operators.start(CALLSTORAGE_READ_TIMEOUT="10")
+        obj = kubeutil.wait_object(
+            admin, EXS, ns, "st", lambda o: ((o or {}).get("status") or {}).get(
+                "lastCheck", {}).get("requestedAt") == "crash-1", 30, "the check answered")
+        took = time.monotonic() - started
+        assert obj is not None
+        last = obj["status"]["lastCheck"]
+        assert last["succeeded"] is True, last
+        objects = checks()
+        report("operator SIGKILL between check upload and status write",
+               converged_s=round(took, 1), bound_s=30, check_objects=len(objects))
+        assert len(objects) == 1, objects
+        assert last["object"].endswith(objects[0])
+
+
+# --- 4: status and finalizers restored ---------------------------------------------------------
+
+def test_tampered_status_and_a_stripped_finalizer_are_restored(
+    cp: ControlPlane, admin: Any, ns: str, operators: Operators, s3_server: S3Server,
+) -> None:
+    operators.start()
+    s3_storage(admin, s3_server, ns, "st")
+    call_type(admin, ns, "ct-1", "st")
+    good = kubeutil.wait_object(admin, EXS, ns, "st", lambda o: used_by(o) == ["ct-1"] and
+                                IN_USE_FINALIZER in finalizers(o), 30, "st in use")
+    kubeutil.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
+    assert good is not None
+    validated_at = kubeutil.wait_ready(admin, EXS, ns, "st", "True")["status"][
+        "lastValidatedAt"]
+    api = client.CustomObjectsApi(admin)
+    since = time.time()
+
+    fake = [dict(c, status="True", reason="Faked", message="trust me")
+            if c["type"] == "Ready" else c for c in good["status"]["conditions"]]
+    api.patch_namespaced_custom_object_status(
+        "callstorage.io", "v1alpha1", ns, EXS, "st",
+        {"status": {"usedBy": ["ghost"], "conditions": fake}})
+    status_took = timed("the storage's status to be restored", lambda: (
+        (o := kubeutil.get_object(admin, EXS, ns, "st")) is not None
+        and used_by(o) == ["ct-1"] and kubeutil.condition(o)["reason"] == "Validated"), 10)
+
+    api.patch_namespaced_custom_object(
+        "callstorage.io", "v1alpha1", ns, EXS, "st", {"metadata": {"finalizers": []}})
+    fin_took = timed("the in-use finalizer to come back", lambda: IN_USE_FINALIZER in
+                     finalizers(kubeutil.get_object(admin, EXS, ns, "st")), 10)
+
+    api.patch_namespaced_custom_object_status(
+        "callstorage.io", "v1alpha1", ns, CT, "ct-1",
+        {"status": {"resolvedStorage": {"name": "evil", "namespace": ns}}})
+    ct_took = timed("the CallType's resolvedStorage to be restored", lambda: (
+        (kubeutil.get_object(admin, CT, ns, "ct-1") or {}).get("status", {}).get(
+            "resolvedStorage", {}).get("name") == "st"), 10)
+
+    after = kubeutil.get_object(admin, EXS, ns, "st")
+    assert after is not None
+    assert after["status"]["lastValidatedAt"] == validated_at, "restoring re-validated"
+    time.sleep(2)
+    requests = operator_requests(cp, since)
+    report("status and finalizer tampering", status_s=round(status_took, 1),
+           finalizer_s=round(fin_took, 1), calltype_s=round(ct_took, 1), bound_s=10,
+           requests=dict(requests))
+    assert sum(n for k, n in requests.items() if k.startswith("patch")) <= 8, requests
+
+
+# --- 9: namespace teardown ---------------------------------------------------------------------
+
+def test_deleting_a_namespace_validates_nothing_and_posts_no_warnings(
+    cp: ControlPlane, admin: Any, operators: Operators, s3_server: S3Server,
+) -> None:
+    op = operators.start()
+    ns = f"f-{secrets.token_hex(3)}"
+    kubeutil.create_namespace(admin, ns)
+    s3_storage(admin, s3_server, ns, "st")
+    call_type(admin, ns, "ct-1", "st")
+    kubeutil.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
+    time.sleep(1)  # let the first round's events land before counting
+    log_offset = len(op.log())
+    since = time.time()
+    kubeutil.delete_namespace(admin, ns)
+
+    def gone() -> bool:
+        try:
+            client.CoreV1Api(admin).read_namespace(ns)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    took = timed(f"namespace {ns} to be deleted", gone, 60)
+    time.sleep(2)
+    log = op.log()[log_offset:]
+    requests = operator_requests(cp, since)
+    report("namespace deletion", converged_s=round(took, 1), bound_s=60,
+           requests=dict(requests))
+    assert f"validated ExternalStorage {ns}/" not in log
+    refused = {k: n for k, n in requests.items()
+               if k.startswith("create events") and "dry-run" not in k and
+               not k.endswith(" 201")}
+    assert refused == {}, requests
+
+
+# --- 6: fairness -------------------------------------------------------------------------------
+
+def test_twenty_storages_on_a_hanging_endpoint_do_not_delay_another_tenant(
+    admin: Any, operators: Operators, s3_server: S3Server, hanging_port: int,
+) -> None:
+    operators.start(CALLSTORAGE_READ_TIMEOUT="30", CALLSTORAGE_CONNECT_TIMEOUT="30",
+                    CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS="16")
+    stuck, other = f"f-{secrets.token_hex(3)}", f"f-{secrets.token_hex(3)}"
+    kubeutil.create_namespace(admin, stuck)
+    kubeutil.create_namespace(admin, other)
+    try:
+        kubeutil.secret(admin, stuck, "creds", {"accessKeyId": "AKIAHANG",
+                                                "secretAccessKey": "hang"})
+        for i in range(20):
+            kubeutil.create_object(admin, EXS, stuck, kubeutil.external_storage(
+                f"hang-{i}", kubeutil.s3_storage_spec(
+                    "bucket", f"http://127.0.0.1:{hanging_port}", "creds")))
+        kubeutil.wait_object(admin, EXS, stuck, "hang-19", lambda o: kubeutil.condition(
+            o).get("reason") == "Validating", 20, "the hanging validations to start")
+        started = time.monotonic()
+        s3_storage(admin, s3_server, other, "fresh")
+        kubeutil.wait_ready(admin, EXS, other, "fresh", "True", "Validated", timeout=30)
+        took = time.monotonic() - started
+        report("20 storages on a hanging endpoint; another tenant's new storage",
+               ready_s=round(took, 1), bound_s=5)
+        assert took < 5, f"the other tenant's storage waited {took:.1f}s"
+    finally:
+        kubeutil.delete_namespace(admin, stuck)
+        kubeutil.delete_namespace(admin, other)
