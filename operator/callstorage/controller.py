@@ -52,6 +52,9 @@ VALIDATE, CHECK, REFS = "validate", "check", "refs"
 SECRET_GONE = "secret-gone"  # noqa: S105 - a queue reason, not a credential
 # How long a namespace's teardown state is believed (terminating never ends in Active).
 TERMINATING_TTL, ACTIVE_TTL = 600.0, 10.0
+# Restores of a key closer together than this count as one fight (someone keeps writing,
+# e.g. a second operator during a botched rollout) and back off.
+RESTORE_WINDOW = 60.0
 # a round that failed after its validation ran: only the status write is retried
 WRITE = "write"
 SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
@@ -175,6 +178,8 @@ class Controller:
         self._woken: dict[ObjectKey, Group] = {}  # unparked, not yet holding a slot
         # namespace -> (being deleted?, believed until): teardown makes no noise
         self._terminating: dict[str, tuple[bool, float]] = {}
+        # (kind, key) -> (restores in a row, when the last one was due)
+        self._restores: dict[tuple[str, ObjectKey], tuple[int, float]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -334,7 +339,7 @@ class Controller:
                 # resumed: the schedule paused with it starts again where it stood
                 self._schedule_after_restart(key, new)
         if old is not None and self._storage_drifted(key, new):
-            self.storages.add(key, REFS)
+            self.storages.add(key, REFS, self._restore_delay(STORAGE, key))
         if pending_check(new):
             self.storages.add(key, CHECK)
         if old is None or es_reconcile.ready_state(old.get("status")) != \
@@ -389,9 +394,10 @@ class Controller:
                 self.storages.add(previous, REFS)
         status = new.get("status") or {}
         written = self._ct_written.get(key)
-        if old is None or status.get("observedGeneration") != _meta(new).get("generation") \
-                or (written is not None and dict(status) != written):
+        if old is None or status.get("observedGeneration") != _meta(new).get("generation"):
             self.call_types.add(key, "reconcile")
+        elif written is not None and dict(status) != written:
+            self.call_types.add(key, "restore", self._restore_delay(CALL_TYPE, key))
 
     def on_secret_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
@@ -537,6 +543,22 @@ class Controller:
         """Record the server's answer to our status write, then feed it in as an event."""
         self._written[key] = dict(updated.get("status") or {})
         self.on_storage_event("MODIFIED", updated)
+
+    def _restore_delay(self, kind: str, key: ObjectKey) -> float:
+        """The first restore is immediate; a key that keeps being overwritten (a second
+        writer fighting ours) is restored with exponential backoff, never in a loop."""
+        now = time.monotonic()
+        count, last = self._restores.get((kind, key), (0, float("-inf")))
+        count = count + 1 if now - last < RESTORE_WINDOW else 1
+        delay = 0.0
+        if count > 1:
+            delay = next_delay(Reason.INTERNAL_ERROR, 0.0, count - 1, self.settings.retry_base,
+                               self.settings.retry_max, self.rand) or 0.0
+        self._restores[(kind, key)] = (count, now + delay)
+        if len(self._restores) > 10_000:
+            self._restores = {k: v for k, v in self._restores.items()
+                              if now - v[1] < RESTORE_WINDOW}
+        return delay
 
     def _storage_drifted(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
         """Whether status or the in-use finalizer differ from what the operator keeps.

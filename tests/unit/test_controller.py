@@ -649,3 +649,36 @@ async def test_call_type_warnings_are_not_posted_into_a_terminating_namespace() 
                if c["type"] == "Stalled"]
     assert stalled, "the status still tells the truth"
     assert kube.events == []
+
+
+async def test_a_second_writer_fighting_over_status_is_answered_with_backoff(
+    provider: list[str],
+) -> None:
+    """Restoring must not become a write loop when someone keeps overwriting (two
+    operators during a botched rollout): the first restore is immediate, later ones
+    back off exponentially."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    body = storage(ready=True)
+    kube.objects["st"] = body
+    ctl.on_storage_event("ADDED", body)
+    await drain(ctl)
+    key = (NS, "st")
+    delays = []
+    for _ in range(5):
+        tampered = copy.deepcopy(kube.objects["st"])
+        tampered["status"]["usedBy"] = ["other-operator"]
+        kube.rv += 1
+        tampered["metadata"]["resourceVersion"] = str(kube.rv)
+        kube.objects["st"] = tampered
+        ctl.storages.forget(key)
+        ctl.on_storage_event("MODIFIED", tampered)
+        due = ctl.storages.due_at(key)
+        assert due is not None
+        delays.append(due - ctl.storages._clock())
+        ctl.storages.forget(key)  # run the restore now, whenever it was due
+        await ctl.storage_round(key, {"refs"})
+        assert kube.objects["st"]["status"]["usedBy"] == []
+    assert delays[0] <= 0.01
+    assert all(b > a for a, b in itertools.pairwise(delays)), delays
+    assert provider == []
