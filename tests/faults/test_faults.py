@@ -353,8 +353,13 @@ def test_twenty_storages_on_a_hanging_endpoint_do_not_delay_another_tenant(
             kubeutil.create_object(admin, EXS, stuck, kubeutil.external_storage(
                 f"hang-{i}", kubeutil.s3_storage_spec(
                     "bucket", f"http://127.0.0.1:{hanging_port}", "creds")))
-        kubeutil.wait_object(admin, EXS, stuck, "hang-19", lambda o: kubeutil.condition(
-            o).get("reason") == "Validating", 20, "the hanging validations to start")
+
+        def validating() -> int:
+            items = client.CustomObjectsApi(admin).list_namespaced_custom_object(
+                "callstorage.io", "v1alpha1", stuck, EXS)["items"]
+            return sum(kubeutil.condition(o).get("reason") == "Validating" for o in items)
+
+        wait_for(lambda: validating() >= 4, 20, "the hanging validations to start")
         started = time.monotonic()
         s3_storage(admin, s3_server, other, "fresh")
         kubeutil.wait_ready(admin, EXS, other, "fresh", "True", "Validated", timeout=30)
