@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP) ## virtualenv with the package and its test/dev dependencies
 
-testbed: deps ## find or build kube-apiserver, etcd, helm, kubeconform, kstatus; install Azurite
+testbed: deps ## find or build the Go tools (kube-apiserver, etcd, helm, ...); install Azurite
 	$(BIN)/python -m testbed prepare
 
 demo: testbed ## local control plane + S3 emulator + operator + samples, until Ctrl-C
