@@ -682,3 +682,24 @@ async def test_a_second_writer_fighting_over_status_is_answered_with_backoff(
     assert delays[0] <= 0.01
     assert all(b > a for a, b in itertools.pairwise(delays)), delays
     assert provider == []
+
+
+async def test_a_resync_feeds_a_change_the_watch_missed_and_keeps_newer_objects(
+    provider: list[str],
+) -> None:
+    """The LIST goes through the normal event path: a spec change the watch missed is
+    seen (and validated); an object held at a newer version than the LIST is kept."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    body = storage(ready=True)
+    ctl.on_storage_event("ADDED", body)
+    ctl.on_call_type_event("ADDED", call_type(rv="90"))  # newer than the LIST below
+    changed = copy.deepcopy(body)
+    changed["metadata"].update(generation=2, resourceVersion="50")
+    changed["spec"]["bucket"] = "bucket-2"
+    kube.objects["st"] = changed
+    kube.rv = 60
+    await ctl.resync()
+    assert ctl.inv.storages[(NS, "st")]["spec"]["bucket"] == "bucket-2"
+    assert (NS, "ct-2") in ctl.inv.call_types, "a CallType newer than the LIST was dropped"
+    assert ctl.storages.due_at((NS, "st")) is not None
