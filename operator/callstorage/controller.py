@@ -338,8 +338,11 @@ class Controller:
                     not (new.get("spec") or {}).get("suspend"):
                 # resumed: the schedule paused with it starts again where it stood
                 self._schedule_after_restart(key, new)
-        if old is not None and self._storage_drifted(key, new):
-            self.storages.add(key, REFS, self._restore_delay(STORAGE, key))
+        if old is not None:
+            if self._status_overwritten(key, new):
+                self.storages.add(key, REFS, self._restore_delay(STORAGE, key))
+            elif self._finalizer_wrong(key, new):
+                self.storages.add(key, REFS)
         if pending_check(new):
             self.storages.add(key, CHECK)
         if old is None or es_reconcile.ready_state(old.get("status")) != \
@@ -560,15 +563,15 @@ class Controller:
                               if now - v[1] < RESTORE_WINDOW}
         return delay
 
-    def _storage_drifted(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
-        """Whether status or the in-use finalizer differ from what the operator keeps.
-
-        Someone wrote the status subresource (a fake Ready, a foreign usedBy) or stripped
-        the finalizer while a CallType uses the storage: a round puts it back.
-        """
+    def _status_overwritten(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
+        """Someone else wrote the status subresource (a fake Ready, a foreign usedBy): it
+        differs from what the operator last wrote. A round puts it back."""
         written = self._written.get(key)
-        if written is not None and dict(obj.get("status") or {}) != written:
-            return True
+        return written is not None and dict(obj.get("status") or {}) != written
+
+    def _finalizer_wrong(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
+        """The in-use finalizer is missing while a CallType uses the storage (stripped by
+        hand: a delete would pass) or present while none does."""
         meta = _meta(obj)
         has = IN_USE_FINALIZER in (meta.get("finalizers") or [])
         used = bool(self.inv.call_types_using(key))

@@ -85,9 +85,14 @@ class Operators:
         self.running: list[RunningOperator] = []
 
     def start(self, **env: str) -> RunningOperator:
+        """Start an operator and wait until its watches stream: before that it works
+        from its own start-up LIST, and a fault would meet kopf still starting."""
         name = f"operator-{len(self.running)}"
+        since = time.time()
         op = launch_operator(self.kubeconfig, self.tmp / name, env, name)
         self.running.append(op)
+        wait_for(lambda: watching(self.cp, since) >= {EXS, CT, "secrets"}, 30,
+                 "the operator's watches to stream", alive=op.server)
         return op
 
     def stop(self) -> None:
@@ -126,6 +131,23 @@ def operator_requests(cp: ControlPlane, since: float, until: float | None = None
         code = (event.get("responseStatus") or {}).get("code")
         counts[f"{event.get('verb')} {resource}{dry} {code}"] += 1
     return counts
+
+
+def watching(cp: ControlPlane, since: float) -> set[str]:
+    """Resources the operator has opened a watch on since ``since`` (audit stage
+    ResponseStarted)."""
+    assert cp.audit_log is not None
+    found: set[str] = set()
+    for line in cp.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("stage") != "ResponseStarted" or event.get("verb") != "watch" or \
+                event.get("user", {}).get("username") != OPERATOR_USER:
+            continue
+        stamp = dt.datetime.fromisoformat(
+            event["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+        if stamp >= since:
+            found.add((event.get("objectRef") or {}).get("resource", ""))
+    return found
 
 
 def s3_storage(admin: Any, s3: S3Server, ns: str, name: str, endpoint: str | None = None,
