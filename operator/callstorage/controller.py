@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 VALIDATE, CHECK, REFS = "validate", "check", "refs"
 # a referenced Secret was deleted: validate, unless the namespace is being torn down
 SECRET_GONE = "secret-gone"  # noqa: S105 - a queue reason, not a credential
-# How long a namespace's teardown state is believed (terminating never ends in Active).
-TERMINATING_TTL, ACTIVE_TTL = 600.0, 10.0
+# How long a namespace's teardown state is believed: terminating never ends in Active; an
+# Active answer is not kept (teardown may start any moment, and asking is rare).
+TERMINATING_TTL, ACTIVE_TTL = 600.0, 0.0
 # Restores of a key closer together than this count as one fight (someone keeps writing,
 # e.g. a second operator during a botched rollout) and back off.
 RESTORE_WINDOW = 60.0
@@ -711,7 +712,7 @@ class Controller:
         return written, written
 
     async def _namespace_terminating(self, namespace: str) -> bool:
-        """Whether ``namespace`` is being deleted, asked at most every ACTIVE_TTL seconds."""
+        """Whether ``namespace`` is being deleted (a terminating answer is kept)."""
         now = time.monotonic()
         cached = self._terminating.get(namespace)
         if cached is not None and now < cached[1]:
@@ -735,7 +736,10 @@ class Controller:
                           len(events))
                 return
         for event in events:
-            await self.kube.post_event(obj, event.type, event.reason, event.message)
+            if not await self.kube.post_event(obj, event.type, event.reason, event.message):
+                namespace = str(_meta(obj).get("namespace", ""))
+                self._terminating[namespace] = (True, time.monotonic() + TERMINATING_TTL)
+                return
 
     async def _sync_finalizer(self, key: ObjectKey, obj: Mapping[str, Any],
                               used_by: tuple[str, ...], deleting: bool) -> bool:

@@ -175,16 +175,13 @@ class Kube:
                 response.release_conn()
                 return False
             except ApiException as exc:
-                if exc.status == 404:
-                    return True
-                body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) \
-                    else str(exc.body or "")
-                return exc.status == 403 and "being terminated" in body
+                return exc.status == 404 or _terminating(exc)
         return await self._run(call)
 
     async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str,
-                         message: str) -> None:
-        """Record a core/v1 Event on ``obj``; failures are logged, never raised."""
+                         message: str) -> bool:
+        """Record a core/v1 Event on ``obj``; failures are logged, never raised. False
+        when the namespace is being deleted (nothing can be created there)."""
         meta = obj.get("metadata") or {}
         now = dt.datetime.now(dt.UTC)
         # A plain dict, and the answer left unparsed: the client's model classes deep-copy
@@ -203,7 +200,7 @@ class Kube:
             "reportingComponent": COMPONENT, "reportingInstance": COMPONENT,
         }
 
-        def call() -> None:
+        def call() -> bool:
             try:
                 response = self._core.create_namespaced_event(
                     meta.get("namespace"), event, _request_timeout=REQUEST_TIMEOUT,
@@ -211,9 +208,19 @@ class Kube:
                 response.read()
                 response.release_conn()
             except ApiException as exc:
+                if _terminating(exc):
+                    return False
                 log.warning("could not post event %s on %s/%s: HTTP %s", reason,
                             meta.get("namespace"), meta.get("name"), exc.status)
-        await self._run(call)
+            return True
+        return await self._run(call)
+
+
+def _terminating(exc: ApiException) -> bool:
+    """A 403 from NamespaceLifecycle admission: the namespace is being deleted."""
+    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) \
+        else str(exc.body or "")
+    return exc.status == 403 and "being terminated" in body
 
 
 def decode_secret(resource_version: str, data: Mapping[str, str] | None) -> CachedSecret:
