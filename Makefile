@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/hack
 # Every process a run starts inherits this id, so `testbed leftovers` can find strays.
 export CALLSTORAGE_TESTBED_RUN ?= $(shell date +%s%N)
 
-.PHONY: help deps testbed demo test lint bench clean
+.PHONY: help deps testbed demo test lint bench clean image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test: testbed ## lint, type-check and run every test against the real test bed
 	$(BIN)/mypy
 	$(BIN)/pytest
 	$(BIN)/python -m testbed leftovers
+
+image: deps ## build the operator image from the Dockerfile (no registry); prints its id
+	$(BIN)/python -m testbed image
 
 lint: deps ## ruff and mypy only
 	$(BIN)/ruff check .

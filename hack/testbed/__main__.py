@@ -2,8 +2,12 @@
 
     prepare   find or build kube-apiserver, etcd, kube-controller-manager, helm,
               kubeconform (cached in ~/.cache/callstorage) and install Azurite
-    up        start a control plane + S3 emulator and wait (for exploring by hand)
-    demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C
+    up        start a control plane + S3 emulator and wait (for exploring by hand);
+              --node adds a real node (kubelet, containerd, kube-proxy) with the image
+    demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C;
+              --node installs the operator with `helm install` onto the node instead
+    image     build the operator image from the Dockerfile, no registry; print its id
+              (--lock: refresh the pinned Python and Debian package lists first)
     leftovers fail if any process of this run (CALLSTORAGE_TESTBED_RUN) still runs
 """
 
@@ -168,10 +172,21 @@ def up(demo: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["prepare", "up", "demo", "leftovers"])
+    parser.add_argument("command", choices=["prepare", "up", "demo", "leftovers", "image"])
+    parser.add_argument("--node", action="store_true", help="up/demo: with a real node")
+    parser.add_argument("--lock", action="store_true", help="image: refresh the locks")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare()
+        return 0
+    if args.command == "image":
+        from testbed import image
+
+        if args.lock:
+            image.lock()
+        built = image.build()
+        _say(f"{built.name} (archive {built.archive})")
+        print(built.digest)
         return 0
     if args.command == "leftovers":
         run_id = os.environ.get(RUN_MARKER, "")

@@ -38,6 +38,39 @@ _K8S_STAGING = (
 )
 
 
+# The control plane, and what a real node adds (kubelet, kube-proxy, kube-scheduler).
+_K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+                 "kube-proxy")
+
+# The pod sandbox ("pause") process: no registry is reachable, so the image is built here
+# from this program (static, waits for a signal, reaps orphans like the upstream pause).
+_PAUSE_GO = """package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	for s := range sigs {
+		if s != syscall.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			var ws syscall.WaitStatus
+			if pid, _ := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 {
+				break
+			}
+		}
+	}
+}
+"""
+PAUSE_VERSION = "3.10"
+
+
 def cache_root() -> Path:
     """Where built binaries live; ``CALLSTORAGE_CACHE`` overrides ``~/.cache/callstorage``."""
     env = os.environ.get("CALLSTORAGE_CACHE")
@@ -86,12 +119,10 @@ def _kubernetes() -> GoBuild:
     return GoBuild(
         name="kubernetes",
         version=v,
-        binaries=("kube-apiserver", "kube-controller-manager"),
+        # one build for the control plane and the node: the Go build cache is shared
+        binaries=_K8S_BINARIES,
         go_mod=go_mod,
-        packages=(
-            "k8s.io/kubernetes/cmd/kube-apiserver",
-            "k8s.io/kubernetes/cmd/kube-controller-manager",
-        ),
+        packages=tuple(f"k8s.io/kubernetes/cmd/{b}" for b in _K8S_BINARIES),
         ldflags=f"-s -w {ldflags}",
     )
 
@@ -143,8 +174,20 @@ def _kubeconform() -> GoBuild:
     )
 
 
+def _pause() -> GoBuild:
+    return GoBuild(
+        name="pause",
+        version=PAUSE_VERSION,
+        binaries=("pause",),
+        go_mod="module callstorage.local/pause\n\ngo 1.24\n",
+        packages=(".",),
+        main_go=_PAUSE_GO,
+        ldflags="-s -w",
+    )
+
+
 BUILDS: dict[str, GoBuild] = {
-    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform())
+    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _pause())
 }
 # binary name -> the build that makes it
 _BY_BINARY = {binary: b for b in BUILDS.values() for binary in b.binaries}
