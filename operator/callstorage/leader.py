@@ -47,11 +47,22 @@ class LeaseConfig:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    # the Pod that leads owns the Lease, so the garbage collector removes the Lease when
+    # the last leader's Pod goes (an uninstall leaves nothing behind)
+    owner: dict[str, Any] | None = None
 
 
 def default_identity() -> str:
     """The Pod's name (downward API ``POD_NAME``), else host name and process id."""
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def pod_owner() -> dict[str, Any] | None:
+    """An ownerReference to our own Pod (downward API ``POD_NAME`` and ``POD_UID``)."""
+    name, uid = os.environ.get("POD_NAME"), os.environ.get("POD_UID")
+    if not (name and uid):
+        return None
+    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid}
 
 
 def _now() -> str:
@@ -88,8 +99,11 @@ class LeaderElector:
         me, now = self.cfg.identity, _now()
         lease = self._read()
         if lease is None:
+            meta: dict[str, Any] = {"name": self.cfg.name, "namespace": self.cfg.namespace}
+            if self.cfg.owner:
+                meta["ownerReferences"] = [self.cfg.owner]
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.cfg.name, "namespace": self.cfg.namespace},
+                    "metadata": meta,
                     "spec": {"holderIdentity": me, "acquireTime": now, "renewTime": now,
                              "leaseDurationSeconds": int(self.cfg.lease_duration),
                              "leaseTransitions": 0}}
@@ -114,6 +128,8 @@ class LeaderElector:
         if holder != me:
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
             spec["acquireTime"] = now
+            if self.cfg.owner:
+                lease["metadata"]["ownerReferences"] = [self.cfg.owner]
         spec.update(holderIdentity=me, renewTime=now,
                     leaseDurationSeconds=int(self.cfg.lease_duration))
         try:  # replace carries resourceVersion: a concurrent change makes it fail (409)

@@ -13,7 +13,13 @@ from aiohttp import web
 
 from callstorage import __version__, metrics
 from callstorage.handlers import build_registry
-from callstorage.leader import LeaderElector, LeaseConfig, default_identity, run_elected
+from callstorage.leader import (
+    LeaderElector,
+    LeaseConfig,
+    default_identity,
+    pod_owner,
+    run_elected,
+)
 from callstorage.settings import Settings
 
 
@@ -97,7 +103,7 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
     elector = LeaderElector(api, LeaseConfig(
         name=settings.lease_name, namespace=settings.namespace, identity=default_identity(),
         lease_duration=settings.lease_duration, renew_deadline=settings.lease_renew_deadline,
-        retry_period=settings.lease_retry_period))
+        retry_period=settings.lease_retry_period, owner=pod_owner()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
