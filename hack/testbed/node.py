@@ -45,6 +45,7 @@ from testbed.procs import RUN_MARKER, Server, wait_for
 PAUSE_IMAGE = f"registry.k8s.io/pause:{binaries.PAUSE_VERSION}"
 NODE_NAME = "callstorage-node"
 POD_CIDR = "10.244.0.0/24"  # inside the node's namespace only
+SERVICE_CIDR = "10.0.0.0/24"  # the control plane's --service-cluster-ip-range
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 CNI_RESULTS = Path("/var/lib/cni/results")  # libcni's cache; not configurable in containerd 1.6
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -155,8 +156,10 @@ class Node:
         _run("ip", "link", "set", self.host_if, "up")
         for cmd in (("ip", "addr", "add", f"{self.node_ip}/{prefixlen}", "dev", "eth0"),
                     ("ip", "link", "set", "lo", "up"), ("ip", "link", "set", "eth0", "up"),
-                    # nothing but the link: the node reaches the host side and no further
-                    ("ip", "route", "add", "default", "via", self.host_ip)):
+                    # No default route: the node reaches the link's host end and nothing
+                    # further. Service IPs need a route for the node's own connections
+                    # (kube-proxy rewrites them to Pod IPs after the route lookup).
+                    ("ip", "route", "add", SERVICE_CIDR, "via", self.host_ip)):
             self.exec(*cmd)
         self.exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
 
@@ -190,6 +193,8 @@ class Node:
         proxy_kc = cp.issue_client("kube-proxy", "system:kube-proxy")
         kubelet_dir = self.run_dir / "kubelet"
         kubelet_dir.mkdir(exist_ok=True)
+        resolv = self.run_dir / "resolv.conf"
+        resolv.write_text("nameserver 127.0.0.1\n")
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
@@ -207,7 +212,9 @@ class Node:
             "cgroupRoot": self.cgroup_root,
             "failCgroupV1": False,  # this VM has cgroup v1 hierarchies (plus the unified one)
             "failSwapOn": False,
-            "resolvConf": "/etc/resolv.conf",
+            # Pods without cluster DNS fall back to this file: a nameserver on their own
+            # loopback, so a name lookup never leaves the Pod (nothing routes outside)
+            "resolvConf": str(resolv),
             "staticPodPath": "",
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,
@@ -319,7 +326,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _mkdir_cgroups(self) -> None:
         """The kubelet's cgroup root in every v1 hierarchy (it creates the levels below)."""
         for hierarchy in self._cgroup_hierarchies():
-            (hierarchy / self.cgroup_root.lstrip("/")).mkdir(exist_ok=True)
+            top = hierarchy / self.cgroup_root.lstrip("/")
+            top.mkdir(exist_ok=True)
+            for knob in ("cpuset.cpus", "cpuset.mems"):  # empty in a new cpuset cgroup
+                if (top / knob).exists() and not (top / knob).read_text().strip():
+                    (top / knob).write_text((hierarchy / knob).read_text())
 
     @staticmethod
     def _cgroup_hierarchies() -> list[Path]:
