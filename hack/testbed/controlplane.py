@@ -29,11 +29,12 @@ _CONTROLLERS = (
     "serviceaccount-controller,serviceaccount-token-controller"
 )
 # With a real node: what Deployments, Services, PodDisruptionBudgets and the Pods'
-# ServiceAccount volumes (the kube-root-ca.crt ConfigMap) need.
+# ServiceAccount volumes (the kube-root-ca.crt ConfigMap) need, and the node lifecycle
+# controller, which lifts the not-ready taint a kubelet registers its node with.
 _NODE_CONTROLLERS = (
     ",deployment-controller,replicaset-controller,endpointslice-controller,"
     "endpoints-controller,disruption-controller,root-ca-certificate-publisher-controller,"
-    "pod-garbage-collector-controller"
+    "pod-garbage-collector-controller,node-lifecycle-controller"
 )
 
 # Audit at Metadata level for requests only (no bodies: Secrets must never land in a log).
@@ -171,6 +172,8 @@ class ControlPlane:
             # the Node authorizer lets kubelets read what their Pods need, no more
             "--authorization-mode=Node,RBAC" if self.for_node else "--authorization-mode=RBAC",
             *(["--enable-admission-plugins=NodeRestriction",
+               # logs/exec/stats: reach kubelets by their node IP, not by host name
+               "--kubelet-preferred-address-types=InternalIP",
                f"--kubelet-client-certificate={admin_cert}",
                f"--kubelet-client-key={admin_key}"] if self.for_node
               else ["--disable-admission-plugins=ServiceAccount"]),

@@ -260,10 +260,13 @@ class Node:
                     node = core.read_node(NODE_NAME)
                 except client.ApiException:
                     return False
+                # Ready, and the node lifecycle controller lifted the not-ready taint
                 return any(c.type == "Ready" and c.status == "True"
-                           for c in node.status.conditions or [])
+                           for c in node.status.conditions or []) and not any(
+                    t.key.startswith("node.kubernetes.io/") for t in node.spec.taints or [])
 
-            wait_for(ready, timeout, f"node {NODE_NAME} Ready", interval=0.5, alive=kubelet)
+            wait_for(ready, timeout, f"node {NODE_NAME} Ready and untainted", interval=0.5,
+                     alive=kubelet)
         finally:
             api.close()
         return self
