@@ -57,7 +57,8 @@ def _validates_s3_storage(cluster: NodeCluster) -> str:
     return app
 
 
-def _scrape_through_service(cluster: NodeCluster, namespace: str, service: str) -> None:
+def _scrape_through_service(cluster: NodeCluster, namespace: str, service: str,
+                            app: str) -> None:
     """Prometheus' view: /metrics through the Service's cluster IP (kube-proxy's rules).
     The Service spreads requests over both replicas; the leader's says so and has
     validated something."""
@@ -73,8 +74,12 @@ def _scrape_through_service(cluster: NodeCluster, namespace: str, service: str) 
 
     wait_for(leader_seen, 60, "a scrape through the Service that reaches the leader",
              interval=0.2)
-    assert re.search(r'^callstorage_validations_total\{[^}]*result="ok"[^}]*\} [1-9]',
-                     seen["1.0"], re.M), seen["1.0"][:2000]
+    ours = "\n".join(line for line in seen["1.0"].splitlines()
+                     if line.startswith("callstorage_"))
+    assert re.search(r'^callstorage_validations_total\{[^}]*reason="Validated"[^}]*\} [1-9]',
+                     ours, re.M), ours
+    assert f'callstorage_storage_ready{{name="recordings",namespace="{app}"}} 1.0' in ours \
+        or f'callstorage_storage_ready{{namespace="{app}",name="recordings"}} 1.0' in ours, ours
 
 
 def test_helm_install_defaults_run_validate_upgrade_and_uninstall(
@@ -91,7 +96,7 @@ def test_helm_install_defaults_run_validate_upgrade_and_uninstall(
     wait_for(lambda: cluster.lease_holder(ns, f"{RELEASE}-callstorage") in names, 30,
              "one replica to take the leader Lease")
     app = _validates_s3_storage(cluster)
-    _scrape_through_service(cluster, ns, f"{RELEASE}-callstorage-metrics")
+    _scrape_through_service(cluster, ns, f"{RELEASE}-callstorage-metrics", app)
 
     # a changed setting rolls out: new Pods with it, one leader, storages stay validated
     cluster.helm("upgrade", RELEASE, str(CHART), "-n", ns, "--set", "settings.logLevel=DEBUG",
@@ -129,7 +134,7 @@ def test_kubectl_apply_k_manifests_runs_and_validates(node_cluster: NodeCluster)
     wait_for(lambda: (cluster.lease_holder(ns, "callstorage-operator") or "")
              .startswith("callstorage-operator-"), 30, "a leader")
     app = _validates_s3_storage(cluster)
-    _scrape_through_service(cluster, ns, "callstorage-operator-metrics")
+    _scrape_through_service(cluster, ns, "callstorage-operator-metrics", app)
     kubeutil.delete_namespace(cluster.api, app)
     wait_for(lambda: cluster.kubectl("get", "namespace", app, check=False).returncode != 0,
              60, f"namespace {app} to go")
