@@ -125,7 +125,11 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeClust
             api.close()
         if s3 is not None:
             s3.stop()
+        stopping = time.monotonic()
         node.stop()
+        stopped_node = time.monotonic()
         cp.stop()
+        print(f"\n[node] stopped: node {stopped_node - stopping:.1f}s, control plane "
+              f"{time.monotonic() - stopped_node:.1f}s")
     left = node.leftovers()
     assert not left, f"the node left traces on the host: {left}"

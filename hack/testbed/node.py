@@ -373,12 +373,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def stop(self) -> None:
         """Stop everything and remove every trace of the node from the host."""
         by_name = {s.name: s for s in self._servers}
+        # containers are killed below anyway: no need for the kubelet to drain them first
         for name in ("kube-proxy", "kubelet"):
             if name in by_name:
-                by_name[name].stop()
+                by_name[name].stop(grace=3)
         if "containerd" in by_name and by_name["containerd"].proc.poll() is None:
             self._remove_containers()
-            by_name["containerd"].stop()
+            by_name["containerd"].stop(grace=3)
         self._servers.clear()
         self._kill_cgroup_members()
         self._kill_strays()
@@ -448,15 +449,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     _run("umount", "--lazy", point, check=False)
 
     def _remove_cgroups(self) -> None:
-        for d in self._cgroup_dirs():
-            for _ in range(20):
-                try:
+        deadline = time.monotonic() + 10
+        while (dirs := self._cgroup_dirs()) and time.monotonic() < deadline:
+            for d in dirs:  # deepest first; a parent goes once its children have
+                with contextlib.suppress(OSError):
                     d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            if self._cgroup_dirs():
+                self._kill_cgroup_members()
+                time.sleep(0.1)
 
     def leftovers(self) -> list[str]:
         """What of this node is still on the host (empty after ``stop()``)."""
