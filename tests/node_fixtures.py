@@ -15,6 +15,7 @@ import json
 import secrets
 import subprocess
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,34 @@ class NodeCluster:
         kubeutil.create_object(self.api, "externalstorages", namespace,
                                kubeutil.external_storage(name, kubeutil.s3_storage_spec(
                                    bucket, self.s3.endpoint, f"{name}-creds")))
+
+    def status_writers(self, namespace: str) -> dict[str, list[tuple[str, str]]]:
+        """Per ExternalStorage of ``namespace``: (time, Pod) of every status write, from the
+        audit log (bound ServiceAccount tokens name their Pod)."""
+        assert self.cp.audit_log is not None
+        writes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for line in self.cp.audit_log.read_text().splitlines():
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if (event.get("stage") != "ResponseComplete" or event.get("verb") != "patch"
+                    or ref.get("resource") != "externalstorages"
+                    or ref.get("subresource") != "status" or ref.get("namespace") != namespace
+                    or not 200 <= event.get("responseStatus", {}).get("code", 0) < 300):
+                continue
+            pod = (event["user"].get("extra") or {}).get(
+                "authentication.kubernetes.io/pod-name", ["?"])[0]
+            writes[ref["name"]].append((event["stageTimestamp"], pod))
+        return writes
+
+    def assert_one_writer_at_a_time(self, namespace: str) -> None:
+        """Never two active operators: ordered by time, the status writes to the storages
+        of ``namespace`` come in one unbroken run per Pod (no Pod writes again after
+        another one started writing)."""
+        seq = sorted(w for writes in self.status_writers(namespace).values() for w in writes)
+        pods = [pod for _, pod in seq]
+        runs = [p for j, p in enumerate(pods) if j == 0 or pods[j - 1] != p]
+        assert runs, f"no status writes in {namespace}"
+        assert len(runs) == len(set(runs)), f"writers took turns: {runs}"
 
     def in_node(self, url: str, timeout: float = 5) -> str:
         """GET ``url`` from inside the node's network namespace (Service IPs work there)."""

@@ -337,7 +337,11 @@ def test_chart_and_kustomize_base_install_the_same_operator(helm_home: dict[str,
     def container(objs: list[Obj]) -> Obj:
         (c,) = copy.deepcopy(one(objs, "Deployment")["spec"]["template"]["spec"]["containers"])
         c.pop("image")
-        c["env"] = sorted(c["env"], key=lambda e: e["name"])
+        # the Lease is named after the release (the chart) or the Deployment (the base);
+        # each matches the one name its leader election Role grants
+        lease = next(e for e in c["env"] if e["name"] == "CALLSTORAGE_LEASE_NAME")
+        assert [lease["value"]] == one(objs, "Role")["rules"][1]["resourceNames"]
+        c["env"] = sorted((e for e in c["env"] if e is not lease), key=lambda e: e["name"])
         return dict(c)
 
     assert container(chart) == container(base)
@@ -397,7 +401,8 @@ def test_single_namespace_overlay_serves_its_own_namespace(tmp_path: Path) -> No
     namespaces = {o["metadata"].get("namespace") for o in moved
                   if o["kind"] not in ("CustomResourceDefinition", "Namespace")}
     assert namespaces == {"team-a"}
-    assert one(moved, "RoleBinding")["subjects"][0]["namespace"] == "team-a"
+    for binding in by_kind(moved, "RoleBinding"):  # serving, and leader election
+        assert binding["subjects"][0]["namespace"] == "team-a"
     assert one(moved, "Namespace")["metadata"]["name"] == "team-a"
 
 
@@ -684,9 +689,15 @@ def test_kubectl_apply_k_creates_exactly_the_expected_objects(
     }
     ns = json.loads(kubectl(kc, "get", "namespace", "callstorage-system", "-o", "json").stdout)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    # applying again changes nothing
+    # applying again changes nothing. kubectl always sends a PodDisruptionBudget's selector
+    # (its patch strategy is "replace") and so reports it "configured": its generation
+    # shows that nothing changed.
     again = kubectl(kc, "apply", "-k", str(MANIFESTS)).stdout
-    assert all(line.endswith("unchanged") for line in again.splitlines()), again
+    assert all(line.endswith("unchanged") or line.startswith("poddisruptionbudget")
+               for line in again.splitlines()), again
+    pdb = json.loads(kubectl(kc, "get", "pdb", "callstorage-operator", "-n",
+                             "callstorage-system", "-o", "json").stdout)
+    assert pdb["metadata"]["generation"] == 1
 
 
 def test_single_namespace_overlay_installs_nothing_cluster_scoped_but_crds(

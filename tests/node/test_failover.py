@@ -23,25 +23,6 @@ IN_USE = "callstorage.io/in-use-protection"
 KILLS = 4
 
 
-def status_writers(cluster: NodeCluster, namespace: str) -> dict[str, list[tuple[str, str]]]:
-    """Per ExternalStorage of ``namespace``: (time, Pod) of every status write, from the
-    audit log (bound ServiceAccount tokens name their Pod)."""
-    assert cluster.cp.audit_log is not None
-    writes: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for line in cluster.cp.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        ref = event.get("objectRef") or {}
-        if (event.get("stage") != "ResponseComplete" or event.get("verb") != "patch"
-                or ref.get("resource") != "externalstorages"
-                or ref.get("subresource") != "status" or ref.get("namespace") != namespace
-                or not 200 <= event.get("responseStatus", {}).get("code", 0) < 300):
-            continue
-        pod = (event["user"].get("extra") or {}).get(
-            "authentication.kubernetes.io/pod-name", ["?"])[0]
-        writes[ref["name"]].append((event["stageTimestamp"], pod))
-    return writes
-
-
 def test_standby_takes_over_when_the_leader_pod_is_deleted(node_cluster: NodeCluster) -> None:
     cluster = node_cluster
     ns = "cs-ha"
@@ -90,7 +71,7 @@ def test_standby_takes_over_when_the_leader_pod_is_deleted(node_cluster: NodeClu
     # No double writes. Only leaders write; each leader's last write to any object comes
     # before its successor's first; per object, each replica's writes form one unbroken
     # run; a storage created at a kill is first written by the replica that took over.
-    writes = status_writers(cluster, app)
+    writes = cluster.status_writers(app)
     by_pod: dict[str, list[str]] = defaultdict(list)
     for seq in writes.values():
         for stamp, pod in seq:
@@ -99,10 +80,7 @@ def test_standby_takes_over_when_the_leader_pod_is_deleted(node_cluster: NodeClu
     for before, after in itertools.pairwise(leaders):
         if by_pod.get(before) and by_pod.get(after):
             assert max(by_pod[before]) < min(by_pod[after]), (before, after)
-    for name, seq in writes.items():
-        turns = [pod for _, pod in sorted(seq)]
-        runs = [p for j, p in enumerate(turns) if j == 0 or turns[j - 1] != p]
-        assert len(runs) == len(set(runs)), f"{name} written by turns of {runs}"
+    cluster.assert_one_writer_at_a_time(app)
     for i in range(KILLS):
         assert sorted(writes[f"after-kill-{i}"])[0][1] == leaders[i + 1]
 

@@ -95,6 +95,11 @@ def test_helm_install_defaults_run_validate_upgrade_and_uninstall(
     names = {p["metadata"]["name"] for p in pods}
     wait_for(lambda: cluster.lease_holder(ns, f"{RELEASE}-callstorage") in names, 30,
              "one replica to take the leader Lease")
+    # what the readiness probe sees: one leader, one standby that could take over
+    holder = cluster.lease_holder(ns, f"{RELEASE}-callstorage")
+    for pod in pods:
+        said = cluster.in_node(f"http://{pod['status']['podIP']}:8081/readyz")
+        assert said == ("leader" if pod["metadata"]["name"] == holder else "standby")
     app = _validates_s3_storage(cluster)
     _scrape_through_service(cluster, ns, f"{RELEASE}-callstorage-metrics", app)
 
@@ -113,6 +118,8 @@ def test_helm_install_defaults_run_validate_upgrade_and_uninstall(
              "a new replica to lead after the rollout")
     cluster.s3_storage(app, "after-upgrade")
     kubeutil.wait_ready(cluster.api, "externalstorages", app, "after-upgrade", timeout=60)
+    # the rollout replaced every replica, and never had two operators writing at once
+    cluster.assert_one_writer_at_a_time(app)
 
     cluster.helm("uninstall", RELEASE, "-n", ns, "--wait", "--timeout=3m")
     # what Helm made is gone, and so is the Lease (owned by the last leader's Pod)
