@@ -20,9 +20,11 @@ WORKDIR /src
 COPY hack/image/build-requirements.lock hack/image/requirements.lock ./
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-# A throwaway venv holds pip and the build backend; the shipped venv gets neither. pip
-# compiles every module to .pyc here: the running container cannot write them (its root
-# filesystem is read-only), so they must ship in the image.
+# A throwaway venv holds pip and the build backend; the shipped venv gets neither. Every
+# module is compiled to .pyc here: the running container cannot write them (its root
+# filesystem is read-only), so they must ship in the image. Hash-based .pyc files (not
+# stamped with install times) keep the image reproducible; the image never changes, so
+# they need no checking at import.
 RUN python -m venv /opt/build \
  && /opt/build/bin/pip install --quiet --require-hashes --no-deps -r build-requirements.lock \
  && /opt/build/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /wheels . \
@@ -31,6 +33,8 @@ RUN python -m venv /opt/build \
       --require-hashes --no-deps -r requirements.lock \
  && /opt/build/bin/pip --python /opt/callstorage/bin/python install --quiet --no-deps \
       /wheels/callstorage-*.whl \
+ && /opt/callstorage/bin/python -m compileall -q -f --invalidation-mode unchecked-hash \
+      /opt/callstorage \
  && /opt/callstorage/bin/python -c "import callstorage.runner" \
  && test -x /opt/callstorage/bin/callstorage
 

@@ -177,7 +177,16 @@ def build(tag: str | None = None) -> BuiltImage:
         # the digest containerd will report: that of the manifest as stored in the archive
         digest = _archive_digest(archive)
         meta.write_text(json.dumps({"name": name, "digest": digest, "archive": str(archive)}))
+    _prune(keep=3)
     return BuiltImage(name, digest, archive)
+
+
+def _prune(keep: int) -> None:
+    """Keep the ``keep`` newest image archives (each a few hundred MB), drop older ones."""
+    built = sorted((d for d in _cache().iterdir() if (d / "image.json").is_file()),
+                   key=lambda d: (d / "image.json").stat().st_mtime, reverse=True)
+    for old in built[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _pip_network_args() -> list[str]:

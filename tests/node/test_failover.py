@@ -84,6 +84,21 @@ def test_standby_takes_over_when_the_leader_pod_is_deleted(node_cluster: NodeClu
     for i in range(KILLS):
         assert sorted(writes[f"after-kill-{i}"])[0][1] == leaders[i + 1]
 
+    # A crash (the leader's process killed, no clean hand-over): the kubelet restarts the
+    # container, which comes back with the same identity and resumes the Lease, or the
+    # standby takes over once the Lease expired (15 s); whichever comes first.
+    leader = cluster.lease_holder(ns, LEASE)
+    (pod,) = [p for p in cluster.pods(ns) if p["metadata"]["name"] == leader]
+    container = pod["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+    crashed = time.monotonic()
+    cluster.node.ctr("tasks", "kill", "--signal=SIGKILL", container)
+    cluster.s3_storage(app, "after-crash")
+    kubeutil.wait_ready(cluster.api, "externalstorages", app, "after-crash", timeout=60)
+    print(f"[failover] leader process killed -> new storage Ready: "
+          f"{time.monotonic() - crashed:.1f}s (new leader {cluster.lease_holder(ns, LEASE)})")
+    assert IN_USE in finalizers()
+    cluster.assert_one_writer_at_a_time(app)
+
     # the finalizer still works: without its CallType the storage finishes deleting
     cluster.kubectl("delete", "calltype", "allhands", "-n", app)
     wait_for(lambda: kubeutil.get_object(cluster.api, "externalstorages", app, "in-use")
