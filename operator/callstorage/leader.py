@@ -199,20 +199,20 @@ class LeaderElector:
 
 
 async def run_elected(elector: LeaderElector,
-                      run_leader: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+                      run_leader: Callable[[], Coroutine[Any, Any, None]],
                       stop: asyncio.Event) -> int:
-    """Wait for the lease, then ``run_leader(stop_flag)`` until it returns, ``stop`` is
-    set, or the lease is lost. Returns the exit code (1 after losing the lease)."""
+    """Wait for the lease, then ``run_leader()`` until it returns (kopf stops by itself on
+    SIGTERM), ``stop`` is set, or the lease is lost (then it is cancelled). Returns the
+    exit code: 1 after losing the lease."""
     if not await elector.acquire(stop):
         return 0
-    leader_stop = asyncio.Event()
-    work = asyncio.create_task(run_leader(leader_stop))
+    work = asyncio.create_task(run_leader())
     holding = asyncio.create_task(elector.hold())
     stopping = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({work, holding, stopping},
                                  return_when=asyncio.FIRST_COMPLETED)
     lost = holding in done
-    leader_stop.set()
+    work.cancel()  # kopf stops its handlers on cancellation too
     await asyncio.gather(work, return_exceptions=True)  # handlers stop before the release
     holding.cancel()
     stopping.cancel()

@@ -111,13 +111,13 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
     health = await _serve_health(settings.health_port, elector) if settings.health_port \
         else None
 
-    async def lead(stop_flag: asyncio.Event) -> None:
+    async def lead() -> None:
         metrics.LEADER.set(1)
         try:
-            # kopf installs its own SIGTERM handler: it stops, then run_elected releases
+            # kopf installs its own SIGTERM handler: it stops, then run_elected releases.
+            # No stop_flag: kopf would wait 5 s for its waiter on a flag never set.
             await kopf.operator(registry=registry, standalone=True,
-                                clusterwide=not namespaces, namespaces=namespaces,
-                                stop_flag=stop_flag)
+                                clusterwide=not namespaces, namespaces=namespaces)
         finally:
             metrics.LEADER.set(0)
 

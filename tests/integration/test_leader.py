@@ -51,15 +51,17 @@ async def test_two_replicas_never_lead_at_once(kube_api: Any, namespace: str) ->
     def replica(identity: str) -> tuple[asyncio.Event, Any]:
         stop = asyncio.Event()
 
-        async def lead(stop_flag: asyncio.Event) -> None:
+        async def lead() -> None:
             active.append(identity)
             if len(active) > 1:
                 overlaps.append(list(active))
             started = time.monotonic()
-            await stop_flag.wait()
-            await asyncio.sleep(0.3)  # handlers finishing their work
-            active.remove(identity)
-            periods[identity] = (started, time.monotonic())
+            try:
+                await asyncio.Event().wait()  # until cancelled, like kopf.operator
+            finally:
+                await asyncio.sleep(0.3)  # handlers finishing their work
+                active.remove(identity)
+                periods[identity] = (started, time.monotonic())
 
         return stop, asyncio.create_task(
             run_elected(elector(kube_api, namespace, identity), lead, stop))
