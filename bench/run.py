@@ -44,6 +44,7 @@ from botocore.config import Config as BotoConfig
 from bench import measure
 from bench.kubehttp import KubeHTTP
 from callstorage.api import effective_prefixes, parse_external_storage
+from callstorage.api.readiness import is_ready
 from callstorage.providers.base import Capabilities, Reason
 from callstorage.reconcile import externalstorage as es_reconcile
 from testbed import binaries, kubeutil
@@ -88,17 +89,6 @@ class Config:
 
 def storage_body(name: str, bucket: str, endpoint: str) -> dict[str, Any]:
     return kubeutil.external_storage(name, kubeutil.s3_storage_spec(bucket, endpoint, SECRET))
-
-
-def is_ready(obj: Mapping[str, Any]) -> bool:
-    """Ready=True for the current generation."""
-    generation = (obj.get("metadata") or {}).get("generation")
-    status = obj.get("status") or {}
-    if status.get("observedGeneration") != generation:
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               and c.get("observedGeneration") == generation
-               for c in status.get("conditions") or [])
 
 
 class Tracker:

@@ -10,6 +10,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from callstorage.api.readiness import PENDING, readiness
 from testbed.procs import wait_for
 
 GROUP, VERSION = "callstorage.io", "v1alpha1"
@@ -109,10 +110,9 @@ def wait_ready(api: Any, plural: str, namespace: str, name: str, status: str = "
     def ok(obj: dict[str, Any] | None) -> bool:
         if obj is None:
             return False
-        c = condition(obj)
-        gen = obj["metadata"].get("generation")
-        return (c.get("status") == status and (reason is None or c.get("reason") == reason)
-                and (obj.get("status") or {}).get("observedGeneration") == gen)
+        state = readiness(obj)  # the operator's own rule, current generation only
+        return state.status == status and (reason is None or state.reason == reason) \
+            and state.reason != PENDING
     obj = wait_object(api, plural, namespace, name, ok, timeout,
                       f"{plural} {namespace}/{name} Ready={status} {reason or ''}".strip())
     assert obj is not None

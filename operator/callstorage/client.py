@@ -46,6 +46,7 @@ from callstorage.api import (
     parse_external_storage,
 )
 from callstorage.api.names import is_dns1123_subdomain
+from callstorage.api.readiness import readiness
 
 log = logging.getLogger(__name__)
 
@@ -514,36 +515,6 @@ def _provider(
 
 
 @dataclass(frozen=True)
-class Readiness:
-    """An object's ``Ready`` condition, read with kstatus's rules: a condition written for
-    an older generation says nothing about the current spec."""
-
-    ready: bool
-    status: str
-    reason: str
-    message: str
-
-
-def readiness(obj: Mapping[str, Any]) -> Readiness:
-    """The ``Ready`` condition of a callstorage object."""
-    meta = obj.get("metadata") or {}
-    status = obj.get("status") or {}
-    condition = next((c for c in status.get("conditions") or []
-                      if isinstance(c, Mapping) and c.get("type") == "Ready"), None)
-    if condition is None:
-        return Readiness(False, "Unknown", "Pending",
-                         "not validated yet; is the callstorage operator running?")
-    generation = meta.get("generation")
-    observed = condition.get("observedGeneration", status.get("observedGeneration"))
-    if isinstance(generation, int) and isinstance(observed, int) and observed < generation:
-        return Readiness(False, "Unknown", "Pending",
-                         f"generation {generation} not validated yet (last: {observed})")
-    value = str(condition.get("status", "Unknown"))
-    return Readiness(value == "True", value, str(condition.get("reason") or ""),
-                     str(condition.get("message") or ""))
-
-
-@dataclass(frozen=True)
 class ExternalStorageInfo:
     """An ExternalStorage as a caller sees it: spec and status summary, no credentials
     (only the name of the Secret that holds them)."""
@@ -928,55 +899,48 @@ class Client:
         provider's request.
         """
         self._check_storage_name(name)
-        for _attempt in range(_CONFLICT_RETRIES):
-            obj = self._get_storage(name)
-            spec = dict(obj.get("spec") or {})
-            old_type = str(spec.get("storageType", ""))
-            new_type = _normalise_storage_type(storage_type) if storage_type else old_type
-            provider_given = any(v is not None for v in (aws_s3, gcs_credentials, azure_blob))
-            creds: _Credentials | None = None
-            if provider_given or new_type != old_type:
-                block, creds = _provider(new_type, aws_s3, gcs_credentials, azure_blob,
-                                         gcs_endpoint)
-                old_ref = (spec.get(old_type) or {}).get("credentialsSecretRef")
-                if creds is not None:
-                    block["credentialsSecretRef"] = {"name": self.secret_name(name)}
-                elif old_ref and new_type == old_type:
-                    block["credentialsSecretRef"] = old_ref
-                spec.pop(old_type, None)
-                spec[new_type] = block
-            elif gcs_endpoint is not None and new_type == "gcs":
-                spec["gcs"] = {**(spec.get("gcs") or {}), "endpoint": gcs_endpoint}
-            spec["storageType"] = new_type
-            for key, value in (("bucket", bucket), ("path", path),
-                               ("validationInterval", validation_interval),
-                               ("suspend", suspend)):
-                if value is not None:
-                    spec[key] = value
-            if access_mode is not None:
-                spec["accessMode"] = _normalise_access_mode(access_mode)
-            if prefixes is not None:
-                if prefixes:
-                    spec["prefixes"] = dict(prefixes)
-                else:
-                    spec.pop("prefixes", None)
-            body = {**obj, "spec": spec}
-            _validate_locally(body)
-            if creds is not None:  # credentials first: the new spec must find them
-                self._write_secret(name, creds, owner=obj)
-            try:
-                with _api_errors(self._storage_not_found(name)):
-                    updated: dict[str, Any] = self._custom.replace_namespaced_custom_object(
-                        GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name, body,
-                        _request_timeout=REQUEST_TIMEOUT)
-            except ApiError as exc:
-                if exc.reason == "Conflict":
-                    continue  # changed meanwhile: re-read and apply the change again
-                raise
-            log.info("updated ExternalStorage %s/%s", self.namespace, name)
-            return ExternalStorageInfo.from_object(updated)
-        raise ApiError("Conflict", f"ExternalStorage {name!r} kept changing while being "
-                       "updated; try again")
+        obj = self._get_storage(name)
+        spec: Mapping[str, Any] = obj.get("spec") or {}
+        old_type = str(spec.get("storageType", ""))
+        new_type = _normalise_storage_type(storage_type) if storage_type else old_type
+        provider_given = any(v is not None for v in (aws_s3, gcs_credentials, azure_blob))
+        creds: _Credentials | None = None
+        # A JSON merge patch: only the fields named here change, whatever else the object
+        # holds now (a field this client does not know, a concurrent change elsewhere).
+        patch: dict[str, Any] = {}
+        if provider_given or new_type != old_type:
+            block, creds = _provider(new_type, aws_s3, gcs_credentials, azure_blob,
+                                     gcs_endpoint)
+            if creds is not None:
+                block["credentialsSecretRef"] = {"name": self.secret_name(name)}
+            if new_type != old_type:
+                patch[old_type] = None
+                patch["storageType"] = new_type
+            patch[new_type] = block
+        elif gcs_endpoint is not None and new_type == "gcs":
+            patch["gcs"] = {"endpoint": gcs_endpoint}
+        for key, value in (("bucket", bucket), ("path", path),
+                           ("validationInterval", validation_interval),
+                           ("suspend", suspend)):
+            if value is not None:
+                patch[key] = value
+        if access_mode is not None:
+            patch["accessMode"] = _normalise_access_mode(access_mode)
+        if prefixes is not None:
+            old_prefixes = spec.get("prefixes") or {}
+            patch["prefixes"] = ({**{k: None for k in old_prefixes}, **dict(prefixes)}
+                                 if prefixes else None)
+        if not patch:
+            return ExternalStorageInfo.from_object(obj)
+        _validate_locally({**obj, "spec": merge_patched(spec, patch)})
+        if creds is not None:  # credentials first: the new spec must find them
+            self._write_secret(name, creds, owner=obj)
+        with _api_errors(self._storage_not_found(name)):
+            updated: dict[str, Any] = self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name,
+                {"spec": patch}, _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+        log.info("updated ExternalStorage %s/%s", self.namespace, name)
+        return ExternalStorageInfo.from_object(updated)
 
     def delete_external_storage(self, name: str) -> ExternalStorageInfo | None:
         """Delete a storage (and, by garbage collection, the Secret this client made).
@@ -1120,23 +1084,14 @@ class Client:
                 return CallTypeInfo.from_object(created)
             if isinstance(external_storage, _Unset):
                 return CallTypeInfo.from_object(obj)
-            new_spec = dict(obj.get("spec") or {})
-            if storage:
-                new_spec["externalStorage"] = storage
-            else:
-                new_spec.pop("externalStorage", None)
-            try:
+            try:  # a merge patch of the one field: other fields stay as they are
                 with _api_errors(self._call_type_not_found(name)):
-                    updated: dict[str, Any] = self._custom.replace_namespaced_custom_object(
+                    updated: dict[str, Any] = self._custom.patch_namespaced_custom_object(
                         GROUP, VERSION, self.namespace, CALLTYPE_PLURAL,
-                        obj["metadata"]["name"], {**obj, "spec": new_spec},
-                        _request_timeout=REQUEST_TIMEOUT)
+                        obj["metadata"]["name"], {"spec": {"externalStorage": storage}},
+                        _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
             except CallTypeNotFound:
                 continue  # deleted meanwhile: create it
-            except ApiError as exc:
-                if exc.reason == "Conflict":
-                    continue  # changed meanwhile: re-read and apply again
-                raise
             log.info("updated CallType %s/%s", self.namespace, name)
             return CallTypeInfo.from_object(updated)
         raise ApiError("Conflict", f"CallType {name!r} kept changing while being updated; "
@@ -1189,6 +1144,20 @@ def _new_token(previous: str | None) -> str:
 def _check_answer(obj: Mapping[str, Any], token: str) -> bool:
     last = (obj.get("status") or {}).get("lastCheck") or {}
     return isinstance(last, Mapping) and _same_instant(last.get("requestedAt"), token)
+
+
+def merge_patched(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``target`` with a JSON merge patch (RFC 7386) applied: what the API server will
+    store, so it can be validated before it is sent."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge_patched(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 def _validate_locally(body: Mapping[str, Any]) -> None:

@@ -7,13 +7,65 @@ seen on the watch is dropped at once.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 # (namespace, name)
 ObjectKey = tuple[str, str]
+# How long a deletion is remembered, so that an older copy of the object (a GET or a
+# patch answer that was in flight) cannot bring it back.
+TOMBSTONE_SECONDS = 600.0
+
+
+def resource_version(obj: Mapping[str, Any] | None) -> int | None:
+    """An object's resourceVersion as a number (etcd's revisions are), None if not one."""
+    rv = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+def _number(rv: str | None) -> int | None:
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
+class Versions:
+    """Per key: the newest resourceVersion seen, including deletions (tombstones).
+
+    Watch events, point reads and patch answers arrive by different paths; whichever is
+    older than what we already hold is stale and must not replace it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tombstones: dict[tuple[str, ObjectKey], tuple[int, float]] = {}
+
+    def is_stale(self, kind: str, key: ObjectKey, rv: str | None, held: str | None) -> bool:
+        """Whether a copy at ``rv`` is older than the held copy or a recorded deletion."""
+        new = _number(rv)
+        if new is None:
+            return False
+        old = _number(held)
+        if old is not None and new < old:
+            return True
+        tomb = self._tombstones.get((kind, key))
+        if tomb is not None:
+            if self._clock() - tomb[1] > TOMBSTONE_SECONDS:
+                del self._tombstones[(kind, key)]
+            elif new <= tomb[0]:
+                return True
+        return False
+
+    def bury(self, kind: str, key: ObjectKey, rv: str | None) -> None:
+        """Remember that ``key`` was deleted at ``rv``."""
+        number = _number(rv)
+        if number is not None:
+            self._tombstones[(kind, key)] = (number, self._clock())
+        if len(self._tombstones) > 10_000:  # keep memory bounded under heavy churn
+            cutoff = self._clock() - TOMBSTONE_SECONDS
+            for k in [k for k, (_, t) in self._tombstones.items() if t < cutoff]:
+                del self._tombstones[k]
 
 
 @dataclass
@@ -40,6 +92,7 @@ class Inventory:
     _call_types_of: dict[ObjectKey, set[ObjectKey]] = field(
         default_factory=lambda: defaultdict(set))
     secrets: dict[ObjectKey, CachedSecret | None] = field(default_factory=dict)
+    versions: Versions = field(default_factory=Versions)
 
     # --- storages and the Secrets they reference -------------------------------------
     def set_secret_refs(self, storage: ObjectKey, secrets: Iterable[ObjectKey]) -> None:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from callstorage.api import RESERVED_STORAGE_NAME
+from callstorage.api.readiness import readiness
 from callstorage.client import (
     CallStorageError,
     CallTypeNotFound,
@@ -30,7 +31,6 @@ from callstorage.client import (
     api_client_from_config,
     find_call_type,
     get_external_storage_object,
-    readiness,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ __all__ = [
     "choose_storage",
     "is_platform_reference",
     "resolve",
+    "resolve_with_object",
 ]
 
 
@@ -204,6 +205,21 @@ def resolve(
     silent fallback), ``StorageNotReady`` only with ``require_ready=True``, and
     ``ApiUnreachable``/``ApiError`` for API trouble.
     """
+    return resolve_with_object(namespace, call_type, call_storage, api_client=api_client,
+                               settings=settings, require_ready=require_ready)[0]
+
+
+def resolve_with_object(
+    namespace: str,
+    call_type: str,
+    call_storage: str | None = None,
+    *,
+    api_client: ApiClient | None = None,
+    settings: Settings | None = None,
+    require_ready: bool = False,
+) -> tuple[ResolvedStorage, dict[str, Any]]:
+    """``resolve``, plus the ExternalStorage object it read (its spec and uid), so a
+    caller that goes on to use the storage acts on the very object that was chosen."""
     from callstorage.api import InvalidSpecError, parse_call_type
     from callstorage.api.names import is_dns1123_subdomain
     from callstorage.settings import get_settings
@@ -232,7 +248,7 @@ def resolve(
             resolved.reason or None,
             f"ExternalStorage {choice.namespace}/{choice.name} is not ready: "
             f"{resolved.message or resolved.reason}", storage=resolved)
-    return resolved
+    return resolved, obj
 
 
 def _not_found_message(choice: StorageChoice, call_type: str) -> str:

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from callstorage.reconcile.calltype import desired_status, storage_target
+from callstorage.reconcile.calltype import (
+    NOT_FOUND_GRACE,
+    call_type_events,
+    desired_status,
+    storage_target,
+)
+from callstorage.reconcile.externalstorage import Event
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 
@@ -69,3 +75,50 @@ def test_terminating_storage_still_resolves_to_itself() -> None:
                         storage=storage("True", "Validated", deleting=True), now=NOW)
     assert st["resolvedStorage"]["name"] == "my-s3"
     assert ready_of(st) == ("True", "StorageReady")
+
+
+def test_stalled_storage_makes_the_call_type_stalled_and_waiting_is_reconciling() -> None:
+    stalled = storage("False", "AccessDenied")
+    stalled["status"]["conditions"].append(
+        {"type": "Stalled", "status": "True", "reason": "AccessDenied", "message": "m"})
+    st = desired_status(None, generation=1, target=("app-1", "my-s3"), source="CallType",
+                        storage=stalled, now=NOW)
+    types = {c["type"]: c["status"] for c in st["conditions"]}
+    assert types == {"Ready": "False", "Stalled": "True"}
+    waiting = desired_status(None, generation=1, target=("app-1", "my-s3"),
+                             source="CallType", storage=storage("Unknown", "Validating"),
+                             now=NOW)
+    assert {c["type"] for c in waiting["conditions"]} == {"Ready", "Reconciling"}
+
+
+def test_a_missing_storage_is_stalled_only_after_the_grace_period() -> None:
+    fresh = desired_status(None, generation=1, target=("app-1", "x"), source="CallType",
+                           storage=None, now=NOW, created=NOW)
+    assert {c["type"] for c in fresh["conditions"]} == {"Ready", "Reconciling"}
+    late = desired_status(fresh, generation=1, target=("app-1", "x"), source="CallType",
+                          storage=None, now=NOW + NOT_FOUND_GRACE, created=NOW)
+    assert {c["type"] for c in late["conditions"]} == {"Ready", "Stalled"}
+    assert call_type_events(fresh, late) == [Event("Warning", "StorageNotFound",
+                                                   late["conditions"][0]["message"])]
+
+
+def test_waiting_is_not_a_warning() -> None:
+    """Defect 9: a CallType created with its storage waits quietly, then turns ready."""
+    waiting = desired_status(None, generation=1, target=("app-1", "my-s3"),
+                             source="CallType", storage=storage("Unknown", "Validating"),
+                             now=NOW)
+    assert call_type_events({}, waiting) == []
+    ready = desired_status(waiting, generation=1, target=("app-1", "my-s3"),
+                           source="CallType", storage=storage("True", "Validated"), now=NOW)
+    assert [e.type for e in call_type_events(waiting, ready)] == ["Normal"]
+
+
+def test_a_storage_ready_only_for_an_older_generation_is_not_ready() -> None:
+    """Defect 3: the CallType uses the same readiness rule as everyone else."""
+    old = storage("True", "Validated")
+    old["metadata"]["generation"] = 2
+    old["status"]["observedGeneration"] = 2
+    old["status"]["conditions"][0]["observedGeneration"] = 1
+    st = desired_status(None, generation=1, target=("app-1", "my-s3"), source="CallType",
+                        storage=old, now=NOW)
+    assert ready_of(st) == ("False", "StorageNotReady")

@@ -7,11 +7,16 @@ import datetime as dt
 from callstorage.providers.base import Capabilities, Reason
 from callstorage.reconcile.externalstorage import (
     CheckOutcome,
+    Event,
     Observed,
     Validation,
     desired_status,
+    failures_after,
+    needs_validation,
     ready_state,
+    spec_hash,
     status_patch,
+    storage_events,
 )
 from callstorage.reconcile.schedule import next_delay, startup_delay
 
@@ -86,7 +91,8 @@ def test_suspended_and_deletion_blocked_conditions_come_and_go() -> None:
     blocked = next(c for c in st["conditions"] if c["type"] == "DeletionBlocked")
     assert "a, b" in blocked["message"]
     cleared = desired_status(st, observed())
-    assert {c["type"] for c in cleared["conditions"]} == {"Ready"}
+    # never validated and no longer suspended: the operator is at work on it
+    assert {c["type"] for c in cleared["conditions"]} == {"Ready", "Reconciling"}
 
 
 def test_check_outcome_recorded() -> None:
@@ -126,3 +132,96 @@ def test_restart_waits_for_the_interval_of_ready_objects() -> None:
     assert startup_delay(now, "True", now - 600, 3600, 5, lambda: 0.0) == 3000
     assert startup_delay(now, "True", now - 7200, 3600, 5, lambda: 0.0) == 0
     assert startup_delay(now, "False", now - 10, 3600, 5, lambda: 1.0) == 5
+
+
+# --- kstatus conditions and the decisions around them --------------------------------------
+
+def conds(st: dict[str, object]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"])  # type: ignore[index]
+            for c in st["conditions"]}  # type: ignore[attr-defined]
+
+
+def test_a_failure_a_person_must_fix_is_stalled_with_readys_reason() -> None:
+    st = desired_status(None, observed(consecutive_failures=1, validation=Validation(
+        Reason.ACCESS_DENIED, "no s3:ListBucket")))
+    assert conds(st) == {"Ready": ("False", "AccessDenied"), "Stalled": ("True", "AccessDenied")}
+    ok = desired_status(st, observed(validation=Validation(Reason.VALIDATED, "ok")))
+    assert conds(ok) == {"Ready": ("True", "Validated")}
+
+
+def test_a_failure_that_may_pass_is_reconciling_not_stalled() -> None:
+    st = desired_status(None, observed(consecutive_failures=2, next_validation=T0,
+                                       validation=Validation(Reason.TIMEOUT, "slow")))
+    assert conds(st) == {"Ready": ("False", "Timeout"), "Reconciling": ("True", "RetryScheduled")}
+    dns = desired_status(None, observed(validation=Validation(
+        Reason.ENDPOINT_UNREACHABLE, "host name not found", stalled=True)))
+    assert conds(dns)["Stalled"] == ("True", "EndpointUnreachable")
+    assert "Reconciling" not in conds(dns)
+
+
+def test_a_new_generation_reads_validating_until_its_result() -> None:
+    ok = desired_status(None, observed(validation=Validation(Reason.VALIDATED, "ok"),
+                                       spec_hash="h1"))
+    changed = desired_status(ok, observed(generation=2, spec_hash="h2"))
+    assert conds(changed) == {"Ready": ("Unknown", "Validating"),
+                              "Reconciling": ("True", "Validating")}
+
+
+def test_a_generation_that_validates_the_same_carries_ready_forward() -> None:
+    """Defect 3: suspend toggled, or deletion started: same result, current generation."""
+    ok = desired_status(None, observed(validation=Validation(Reason.VALIDATED, "ok"),
+                                       spec_hash="h1"))
+    carried = desired_status(ok, observed(generation=2, spec_hash="h1",
+                                          blocked_deletion_by=("ct",)))
+    ready = next(c for c in carried["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["observedGeneration"]) == ("True", 2)
+    assert ready["lastTransitionTime"] == "2026-11-22T10:00:00Z"
+
+
+def test_needs_validation() -> None:
+    ok = desired_status(None, observed(validation=Validation(Reason.VALIDATED, "ok"),
+                                       spec_hash="h1"))
+    assert needs_validation(None, 1, "h1", requested=False)  # never validated
+    assert not needs_validation(ok, 1, "h1", requested=False)
+    assert needs_validation(ok, 1, "h1", requested=True)  # schedule, Secret, retry
+    assert not needs_validation(ok, 2, "h1", requested=False)  # only suspend changed
+    assert needs_validation(ok, 2, "h2", requested=False)  # the spec changed
+    validating = desired_status(ok, observed(generation=2, spec_hash="h2"))
+    assert needs_validation(validating, 2, "h2", requested=False)  # interrupted
+
+
+def test_spec_hash_ignores_only_what_needs_no_validation() -> None:
+    spec = {"bucket": "b", "s3": {"region": "r"}}
+    assert spec_hash(spec) == spec_hash({**spec, "suspend": True,
+                                         "validationInterval": "5m"})
+    assert spec_hash(spec) != spec_hash({**spec, "bucket": "c"})
+
+
+def test_failures_after() -> None:
+    assert failures_after(3, None) == 3
+    assert failures_after(3, Validation(Reason.VALIDATED, "ok")) == 0
+    assert failures_after(3, Validation(Reason.TIMEOUT, "t")) == 4
+
+
+def test_status_fields_are_bounded() -> None:
+    """Defect 7: a remote message and the list of users cannot grow status without end."""
+    st = desired_status(None, observed(
+        used_by=tuple(f"ct-{i:03d}" for i in range(500)),
+        validation=Validation(Reason.SERVICE_ERROR, "x" * 40_000 + "\n<html>"),
+        check=CheckOutcome("t", False, "y" * 5000)))
+    assert len(st["usedBy"]) == 20
+    assert st["usedByCount"] == 500
+    for c in st["conditions"]:
+        assert len(c["message"]) <= 1024
+    assert len(st["lastCheck"]["message"]) <= 1024
+
+
+def test_events_only_for_results_not_for_validating() -> None:
+    new = desired_status(None, observed(spec_hash="h"))
+    assert storage_events({}, new, None) == []
+    ok = desired_status(new, observed(validation=Validation(Reason.VALIDATED, "fine")))
+    assert storage_events(new, ok, None) == [Event("Normal", "Validated", "fine")]
+    assert storage_events(ok, ok, None) == []
+    bad = desired_status(ok, observed(validation=Validation(Reason.ACCESS_DENIED, "no")))
+    assert storage_events(ok, bad, CheckOutcome("t", False, "nope")) == [
+        Event("Warning", "AccessDenied", "no"), Event("Warning", "CheckFailed", "nope")]

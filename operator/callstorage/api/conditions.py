@@ -12,6 +12,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 READY = "Ready"
+RECONCILING = "Reconciling"  # kstatus: the controller is still working on this generation
+STALLED = "Stalled"  # kstatus: it cannot make progress until a person acts
+SUSPENDED = "Suspended"
+DELETION_BLOCKED = "DeletionBlocked"
+# Every message we publish is capped: a remote error can be arbitrarily long, and a status
+# patch over the CRD's limits would be refused whole (keeping a stale Ready).
+MAX_MESSAGE = 1024
 ConditionStatus = Literal["True", "False", "Unknown"]
 _STATUSES = ("True", "False", "Unknown")
 
@@ -25,6 +32,15 @@ def rfc3339(moment: dt.datetime | None = None) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line, without control characters, at most ``limit`` characters."""
+    text = "".join(ch if ch.isprintable() else " " for ch in message)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 14].rstrip() + " [truncated]"
+    return text
 
 
 def make_condition(
@@ -44,7 +60,7 @@ def make_condition(
         "type": type_,
         "status": status,
         "reason": reason,
-        "message": message,
+        "message": bounded(message),
         "lastTransitionTime": rfc3339(now),
     }
     if observed_generation is not None:

@@ -9,15 +9,17 @@ timeout: the operator runs these functions in worker threads.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import secrets
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from callstorage.api.prefixes import effective_prefixes, normalize_prefix
 from callstorage.api.v1alpha1 import ExternalStorageSpec
-from callstorage.providers import azure, gcs, s3
 from callstorage.providers.base import (
     Capabilities,
+    MediaClient,
     ProviderError,
     ProviderInputs,
     Reason,
@@ -27,8 +29,10 @@ from callstorage.settings import Settings
 
 __all__ = [
     "BUILDERS",
+    "MEDIA_BUILDERS",
     "Builder",
     "build_client",
+    "build_media_client",
     "probe_key",
     "run_check",
     "validate_storage",
@@ -36,11 +40,45 @@ __all__ = [
 
 Builder = Callable[[ExternalStorageSpec, ProviderInputs, Settings], StorageClient]
 
-BUILDERS: dict[str, Builder] = {
-    "s3": s3.build,
-    "gcs": gcs.build,
-    "abs": azure.build,
-}
+# Provider modules are imported on first use: each SDK costs tens of MB of memory, and a
+# process that writes media to one provider (see bench/media.py) should pay for that one.
+_MODULES = {"s3": "s3", "gcs": "gcs", "abs": "azure"}
+
+
+def _provider(storage_type: str) -> Any:
+    return importlib.import_module(f"callstorage.providers.{_MODULES[storage_type]}")
+
+
+def _builder(storage_type: str) -> Builder:
+    def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
+              ) -> StorageClient:
+        client: StorageClient = _provider(storage_type).build(spec, inputs, settings)
+        return client
+    build.__name__ = f"build_{storage_type}"
+    return build
+
+
+BUILDERS: dict[str, Builder] = {t: _builder(t) for t in _MODULES}
+
+MediaBuilder = Callable[[ExternalStorageSpec, ProviderInputs, Settings, int], MediaClient]
+
+
+def _media_builder(storage_type: str) -> MediaBuilder:
+    def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+              connections: int) -> MediaClient:
+        module = _provider(storage_type)
+        client: MediaClient
+        if hasattr(module, "build_media"):
+            client = module.build_media(spec, inputs, settings, connections)
+        else:
+            client = module.build(spec, inputs, settings)
+        return client
+    build.__name__ = f"build_media_{storage_type}"
+    return build
+
+
+#: The same builders (Secret parsing, endpoint policy, CA, timeouts) for the media path.
+MEDIA_BUILDERS: dict[str, MediaBuilder] = {t: _media_builder(t) for t in _MODULES}
 
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"
 
@@ -53,6 +91,16 @@ def build_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Se
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
     return builder(spec, inputs, settings)
+
+
+def build_media_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+                       connections: int = 8) -> MediaClient:
+    """A client for uploads and read URLs, built exactly as for validation (same Secret
+    keys, endpoint checks and timeouts); ``connections`` bounds parallel requests."""
+    builder = MEDIA_BUILDERS.get(spec.storage_type)
+    if builder is None:
+        raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
+    return builder(spec, inputs, settings, connections)
 
 
 def _prefixes(spec: ExternalStorageSpec) -> list[str]:

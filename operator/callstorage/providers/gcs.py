@@ -9,8 +9,12 @@ operator will POST to, so unless it is Google's own it goes through the endpoint
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime as dt
 import functools
 import json
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -25,7 +29,16 @@ from google.cloud import storage
 from google.oauth2 import service_account
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
-from callstorage.providers.base import ProviderError, ProviderInputs, Reason
+from callstorage.providers.base import (
+    ErrorRule,
+    PartData,
+    PartRules,
+    ProviderError,
+    ProviderInputs,
+    Reason,
+    lookup_error,
+    part_bytes,
+)
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
 from callstorage.providers.transport import CABundle, network_error
@@ -37,19 +50,29 @@ GOOGLE_TOKEN_HOSTS = frozenset({"oauth2.googleapis.com", "accounts.google.com"})
 _REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
 
 T = TypeVar("T")
+MiB = 1024 * 1024
+GOOGLE_API_ENDPOINT = "https://storage.googleapis.com"
+# A resumable session takes its chunks in order, each (but the last) a multiple of 256 KiB.
+GCS_PART_RULES = PartRules(parallel=False, min_part_size=256 * 1024,
+                           max_part_size=1024 * MiB, max_parts=1_000_000,
+                           alignment=256 * 1024)
 
 
-def reason_for_status(status: int) -> Reason:
-    """The reason a GCS JSON-API status stands for."""
-    if status == 401:
-        return Reason.INVALID_CREDENTIALS
-    if status == 403:
-        return Reason.ACCESS_DENIED
-    if status == 404:
-        return Reason.BUCKET_NOT_FOUND
-    if 400 <= status < 500 and status != 429:  # an invalid bucket or object name
-        return Reason.INVALID_SPEC
-    return Reason.ENDPOINT_UNREACHABLE
+# GCS JSON-API errors: the status, and the first error's "reason" as the code.
+ERROR_TABLE: tuple[ErrorRule, ...] = (
+    ErrorRule(Reason.INVALID_CREDENTIALS, status=401),
+    ErrorRule(Reason.ACCESS_DENIED, status=403),
+    ErrorRule(Reason.BUCKET_NOT_FOUND, status=404),
+    ErrorRule(Reason.INVALID_SPEC, status=400, codes=frozenset({"invalid",
+                                                                "invalidBucketName"}),
+              why="the bucket name is not valid for GCS"),
+    ErrorRule(Reason.SERVICE_ERROR, status=429),
+)
+
+
+def reason_for_status(status: int, code: str = "") -> Reason:
+    """The reason a GCS JSON-API status (and error reason) stands for."""
+    return lookup_error(ERROR_TABLE, status, code)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -62,10 +85,15 @@ def _transient(exc: BaseException) -> bool:
 class GCSStorageClient:
     """One bucket through one google-cloud-storage client."""
 
+    part_rules = GCS_PART_RULES
+
     def __init__(self, client: storage.Client, credentials: service_account.Credentials,
                  auth_request: Callable[..., Any], bucket: str, ca: CABundle,
-                 sensitive: list[str], settings: Settings) -> None:
+                 sensitive: list[str], settings: Settings,
+                 http: AuthorizedSession | None = None, endpoint: str | None = None) -> None:
         self._client = client
+        self._http = http
+        self.endpoint = endpoint
         self._credentials = credentials
         self._auth_request = auth_request
         self.bucket = bucket
@@ -91,6 +119,41 @@ class GCSStorageClient:
 
     def object_url(self, key: str) -> str:
         return f"gs://{self.bucket}/{key}"
+
+    # -- media (callstorage.media) --
+
+    def put_whole(self, key: str, data: bytes | bytearray, content_type: str,
+                  crc32c: int) -> None:
+        what = f"object insert on {self.bucket}/{key}"
+        self._ensure_token(what)
+        blob = self._client.bucket(self.bucket).blob(key)
+        blob.crc32c = base64.b64encode(crc32c.to_bytes(4, "big")).decode()  # GCS checks it
+        self._call(what, lambda: blob.upload_from_string(
+            bytes(data), content_type=content_type, timeout=self._timeout, retry=None,
+            checksum=None))
+
+    def start_upload(self, key: str, content_type: str) -> GCSUpload:
+        what = f"resumable upload of {self.bucket}/{key}"
+        self._ensure_token(what)
+        blob = self._client.bucket(self.bucket).blob(key)
+        url = self._call(what, lambda: blob.create_resumable_upload_session(
+            content_type=content_type, timeout=self._timeout, checksum=None, retry=None))
+        if self._http is None:
+            raise ProviderError(Reason.INVALID_SPEC, f"{what}: no HTTP session")
+        return GCSUpload(self, self._http, key, str(url))
+
+    def presigned_get_url(self, key: str, expires_s: int) -> str:
+        blob = self._client.bucket(self.bucket).blob(key)
+        try:  # signed locally with the service account's key: no request is made
+            url: str = blob.generate_signed_url(
+                version="v4", expiration=dt.timedelta(seconds=expires_s), method="GET",
+                api_access_endpoint=self.endpoint or GOOGLE_API_ENDPOINT,
+                credentials=self._credentials)
+        except Exception as exc:
+            raise ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
+                f"signing a URL for {self.bucket}/{key} failed: {type(exc).__name__}")
+            ) from None
+        return url
 
     def close(self) -> None:
         try:
@@ -130,7 +193,7 @@ class GCSStorageClient:
             message = _api_message(exc)
             if status == 404 and not message:
                 message = "the bucket does not exist"
-            return ProviderError(reason_for_status(status), self._clean(
+            return ProviderError(reason_for_status(status, _api_code(exc)), self._clean(
                 f"{what} returned {status} {_STATUS_NAMES.get(status, '')}".rstrip()
                 + (f": {message}" if message else "")))
         if isinstance(exc, google.auth.exceptions.RefreshError):
@@ -146,9 +209,65 @@ class GCSStorageClient:
         return redact(text, self._sensitive)
 
 
+class GCSUpload:
+    """One GCS resumable session: chunks in order; the object appears with the last one."""
+
+    def __init__(self, owner: GCSStorageClient, http: AuthorizedSession, key: str,
+                 url: str) -> None:
+        self._owner = owner
+        self._http = http
+        self._key = key
+        self._url = url
+        self._finalised = False
+        self._lock = threading.Lock()  # one chunk at a time, in order
+
+    def upload_part(self, number: int, data: PartData, offset: int,
+                    crc32c: int, final_size: int | None) -> None:
+        o = self._owner
+        body = part_bytes(data)  # one chunk at a time: its memory is bounded anyway
+        end = offset + len(body) - 1
+        total = "*" if final_size is None else str(final_size)
+        span = f"bytes {offset}-{end}/{total}" if body else f"bytes */{total}"
+        what = f"chunk {number} of {o.bucket}/{self._key}"
+        with self._lock:
+            answer = o._call(what, lambda: self._put(what, body, span))
+            if final_size is not None:
+                if answer.status_code not in (200, 201):
+                    raise ProviderError(Reason.ENDPOINT_UNREACHABLE, o._clean(
+                        f"{what}: the session did not finish (HTTP {answer.status_code})"))
+                self._finalised = True
+
+    def _put(self, what: str, data: bytes, span: str) -> requests.Response:
+        answer = self._http.put(self._url, data=data,
+                                headers={"Content-Range": span},
+                                timeout=self._owner._timeout)
+        if answer.status_code in (200, 201, 308):
+            return answer
+        raise api_exceptions.from_http_response(answer)  # type: ignore[no-untyped-call]
+
+    def complete(self, total_size: int) -> None:
+        if not self._finalised:
+            raise ProviderError(Reason.ENDPOINT_UNREACHABLE, self._owner._clean(
+                f"resumable upload of {self._owner.bucket}/{self._key} was not finished"))
+
+    def abort(self) -> None:
+        # A cancelled session leaves nothing behind; best effort: unfinished sessions
+        # expire after a week anyway.
+        with contextlib.suppress(Exception):
+            self._http.delete(self._url, timeout=self._owner._timeout)
+
+
 _STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
                  409: "Conflict", 429: "Too Many Requests", 500: "Internal Server Error",
                  503: "Service Unavailable"}
+
+
+def _api_code(exc: api_exceptions.GoogleAPICallError) -> str:
+    """The first error's ``reason`` (GCS's error code, e.g. ``invalid``), if any."""
+    for error in exc.errors or []:
+        if isinstance(error, dict) and error.get("reason"):
+            return str(error["reason"])
+    return ""
 
 
 def _api_message(exc: api_exceptions.GoogleAPICallError) -> str:
@@ -174,9 +293,10 @@ def _load_key(keys: SecretKeys) -> dict[str, Any]:
     raw = keys.require(CREDENTIALS_JSON)
     try:
         info = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a key file is shallow; deep nesting is garbage
         raise ProviderError(Reason.INVALID_CREDENTIALS,
-                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not JSON") from None
+                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not a JSON "
+                            "service-account key") from None
     if not isinstance(info, dict) or info.get("type") != "service_account":
         raise ProviderError(Reason.INVALID_CREDENTIALS,
                             f"key {CREDENTIALS_JSON!r} of {keys.what} is not a service-account "
@@ -236,4 +356,4 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
             f"cannot build a GCS client: {type(exc).__name__}: {exc}", keys.sensitive)
         ) from None
     return GCSStorageClient(client, credentials, auth_request, spec.bucket, ca,
-                            keys.sensitive, settings)
+                            keys.sensitive, settings, http=http, endpoint=gcs.endpoint)

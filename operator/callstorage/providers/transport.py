@@ -133,11 +133,22 @@ def classify(exc: BaseException, settings_connect: float, settings_read: float
     return None
 
 
+_NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def name_does_not_resolve(exc: BaseException) -> bool:
+    """The endpoint's host name does not exist (not a passing DNS failure): retrying will
+    not help until someone fixes the name or the DNS record."""
+    return any(isinstance(e, socket.gaierror) and e.errno in _NO_SUCH_NAME
+               for e in _chain(exc))
+
+
 def network_error(what: str, exc: BaseException, settings_connect: float,
                   settings_read: float, clean: Callable[[str], str]) -> ProviderError:
     """``exc`` as a ProviderError when nothing more specific matched: a network reason if
     ``classify`` knows it, else EndpointUnreachable naming only the exception's type."""
     network = classify(exc, settings_connect, settings_read)
     if network is not None:
-        return ProviderError(network[0], clean(f"{what}: {network[1]}"))
+        return ProviderError(network[0], clean(f"{what}: {network[1]}"),
+                             stalled=True if name_does_not_resolve(exc) else None)
     return ProviderError(Reason.ENDPOINT_UNREACHABLE, clean(f"{what} failed: {type(exc).__name__}"))

@@ -1,30 +1,60 @@
-"""Pure: from what was observed about an ExternalStorage to the status it should have.
+"""Pure: from what was observed about an ExternalStorage to the status it should have, and
+the controller's decisions around it (validate or not, count failures, events to post).
 
 Nothing here talks to Kubernetes or a bucket; the controller gathers the inputs, calls
-``desired_status`` and writes ``status_patch`` only when it is not None.
+these functions and applies what they return.
+
+Conditions follow kstatus: ``Ready`` says whether recordings can be written with the
+current spec; ``Reconciling=True`` while the operator still works on the current
+generation (validation pending, or retrying a failure that may pass by itself);
+``Stalled=True`` (same reason and message as Ready) when only a person can fix it.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from callstorage.api.conditions import make_condition, set_condition
-from callstorage.providers.base import Capabilities, Reason
+from callstorage.api.capabilities import Capabilities
+from callstorage.api.conditions import (
+    DELETION_BLOCKED,
+    READY,
+    RECONCILING,
+    STALLED,
+    SUSPENDED,
+    bounded,
+    get_condition,
+    make_condition,
+    set_condition,
+)
+from callstorage.api.reasons import Reason, is_retried, is_stalled
 
-READY = "Ready"
-SUSPENDED = "Suspended"
-DELETION_BLOCKED = "DeletionBlocked"
+__all__ = ["DELETION_BLOCKED", "READY", "RECONCILING", "STALLED", "SUSPENDED"]
 
 # Reasons a retry cannot fix: only a new spec generation can.
-PERMANENT_REASONS = frozenset({Reason.INVALID_SPEC})
+PERMANENT_REASONS = frozenset(r for r in Reason if not is_retried(r))
+# usedBy lists at most this many names; usedByCount has the total.
+USED_BY_SAMPLE = 20
+# Spec fields whose change needs no new validation: they change when or whether the
+# operator validates, not what.
+_NOT_VALIDATED_FIELDS = ("suspend", "validationInterval")
 
 
 def rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def spec_hash(spec: Mapping[str, Any] | None) -> str:
+    """Fingerprint of what a validation depends on; equal hashes mean a validation of one
+    spec holds for the other (only suspend or validationInterval differ)."""
+    relevant = {k: v for k, v in (spec or {}).items() if k not in _NOT_VALIDATED_FIELDS}
+    text = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -35,10 +65,17 @@ class Validation:
     message: str
     capabilities: Capabilities | None = None
     secret_version: str | None = None
+    stalled: bool | None = None  # None: the reason's policy decides
 
     @property
     def ok(self) -> bool:
         return self.reason is Reason.VALIDATED
+
+    @property
+    def needs_person(self) -> bool:
+        if self.ok:
+            return False
+        return is_stalled(self.reason) if self.stalled is None else self.stalled
 
 
 @dataclass(frozen=True)
@@ -65,6 +102,23 @@ class Observed:
     blocked_deletion_by: tuple[str, ...] = ()  # non-empty: deleting, but still in use
     next_validation: dt.datetime | None = None
     consecutive_failures: int = 0
+    spec_hash: str | None = None  # of this generation's spec (see ``spec_hash``)
+    reconcile_error: str | None = None  # a failure of the operator itself, being retried
+
+
+def _ready_for(conditions: list[dict[str, Any]], generation: int) -> bool:
+    ready = get_condition(conditions, READY)
+    return ready is not None and ready.get("observedGeneration") == generation
+
+
+def _restamp(conditions: list[dict[str, Any]], generation: int) -> list[dict[str, Any]]:
+    """Ready and Stalled carried to a new generation whose spec validates the same."""
+    out = []
+    for c in conditions:
+        if c.get("type") in (READY, STALLED):
+            c = {**c, "observedGeneration": generation}
+        out.append(c)
+    return out
 
 
 def desired_status(current: Mapping[str, Any] | None, obs: Observed) -> dict[str, Any]:
@@ -72,8 +126,9 @@ def desired_status(current: Mapping[str, Any] | None, obs: Observed) -> dict[str
     status: dict[str, Any] = copy.deepcopy(dict(current or {}))
     conditions: list[dict[str, Any]] = list(status.get("conditions") or [])
     now = rfc3339(obs.now)
-    new_generation = status.get("observedGeneration") != obs.generation
-    status["observedGeneration"] = obs.generation
+    gen = obs.generation
+    new_generation = status.get("observedGeneration") != gen
+    status["observedGeneration"] = gen
 
     if obs.effective_prefixes is not None:
         status["effectivePrefixes"] = dict(obs.effective_prefixes)
@@ -85,8 +140,12 @@ def desired_status(current: Mapping[str, Any] | None, obs: Observed) -> dict[str
     v = obs.validation
     if v is not None:
         conditions = set_condition(conditions, make_condition(
-            READY, "True" if v.ok else "False", str(v.reason), v.message, obs.generation,
-            obs.now))
+            READY, "True" if v.ok else "False", str(v.reason), v.message, gen, obs.now))
+        if v.needs_person:
+            conditions = set_condition(conditions, make_condition(
+                STALLED, "True", str(v.reason), v.message, gen, obs.now))
+        else:
+            conditions = [c for c in conditions if c.get("type") != STALLED]
         if v.ok:
             status["lastValidatedAt"] = now
             status["capabilities"] = (v.capabilities or Capabilities()).as_status()
@@ -98,25 +157,45 @@ def desired_status(current: Mapping[str, Any] | None, obs: Observed) -> dict[str
         else:
             status.pop("observedSecretVersion", None)
         status["consecutiveFailures"] = obs.consecutive_failures
-    elif not any(c.get("type") == READY for c in conditions):
-        conditions = set_condition(conditions, make_condition(
-            READY, "Unknown", "Progressing", "validation has not run yet", obs.generation,
-            obs.now))
+        if obs.spec_hash is not None:
+            status["validatedSpecHash"] = obs.spec_hash
+    elif not _ready_for(conditions, gen):
+        ready = get_condition(conditions, READY)
+        if ready is not None and ready.get("status") != "Unknown" and \
+                obs.spec_hash is not None and status.get("validatedSpecHash") == obs.spec_hash:
+            # Only suspend, validationInterval or deletion changed: the last result holds.
+            conditions = _restamp(conditions, gen)
+        elif obs.suspended:
+            conditions = set_condition(conditions, make_condition(
+                READY, "Unknown", str(Reason.SUSPENDED),
+                "validation is paused (spec.suspend) and this generation of the spec has "
+                "not been validated", gen, obs.now))
+            conditions = [c for c in conditions if c.get("type") != STALLED]
+        else:
+            conditions = set_condition(conditions, make_condition(
+                READY, "Unknown", str(Reason.VALIDATING),
+                f"validating generation {gen} against the bucket", gen, obs.now))
+            conditions = [c for c in conditions if c.get("type") != STALLED]
+
+    conditions = _reconciling(conditions, obs)
 
     if obs.suspended:
         conditions = set_condition(conditions, make_condition(
             SUSPENDED, "True", "Suspended",
-            "spec.suspend is true: validation is paused; Ready shows the last result",
-            obs.generation, obs.now))
+            "spec.suspend is true: periodic validation and on-demand checks are paused; "
+            "Ready shows the last result", gen, obs.now))
     else:
         conditions = [c for c in conditions if c.get("type") != SUSPENDED]
 
     if obs.blocked_deletion_by:
-        names = ", ".join(obs.blocked_deletion_by)
+        names = ", ".join(obs.blocked_deletion_by[:USED_BY_SAMPLE])
+        more = len(obs.blocked_deletion_by) - USED_BY_SAMPLE
+        if more > 0:
+            names += f" and {more} more"
         conditions = set_condition(conditions, make_condition(
             DELETION_BLOCKED, "True", "InUse",
             f"deletion waits until no CallType refers to this storage; in use by: {names}",
-            obs.generation, obs.now))
+            gen, obs.now))
     else:
         conditions = [c for c in conditions if c.get("type") != DELETION_BLOCKED]
 
@@ -130,15 +209,39 @@ def desired_status(current: Mapping[str, Any] | None, obs: Observed) -> dict[str
             "requestedAt": obs.check.requested_at,
             "completedAt": now,
             "succeeded": obs.check.succeeded,
-            "message": obs.check.message,
+            "message": bounded(obs.check.message),
         }
         if obs.check.object:
             check["object"] = obs.check.object
         status["lastCheck"] = check
 
-    status["usedBy"] = list(obs.used_by)
+    status["usedBy"] = list(obs.used_by[:USED_BY_SAMPLE])
+    status["usedByCount"] = len(obs.used_by)
     status["conditions"] = conditions
     return status
+
+
+def _reconciling(conditions: list[dict[str, Any]], obs: Observed) -> list[dict[str, Any]]:
+    """Reconciling=True while the current generation has no final answer yet."""
+    without = [c for c in conditions if c.get("type") != RECONCILING]
+    ready = get_condition(conditions, READY) or {}
+    stalled = get_condition(conditions, STALLED)
+    reason = message = None
+    if obs.reconcile_error is not None:
+        reason, message = "ReconcileError", obs.reconcile_error
+    elif obs.suspended or (stalled is not None and stalled.get("status") == "True"):
+        return without
+    elif ready.get("status") == "Unknown":
+        reason, message = str(Reason.VALIDATING), str(ready.get("message") or "validating")
+    elif ready.get("status") == "False":
+        when = f" at {rfc3339(obs.next_validation)}" if obs.next_validation else ""
+        reason = "RetryScheduled"
+        message = (f"{ready.get('reason')}: may pass by itself; attempt "
+                   f"{obs.consecutive_failures + 1} is due{when}")
+    if reason is None or message is None:
+        return without
+    return set_condition(conditions, make_condition(
+        RECONCILING, "True", reason, message, obs.generation, obs.now))
 
 
 def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> \
@@ -160,9 +263,67 @@ def status_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
 
 
 def ready_state(status: Mapping[str, Any] | None) -> tuple[str, str, str]:
-    """(status, reason, message) of the Ready condition, or Unknown when absent."""
+    """(status, reason, message) of the Ready condition, or Unknown when absent.
+
+    This reads one status map; whether that answers for the object's current generation
+    is ``callstorage.api.readiness``'s question.
+    """
     for c in (status or {}).get("conditions") or []:
         if c.get("type") == READY:
             return str(c.get("status", "Unknown")), str(c.get("reason", "")), \
                 str(c.get("message", ""))
-    return "Unknown", "Progressing", "not validated yet"
+    return "Unknown", "Pending", "not validated yet"
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+def needs_validation(status: Mapping[str, Any] | None, generation: int,
+                     current_spec_hash: str | None, requested: bool) -> bool:
+    """Validate this round? Yes when asked (schedule, Secret change, retry) or when the
+    status has no result for this generation that still holds."""
+    if requested:
+        return True
+    status = status or {}
+    conditions = list(status.get("conditions") or [])
+    ready = get_condition(conditions, READY)
+    if ready is not None and ready.get("observedGeneration") == generation:
+        return ready.get("status") == "Unknown"  # e.g. interrupted while validating
+    carried = ready is not None and ready.get("status") != "Unknown" and \
+        current_spec_hash is not None and status.get("validatedSpecHash") == current_spec_hash
+    return not carried
+
+
+def failures_after(previous: int, validation: Validation | None) -> int:
+    """``consecutiveFailures`` after a round."""
+    if validation is None:
+        return previous
+    return 0 if validation.ok else previous + 1
+
+
+@dataclass(frozen=True)
+class Event:
+    """A core/v1 Event to post on the object."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def storage_events(before: Mapping[str, Any], after: Mapping[str, Any],
+                   check: CheckOutcome | None) -> list[Event]:
+    """Events for what changed between two statuses: Ready transitions to a result (not
+    to "validating"), check results, and a deletion that starts waiting."""
+    events: list[Event] = []
+    old, new = ready_state(before), ready_state(after)
+    if new[:2] != old[:2] and new[0] != "Unknown":
+        events.append(Event("Normal" if new[0] == "True" else "Warning", new[1], new[2]))
+    if check is not None:
+        events.append(Event("Normal" if check.succeeded else "Warning",
+                            "CheckSucceeded" if check.succeeded else "CheckFailed",
+                            check.message))
+    was_blocked = get_condition(before.get("conditions"), DELETION_BLOCKED) is not None
+    blocked = get_condition(after.get("conditions"), DELETION_BLOCKED)
+    if blocked is not None and not was_blocked:
+        events.append(Event("Warning", "DeletionBlocked", str(blocked.get("message", ""))))
+    return events

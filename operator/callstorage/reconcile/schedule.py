@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from callstorage.providers.base import Reason
+from callstorage.api.reasons import Reason
 from callstorage.reconcile.externalstorage import PERMANENT_REASONS
 
 SUCCESS_JITTER = 0.1  # next success run lands in [0.9, 1.0] x interval
