@@ -87,62 +87,68 @@ def test_helm_install_defaults_run_validate_upgrade_and_uninstall(
     cluster = node_cluster
     ns = "cs-helm"
     _restricted_namespace(cluster, ns)
-    before = set(cluster.kubectl("get", "all,sa,role,rolebinding,lease,pdb,cm,secret",
-                                 "-n", ns, "-o", "name").stdout.split())
-    # chart defaults: the image callstorage/callstorage:<appVersion>, present on the node
-    cluster.helm("install", RELEASE, str(CHART), "-n", ns, "--wait", "--timeout=3m")
-    pods = _check_running_as_shipped(cluster, ns)
-    names = {p["metadata"]["name"] for p in pods}
-    wait_for(lambda: cluster.lease_holder(ns, f"{RELEASE}-callstorage") in names, 30,
-             "one replica to take the leader Lease")
-    # what the readiness probe sees: one leader, one standby that could take over
-    holder = cluster.lease_holder(ns, f"{RELEASE}-callstorage")
-    for pod in pods:
-        said = cluster.in_node(f"http://{pod['status']['podIP']}:8081/readyz")
-        assert said == ("leader" if pod["metadata"]["name"] == holder else "standby")
-    app = _validates_s3_storage(cluster)
-    _scrape_through_service(cluster, ns, f"{RELEASE}-callstorage-metrics", app)
+    try:
+        before = set(cluster.kubectl("get", "all,sa,role,rolebinding,lease,pdb,cm,secret",
+                                     "-n", ns, "-o", "name").stdout.split())
+        # chart defaults: the image callstorage/callstorage:<appVersion>, present on the node
+        cluster.helm("install", RELEASE, str(CHART), "-n", ns, "--wait", "--timeout=3m")
+        pods = _check_running_as_shipped(cluster, ns)
+        names = {p["metadata"]["name"] for p in pods}
+        wait_for(lambda: cluster.lease_holder(ns, f"{RELEASE}-callstorage") in names, 30,
+                 "one replica to take the leader Lease")
+        # what the readiness probe sees: one leader, one standby that could take over
+        holder = cluster.lease_holder(ns, f"{RELEASE}-callstorage")
+        for pod in pods:
+            said = cluster.in_node(f"http://{pod['status']['podIP']}:8081/readyz")
+            assert said == ("leader" if pod["metadata"]["name"] == holder else "standby")
+        app = _validates_s3_storage(cluster)
+        _scrape_through_service(cluster, ns, f"{RELEASE}-callstorage-metrics", app)
 
-    # a changed setting rolls out: new Pods with it, one leader, storages stay validated
-    cluster.helm("upgrade", RELEASE, str(CHART), "-n", ns, "--set", "settings.logLevel=DEBUG",
-                 "--wait", "--timeout=3m")
-    cluster.kubectl("rollout", "status", f"deployment/{RELEASE}-callstorage", "-n", ns,
-                    "--timeout=180s")
-    pods = _check_running_as_shipped(cluster, ns)
-    assert not names & {p["metadata"]["name"] for p in pods}
-    for pod in pods:
-        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-        assert env["CALLSTORAGE_LOG_LEVEL"] == "DEBUG"
-    new_names = {p["metadata"]["name"] for p in pods}
-    wait_for(lambda: cluster.lease_holder(ns, f"{RELEASE}-callstorage") in new_names, 60,
-             "a new replica to lead after the rollout")
-    cluster.s3_storage(app, "after-upgrade")
-    kubeutil.wait_ready(cluster.api, "externalstorages", app, "after-upgrade", timeout=60)
-    # the rollout replaced every replica, and never had two operators writing at once
-    cluster.assert_one_writer_at_a_time(app)
+        # a changed setting rolls out: new Pods with it, one leader, storages stay validated
+        cluster.helm("upgrade", RELEASE, str(CHART), "-n", ns, "--set", "settings.logLevel=DEBUG",
+                     "--wait", "--timeout=3m")
+        cluster.kubectl("rollout", "status", f"deployment/{RELEASE}-callstorage", "-n", ns,
+                        "--timeout=180s")
+        pods = _check_running_as_shipped(cluster, ns)
+        assert not names & {p["metadata"]["name"] for p in pods}
+        for pod in pods:
+            env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+            assert env["CALLSTORAGE_LOG_LEVEL"] == "DEBUG"
+        new_names = {p["metadata"]["name"] for p in pods}
+        wait_for(lambda: cluster.lease_holder(ns, f"{RELEASE}-callstorage") in new_names, 60,
+                 "a new replica to lead after the rollout")
+        cluster.s3_storage(app, "after-upgrade")
+        kubeutil.wait_ready(cluster.api, "externalstorages", app, "after-upgrade", timeout=60)
+        # the rollout replaced every replica, and never had two operators writing at once
+        cluster.assert_one_writer_at_a_time(app)
 
-    cluster.helm("uninstall", RELEASE, "-n", ns, "--wait", "--timeout=3m")
-    # what Helm made is gone, and so is the Lease (owned by the last leader's Pod)
-    def only_before_left() -> bool:
-        now = set(cluster.kubectl("get", "all,sa,role,rolebinding,lease,pdb,cm,secret",
-                                  "-n", ns, "-o", "name").stdout.split())
-        return now <= before
-    wait_for(only_before_left, 90, "nothing of the release left in its namespace")
-    assert cluster.kubectl("get", "crd", "externalstorages.callstorage.io").returncode == 0
-    kubeutil.delete_namespace(cluster.api, app)
-    kubeutil.delete_namespace(cluster.api, ns)
+        cluster.helm("uninstall", RELEASE, "-n", ns, "--wait", "--timeout=3m")
+        # what Helm made is gone, and so is the Lease (owned by the last leader's Pod)
+        def only_before_left() -> bool:
+            now = set(cluster.kubectl("get", "all,sa,role,rolebinding,lease,pdb,cm,secret",
+                                      "-n", ns, "-o", "name").stdout.split())
+            return now <= before
+        wait_for(only_before_left, 90, "nothing of the release left in its namespace")
+        assert cluster.kubectl("get", "crd", "externalstorages.callstorage.io").returncode == 0
+        kubeutil.delete_namespace(cluster.api, app)
+        kubeutil.delete_namespace(cluster.api, ns)
+    finally:
+        cluster.cleanup_release(RELEASE, ns)
 
 
 def test_kubectl_apply_k_manifests_runs_and_validates(node_cluster: NodeCluster) -> None:
     cluster = node_cluster
     ns = "callstorage-system"  # the base's own, labelled restricted by namespace.yaml
-    cluster.kubectl("apply", "-k", str(ROOT / "manifests"))
-    _check_running_as_shipped(cluster, ns)
-    wait_for(lambda: (cluster.lease_holder(ns, "callstorage-operator") or "")
-             .startswith("callstorage-operator-"), 30, "a leader")
-    app = _validates_s3_storage(cluster)
-    _scrape_through_service(cluster, ns, "callstorage-operator-metrics", app)
-    kubeutil.delete_namespace(cluster.api, app)
-    wait_for(lambda: cluster.kubectl("get", "namespace", app, check=False).returncode != 0,
-             60, f"namespace {app} to go")
-    cluster.kubectl("delete", "-k", str(ROOT / "manifests"), "--wait=true", timeout=180)
+    try:
+        cluster.kubectl("apply", "-k", str(ROOT / "manifests"))
+        _check_running_as_shipped(cluster, ns)
+        wait_for(lambda: (cluster.lease_holder(ns, "callstorage-operator") or "")
+                 .startswith("callstorage-operator-"), 30, "a leader")
+        app = _validates_s3_storage(cluster)
+        _scrape_through_service(cluster, ns, "callstorage-operator-metrics", app)
+        kubeutil.delete_namespace(cluster.api, app)
+        wait_for(lambda: cluster.kubectl("get", "namespace", app, check=False).returncode != 0,
+                 60, f"namespace {app} to go")
+    finally:
+        cluster.kubectl("delete", "-k", str(ROOT / "manifests"), "--ignore-not-found",
+                        "--wait=true", timeout=180, check=False)
