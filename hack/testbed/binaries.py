@@ -57,6 +57,39 @@ _K8S_STAGING = (
 )
 
 
+# The control plane, and what a real node adds (kubelet, kube-proxy, kube-scheduler).
+_K8S_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+                 "kube-proxy")
+
+# The pod sandbox ("pause") process: no registry is reachable, so the image is built here
+# from this program (static, waits for a signal, reaps orphans like the upstream pause).
+_PAUSE_GO = """package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+	for s := range sigs {
+		if s != syscall.SIGCHLD {
+			os.Exit(0)
+		}
+		for {
+			var ws syscall.WaitStatus
+			if pid, _ := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 {
+				break
+			}
+		}
+	}
+}
+"""
+PAUSE_VERSION = "3.10"
+
+
 def cache_root() -> Path:
     """Where built binaries live; ``CALLSTORAGE_CACHE`` overrides ``~/.cache/callstorage``."""
     env = os.environ.get("CALLSTORAGE_CACHE")
@@ -112,12 +145,10 @@ def _kubernetes() -> GoBuild:
     return GoBuild(
         name="kubernetes",
         version=v,
-        binaries=("kube-apiserver", "kube-controller-manager"),
+        # one build for the control plane and the node: the Go build cache is shared
+        binaries=_K8S_BINARIES,
         go_mod=go_mod,
-        packages=(
-            "k8s.io/kubernetes/cmd/kube-apiserver",
-            "k8s.io/kubernetes/cmd/kube-controller-manager",
-        ),
+        packages=tuple(f"k8s.io/kubernetes/cmd/{b}" for b in _K8S_BINARIES),
         ldflags=f"-s -w {ldflags}",
     )
 
@@ -165,6 +196,18 @@ def _kubeconform() -> GoBuild:
         binaries=("kubeconform",),
         go_mod=go_mod,
         packages=("github.com/yannh/kubeconform/cmd/kubeconform",),
+        ldflags="-s -w",
+    )
+
+
+def _pause() -> GoBuild:
+    return GoBuild(
+        name="pause",
+        version=PAUSE_VERSION,
+        binaries=("pause",),
+        go_mod="module callstorage.local/pause\n\ngo 1.24\n",
+        packages=(".",),
+        main_go=_PAUSE_GO,
         ldflags="-s -w",
     )
 
@@ -260,7 +303,7 @@ def _argocd_lua() -> GoBuild:
 
 BUILDS: dict[str, GoBuild] = {
     b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _kstatus(),
-                        _promtool(), _argocd_lua(), _minio())
+                        _promtool(), _argocd_lua(), _minio(), _pause())
 }
 # Built only when asked for by name (``find("minio")``): not part of ``prepare``/make test.
 ON_DEMAND = frozenset({"minio"})
