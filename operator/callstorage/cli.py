@@ -260,7 +260,7 @@ def _cmd_check(ctx: _Context) -> int:
 
 
 def _cmd_resolve(ctx: _Context) -> int:
-    from callstorage.resolve import resolve
+    from callstorage.resolution import resolve
 
     args = ctx.args
     resolved = resolve(ctx.namespace, args.call_type, args.call_storage, api_client=ctx.api)

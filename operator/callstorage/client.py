@@ -32,6 +32,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from callstorage.api import (
+    API_VERSION,
     CALL_TYPE_LABEL,
     CALLTYPE_PLURAL,
     CHECK_ANNOTATION,
@@ -42,17 +43,22 @@ from callstorage.api import (
     InvalidSpecError,
     call_type_manifest,
     call_type_object_name,
+    is_platform_reference,
     parse_call_type,
     parse_external_storage,
 )
 from callstorage.api.names import is_dns1123_subdomain
 from callstorage.api.readiness import readiness
+from callstorage.kube import (
+    MERGE_PATCH,
+    REQUEST_TIMEOUT,
+    KubeconfigError,
+    kubeconfig_present,
+    load_api_client,
+)
 
 log = logging.getLogger(__name__)
 
-API_VERSION: Final = f"{GROUP}/{VERSION}"
-REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds for every API call
-MERGE_PATCH: Final = "application/merge-patch+json"
 #: Labels on the credentials Secrets this client creates.
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "callstorage-client"
@@ -214,35 +220,15 @@ def _api_errors(
 # --- configuration ------------------------------------------------------------------------
 
 
-def _kubeconfig_present() -> bool:
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return any(Path(p).expanduser().exists() for p in env.split(os.pathsep) if p)
-    return Path("~/.kube/config").expanduser().exists()
-
-
 def api_client_from_config(
     kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None
 ) -> client.ApiClient:
-    """An ApiClient from ``kubeconfig``, else ``KUBECONFIG``, else ``~/.kube/config``, else
-    the in-cluster service account (kubectl's order). Raises ``ApiUnreachable``."""
-    cfg = client.Configuration()
+    """An ApiClient from ``callstorage.kube.load_api_client`` (kubectl's order); its
+    failure as ``ApiUnreachable``."""
     try:
-        if kubeconfig is not None or _kubeconfig_present():
-            config.load_kube_config(
-                config_file=os.fspath(kubeconfig) if kubeconfig is not None else None,
-                context=context, client_configuration=cfg, persist_config=False)
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=cfg)
-        else:
-            raise ApiUnreachable("NoKubeconfig", "no kubeconfig found: pass --kubeconfig, "
-                                 "set KUBECONFIG, or create ~/.kube/config")
-    except config.ConfigException as exc:
-        raise ApiUnreachable("InvalidKubeconfig", f"cannot load the kubeconfig: {exc}") from None
-    except OSError as exc:
-        raise ApiUnreachable("InvalidKubeconfig",
-                             f"cannot read the kubeconfig: {exc.strerror or exc}") from None
-    return client.ApiClient(cfg)
+        return load_api_client(kubeconfig=kubeconfig, context=context)
+    except KubeconfigError as exc:
+        raise ApiUnreachable(exc.reason, exc.message) from None
 
 
 def default_namespace(
@@ -250,7 +236,7 @@ def default_namespace(
 ) -> str:
     """The namespace of the current kubeconfig context, the pod's own namespace in a
     cluster, else ``default`` (what kubectl would use)."""
-    if kubeconfig is not None or _kubeconfig_present():
+    if kubeconfig is not None or kubeconfig_present():
         with suppress(config.ConfigException, OSError, KeyError, TypeError):
             contexts, active = config.list_kube_config_contexts(
                 config_file=os.fspath(kubeconfig) if kubeconfig is not None else None)
@@ -1066,7 +1052,7 @@ class Client:
             spec = parse_call_type({"spec": {"externalStorage": storage} if storage else {}})
         except InvalidSpecError as exc:
             raise InvalidRequest("InvalidSpec", exc.summary()) from None
-        if storage and require_storage and storage != RESERVED_STORAGE_NAME:
+        if storage and require_storage and not is_platform_reference(storage):
             self._get_storage(storage)
         for _attempt in range(_CONFLICT_RETRIES):
             try:

@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 
 import callstorage
 from callstorage import client as client_module
-from callstorage.resolve import (
+from callstorage.resolution import (
     CallTypeNotFound,
     Source,
     StorageChoice,
@@ -282,8 +282,9 @@ def test_an_invalid_call_storage_name_is_a_usage_error() -> None:
 
 
 def test_the_package_exports_resolve_lazily_and_callably() -> None:
-    import callstorage.resolve as module
+    import callstorage.resolution as module
 
     assert callable(callstorage.resolve)
-    assert callable(module)
+    # the function, not a module: ``callstorage.resolve`` is no submodule any more
+    assert callstorage.resolve is module.resolve
     assert callstorage.ResolvedStorage is module.ResolvedStorage

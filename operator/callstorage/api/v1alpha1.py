@@ -40,6 +40,13 @@ CALL_TYPE_LABEL = "callstorage.io/call-type"
 
 RESERVED_NAME_MESSAGE = "stream-s3 is reserved for the platform storage; choose another name"
 
+
+def is_platform_reference(name: str | None) -> bool:
+    """Whether a storage setting (a CallType's ``externalStorage``, a call's storage) means
+    the platform storage: omitted, empty, or the reserved ``stream-s3``. The one home of
+    this rule (docs/api.md "Resolution")."""
+    return not name or name == RESERVED_STORAGE_NAME
+
 StorageTypeName = Literal["s3", "gcs", "abs"]
 AccessModeName = Literal["ReadWrite", "WriteOnly"]
 
@@ -351,7 +358,7 @@ class CallTypeSpec(_Model):
     @property
     def uses_platform_storage(self) -> bool:
         """Whether this call type records to the platform storage (omitted or stream-s3)."""
-        return self.external_storage in (None, RESERVED_STORAGE_NAME)
+        return is_platform_reference(self.external_storage)
 
 
 # Pydantic's wording -> the API server's, so both sources read alike.
