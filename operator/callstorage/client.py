@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -40,6 +40,7 @@ from callstorage.api import (
     GROUP,
     RESERVED_STORAGE_NAME,
     VERSION,
+    AccessMode,
     InvalidSpecError,
     call_type_manifest,
     call_type_object_name,
@@ -56,6 +57,11 @@ from callstorage.kube import (
     kubeconfig_present,
     load_api_client,
 )
+from callstorage.storagetypes import PROVIDERS
+from callstorage.storagetypes.azure import AzureRequest as AzureRequest
+from callstorage.storagetypes.base import request_from_mapping
+from callstorage.storagetypes.gcs import GCSRequest as GCSRequest
+from callstorage.storagetypes.s3 import S3Request as S3Request
 
 log = logging.getLogger(__name__)
 
@@ -324,74 +330,12 @@ def check_storage_name(name: str) -> None:
 # --- requests (the seed SDK's shapes) -----------------------------------------------------
 
 
-def _squash(key: str) -> str:
-    return key.replace("_", "").replace("-", "").lower()
-
-
 def _from_mapping(cls: type[T], value: T | Mapping[str, Any], what: str) -> T:
-    """Build a request from a dict with snake_case, camelCase or PascalCase keys, as the
-    seed's Python, JavaScript and Go examples spell them."""
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, Mapping):
-        raise InvalidRequest(None, f"{what} must be a {cls.__name__} or a dict")
-    names = {_squash(f.name): f.name for f in fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, item in value.items():
-        name = names.get(_squash(str(key)))
-        if name is None:
-            raise InvalidRequest(None, f"{what}: unknown field {key!r}; "
-                                 f"known: {', '.join(sorted(names.values()))}")
-        kwargs[name] = item
+    """A request from itself or a dict in any of the seed's spellings (InvalidRequest)."""
     try:
-        return cls(**kwargs)
-    except TypeError:
-        raise InvalidRequest(None, f"{what}: missing required fields") from None
-
-
-def _masked(value: str | None) -> str:
-    return "None" if value is None else "'***'"
-
-
-@dataclass(frozen=True)
-class S3Request:
-    """Amazon S3 (or S3-compatible) settings, as the seed's ``S3Request``.
-
-    Without ``s3_api_key``/``s3_secret`` the operator uses its own IAM identity, if the
-    installation allows it. ``s3_force_path_style`` is for S3-compatible servers.
-    """
-
-    s3_region: str
-    s3_api_key: str | None = None
-    s3_secret: str | None = None
-    s3_custom_endpoint_url: str | None = None
-    s3_force_path_style: bool | None = None
-
-    def __repr__(self) -> str:
-        return (f"S3Request(s3_region={self.s3_region!r}, s3_api_key={_masked(self.s3_api_key)}"
-                f", s3_secret={_masked(self.s3_secret)}, s3_custom_endpoint_url="
-                f"{self.s3_custom_endpoint_url!r}, s3_force_path_style="
-                f"{self.s3_force_path_style!r})")
-
-
-@dataclass(frozen=True)
-class AzureRequest:
-    """Azure Blob Storage settings, as the seed's ``AzureRequest``: an account key, or a
-    service principal (client id, client secret, tenant id)."""
-
-    abs_account_name: str
-    abs_account_key: str | None = None
-    abs_client_id: str | None = None
-    abs_client_secret: str | None = None
-    abs_tenant_id: str | None = None
-    abs_endpoint: str | None = None
-
-    def __repr__(self) -> str:
-        return (f"AzureRequest(abs_account_name={self.abs_account_name!r}, "
-                f"abs_account_key={_masked(self.abs_account_key)}, "
-                f"abs_client_id={self.abs_client_id!r}, "
-                f"abs_client_secret={_masked(self.abs_client_secret)}, "
-                f"abs_tenant_id={self.abs_tenant_id!r}, abs_endpoint={self.abs_endpoint!r})")
+        return request_from_mapping(cls, value, what)
+    except ValueError as exc:
+        raise InvalidRequest(None, str(exc)) from None
 
 
 class _Credentials:
@@ -412,89 +356,59 @@ class _Credentials:
 
 def _normalise_storage_type(value: str) -> str:
     storage_type = value.strip().lower()
-    if storage_type not in ("s3", "gcs", "abs"):
-        raise InvalidRequest(None, f"storage_type must be s3, gcs or abs, not {value!r}")
+    if storage_type not in PROVIDERS:
+        raise InvalidRequest(None, f"storage_type must be {_one_of(list(PROVIDERS))}, "
+                             f"not {value!r}")
     return storage_type
 
 
+def _one_of(values: list[str]) -> str:
+    return ", ".join(values[:-1]) + f" or {values[-1]}" if len(values) > 1 else values[0]
+
+
 def _normalise_access_mode(value: str) -> str:
-    modes = {"readwrite": "ReadWrite", "writeonly": "WriteOnly"}
-    mode = modes.get(_squash(value))
+    modes = {m.value.lower(): m.value for m in AccessMode}
+    mode = modes.get(value.replace("_", "").replace("-", "").lower())
     if mode is None:
         raise InvalidRequest(None, f"access_mode must be ReadWrite or WriteOnly, not {value!r}")
     return mode
 
 
-def _gcs_credentials_text(value: str | bytes | Mapping[str, Any]) -> str:
-    if isinstance(value, Mapping):
-        return json.dumps(dict(value))
-    text = value.decode() if isinstance(value, bytes) else value
-    try:
-        parsed = json.loads(text)
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):  # say so, but never echo the content
-        raise InvalidRequest(None, "gcs_credentials must be the JSON of a service account "
-                             "key file")
-    return text
-
-
 def _provider(
-    storage_type: str,
-    aws_s3: S3Request | Mapping[str, Any] | None,
-    gcs_credentials: str | bytes | Mapping[str, Any] | None,
-    azure_blob: AzureRequest | Mapping[str, Any] | None,
-    gcs_endpoint: str | None,
+    storage_type: str, requests: Mapping[str, Any]
 ) -> tuple[dict[str, Any], _Credentials | None]:
-    """The provider block of the spec (without its Secret reference) and the Secret data."""
-    given = {name for name, value in
-             (("s3", aws_s3), ("gcs", gcs_credentials), ("abs", azure_blob)) if value is not None}
-    if given - {storage_type}:
-        names = {"s3": "aws_s3", "gcs": "gcs_credentials", "abs": "azure_blob"}
+    """The provider block of the spec (without its Secret reference) and the Secret data,
+    from the request given for ``storage_type`` (``requests``: the seed's keyword, e.g.
+    ``aws_s3``, -> the request; None where not given)."""
+    provider = PROVIDERS[storage_type]
+    given = {arg for arg, value in requests.items() if value is not None}
+    wrong = given - {provider.request_arg}
+    if wrong:
         raise InvalidRequest(None, f"storage_type {storage_type} does not take "
-                             f"{', '.join(names[g] for g in sorted(given - {storage_type}))}")
-    if storage_type == "s3":
-        if aws_s3 is None:
-            raise InvalidRequest(None, "storage_type s3 needs aws_s3=S3Request(s3_region=...)")
-        s3 = _from_mapping(S3Request, aws_s3, "aws_s3")
-        block: dict[str, Any] = {"region": s3.s3_region}
-        if s3.s3_custom_endpoint_url:
-            block["endpoint"] = s3.s3_custom_endpoint_url
-        if s3.s3_force_path_style is not None:
-            block["forcePathStyle"] = s3.s3_force_path_style
-        if bool(s3.s3_api_key) != bool(s3.s3_secret):
-            raise InvalidRequest(None, "give both s3_api_key and s3_secret, or neither "
-                                 "(ambient IAM credentials)")
-        if s3.s3_api_key and s3.s3_secret:
-            creds = _Credentials({"accessKeyId": s3.s3_api_key,
-                                  "secretAccessKey": s3.s3_secret})
-            return block, creds
-        return block, None
-    if storage_type == "gcs":
-        if gcs_credentials is None:
-            raise InvalidRequest(None, "storage_type gcs needs gcs_credentials (the service "
-                                 "account key file's content)")
-        block = {"endpoint": gcs_endpoint} if gcs_endpoint else {}
-        return block, _Credentials({"credentials.json": _gcs_credentials_text(gcs_credentials)})
-    if azure_blob is None:
-        raise InvalidRequest(None, "storage_type abs needs azure_blob=AzureRequest("
-                             "abs_account_name=..., ...)")
-    abs_ = _from_mapping(AzureRequest, azure_blob, "azure_blob")
-    block = {"accountName": abs_.abs_account_name}
-    if abs_.abs_endpoint:
-        block["endpoint"] = abs_.abs_endpoint
-    principal = (abs_.abs_client_id, abs_.abs_client_secret, abs_.abs_tenant_id)
-    if abs_.abs_account_key and any(principal):
-        raise InvalidRequest(None, "give abs_account_key or a service principal "
-                             "(abs_client_id, abs_client_secret, abs_tenant_id), not both")
-    if abs_.abs_account_key:
-        return block, _Credentials({"accountKey": abs_.abs_account_key})
-    if all(principal):
-        return block, _Credentials({"clientId": abs_.abs_client_id or "",
-                                    "clientSecret": abs_.abs_client_secret or "",
-                                    "tenantId": abs_.abs_tenant_id or ""})
-    raise InvalidRequest(None, "azure_blob needs abs_account_key, or abs_client_id, "
-                         "abs_client_secret and abs_tenant_id together")
+                             f"{', '.join(sorted(wrong))}")
+    request = requests.get(provider.request_arg)
+    if request is None:
+        raise InvalidRequest(None, f"storage_type {storage_type} needs "
+                             f"{provider.request_arg}=...")
+    try:
+        block, secret = provider.from_request(request)
+    except ValueError as exc:
+        raise InvalidRequest(None, str(exc)) from None
+    return block, (_Credentials(secret) if secret is not None else None)
+
+
+def _requests(
+    aws_s3: Any, gcs_credentials: Any, azure_blob: Any, gcs_endpoint: str | None,
+    others: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Every provider request a call was given, by the seed's keyword."""
+    unknown = set(others) - {p.request_arg for p in PROVIDERS.values()}
+    if unknown:
+        raise InvalidRequest(None, f"unknown argument {', '.join(sorted(unknown))}")
+    if gcs_credentials is not None:
+        gcs_credentials = GCSRequest(gcs_credentials, endpoint=gcs_endpoint)
+    return {"aws_s3": aws_s3, "gcs_credentials": gcs_credentials, "azure_blob": azure_blob,
+            **others}
 
 
 # --- results ------------------------------------------------------------------------------
@@ -799,10 +713,12 @@ class Client:
         validation_interval: str | None = None,
         abs_account_name: str | None = None,
         abs_account_key: str | None = None,
+        **requests: Any,
     ) -> ExternalStorageInfo:
         """Create a storage: its credentials Secret (``<name>-credentials``, owned by the
         storage) and the ExternalStorage. The seed's flat JavaScript form
-        (``abs_account_name=``, ``abs_account_key=``) is accepted too.
+        (``abs_account_name=``, ``abs_account_key=``) is accepted too. Another registered
+        storage type's request goes by its descriptor's ``request_arg`` keyword.
 
         Returns right away; the operator validates it next (see ``check_external_storage``
         and ``get_external_storage(...).ready``).
@@ -814,8 +730,8 @@ class Client:
                 raise InvalidRequest(None, "give azure_blob or abs_account_name/"
                                      "abs_account_key, not both")
             azure_blob = AzureRequest(abs_account_name or "", abs_account_key=abs_account_key)
-        block, creds = _provider(storage_type, aws_s3, gcs_credentials, azure_blob,
-                                 gcs_endpoint)
+        block, creds = _provider(storage_type, _requests(
+            aws_s3, gcs_credentials, azure_blob, gcs_endpoint, requests))
         if creds is not None:
             block["credentialsSecretRef"] = {"name": self.secret_name(name)}
         spec: dict[str, Any] = {"storageType": storage_type, "bucket": bucket,
@@ -877,6 +793,7 @@ class Client:
         gcs_endpoint: str | None = None,
         validation_interval: str | None = None,
         suspend: bool | None = None,
+        **requests: Any,
     ) -> ExternalStorageInfo:
         """Change a storage: only what is given changes (``prefixes`` replaces the whole
         map; ``{}`` removes every override). Credentials given in ``aws_s3``,
@@ -889,14 +806,14 @@ class Client:
         spec: Mapping[str, Any] = obj.get("spec") or {}
         old_type = str(spec.get("storageType", ""))
         new_type = _normalise_storage_type(storage_type) if storage_type else old_type
-        provider_given = any(v is not None for v in (aws_s3, gcs_credentials, azure_blob))
+        given = _requests(aws_s3, gcs_credentials, azure_blob, gcs_endpoint, requests)
+        provider_given = any(v is not None for v in given.values())
         creds: _Credentials | None = None
         # A JSON merge patch: only the fields named here change, whatever else the object
         # holds now (a field this client does not know, a concurrent change elsewhere).
         patch: dict[str, Any] = {}
         if provider_given or new_type != old_type:
-            block, creds = _provider(new_type, aws_s3, gcs_credentials, azure_blob,
-                                     gcs_endpoint)
+            block, creds = _provider(new_type, given)
             if creds is not None:
                 block["credentialsSecretRef"] = {"name": self.secret_name(name)}
             if new_type != old_type:

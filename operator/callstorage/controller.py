@@ -40,6 +40,7 @@ from callstorage.reconcile import externalstorage as es_reconcile
 from callstorage.reconcile.externalstorage import CheckOutcome, Event, Observed, Validation
 from callstorage.reconcile.schedule import next_delay, startup_delay
 from callstorage.settings import Settings
+from callstorage.storagetypes import PROVIDERS
 from callstorage.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,10 @@ def _secret_refs(obj: Mapping[str, Any]) -> set[ObjectKey]:
     ns = _key(obj)[0]
     spec = obj.get("spec") or {}
     names: set[str] = set()
-    for block in ("s3", "gcs", "abs"):
-        ref = (spec.get(block) or {}).get("credentialsSecretRef") or {}
-        if isinstance(ref, dict) and ref.get("name"):
-            names.add(str(ref["name"]))
+    for storage_type, provider in PROVIDERS.items():
+        block = spec.get(storage_type)
+        if isinstance(block, Mapping):
+            names |= provider.secret_names(block)
     ca = ((spec.get("tls") or {}).get("caSecretRef") or {})
     if isinstance(ca, dict) and ca.get("name"):
         names.add(str(ca["name"]))

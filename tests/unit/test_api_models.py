@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from callstorage import api
 from callstorage.api import durations, names
-from callstorage.api.v1alpha1 import (
+from callstorage.api import (
     ABSSpec,
     CallTypeSpec,
     ExternalStorageSpec,

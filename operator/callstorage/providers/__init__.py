@@ -1,21 +1,23 @@
 """Storage providers: build a client for a spec, validate it, run the on-demand check.
 
-One module per provider (``s3``, ``gcs``, ``azure``), each parsing its own Secret keys and
-mapping its SDK's errors onto ``Reason``; ``BUILDERS`` is the one place that picks a module
-by ``spec.storageType``. Everything here is synchronous and every network call has a
-timeout: the operator runs these functions in worker threads.
+One SDK client module per provider (``s3``, ``gcs``, ``azure``), each parsing its own
+Secret keys and mapping its SDK's errors onto ``Reason``. Which module serves which
+``spec.storageType`` is the storage type's descriptor's to say
+(``callstorage.storagetypes``); a module is imported when its first client is built, so
+no process loads an SDK it does not use. Everything here is synchronous and every network
+call has a timeout: the operator runs these functions in worker threads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import secrets
 import uuid
 from collections.abc import Callable
 
 from callstorage.api.prefixes import effective_prefixes, normalize_prefix
 from callstorage.api.v1alpha1 import ExternalStorageSpec
-from callstorage.providers import azure, gcs, s3
 from callstorage.providers.base import (
     Capabilities,
     ProviderError,
@@ -24,6 +26,7 @@ from callstorage.providers.base import (
     StorageClient,
 )
 from callstorage.settings import Settings
+from callstorage.storagetypes import PROVIDERS
 
 __all__ = [
     "BUILDERS",
@@ -36,11 +39,20 @@ __all__ = [
 
 Builder = Callable[[ExternalStorageSpec, ProviderInputs, Settings], StorageClient]
 
+
+
+def _builder(client_module: str) -> Builder:
+    def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
+              ) -> StorageClient:
+        client: StorageClient = importlib.import_module(client_module).build(
+            spec, inputs, settings)
+        return client
+    return build
+
+
+#: storageType -> the function building its client (from the descriptor's client module)
 BUILDERS: dict[str, Builder] = {
-    "s3": s3.build,
-    "gcs": gcs.build,
-    "abs": azure.build,
-}
+    name: _builder(provider.client_module) for name, provider in PROVIDERS.items()}
 
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"
 
