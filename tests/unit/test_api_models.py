@@ -14,7 +14,6 @@ import yaml
 from pydantic import ValidationError
 
 from callstorage import api
-from callstorage.api import durations, names
 from callstorage.api import (
     ABSSpec,
     CallTypeSpec,
@@ -27,7 +26,9 @@ from callstorage.api import (
     SecretRef,
     TLSSpec,
     call_type_manifest,
+    durations,
     external_storage_manifest,
+    names,
     parse_call_type,
     parse_external_storage,
     validate_name,
