@@ -19,7 +19,7 @@ SCRIPTS = {
     "ExternalStorage": DOCS / "externalstorage.lua",
     "CallType": DOCS / "calltype.lua",
 }
-# API.md: every reason an ExternalStorage's Ready=False may carry
+# docs/api.md: every reason an ExternalStorage's Ready=False may carry
 PERMANENT_STORAGE_REASONS = [
     "InvalidSpec", "SecretNotFound", "SecretKeyMissing", "AmbientCredentialsDisabled",
     "InvalidCredentials", "AccessDenied", "BucketNotFound", "EndpointNotAllowed",
