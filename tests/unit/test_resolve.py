@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -189,7 +190,7 @@ def call_type(name: str, external_storage: str | None = None,
 
 @pytest.fixture
 def fake_api(monkeypatch: pytest.MonkeyPatch) -> type[FakeCustomObjects]:
-    monkeypatch.setattr(client_module.client, "CustomObjectsApi", FakeCustomObjects)
+    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", FakeCustomObjects)
     FakeCustomObjects.objects = {
         (APP, "calltypes", "allhands"): call_type("allhands", "my-s3"),
         (APP, "calltypes", "default"): call_type("default"),

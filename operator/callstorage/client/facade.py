@@ -14,54 +14,60 @@ logged about a Secret but its name.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import logging
-import os
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any, Final, TypeVar
 
-from kubernetes import client, config, watch
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
+from kubernetes import client, watch
 
 from callstorage.api import (
     API_VERSION,
-    CALL_TYPE_LABEL,
     CALLTYPE_PLURAL,
     CHECK_ANNOTATION,
     EXTERNALSTORAGE_PLURAL,
     GROUP,
-    RESERVED_STORAGE_NAME,
     VERSION,
-    AccessMode,
     InvalidSpecError,
     call_type_manifest,
-    call_type_object_name,
     is_platform_reference,
     parse_call_type,
     parse_external_storage,
 )
-from callstorage.api.names import is_dns1123_subdomain
-from callstorage.api.readiness import readiness
+from callstorage.client.errors import (
+    AlreadyExists,
+    ApiError,
+    CallStorageError,
+    CallTypeNotFound,
+    CheckFailed,
+    CheckTimeout,
+    InvalidRequest,
+    NotFoundError,
+    StorageNotFound,
+    api_errors,
+)
+from callstorage.client.kubeconfig import api_client_from_config
+from callstorage.client.lookups import (
+    check_storage_name,
+    find_call_type,
+    get_external_storage_object,
+)
+from callstorage.client.provider_requests import (
+    Credentials,
+    given_requests,
+    normalise_access_mode,
+    normalise_storage_type,
+    provider_block,
+)
+from callstorage.client.views import CallTypeInfo, CheckResult, ExternalStorageInfo
 from callstorage.kube import (
     MERGE_PATCH,
     REQUEST_TIMEOUT,
-    KubeconfigError,
-    kubeconfig_present,
-    load_api_client,
 )
-from callstorage.storagetypes import PROVIDERS
-from callstorage.storagetypes.azure import AzureRequest as AzureRequest
-from callstorage.storagetypes.base import request_from_mapping
-from callstorage.storagetypes.gcs import GCSRequest as GCSRequest
-from callstorage.storagetypes.s3 import S3Request as S3Request
+from callstorage.storagetypes.azure import AzureRequest
+from callstorage.storagetypes.s3 import S3Request
 
 log = logging.getLogger(__name__)
 
@@ -73,485 +79,8 @@ SECRET_SUFFIX: Final = "-credentials"  # noqa: S105 (a name suffix)
 _CONFLICT_RETRIES: Final = 5
 _WATCH_WINDOW: Final = 5  # seconds; between two windows the caller hears about progress
 
-_LABEL_VALUE: Final = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 T = TypeVar("T")
-
-
-# --- errors -------------------------------------------------------------------------------
-
-
-class CallStorageError(Exception):
-    """Base of every error this package raises at its callers: a reason code and a message.
-
-    ``reason`` is machine-readable (a status reason such as ``StorageNotFound`` or
-    ``AccessDenied``); ``message`` is one sentence for a human. Neither ever holds a
-    credential.
-    """
-
-    default_reason = "Error"
-
-    def __init__(self, reason: str | None, message: str) -> None:
-        self.reason = reason or self.default_reason
-        self.message = message
-        super().__init__(f"{self.reason}: {message}")
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.message}"
-
-
-class NotFoundError(CallStorageError):
-    """Something named does not exist."""
-
-    default_reason = "NotFound"
-
-
-class StorageNotFound(NotFoundError):
-    """The ExternalStorage a name refers to does not exist."""
-
-    default_reason = "StorageNotFound"
-
-
-class CallTypeNotFound(NotFoundError):
-    """The CallType does not exist."""
-
-    default_reason = "CallTypeNotFound"
-
-
-class StorageNotReady(CallStorageError):
-    """The storage exists but its ``Ready`` condition is not True; ``reason`` is the
-    condition's reason (``AccessDenied``, ``BucketNotFound``, ...) and ``storage`` what
-    was resolved."""
-
-    default_reason = "StorageNotReady"
-
-    def __init__(self, reason: str | None, message: str, storage: Any = None) -> None:
-        super().__init__(reason, message)
-        self.storage = storage
-
-
-class CheckFailed(CallStorageError):
-    """The operator ran the on-demand check and it failed."""
-
-    default_reason = "CheckFailed"
-
-
-class CheckTimeout(CallStorageError):
-    """The operator did not report the check in time."""
-
-    default_reason = "Timeout"
-
-
-class InvalidRequest(CallStorageError):
-    """The request itself is wrong (bad or reserved name, missing field, rejected spec)."""
-
-    default_reason = "InvalidRequest"
-
-
-class AlreadyExists(CallStorageError):
-    """An object of that name exists already."""
-
-    default_reason = "AlreadyExists"
-
-
-class ApiUnreachable(CallStorageError):
-    """The Kubernetes API server cannot be reached, or refuses our credentials."""
-
-    default_reason = "ApiUnreachable"
-
-
-class ApiError(CallStorageError):
-    """Any other answer from the API server (forbidden, conflict, server error)."""
-
-    default_reason = "ApiError"
-
-
-def _server_message(exc: ApiException) -> tuple[str | None, str]:
-    """The reason and message of a ``metav1.Status`` body, never the raw exception text."""
-    try:
-        body = json.loads(exc.body or "")
-    except (TypeError, ValueError):
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body.get("reason"), body["message"]
-    return None, f"HTTP {exc.status} {exc.reason or ''}".strip()
-
-
-def _redact(text: str, secrets: Iterable[str]) -> str:
-    for value in secrets:
-        if value:
-            text = text.replace(value, "***")
-    return text
-
-
-@contextmanager
-def _api_errors(
-    not_found: Callable[[], CallStorageError] | None = None,
-    redact: Iterable[str] = (),
-) -> Iterator[None]:
-    """Turn client exceptions into ``CallStorageError``s, without chaining the original
-    (its text holds headers and request bodies)."""
-    try:
-        yield
-    except ApiException as exc:
-        reason, message = _server_message(exc)
-        message = _redact(message, redact)
-        status = exc.status or 0
-        error: CallStorageError
-        if status == 404 and not_found is not None:
-            error = not_found()
-        elif status == 404:
-            error = NotFoundError(reason, message)
-        elif status == 409 and reason == "AlreadyExists":
-            error = AlreadyExists(reason, message)
-        elif status in (400, 422):
-            error = InvalidRequest(reason or "Invalid", message)
-        elif status == 410:
-            error = ApiError("Expired", message)
-        elif status == 401:
-            error = ApiUnreachable("Unauthorized",
-                                   "the API server rejected the kubeconfig's credentials")
-        elif status == 0:
-            error = ApiUnreachable(None, message)
-        else:
-            error = ApiError(reason, message)
-        raise error from None
-    except (HTTPError, OSError) as exc:
-        detail = getattr(exc, "reason", None) or exc
-        raise ApiUnreachable(
-            None, f"cannot reach the Kubernetes API server: {_redact(str(detail), redact)}"
-        ) from None
-
-
-# --- configuration ------------------------------------------------------------------------
-
-
-def api_client_from_config(
-    kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None
-) -> client.ApiClient:
-    """An ApiClient from ``callstorage.kube.load_api_client`` (kubectl's order); its
-    failure as ``ApiUnreachable``."""
-    try:
-        return load_api_client(kubeconfig=kubeconfig, context=context)
-    except KubeconfigError as exc:
-        raise ApiUnreachable(exc.reason, exc.message) from None
-
-
-def default_namespace(
-    kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None
-) -> str:
-    """The namespace of the current kubeconfig context, the pod's own namespace in a
-    cluster, else ``default`` (what kubectl would use)."""
-    if kubeconfig is not None or kubeconfig_present():
-        with suppress(config.ConfigException, OSError, KeyError, TypeError):
-            contexts, active = config.list_kube_config_contexts(
-                config_file=os.fspath(kubeconfig) if kubeconfig is not None else None)
-            chosen = next((c for c in contexts if c.get("name") == context), active) \
-                if context else active
-            namespace = (chosen or {}).get("context", {}).get("namespace")
-            if namespace:
-                return str(namespace)
-        return "default"
-    sa_namespace = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    with suppress(OSError):
-        return sa_namespace.read_text().strip() or "default"
-    return "default"
-
-
-# --- lookups shared with callstorage.resolve ----------------------------------------------
-
-
-def get_external_storage_object(
-    api_client: client.ApiClient,
-    namespace: str,
-    name: str,
-    not_found: Callable[[], CallStorageError] | None = None,
-) -> dict[str, Any]:
-    """The ExternalStorage object ``namespace/name``; ``StorageNotFound`` if absent."""
-    def default_not_found() -> CallStorageError:
-        return StorageNotFound(None, f"ExternalStorage {name!r} not found in namespace "
-                               f"{namespace!r}")
-
-    custom = client.CustomObjectsApi(api_client)
-    with _api_errors(not_found or default_not_found):
-        obj: dict[str, Any] = custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, EXTERNALSTORAGE_PLURAL, name,
-            _request_timeout=REQUEST_TIMEOUT)
-    return obj
-
-
-def find_call_type(api_client: client.ApiClient, namespace: str, call_type: str) -> dict[str, Any]:
-    """The CallType object of a platform call type name; ``CallTypeNotFound`` if absent.
-
-    A name that is a valid object name is the object's name. One that is not (the
-    built-in ``audio_room``) is looked up by the ``callstorage.io/call-type`` label, then
-    under its object name (``audio-room``).
-    """
-    def not_found() -> CallStorageError:
-        return CallTypeNotFound(None, f"CallType {call_type!r} not found in namespace "
-                                f"{namespace!r}")
-
-    custom = client.CustomObjectsApi(api_client)
-    object_name = call_type_object_name(call_type)
-    if object_name != call_type and _LABEL_VALUE.match(call_type):
-        with _api_errors():
-            listed = custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, CALLTYPE_PLURAL,
-                label_selector=f"{CALL_TYPE_LABEL}={call_type}",
-                _request_timeout=REQUEST_TIMEOUT)
-        items: list[dict[str, Any]] = list(listed.get("items") or [])
-        if len(items) > 1:
-            found = ", ".join(sorted(i["metadata"]["name"] for i in items))
-            raise InvalidRequest("AmbiguousCallType", f"several CallTypes in {namespace!r} "
-                                 f"carry {CALL_TYPE_LABEL}={call_type}: {found}")
-        if items:
-            return items[0]
-    if not is_dns1123_subdomain(object_name):
-        raise not_found()
-    with _api_errors(not_found):
-        obj: dict[str, Any] = custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, CALLTYPE_PLURAL, object_name,
-            _request_timeout=REQUEST_TIMEOUT)
-    return obj
-
-
-def check_storage_name(name: str) -> None:
-    """Refuse the reserved ``stream-s3`` and names that cannot be object names
-    (``InvalidRequest``), before anything is sent."""
-    if name == RESERVED_STORAGE_NAME:
-        raise InvalidRequest("ReservedName", f"the name {RESERVED_STORAGE_NAME!r} is reserved "
-                             "for the platform storage (an ExternalStorage in the operator's "
-                             "namespace, platform-default unless configured otherwise)")
-    if not is_dns1123_subdomain(name):
-        raise InvalidRequest("InvalidName", f"{name!r} is not a valid name: lowercase "
-                             "letters, digits, '-' and '.', at most 253 characters")
-
-
-# --- requests (the seed SDK's shapes) -----------------------------------------------------
-
-
-def _from_mapping(cls: type[T], value: T | Mapping[str, Any], what: str) -> T:
-    """A request from itself or a dict in any of the seed's spellings (InvalidRequest)."""
-    try:
-        return request_from_mapping(cls, value, what)
-    except ValueError as exc:
-        raise InvalidRequest(None, str(exc)) from None
-
-
-class _Credentials:
-    """Secret data on its way to the API server; prints as its key names only."""
-
-    def __init__(self, data: Mapping[str, str]) -> None:
-        self._data = dict(data)
-
-    def __repr__(self) -> str:
-        return f"_Credentials(keys={sorted(self._data)})"
-
-    def encoded(self) -> dict[str, str]:
-        return {k: base64.b64encode(v.encode()).decode() for k, v in self._data.items()}
-
-    def values(self) -> list[str]:
-        return list(self._data.values())
-
-
-def _normalise_storage_type(value: str) -> str:
-    storage_type = value.strip().lower()
-    if storage_type not in PROVIDERS:
-        raise InvalidRequest(None, f"storage_type must be {_one_of(list(PROVIDERS))}, "
-                             f"not {value!r}")
-    return storage_type
-
-
-def _one_of(values: list[str]) -> str:
-    return ", ".join(values[:-1]) + f" or {values[-1]}" if len(values) > 1 else values[0]
-
-
-def _normalise_access_mode(value: str) -> str:
-    modes = {m.value.lower(): m.value for m in AccessMode}
-    mode = modes.get(value.replace("_", "").replace("-", "").lower())
-    if mode is None:
-        raise InvalidRequest(None, f"access_mode must be ReadWrite or WriteOnly, not {value!r}")
-    return mode
-
-
-def _provider(
-    storage_type: str, requests: Mapping[str, Any]
-) -> tuple[dict[str, Any], _Credentials | None]:
-    """The provider block of the spec (without its Secret reference) and the Secret data,
-    from the request given for ``storage_type`` (``requests``: the seed's keyword, e.g.
-    ``aws_s3``, -> the request; None where not given)."""
-    provider = PROVIDERS[storage_type]
-    given = {arg for arg, value in requests.items() if value is not None}
-    wrong = given - {provider.request_arg}
-    if wrong:
-        raise InvalidRequest(None, f"storage_type {storage_type} does not take "
-                             f"{', '.join(sorted(wrong))}")
-    request = requests.get(provider.request_arg)
-    if request is None:
-        raise InvalidRequest(None, f"storage_type {storage_type} needs "
-                             f"{provider.request_arg}=...")
-    try:
-        block, secret = provider.from_request(request)
-    except ValueError as exc:
-        raise InvalidRequest(None, str(exc)) from None
-    return block, (_Credentials(secret) if secret is not None else None)
-
-
-def _requests(
-    aws_s3: Any, gcs_credentials: Any, azure_blob: Any, gcs_endpoint: str | None,
-    others: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Every provider request a call was given, by the seed's keyword."""
-    unknown = set(others) - {p.request_arg for p in PROVIDERS.values()}
-    if unknown:
-        raise InvalidRequest(None, f"unknown argument {', '.join(sorted(unknown))}")
-    if gcs_credentials is not None:
-        gcs_credentials = GCSRequest(gcs_credentials, endpoint=gcs_endpoint)
-    return {"aws_s3": aws_s3, "gcs_credentials": gcs_credentials, "azure_blob": azure_blob,
-            **others}
-
-
-# --- results ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExternalStorageInfo:
-    """An ExternalStorage as a caller sees it: spec and status summary, no credentials
-    (only the name of the Secret that holds them)."""
-
-    name: str
-    namespace: str
-    storage_type: str
-    bucket: str
-    path: str | None
-    access_mode: str
-    prefixes: dict[str, str]
-    effective_prefixes: dict[str, str]
-    region: str | None
-    endpoint: str | None
-    account_name: str | None
-    credentials_secret: str | None
-    suspend: bool
-    ready: bool
-    ready_status: str
-    reason: str
-    message: str
-    last_validated_at: str | None
-    last_check: dict[str, Any] | None
-    used_by: tuple[str, ...]
-    terminating: bool
-    created_at: str | None
-
-    @classmethod
-    def from_object(cls, obj: Mapping[str, Any]) -> ExternalStorageInfo:
-        """Summarise an ExternalStorage object (as the API server returns it)."""
-        meta = obj.get("metadata") or {}
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
-        storage_type = str(spec.get("storageType", ""))
-        block = spec.get(storage_type) or {}
-        secret_ref = block.get("credentialsSecretRef") or {}
-        state = readiness(obj)
-        return cls(
-            name=str(meta.get("name", "")),
-            namespace=str(meta.get("namespace", "")),
-            storage_type=storage_type,
-            bucket=str(spec.get("bucket", "")),
-            path=spec.get("path"),
-            access_mode=str(spec.get("accessMode") or "ReadWrite"),
-            prefixes=dict(spec.get("prefixes") or {}),
-            effective_prefixes=dict(status.get("effectivePrefixes") or {}),
-            region=block.get("region"),
-            endpoint=block.get("endpoint"),
-            account_name=block.get("accountName"),
-            credentials_secret=secret_ref.get("name"),
-            suspend=bool(spec.get("suspend", False)),
-            ready=state.ready,
-            ready_status=state.status,
-            reason=state.reason,
-            message=state.message,
-            last_validated_at=status.get("lastValidatedAt"),
-            last_check=dict(status["lastCheck"]) if status.get("lastCheck") else None,
-            used_by=tuple(status.get("usedBy") or ()),
-            terminating=bool(meta.get("deletionTimestamp")),
-            created_at=meta.get("creationTimestamp"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with camelCase keys, as in the CRD."""
-        return {
-            "name": self.name, "namespace": self.namespace, "storageType": self.storage_type,
-            "bucket": self.bucket, "path": self.path, "accessMode": self.access_mode,
-            "prefixes": self.prefixes, "effectivePrefixes": self.effective_prefixes,
-            "region": self.region, "endpoint": self.endpoint,
-            "accountName": self.account_name, "credentialsSecret": self.credentials_secret,
-            "suspend": self.suspend, "ready": self.ready, "readyStatus": self.ready_status,
-            "reason": self.reason, "message": self.message,
-            "lastValidatedAt": self.last_validated_at, "lastCheck": self.last_check,
-            "usedBy": list(self.used_by), "terminating": self.terminating,
-            "createdAt": self.created_at,
-        }
-
-
-@dataclass(frozen=True)
-class CallTypeInfo:
-    """A CallType: the storage it names (None = the platform storage) and its status."""
-
-    name: str
-    namespace: str
-    external_storage: str | None
-    resolved_storage: dict[str, Any] | None
-    ready: bool
-    ready_status: str
-    reason: str
-    message: str
-
-    @classmethod
-    def from_object(cls, obj: Mapping[str, Any]) -> CallTypeInfo:
-        """Summarise a CallType object."""
-        meta = obj.get("metadata") or {}
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
-        state = readiness(obj)
-        resolved = status.get("resolvedStorage")
-        return cls(
-            name=str(meta.get("name", "")), namespace=str(meta.get("namespace", "")),
-            external_storage=spec.get("externalStorage") or None,
-            resolved_storage=dict(resolved) if resolved else None,
-            ready=state.ready, ready_status=state.status, reason=state.reason,
-            message=state.message,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with camelCase keys."""
-        return {
-            "name": self.name, "namespace": self.namespace,
-            "externalStorage": self.external_storage,
-            "resolvedStorage": self.resolved_storage, "ready": self.ready,
-            "readyStatus": self.ready_status, "reason": self.reason, "message": self.message,
-        }
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """A successful on-demand check: the object the operator wrote (key or URL)."""
-
-    name: str
-    namespace: str
-    object: str
-    requested_at: str
-    completed_at: str | None = None
-    message: str = ""
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    def __str__(self) -> str:
-        return self.object
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with camelCase keys."""
-        return {"name": self.name, "namespace": self.namespace, "object": self.object,
-                "requestedAt": self.requested_at, "completedAt": self.completed_at,
-                "succeeded": True, "message": self.message}
 
 
 def _same_instant(a: Any, b: str) -> bool:
@@ -615,7 +144,7 @@ class Client:
             return NotFoundError("CRDNotInstalled", f"the {GROUP} CRDs are not installed in "
                                  "this cluster (kubectl apply -f crds/)")
 
-        with _api_errors(not_installed):
+        with api_errors(not_installed):
             if all_namespaces:
                 result = self._custom.list_cluster_custom_object(
                     GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT)
@@ -634,7 +163,7 @@ class Client:
         """The name of the credentials Secret this client keeps for ``storage``."""
         return f"{storage}{SECRET_SUFFIX}"
 
-    def _secret_body(self, storage: str, creds: _Credentials,
+    def _secret_body(self, storage: str, creds: Credentials,
                      owner: Mapping[str, Any] | None) -> client.V1Secret:
         meta = client.V1ObjectMeta(
             name=self.secret_name(storage), namespace=self.namespace,
@@ -642,7 +171,7 @@ class Client:
             owner_references=[_owner_reference(owner)] if owner is not None else None)
         return client.V1Secret(metadata=meta, type="Opaque", data=creds.encoded())
 
-    def _write_secret(self, storage: str, creds: _Credentials,
+    def _write_secret(self, storage: str, creds: Credentials,
                       owner: Mapping[str, Any] | None) -> bool:
         """Create the credentials Secret, or replace one this client made for ``storage``.
 
@@ -652,14 +181,14 @@ class Client:
         name = self.secret_name(storage)
         body = self._secret_body(storage, creds, owner)
         try:
-            with _api_errors(redact=creds.values()):
+            with api_errors(redact=creds.values()):
                 self._core.create_namespaced_secret(self.namespace, body,
                                                     _request_timeout=REQUEST_TIMEOUT)
             log.info("created Secret %s/%s", self.namespace, name)
             return True
         except AlreadyExists:
             pass
-        with _api_errors(redact=creds.values()):
+        with api_errors(redact=creds.values()):
             existing = self._core.read_namespaced_secret(name, self.namespace,
                                                          _request_timeout=REQUEST_TIMEOUT)
         labels = existing.metadata.labels or {}
@@ -674,7 +203,7 @@ class Client:
         body.metadata.resource_version = existing.metadata.resource_version
         if owner is None:
             body.metadata.owner_references = existing.metadata.owner_references
-        with _api_errors(redact=creds.values()):
+        with api_errors(redact=creds.values()):
             self._core.replace_namespaced_secret(name, self.namespace, body,
                                                  _request_timeout=REQUEST_TIMEOUT)
         log.info("replaced Secret %s/%s", self.namespace, name)
@@ -685,13 +214,13 @@ class Client:
         deletes them (Kubernetes garbage collection)."""
         name = self.secret_name(storage_obj["metadata"]["name"])
         patch = {"metadata": {"ownerReferences": [_owner_reference(storage_obj)]}}
-        with _api_errors():
+        with api_errors():
             self._core.patch_namespaced_secret(name, self.namespace, patch,
                                                _content_type=MERGE_PATCH,
                                                _request_timeout=REQUEST_TIMEOUT)
 
     def _delete_secret_quietly(self, storage: str) -> None:
-        with suppress(CallStorageError), _api_errors():
+        with suppress(CallStorageError), api_errors():
             self._core.delete_namespaced_secret(self.secret_name(storage), self.namespace,
                                                 _request_timeout=REQUEST_TIMEOUT)
 
@@ -724,13 +253,13 @@ class Client:
         and ``get_external_storage(...).ready``).
         """
         self._check_storage_name(name)
-        storage_type = _normalise_storage_type(storage_type)
+        storage_type = normalise_storage_type(storage_type)
         if abs_account_name is not None or abs_account_key is not None:
             if azure_blob is not None:
                 raise InvalidRequest(None, "give azure_blob or abs_account_name/"
                                      "abs_account_key, not both")
             azure_blob = AzureRequest(abs_account_name or "", abs_account_key=abs_account_key)
-        block, creds = _provider(storage_type, _requests(
+        block, creds = provider_block(storage_type, given_requests(
             aws_s3, gcs_credentials, azure_blob, gcs_endpoint, requests))
         if creds is not None:
             block["credentialsSecretRef"] = {"name": self.secret_name(name)}
@@ -739,7 +268,7 @@ class Client:
         if path is not None:
             spec["path"] = path
         if access_mode is not None:
-            spec["accessMode"] = _normalise_access_mode(access_mode)
+            spec["accessMode"] = normalise_access_mode(access_mode)
         if prefixes is not None:
             spec["prefixes"] = dict(prefixes)
         if validation_interval is not None:
@@ -756,7 +285,7 @@ class Client:
         # ownerReference needs the storage's uid, so it is added right after.
         created_secret = creds is not None and self._write_secret(name, creds, owner=None)
         try:
-            with _api_errors():
+            with api_errors():
                 obj: dict[str, Any] = self._custom.create_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, body,
                     _request_timeout=REQUEST_TIMEOUT)
@@ -805,15 +334,15 @@ class Client:
         obj = self._get_storage(name)
         spec: Mapping[str, Any] = obj.get("spec") or {}
         old_type = str(spec.get("storageType", ""))
-        new_type = _normalise_storage_type(storage_type) if storage_type else old_type
-        given = _requests(aws_s3, gcs_credentials, azure_blob, gcs_endpoint, requests)
+        new_type = normalise_storage_type(storage_type) if storage_type else old_type
+        given = given_requests(aws_s3, gcs_credentials, azure_blob, gcs_endpoint, requests)
         provider_given = any(v is not None for v in given.values())
-        creds: _Credentials | None = None
+        creds: Credentials | None = None
         # A JSON merge patch: only the fields named here change, whatever else the object
         # holds now (a field this client does not know, a concurrent change elsewhere).
         patch: dict[str, Any] = {}
         if provider_given or new_type != old_type:
-            block, creds = _provider(new_type, given)
+            block, creds = provider_block(new_type, given)
             if creds is not None:
                 block["credentialsSecretRef"] = {"name": self.secret_name(name)}
             if new_type != old_type:
@@ -828,7 +357,7 @@ class Client:
             if value is not None:
                 patch[key] = value
         if access_mode is not None:
-            patch["accessMode"] = _normalise_access_mode(access_mode)
+            patch["accessMode"] = normalise_access_mode(access_mode)
         if prefixes is not None:
             old_prefixes = spec.get("prefixes") or {}
             patch["prefixes"] = ({**{k: None for k in old_prefixes}, **dict(prefixes)}
@@ -838,7 +367,7 @@ class Client:
         _validate_locally({**obj, "spec": merge_patched(spec, patch)})
         if creds is not None:  # credentials first: the new spec must find them
             self._write_secret(name, creds, owner=obj)
-        with _api_errors(self._storage_not_found(name)):
+        with api_errors(self._storage_not_found(name)):
             updated: dict[str, Any] = self._custom.patch_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name,
                 {"spec": patch}, _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
@@ -852,7 +381,7 @@ class Client:
         it: a CallType still referring to it (in-use protection) or the operator's cleanup.
         """
         self._check_storage_name(name)
-        with _api_errors(self._storage_not_found(name)):
+        with api_errors(self._storage_not_found(name)):
             self._custom.delete_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name,
                 body=client.V1DeleteOptions(propagation_policy="Background"),
@@ -884,7 +413,7 @@ class Client:
         obj = self._get_storage(name)
         token = _new_token((obj["metadata"].get("annotations") or {}).get(CHECK_ANNOTATION))
         patch = {"metadata": {"annotations": {CHECK_ANNOTATION: token}}}
-        with _api_errors(self._storage_not_found(name)):
+        with api_errors(self._storage_not_found(name)):
             obj = self._custom.patch_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name, patch,
                 _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
@@ -926,7 +455,7 @@ class Client:
             window = max(1, min(_WATCH_WINDOW, int(remaining + 0.999)))
             watcher = watch.Watch()
             try:
-                with _api_errors(self._storage_not_found(name)):
+                with api_errors(self._storage_not_found(name)):
                     for event in watcher.stream(
                             self._custom.list_namespaced_custom_object, GROUP, VERSION,
                             self.namespace, EXTERNALSTORAGE_PLURAL,
@@ -977,7 +506,7 @@ class Client:
             except CallTypeNotFound:
                 body = call_type_manifest(name, self.namespace, spec)
                 try:
-                    with _api_errors():
+                    with api_errors():
                         created: dict[str, Any] = self._custom.create_namespaced_custom_object(
                             GROUP, VERSION, self.namespace, CALLTYPE_PLURAL, body,
                             _request_timeout=REQUEST_TIMEOUT)
@@ -988,7 +517,7 @@ class Client:
             if isinstance(external_storage, _Unset):
                 return CallTypeInfo.from_object(obj)
             try:  # a merge patch of the one field: other fields stay as they are
-                with _api_errors(self._call_type_not_found(name)):
+                with api_errors(self._call_type_not_found(name)):
                     updated: dict[str, Any] = self._custom.patch_namespaced_custom_object(
                         GROUP, VERSION, self.namespace, CALLTYPE_PLURAL,
                         obj["metadata"]["name"], {"spec": {"externalStorage": storage}},
@@ -1011,7 +540,7 @@ class Client:
     def delete_call_type(self, name: str) -> None:
         """Delete a CallType (which releases its storage's in-use protection)."""
         obj = self._get_call_type(name)
-        with _api_errors(self._call_type_not_found(name)):
+        with api_errors(self._call_type_not_found(name)):
             self._custom.delete_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, CALLTYPE_PLURAL, obj["metadata"]["name"],
                 _request_timeout=REQUEST_TIMEOUT)
@@ -1070,4 +599,3 @@ def _validate_locally(body: Mapping[str, Any]) -> None:
         parse_external_storage(dict(body))
     except InvalidSpecError as exc:
         raise InvalidRequest("InvalidSpec", str(exc)) from None
-
