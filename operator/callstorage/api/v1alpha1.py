@@ -375,14 +375,21 @@ def call_type_object_name(call_type: str) -> str:
 
 
 def external_storage_manifest(
-    name: str, namespace: str, spec: ExternalStorageSpec
+    name: str, namespace: str | None, spec: ExternalStorageSpec, *,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A complete ExternalStorage object, ready for ``kubectl apply`` or the API."""
+    """A complete ExternalStorage object, ready for ``kubectl apply`` or the API
+    (``namespace`` None: left to the request that creates it)."""
     validate_name(name)
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     return {
         "apiVersion": API_VERSION,
         "kind": EXTERNALSTORAGE_KIND,
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": metadata,
         "spec": spec.to_dict(),
     }
 
