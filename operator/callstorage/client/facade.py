@@ -22,6 +22,7 @@ from contextlib import suppress
 from typing import Any, Final, TypeVar
 
 from kubernetes import client, watch
+from pydantic import SecretStr
 
 from callstorage.api import (
     API_VERSION,
@@ -258,7 +259,8 @@ class Client:
             if azure_blob is not None:
                 raise InvalidRequest(None, "give azure_blob or abs_account_name/"
                                      "abs_account_key, not both")
-            azure_blob = AzureRequest(abs_account_name or "", abs_account_key=abs_account_key)
+            azure_blob = AzureRequest(abs_account_name or "", abs_account_key=(
+                SecretStr(abs_account_key) if abs_account_key is not None else None))
         block, creds = provider_block(storage_type, given_requests(
             aws_s3, gcs_credentials, azure_blob, gcs_endpoint, requests))
         if creds is not None:

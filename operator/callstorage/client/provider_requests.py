@@ -15,7 +15,7 @@ from callstorage.api import (
 from callstorage.client.errors import InvalidRequest
 from callstorage.storagetypes import PROVIDERS
 from callstorage.storagetypes.base import request_from_mapping
-from callstorage.storagetypes.gcs import GCSRequest
+from callstorage.storagetypes.gcs import gcs_request
 
 T = TypeVar("T")
 
@@ -96,6 +96,9 @@ def given_requests(
     if unknown:
         raise InvalidRequest(None, f"unknown argument {', '.join(sorted(unknown))}")
     if gcs_credentials is not None:
-        gcs_credentials = GCSRequest(gcs_credentials, endpoint=gcs_endpoint)
+        try:
+            gcs_credentials = gcs_request(gcs_credentials, gcs_endpoint)
+        except ValueError as exc:
+            raise InvalidRequest(None, str(exc)) from None
     return {"aws_s3": aws_s3, "gcs_credentials": gcs_credentials, "azure_blob": azure_blob,
             **others}

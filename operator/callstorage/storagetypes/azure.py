@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
+from pydantic.dataclasses import dataclass
 
 from callstorage.api import names
 from callstorage.api.model import ProviderSpec, SecretRef, problem, too_long, url
 from callstorage.api.reasons import Reason
 from callstorage.storagetypes.base import (
     READ_WRITE,
+    REQUEST_CONFIG,
     WRITE_ONLY,
     BlockAndSecret,
     ErrorRule,
@@ -28,8 +29,8 @@ from callstorage.storagetypes.base import (
     check_mode,
     check_pattern,
     distinct_prefixes,
-    masked,
     request_from_mapping,
+    secret_text,
 )
 
 ACCOUNT_KEY = "accountKey"
@@ -186,24 +187,17 @@ def _policy_options(block: ABSSpec) -> dict[str, Any]:
     return {"account_name": block.account_name}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=REQUEST_CONFIG)
 class AzureRequest:
     """Azure Blob Storage settings, as the seed's ``AzureRequest``: an account key, or a
     service principal (client id, client secret, tenant id)."""
 
     abs_account_name: str
-    abs_account_key: str | None = None
+    abs_account_key: SecretStr | None = None
     abs_client_id: str | None = None
-    abs_client_secret: str | None = None
+    abs_client_secret: SecretStr | None = None
     abs_tenant_id: str | None = None
     abs_endpoint: str | None = None
-
-    def __repr__(self) -> str:
-        return (f"AzureRequest(abs_account_name={self.abs_account_name!r}, "
-                f"abs_account_key={masked(self.abs_account_key)}, "
-                f"abs_client_id={self.abs_client_id!r}, "
-                f"abs_client_secret={masked(self.abs_client_secret)}, "
-                f"abs_tenant_id={self.abs_tenant_id!r}, abs_endpoint={self.abs_endpoint!r})")
 
 
 def _from_request(value: Any) -> BlockAndSecret:
@@ -211,16 +205,18 @@ def _from_request(value: Any) -> BlockAndSecret:
     block: dict[str, Any] = {"accountName": request.abs_account_name}
     if request.abs_endpoint:
         block["endpoint"] = request.abs_endpoint
-    principal = (request.abs_client_id, request.abs_client_secret, request.abs_tenant_id)
-    if request.abs_account_key and any(principal):
+    account_key = secret_text(request.abs_account_key)
+    client_id, tenant_id = request.abs_client_id, request.abs_tenant_id
+    client_secret = secret_text(request.abs_client_secret)
+    principal = (client_id, client_secret, tenant_id)
+    if account_key and any(principal):
         raise ValueError("give abs_account_key or a service principal "
                          "(abs_client_id, abs_client_secret, abs_tenant_id), not both")
-    if request.abs_account_key:
-        return block, {ACCOUNT_KEY: request.abs_account_key}
-    if all(principal):
-        return block, {CLIENT_ID: request.abs_client_id or "",
-                       CLIENT_SECRET: request.abs_client_secret or "",
-                       TENANT_ID: request.abs_tenant_id or ""}
+    if account_key:
+        return block, {ACCOUNT_KEY: account_key}
+    if client_id and client_secret and tenant_id:
+        return block, {CLIENT_ID: client_id, CLIENT_SECRET: client_secret,
+                       TENANT_ID: tenant_id}
     raise ValueError("azure_blob needs abs_account_key, or abs_client_id, "
                      "abs_client_secret and abs_tenant_id together")
 

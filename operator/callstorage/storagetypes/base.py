@@ -18,6 +18,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Generic, TypeVar
 
+from pydantic import (
+    AliasChoices,
+    AliasGenerator,
+    ConfigDict,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic.alias_generators import to_camel, to_pascal
+
 from callstorage.api.model import ProviderSpec
 from callstorage.api.reasons import Reason
 
@@ -127,35 +137,42 @@ def check_mode(access_mode: str) -> None:
 # --- the Python client's requests (the seed SDK's shapes) ---------------------------------
 
 
-def _squash(key: str) -> str:
-    return key.replace("_", "").replace("-", "").lower()
+def _spellings(name: str) -> AliasChoices:
+    return AliasChoices(name, to_camel(name), to_pascal(name))
+
+
+#: The Python client's request dataclasses take their fields as the seed's Python,
+#: JavaScript and Go examples spell them (``s3_region``, ``s3Region``, ``S3Region``);
+#: credentials are ``SecretStr``, so no repr, str or traceback ever shows them.
+REQUEST_CONFIG = ConfigDict(
+    extra="forbid", populate_by_name=True,
+    alias_generator=AliasGenerator(validation_alias=_spellings))
 
 
 def request_from_mapping(cls: type[T], value: T | Mapping[str, Any], what: str) -> T:
-    """A request dataclass from itself or a dict with snake_case, camelCase or PascalCase
-    keys, as the seed's Python, JavaScript and Go examples spell them; ValueError naming
-    the problem (never echoing a value)."""
+    """A request dataclass from itself or a dict in any of the seed's spellings;
+    ValueError naming the problem (never echoing a value)."""
     if isinstance(value, cls):
         return value
     if not isinstance(value, Mapping):
         raise ValueError(f"{what} must be a {cls.__name__} or a dict")
-    known = {_squash(f.name): f.name for f in fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, item in value.items():
-        name = known.get(_squash(str(key)))
-        if name is None:
-            raise ValueError(f"{what}: unknown field {key!r}; "
-                             f"known: {', '.join(sorted(known.values()))}")
-        kwargs[name] = item
     try:
-        return cls(**kwargs)
-    except TypeError:
-        raise ValueError(f"{what}: missing required fields") from None
+        return TypeAdapter(cls).validate_python(dict(value))
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+    known = ", ".join(sorted(f.name for f in fields(cls)))  # type: ignore[arg-type]
+    for error in errors:
+        if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+            raise ValueError(f"{what}: unknown field {error['loc'][-1]!r}; known: {known}")
+    if any(error["type"] in ("missing", "missing_argument") for error in errors):
+        raise ValueError(f"{what}: missing required fields")
+    raise ValueError(f"{what}: " + "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in errors))
 
 
-def masked(value: object) -> str:
-    """How a request's ``repr`` shows a credential: never its value."""
-    return "None" if value is None else "'***'"
+def secret_text(value: SecretStr | None) -> str | None:
+    """A request's credential as text (None or "" when not given)."""
+    return value.get_secret_value() if value is not None else None
 
 
 #: A provider block (wire form, without ``credentialsSecretRef``) and the data of the

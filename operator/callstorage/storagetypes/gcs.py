@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
+from pydantic.dataclasses import dataclass
 
 from callstorage.api import names
 from callstorage.api.model import ProviderSpec, SecretRef, url
 from callstorage.api.reasons import Reason
 from callstorage.storagetypes.base import (
     READ_WRITE,
+    REQUEST_CONFIG,
     BlockAndSecret,
     ErrorRule,
     Policy,
@@ -141,16 +142,13 @@ def _policy_options(block: GCSSpec) -> dict[str, Any]:
     return {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=REQUEST_CONFIG)
 class GCSRequest:
-    """A service-account key file's content (text, bytes or the parsed dict), and an
-    optional custom endpoint (the seed passes the key alone, as ``gcs_credentials``)."""
+    """A service-account key file's content, and an optional custom endpoint (the seed
+    passes the key alone, as ``gcs_credentials``: text, bytes or the parsed dict)."""
 
-    credentials: str | bytes | Mapping[str, Any]
+    credentials: SecretStr
     endpoint: str | None = None
-
-    def __repr__(self) -> str:
-        return f"GCSRequest(credentials='***', endpoint={self.endpoint!r})"
 
 
 def _gcs_credentials_text(value: str | bytes | Mapping[str, Any]) -> str:
@@ -162,15 +160,22 @@ def _gcs_credentials_text(value: str | bytes | Mapping[str, Any]) -> str:
     except ValueError:
         parsed = None
     if not isinstance(parsed, dict):  # say so, but never echo the content
-        raise ValueError("gcs_credentials must be the JSON of a service account "
-                             "key file")
+        raise ValueError("gcs_credentials must be the JSON of a service account key file")
     return text
 
 
+def gcs_request(credentials: str | bytes | Mapping[str, Any] | GCSRequest,
+                endpoint: str | None = None) -> GCSRequest:
+    """The request for a key file's content in any of the seed's forms."""
+    if isinstance(credentials, GCSRequest):
+        return credentials
+    return GCSRequest(SecretStr(_gcs_credentials_text(credentials)), endpoint)
+
+
 def _from_request(value: Any) -> BlockAndSecret:
-    request = value if isinstance(value, GCSRequest) else GCSRequest(value)
+    request = gcs_request(value)
     block = {"endpoint": request.endpoint} if request.endpoint else {}
-    return block, {CREDENTIALS_JSON: _gcs_credentials_text(request.credentials)}
+    return block, {CREDENTIALS_JSON: request.credentials.get_secret_value()}
 
 
 PROVIDER = StorageProvider(

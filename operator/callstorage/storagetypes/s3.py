@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import SecretStr, field_validator
+from pydantic.dataclasses import dataclass
 
 from callstorage.api import names
 from callstorage.api.model import ProviderSpec, SecretRef, problem, too_long, url
 from callstorage.api.reasons import Reason
 from callstorage.storagetypes.base import (
     READ_WRITE,
+    REQUEST_CONFIG,
     BlockAndSecret,
     ErrorRule,
     Policy,
@@ -27,8 +28,8 @@ from callstorage.storagetypes.base import (
     check_mode,
     check_pattern,
     distinct_prefixes,
-    masked,
     request_from_mapping,
+    secret_text,
 )
 
 ACCESS_KEY_ID = "accessKeyId"
@@ -175,7 +176,7 @@ def _policy_options(block: S3Spec) -> dict[str, Any]:
     return {"region": block.region}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=REQUEST_CONFIG)
 class S3Request:
     """Amazon S3 (or S3-compatible) settings, as the seed's ``S3Request``.
 
@@ -184,16 +185,10 @@ class S3Request:
     """
 
     s3_region: str
-    s3_api_key: str | None = None
-    s3_secret: str | None = None
+    s3_api_key: SecretStr | None = None
+    s3_secret: SecretStr | None = None
     s3_custom_endpoint_url: str | None = None
     s3_force_path_style: bool | None = None
-
-    def __repr__(self) -> str:
-        return (f"S3Request(s3_region={self.s3_region!r}, s3_api_key={masked(self.s3_api_key)}"
-                f", s3_secret={masked(self.s3_secret)}, s3_custom_endpoint_url="
-                f"{self.s3_custom_endpoint_url!r}, s3_force_path_style="
-                f"{self.s3_force_path_style!r})")
 
 
 def _from_request(value: Any) -> BlockAndSecret:
@@ -203,12 +198,12 @@ def _from_request(value: Any) -> BlockAndSecret:
         block["endpoint"] = request.s3_custom_endpoint_url
     if request.s3_force_path_style is not None:
         block["forcePathStyle"] = request.s3_force_path_style
-    if bool(request.s3_api_key) != bool(request.s3_secret):
+    key_id, secret = secret_text(request.s3_api_key), secret_text(request.s3_secret)
+    if bool(key_id) != bool(secret):
         raise ValueError("give both s3_api_key and s3_secret, or neither "
                          "(ambient IAM credentials)")
-    if request.s3_api_key and request.s3_secret:
-        return block, {ACCESS_KEY_ID: request.s3_api_key,
-                       SECRET_ACCESS_KEY: request.s3_secret}
+    if key_id and secret:
+        return block, {ACCESS_KEY_ID: key_id, SECRET_ACCESS_KEY: secret}
     return block, None
 
 
