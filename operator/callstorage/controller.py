@@ -33,7 +33,12 @@ from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
 from callstorage.inventory import CachedSecret, Inventory, ObjectKey
 from callstorage.kube import Kube, decode_secret
-from callstorage.providers import build_client, run_check, validate_storage
+from callstorage.providers import (
+    build_client,
+    load_client_modules,
+    run_check,
+    validate_storage,
+)
 from callstorage.providers.base import ProviderError, ProviderInputs
 from callstorage.reconcile import calltype as ct_reconcile
 from callstorage.reconcile import externalstorage as es_reconcile
@@ -136,6 +141,7 @@ class Controller:
         Without the full list of CallTypes, a storage could look unreferenced right
         after a restart and lose its in-use finalizer while being deleted.
         """
+        await asyncio.get_running_loop().run_in_executor(self._providers, load_client_modules)
         namespaces = self.watched_namespaces()
         for obj in await self.kube.list_objects(EXTERNALSTORAGE_PLURAL, namespaces):
             self.on_storage_event(None, _with_kind(obj, "ExternalStorage"))

@@ -32,6 +32,7 @@ __all__ = [
     "BUILDERS",
     "Builder",
     "build_client",
+    "load_client_modules",
     "probe_key",
     "run_check",
     "validate_storage",
@@ -53,6 +54,14 @@ def _builder(client_module: str) -> Builder:
 #: storageType -> the function building its client (from the descriptor's client module)
 BUILDERS: dict[str, Builder] = {
     name: _builder(provider.client_module) for name, provider in PROVIDERS.items()}
+
+def load_client_modules() -> None:
+    """Import every storage type's client module (and so its SDK) now: the operator, which
+    builds clients of every type, pays for the imports at start-up rather than inside the
+    first validation's time limit."""
+    for provider in PROVIDERS.values():
+        importlib.import_module(provider.client_module)
+
 
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"
 
