@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/hack
 # Every process a run starts inherits this id, so `testbed leftovers` can find strays.
 export CALLSTORAGE_TESTBED_RUN ?= $(shell date +%s%N)
 
-.PHONY: help deps testbed demo test lint bench clean
+.PHONY: help deps testbed demo test lint bench bench-media clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP) ## virtualenv with the package and its test/dev dependencies
 
-testbed: deps ## find or build kube-apiserver, etcd, helm, kubeconform, kstatus; install Azurite
+testbed: deps ## find or build the Go tools (kube-apiserver, etcd, helm, ...); install Azurite
 	$(BIN)/python -m testbed prepare
 
 demo: testbed ## local control plane + S3 emulator + operator + samples, until Ctrl-C
@@ -39,6 +39,9 @@ lint: deps ## ruff and mypy only
 bench: deps ## benchmarks; prints one JSON document (N=100,1000; BENCH_SIZES to change)
 	@$(BIN)/python -m testbed prepare >&2
 	@$(BIN)/python -m bench
+
+bench-media: deps ## media upload benchmark (builds MinIO once; BENCH_MEDIA_* to change)
+	@$(BIN)/python -m bench.media
 
 clean: ## remove the virtualenv (built binaries stay cached in ~/.cache/callstorage)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,7 +1,8 @@
 """``python -m testbed``: prepare the test bed, or run the local demo.
 
     prepare   find or build kube-apiserver, etcd, kube-controller-manager, helm,
-              kubeconform, kstatus (cached in ~/.cache/callstorage) and install Azurite
+              kubeconform, kstatus, promtool, Argo CD's Lua runner (cached in
+              ~/.cache/callstorage), fetch prometheus-operator's CRDs, install Azurite
     up        start a control plane + S3 emulator and wait (for exploring by hand)
     demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C
     leftovers fail if any process of this run (CALLSTORAGE_TESTBED_RUN) still runs
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
 import shutil
@@ -32,26 +34,45 @@ ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "callstorage-system"
 
 
+def _print(text: str = "") -> None:
+    """Print to stdout, and stop printing once nobody reads it.
+
+    ``make demo | tee log`` then Ctrl-C: tee dies first, and a print would raise
+    BrokenPipeError in the middle of the cleanup. Output is a courtesy; cleanup is not.
+    """
+    try:
+        print(text, flush=True)
+    except (BrokenPipeError, ValueError, OSError):
+        # later prints, and the interpreter's final flush, go nowhere instead of failing
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
 def _say(msg: str) -> None:
-    print(f"==> {msg}", flush=True)
+    _print(f"==> {msg}")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGINT, SIGTERM and SIGHUP all stop the demo through its cleanup."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def prepare() -> None:
     for name, path in binaries.ensure_all().items():
         _say(f"{name}: {path}")
+    for path in binaries.monitoring_crds():
+        _say(f"CRD: {path}")
     from testbed.azurite import install_azurite
 
     _say(f"azurite: {install_azurite()}")
 
 
 def _wait_for_ctrl_c() -> None:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(1):
-            pass
-    except KeyboardInterrupt:
-        pass
+    """Block until SIGINT, SIGTERM or SIGHUP (all raise KeyboardInterrupt, see up())."""
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
 
 
 def _s3_samples_for_emulator(docs: list[dict[str, Any]], s3: Any) -> list[dict[str, Any]]:
@@ -96,17 +117,26 @@ def _s3_samples_for_emulator(docs: list[dict[str, Any]], s3: Any) -> list[dict[s
 def up(demo: bool) -> int:
     from testbed.s3 import S3Server
 
+    # SIGINT too: a shell that starts the demo in the background makes it ignore SIGINT
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    # The run directory holds the test CA's key and an admin kubeconfig: it goes whatever
+    # happens, and it goes last (the servers log into it until they stop).
+    cleanup = contextlib.ExitStack()
     run_dir = Path(tempfile.mkdtemp(prefix="callstorage-demo-"))
-    _say("building or finding the control-plane binaries (cached after the first run)")
-    binaries.ensure_all(["etcd", "kube-apiserver", "kube-controller-manager"])
+    cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
     cp = ControlPlane(run_dir / "cp")
     s3: S3Server | None = None
     operator: Server | None = None
     try:
+        _say("building or finding the control-plane binaries (cached after the first run)")
+        binaries.ensure_all(["etcd", "kube-apiserver", "kube-controller-manager"])
+        cleanup.callback(cp.stop)
         _say("starting etcd, kube-apiserver and kube-controller-manager on 127.0.0.1")
         cp.start()
         _say("starting the S3 emulator (moto, SigV4 and IAM policies enforced)")
         s3 = S3Server.start(run_dir / "logs")
+        cleanup.callback(s3.stop)
         api = cp.api_client()
         kubeutil.apply_crds(api, ROOT / "crds")
         kubeutil.create_namespace(api, OPERATOR_NAMESPACE, exist_ok=True)
@@ -123,6 +153,7 @@ def up(demo: bool) -> int:
                                   "CALLSTORAGE_CONNECT_TIMEOUT": "3",
                                   "CALLSTORAGE_READ_TIMEOUT": "5",
                                   "PYTHONUNBUFFERED": "1"})
+            cleanup.callback(operator.stop)
             wait_for(lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60,
                      "the operator to start", alive=operator)
             docs = [d for p in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
@@ -146,23 +177,51 @@ def up(demo: bool) -> int:
                 except AssertionError as exc:
                     _say(f"{ns}/{name} is not Ready yet: {exc}")
             subprocess.run([*kubectl, "get", "exs,ct", "-A"], check=False)
-        print()
+        _print()
         _say("the cluster is yours; from another shell:")
-        print(f"    export KUBECONFIG={cp.kubeconfig}")
-        print("    kubectl get exs,ct -A            # storages and call types")
-        print("    kubectl describe exs -n callstorage-demo")
-        print(f"    S3 emulator: {s3.endpoint}")
+        _print(next_steps(cp.kubeconfig, s3.endpoint, demo))
         _say("press Ctrl-C to stop and clean up")
         _wait_for_ctrl_c()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C (or SIGTERM) while starting: clean up what started
     finally:
+        # a second Ctrl-C must not cut the cleanup short
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         _say("stopping")
-        if operator is not None:
-            operator.stop()
-        if s3 is not None:
-            s3.stop()
-        cp.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        cleanup.close()
     return 0
+
+
+def next_steps(kubeconfig: Path, s3_endpoint: str, demo: bool) -> str:
+    """What to try from another shell, with this run's kubeconfig."""
+    lines = [
+        f"    export KUBECONFIG={kubeconfig}",
+        "    kubectl get exs,ct -A                      # storages and call types",
+        "    kubectl describe exs -n callstorage-demo   # conditions and events",
+    ]
+    if demo:
+        cli = Path(sys.executable).parent / "callstorage"
+        with contextlib.suppress(ValueError):  # shorter from the checkout
+            cli = cli.relative_to(Path.cwd())
+        ns = "-n callstorage-demo"
+        lines += [
+            "",
+            "  the CLI (or `kubectl callstorage ...` with that bin/ directory on PATH):",
+            f"    {cli} status -A                      # readiness of everything",
+            f"    {cli} check s3-readwrite {ns}   # write a test file now, wait",
+            f"    {cli} resolve --call-type livestream {ns}",
+            "",
+            "  a WriteOnly storage: validated by probe writes only, so keys that may",
+            "  only PutObject under its prefixes are enough (s3-writeonly has such keys):",
+            f"    {cli} policy s3-writeonly {ns}   # the IAM policy it needs",
+            f"    {cli} check s3-writeonly {ns}",
+            "    kubectl get exs s3-writeonly -n callstorage-demo -o yaml   # mode, status",
+            f"  S3 emulator: {s3_endpoint} (manifests/samples/ shows the objects)",
+        ]
+    else:
+        lines.append(f"    S3 emulator: {s3_endpoint}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

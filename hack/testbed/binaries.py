@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +29,21 @@ HELM_VERSION = "v3.19.5"
 KUBECONFORM_VERSION = "v0.7.0"
 # sigs.k8s.io/cli-utils, whose kstatus package is what Flux and kpt read status with
 KSTATUS_VERSION = "v0.37.2"
+# MinIO has no semver tags: a pseudo-version of its main branch (@latest on 2026-11-27;
+# upstream is no longer maintained). Only the media benchmark needs it.
+MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+# promtool 3.16.0: Prometheus tags its Go module v0.<major><minor>.<patch>
+PROMETHEUS_VERSION = "v0.316.0"
+# The last Argo CD line whose gitops-engine is a published module (later ones point it at
+# a sibling directory with a replace directive, which the module proxy cannot serve).
+ARGOCD_VERSION = "v3.1.16"
+ARGOCD_K8S_MINOR = "33.1"  # the k8s.io/* version its go.mod replaces them with
+# The ServiceMonitor and PrometheusRule CRDs the chart's optional objects need, from the
+# prometheus-operator Go module (example/prometheus-operator-crd/ in its zip).
+PROMETHEUS_OPERATOR_VERSION = "v0.86.1"
+MONITORING_CRDS = ("monitoring.coreos.com_servicemonitors.yaml",
+                   "monitoring.coreos.com_prometheusrules.yaml")
 
 # Staging modules of k8s.io/kubernetes; each is published as k8s.io/<name> v0.<minor>.<patch>.
 _K8S_STAGING = (
@@ -153,6 +169,21 @@ def _kubeconform() -> GoBuild:
     )
 
 
+def _minio() -> GoBuild:
+    go_mod = (
+        "module callstorage.local/minio\n\ngo 1.24\n\n"
+        f"require github.com/minio/minio {MINIO_VERSION}\n"
+    )
+    return GoBuild(
+        name="minio",
+        version=MINIO_VERSION,
+        binaries=("minio",),
+        go_mod=go_mod,
+        packages=("github.com/minio/minio",),
+        ldflags="-s -w",
+    )
+
+
 def _kstatus() -> GoBuild:
     """kstatus's status.Compute behind a tiny JSON-in, JSON-out main (kstatus_main.go).
 
@@ -178,9 +209,57 @@ def _kstatus() -> GoBuild:
     )
 
 
+def _promtool() -> GoBuild:
+    go_mod = (
+        "module callstorage.local/promtool\n\ngo 1.24\n\n"
+        f"require github.com/prometheus/prometheus {PROMETHEUS_VERSION}\n"
+    )
+    release = "3." + str(int(PROMETHEUS_VERSION.split(".")[1]) - 300) + "." + \
+        PROMETHEUS_VERSION.split(".")[2]
+    return GoBuild(
+        name="promtool",
+        version=PROMETHEUS_VERSION,
+        binaries=("promtool",),
+        go_mod=go_mod,
+        packages=("github.com/prometheus/prometheus/cmd/promtool",),
+        ldflags=f"-s -w -X github.com/prometheus/common/version.Version={release}",
+    )
+
+
+def _argocd_lua() -> GoBuild:
+    # Argo CD's go.mod replaces the Kubernetes modules (it requires k8s.io/kubernetes,
+    # whose staging modules are v0.0.0 there); a wrapper module must repeat that.
+    staging = "v0." + ARGOCD_K8S_MINOR
+    replaces = "\n".join(
+        [f"\tk8s.io/{m} => k8s.io/{m} {staging}" for m in _K8S_STAGING]
+        + ["\tgithub.com/golang/protobuf => github.com/golang/protobuf v1.5.4",
+           "\tgithub.com/grpc-ecosystem/grpc-gateway => "
+           "github.com/grpc-ecosystem/grpc-gateway v1.16.0",
+           "\tgopkg.in/yaml.v2 => gopkg.in/yaml.v2 v2.4.0",
+           "\tgopkg.in/yaml.v3 => gopkg.in/yaml.v3 v3.0.1"])
+    go_mod = (
+        "module callstorage.local/argocd-lua\n\ngo 1.24\n\n"
+        f"require github.com/argoproj/argo-cd/v3 {ARGOCD_VERSION}\n\n"
+        f"replace (\n{replaces}\n)\n"
+    )
+    return GoBuild(
+        name="argocd-lua",
+        version=ARGOCD_VERSION,
+        binaries=("argocd-lua",),
+        go_mod=go_mod,
+        packages=(".",),
+        main_go=Path(__file__).with_name("argocd_lua_main.go").read_text(),
+        ldflags="-s -w",
+        fingerprint=True,
+    )
+
+
 BUILDS: dict[str, GoBuild] = {
-    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _kstatus())
+    b.name: b for b in (_kubernetes(), _etcd(), _helm(), _kubeconform(), _kstatus(),
+                        _promtool(), _argocd_lua(), _minio())
 }
+# Built only when asked for by name (``find("minio")``): not part of ``prepare``/make test.
+ON_DEMAND = frozenset({"minio"})
 # binary name -> the build that makes it
 _BY_BINARY = {binary: b for b in BUILDS.values() for binary in b.binaries}
 
@@ -252,7 +331,36 @@ def find(binary: str) -> Path:
     return build(b) / binary
 
 
+def monitoring_crds() -> list[Path]:
+    """prometheus-operator's ServiceMonitor and PrometheusRule CRDs, fetched with
+    ``go mod download`` and cached like the binaries."""
+    v = PROMETHEUS_OPERATOR_VERSION
+    target = cache_root() / "crds" / f"prometheus-operator-{v}"
+    paths = [target / name for name in MONITORING_CRDS]
+    if all(p.is_file() for p in paths):
+        return paths
+    if shutil.which("go") is None:
+        raise RuntimeError(f"prometheus-operator {v} CRDs are not cached and Go is not installed")
+    with _locked(target.parent / f"{target.name}.lock"):
+        if all(p.is_file() for p in paths):
+            return paths
+        with tempfile.TemporaryDirectory(prefix="callstorage-promop-") as tmp:
+            (Path(tmp) / "go.mod").write_text("module callstorage.local/crds\n\ngo 1.24\n")
+            env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod",
+                   "GOSUMDB": "off"}
+            out = subprocess.run(
+                ["go", "mod", "download", "-json",
+                 f"github.com/prometheus-operator/prometheus-operator@{v}"],
+                cwd=tmp, env=env, check=True, capture_output=True, text=True).stdout
+        source = Path(json.loads(out)["Dir"]) / "example" / "prometheus-operator-crd"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in MONITORING_CRDS:
+            shutil.copyfile(source / name, target / name)
+    return paths
+
+
 def ensure_all(names: list[str] | None = None) -> dict[str, Path]:
-    """Find or build every binary (or those named); returns binary -> path."""
-    wanted = names or list(_BY_BINARY)
+    """Find or build every binary but the on-demand ones (or those named); returns
+    binary -> path."""
+    wanted = names or [n for n in _BY_BINARY if n not in ON_DEMAND]
     return {n: find(n) for n in wanted}

@@ -12,11 +12,16 @@ carry an RS256 JWT assertion signed by that key (checked against the public key,
 storage call needs a known, unexpired token (else 401), and the token's account needs a
 role on the bucket (else 403): ``objectCreator`` (create objects only), ``objectViewer``,
 ``objectAdmin`` (objects only, like GCP's: no ``storage.buckets.get``) or ``admin``.
+
+V4 signed URLs (``GET /<bucket>/<object>?X-Goog-Signature=...``, GOOG4-RSA-SHA256) are
+checked as GCS does: the signature against the account's public key over the canonical
+request, the expiry, and the account's ``storage.objects.get`` on the bucket.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import hashlib
 import json
@@ -31,8 +36,9 @@ from typing import Any
 
 import google_crc32c
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from testbed.localhttp import LocalHTTPServer, Request, Response
 
@@ -212,6 +218,9 @@ class GCSServer:
         segments = [urllib.parse.unquote(s) for s in req.raw_path.split("/")[1:]]
         if req.method == "POST" and segments == ["token"]:
             return self._token(req)
+        if req.method in ("GET", "HEAD") and "X-Goog-Signature" in req.query \
+                and len(segments) >= 2:
+            return self._signed_get(req, segments[0], "/".join(segments[1:]))
         principal = self._authenticate(req)
         if isinstance(principal, Response):
             return principal
@@ -273,6 +282,62 @@ class GCSServer:
             self._tokens[token] = (email, time.time() + self.token_lifetime)
         return Response.json(200, {"access_token": token, "expires_in": self.token_lifetime,
                                    "token_type": "Bearer"})
+
+    def _signed_get(self, req: Request, bucket: str, name: str) -> Response:
+        """A V4 signed URL: verify it, then serve the object as its signer would see it."""
+        q = req.query
+
+        def denied(message: str) -> Response:
+            body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>"
+                    f"{'ExpiredToken' if 'expired' in message else 'SignatureDoesNotMatch'}"
+                    f"</Code><Message>{message}</Message></Error>").encode()
+            return Response(400 if "expired" in message else 403, body,
+                            {"Content-Type": "application/xml; charset=UTF-8"})
+
+        try:
+            email, _date, _location, _service, _ = q["X-Goog-Credential"].split("/")
+            signed_at = dt.datetime.strptime(q["X-Goog-Date"], "%Y%m%dT%H%M%SZ").replace(
+                tzinfo=dt.UTC)
+            expires = int(q["X-Goog-Expires"])
+            signed_headers = q["X-Goog-SignedHeaders"]
+            signature = binascii.unhexlify(q["X-Goog-Signature"])
+        except (KeyError, ValueError, binascii.Error):
+            return denied("Malformed signed URL.")
+        if q.get("X-Goog-Algorithm") != "GOOG4-RSA-SHA256":
+            return denied("Unsupported algorithm.")
+        if dt.datetime.now(dt.UTC) > signed_at + dt.timedelta(seconds=expires):
+            return denied("Request has expired")
+        query = "&".join(sorted(
+            f"{urllib.parse.quote(k, safe='~')}={urllib.parse.quote(v, safe='~')}"
+            for k, v in q.items() if k != "X-Goog-Signature"))
+        headers = "".join(f"{h}:{(req.headers.get(h) or '').strip()}\n"
+                          for h in signed_headers.split(";"))
+        canonical = "\n".join([req.method, req.raw_path, query, headers, signed_headers,
+                               "UNSIGNED-PAYLOAD"])
+        to_sign = "\n".join(["GOOG4-RSA-SHA256", q["X-Goog-Date"],
+                             "/".join(q["X-Goog-Credential"].split("/")[1:]),
+                             hashlib.sha256(canonical.encode()).hexdigest()])
+        with self._lock:
+            keys = [k for e, k in self._accounts.values() if e == email]
+        for public_key in keys:
+            try:
+                public_key.verify(signature, to_sign.encode(), padding.PKCS1v15(),
+                                  hashes.SHA256())
+                break
+            except InvalidSignature:
+                continue
+        else:
+            return denied("The request signature we calculated does not match the "
+                          "signature you provided.")
+        b = self._check(email, bucket, "storage.objects.get", "object")
+        if isinstance(b, Response):
+            return b
+        with self._lock:
+            obj = b.objects.get(name)
+        if obj is None:
+            return _error(404, f"No such object: {bucket}/{name}", "notFound")
+        return Response(200, obj.data, {"Content-Type": obj.content_type,
+                                        "x-goog-generation": str(obj.generation)})
 
     def _authenticate(self, req: Request) -> str | Response:
         header = req.headers.get("Authorization", "")
@@ -403,7 +468,10 @@ class GCSServer:
             upload_id = secrets.token_urlsafe(16)
             with self._lock:
                 self._uploads[upload_id] = _Upload(bucket, meta, principal)
-            location = (f"{self.endpoint}/upload/storage/v1/b/{urllib.parse.quote(bucket)}/o"
+            # on the host the client reached (a relay in front of us, say), as GCS does
+            host = req.headers.get("Host")
+            base = f"http://{host}" if host else self.endpoint
+            location = (f"{base}/upload/storage/v1/b/{urllib.parse.quote(bucket)}/o"
                         f"?uploadType=resumable&upload_id={upload_id}")
             return Response(200, b"", {"Location": location})
         else:
@@ -416,9 +484,16 @@ class GCSServer:
             upload = self._uploads.get(upload_id)
         if upload is None or upload.principal != principal:
             return _error(404, "No such upload.", "notFound")
-        upload.data.extend(req.body)
         # "bytes 0-99/100", "bytes 0-99/*" (more to come) or "bytes */100" (finalise)
-        total = req.headers.get("Content-Range", "").rpartition("/")[2]
+        span, _, total = req.headers.get("Content-Range", "").rpartition("/")
+        start = span.removeprefix("bytes ").partition("-")[0]
+        with self._lock:
+            if start.isdigit():  # a chunk sent again replaces what it covered, as in GCS
+                if int(start) > len(upload.data):
+                    return _error(400, "Invalid request. The chunk starts past the bytes "
+                                  "received.", "invalid")
+                del upload.data[int(start):]
+            upload.data.extend(req.body)
         if total == "*" or (total.isdigit() and len(upload.data) < int(total)):
             return Response(308, b"", {"Range": f"bytes=0-{len(upload.data) - 1}"}
                             if upload.data else {})

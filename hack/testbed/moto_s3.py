@@ -13,7 +13,11 @@ says so in the log.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
 import sys
+import urllib.parse
 from typing import Any
 
 
@@ -32,6 +36,9 @@ def _answer_missing_buckets_like_s3() -> None:
 
     def authorize(self: Any, bucket_name: str | None = None, key_name: str | None = None
                   ) -> None:
+        if "X-Amz-Signature" in self.querystring and "Authorization" not in self.headers:
+            _check_presigned(self, bucket_name or "", key_name or "")
+            return
         try:
             original(self, bucket_name=bucket_name, key_name=key_name)
         except S3AccessDeniedError:  # signature and key errors are other classes
@@ -41,6 +48,73 @@ def _answer_missing_buckets_like_s3() -> None:
 
     ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = (  # type: ignore[method-assign]
         authorize)
+
+
+def _check_presigned(resp: Any, bucket: str, key: str) -> None:
+    """Accept a SigV4 presigned GET/HEAD/PUT of an object, or raise S3's error."""
+    from moto.iam.access_control import (
+        CreateAccessKeyFailure,
+        IAMPolicy,
+        IAMUserAccessKey,
+        PermissionResult,
+    )
+    from moto.s3.exceptions import S3AccessDeniedError, S3ClientError
+
+    # the query as sent (moto adds its own entries to ``querystring``)
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.uri).query,
+                                    keep_blank_values=True))
+    try:
+        access_key_id, date, region, service, _ = q["X-Amz-Credential"].split("/")
+        signed_at = dt.datetime.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
+            tzinfo=dt.UTC)
+        expires = int(q["X-Amz-Expires"])
+        signed_headers = q["X-Amz-SignedHeaders"]
+    except (KeyError, ValueError):
+        raise S3ClientError("AuthorizationQueryParametersError",
+                            "Query-string authentication is malformed") from None
+    action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}.get(
+        resp.method)
+    if q.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256" or action is None or not key:
+        raise S3AccessDeniedError()
+    try:
+        user_key = IAMUserAccessKey(account_id=resp.current_account, partition="aws",
+                                    access_key_id=access_key_id, headers={})
+    except CreateAccessKeyFailure:
+        raise S3ClientError("InvalidAccessKeyId", "The AWS Access Key Id you provided "
+                            "does not exist in our records.") from None
+    if dt.datetime.now(dt.UTC) > signed_at + dt.timedelta(seconds=expires):
+        raise S3ClientError("AccessDenied", "Request has expired")
+
+    def enc(value: str) -> str:
+        return urllib.parse.quote(value, safe="-_.~")
+
+    query = "&".join(f"{enc(k)}={enc(v)}" for k, v in sorted(q.items())
+                     if k != "X-Amz-Signature")
+    path = urllib.parse.quote(urllib.parse.unquote(resp.path), safe="/-_.~")
+    headers = "".join(f"{h}:{(resp.headers.get(h) or '').strip()}\n"
+                      for h in signed_headers.split(";"))
+    canonical = "\n".join([resp.method, path, query, headers, signed_headers,
+                           "UNSIGNED-PAYLOAD"])
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", q["X-Amz-Date"], scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    secret = user_key.create_credentials().secret_key
+    signing = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        signing = hmac.new(signing, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(signing, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, q["X-Amz-Signature"]):
+        raise S3ClientError("SignatureDoesNotMatch", "The request signature we calculated "
+                            "does not match the signature you provided.")
+    resource = f"arn:aws:s3:::{bucket}/{key}"
+    allowed = False
+    for policy in user_key.collect_policies():
+        result = IAMPolicy(policy).is_action_permitted(action, resource)
+        if result == PermissionResult.DENIED:
+            raise S3AccessDeniedError()
+        allowed = allowed or result == PermissionResult.PERMITTED
+    if not allowed:
+        raise S3AccessDeniedError()
 
 
 def main() -> None:

@@ -2,15 +2,20 @@
 
 Commands for people and scripts: ``check`` a storage and wait for the operator's answer,
 ``resolve`` where a call's recordings go, ``status`` of storages and call types,
-``policy`` (the least-privilege grant a storage needs), ``version``, and ``run`` (the
-operator itself). Results go to stdout (``-o json`` for machines), progress and errors to
-stderr, one line per error and never a traceback; the exit code says what went wrong.
+``policy`` (the least-privilege grant a storage needs), ``upload`` a call's media and
+print a ``url`` to read it back, ``version``, ``completion`` (a shell completion script),
+and ``run`` (the operator itself). Results go to stdout (``-o json|yaml|name`` for
+machines), progress and errors to stderr, one line per error and never a traceback; the
+exit code says what went wrong. With ``-o json`` or ``-o yaml`` an error is also a
+document on stdout, so a script that parses the output always gets one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import sys
@@ -33,6 +38,12 @@ EXIT_NOT_FOUND = 3
 EXIT_TIMEOUT = 4
 EXIT_UNREACHABLE = 5
 
+# -o values: kubectl's names. "name" prints kubectl-style resource/name lines.
+MACHINE_OUTPUTS = ("json", "yaml")
+OUTPUTS = ("text", *MACHINE_OUTPUTS, "name")
+STORAGE_RESOURCE = "externalstorage.callstorage.io"
+CALL_TYPE_RESOURCE = "calltype.callstorage.io"
+
 EPILOG = """\
 exit codes:
   0  success
@@ -42,6 +53,8 @@ exit codes:
   3  not found (ExternalStorage, CallType, or the platform storage)
   4  timed out waiting for the operator
   5  cannot reach, or authenticate to, the Kubernetes API server
+  With -o json or -o yaml, an error is also printed to stdout as
+  {"error": {"reason": ..., "message": ..., "exitCode": ...}}.
 
 environment:
   KUBECONFIG                    kubeconfig file(s), as for kubectl (default ~/.kube/config,
@@ -84,9 +97,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("-n", "--namespace", metavar="NS",
                        help="namespace (the application); default: the context's")
 
-    def output_flag(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                       help="output format (default: text)")
+    def output_flag(p: argparse.ArgumentParser, choices: Sequence[str] = OUTPUTS,
+                    default: str = "text") -> None:
+        p.add_argument("-o", "--output", choices=choices, default=default,
+                       help=f"output format: {', '.join(choices)} (default: {default})")
 
     parser = _Parser(
         prog=prog, parents=[connection], epilog=EPILOG,
@@ -151,10 +165,63 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     policy.add_argument("--member", metavar="PRINCIPAL",
                         help="GCS member or Azure assignee to put in the grant "
                              "(default: a placeholder)")
+    # the policy document is JSON already: that is its text form
+    output_flag(policy, ("json", "yaml", "name"), "json")
+
+    _media_commands(command, namespace_flag)
 
     version = command("version", "print the version", "Print the callstorage version.")
-    output_flag(version)
+    # kubectl version has no -o name either: a version is not a resource
+    output_flag(version, ("text", *MACHINE_OUTPUTS))
+
+    completion = command("completion", "print a shell completion script",
+                         "Print a completion script for bash or zsh. bash: "
+                         "source <(callstorage completion bash), or save it in "
+                         "~/.local/share/bash-completion/completions/callstorage. zsh: "
+                         "source <(callstorage completion zsh). It completes commands, "
+                         "flags, their values, and ExternalStorage names (through kubectl).")
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell")
     return parser
+
+
+def _media_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
+                    namespace_flag: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``upload`` and ``url``: the media path (callstorage.media) from the shell."""
+    upload = command(
+        "upload", "upload a call's recordings and transcripts to its storage",
+        "Resolve the call's storage (call, call type, platform default), write each "
+        "FILE=PATH to the key the layout gives ({prefix}/{call id}_{file}), then the "
+        "manifest. Prints the stored location (JSON): keep it, 'url' needs it. FILE is a "
+        "name of the layout (audio.wav, meeting_recording.mp4, screenshots/a.png, "
+        "transcription/<provider>/<id>/raw_transcript.json, ...); PATH '-' reads stdin. "
+        "Give the same FILE several times for a recording in parts (each at most 2 "
+        "hours): they are stored as <stem>_part001<ext>, ...")
+    upload.add_argument("files", nargs="+", metavar="FILE=PATH", help="what to upload")
+    upload.add_argument("--call-type", required=True, metavar="TYPE", help="call type")
+    upload.add_argument("--call-id", required=True, metavar="ID", help="call (bot) id")
+    upload.add_argument("--call-storage", metavar="NAME",
+                        help="storage named for the call, if any")
+    namespace_flag(upload)
+    upload.add_argument("--part-size", type=_positive_float, default=8, metavar="MiB",
+                        help="part size of multi-part uploads (default: 8)")
+    upload.add_argument("--concurrency", type=int, default=8, metavar="N",
+                        help="parallel requests (default: 8)")
+    upload.add_argument("--output-file", metavar="PATH",
+                        help="also write the stored location to PATH")
+
+    url = command(
+        "url", "print a time-limited download URL for an uploaded file",
+        "Sign a URL (S3 presign, GCS signed URL, Azure SAS) for FILE of the call whose "
+        "stored location 'upload' printed, from the bucket it was written to, with the "
+        "storage's current credentials. Exit 1 if the storage is WriteOnly (the error "
+        "says where the file is), 3 if it was deleted.")
+    url.add_argument("location", metavar="LOCATION",
+                     help="the stored location JSON: a file, or '-' for stdin")
+    url.add_argument("file", metavar="FILE", help="file of the call (audio.wav, ...)")
+    url.add_argument("--expires", type=int, default=3600, metavar="SECONDS",
+                     help="validity of the URL (default: 3600)")
+    url.add_argument("-o", "--output", choices=("text", *MACHINE_OUTPUTS), default="text",
+                     help="output format: text, json, yaml (default: text)")
 
 
 def _positive_float(value: str) -> float:
@@ -225,6 +292,21 @@ class _Context:
     def json(self, value: Any) -> None:
         print(json.dumps(value, indent=2, sort_keys=False), file=self.out)
 
+    @property
+    def output(self) -> str:
+        return str(getattr(self.args, "output", "text"))
+
+    def document(self, value: Any) -> None:
+        """``value`` as the JSON or YAML document -o asks for."""
+        if self.output == "yaml":
+            print(_yaml(value), file=self.out, end="")
+        else:
+            self.json(value)
+
+    def names(self, *names: str) -> None:
+        for name in names:
+            print(name, file=self.out)
+
     def close(self) -> None:
         if self._api is not None:
             self._api.close()
@@ -250,8 +332,10 @@ def _cmd_check(ctx: _Context) -> int:
             args.name, timeout=args.timeout, progress=progress)
     except CheckFailed as exc:
         raise type(exc)(exc.reason, f"check of {where} failed: {exc.message}") from None
-    if args.output == "json":
-        ctx.json(result.to_dict())
+    if args.output in MACHINE_OUTPUTS:
+        ctx.document(result.to_dict())
+    elif args.output == "name":
+        ctx.names(f"{STORAGE_RESOURCE}/{args.name}")
     else:
         ctx.print(result.object)
     if not args.quiet:
@@ -264,8 +348,10 @@ def _cmd_resolve(ctx: _Context) -> int:
 
     args = ctx.args
     resolved = resolve(ctx.namespace, args.call_type, args.call_storage, api_client=ctx.api)
-    if args.output == "json":
-        ctx.json(resolved.to_dict())
+    if args.output in MACHINE_OUTPUTS:
+        ctx.document(resolved.to_dict())
+    elif args.output == "name":
+        ctx.names(f"{STORAGE_RESOURCE}/{resolved.name}")
     else:
         named = f" (named {resolved.requested})" if resolved.requested and \
             resolved.requested != resolved.name else ""
@@ -326,9 +412,13 @@ def _cmd_status(ctx: _Context) -> int:
     client = Client(namespace, ctx.api)
     storages = client.list_external_storage(all_namespaces=everywhere)
     call_types = client.list_call_types(all_namespaces=everywhere)
-    if args.output == "json":
-        ctx.json({"externalStorages": [s.to_dict() for s in storages],
-                  "callTypes": [c.to_dict() for c in call_types]})
+    if args.output in MACHINE_OUTPUTS:
+        ctx.document({"externalStorages": [s.to_dict() for s in storages],
+                      "callTypes": [c.to_dict() for c in call_types]})
+        return EXIT_OK
+    if args.output == "name":
+        ctx.names(*(f"{STORAGE_RESOURCE}/{s.name}" for s in storages),
+                  *(f"{CALL_TYPE_RESOURCE}/{c.name}" for c in call_types))
         return EXIT_OK
     where = "any namespace" if everywhere else f"namespace {namespace}"
     prefix = ["NAMESPACE"] if everywhere else []
@@ -390,15 +480,79 @@ def _cmd_policy(ctx: _Context) -> int:
              f"({spec.access_mode}; prefixes: {', '.join(distinct)})")
     for line in policy.notes:
         ctx.note(f"# {line}")
-    ctx.print(policy.to_json())
+    if args.output == "name":
+        ctx.names(f"{STORAGE_RESOURCE}/{args.name}")
+    elif args.output == "yaml":
+        ctx.document(policy.document)
+    else:
+        ctx.print(policy.to_json())
+    return EXIT_OK
+
+
+def _cmd_upload(ctx: _Context) -> int:
+    from callstorage.client import InvalidRequest
+    from callstorage.media import Artifact, upload_artifacts
+    from callstorage.transfer import MiB, TransferOptions
+
+    args = ctx.args
+    sources: dict[str, list[Any]] = {}
+    for item in args.files:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InvalidRequest("InvalidArtifact", f"{item!r}: expected FILE=PATH")
+        sources.setdefault(name, []).append(sys.stdin.buffer if path == "-" else Path(path))
+    if args.concurrency < 1:
+        raise InvalidRequest("InvalidArgument", "--concurrency must be >= 1")
+    artifacts = [Artifact(name, source=paths[0]) if len(paths) == 1 else
+                 Artifact(name, parts=paths) for name, paths in sources.items()]
+    options = TransferOptions(part_size=int(args.part_size * MiB),
+                              concurrency=args.concurrency)
+    location = upload_artifacts(ctx.namespace, args.call_type, args.call_id, artifacts,
+                                args.call_storage, api_client=ctx.api, options=options)
+    text = location.to_json()
+    if args.output_file:
+        Path(args.output_file).write_text(text + "\n")
+    ctx.print(text)
+    total = sum(o.size for o in location.objects)
+    ctx.note(f"uploaded {len(location.objects)} objects ({total} bytes) to "
+             f"{location.provider} bucket {location.bucket} (ExternalStorage "
+             f"{location.storage})")
+    return EXIT_OK
+
+
+def _cmd_url(ctx: _Context) -> int:
+    from callstorage.client import InvalidRequest
+    from callstorage.media import StoredLocation, presigned_url
+
+    args = ctx.args
+    try:
+        raw = sys.stdin.read() if args.location == "-" else \
+            Path(args.location).read_text()
+    except OSError as exc:
+        raise InvalidRequest("InvalidLocation", f"cannot read {args.location}: "
+                             f"{exc.strerror or exc}") from None
+    location = StoredLocation.from_json(raw)
+    signed = presigned_url(location, args.file, args.expires, api_client=ctx.api)
+    if args.output in MACHINE_OUTPUTS:
+        ctx.document({"url": signed, "expiresIn": args.expires,
+                      "object": location.object_url(args.file)})
+    else:
+        ctx.print(signed)
     return EXIT_OK
 
 
 def _cmd_version(ctx: _Context) -> int:
-    if ctx.args.output == "json":
-        ctx.json({"version": __version__})
+    if ctx.args.output in MACHINE_OUTPUTS:
+        ctx.document({"version": __version__})
     else:
         ctx.print(f"callstorage {__version__}")
+    return EXIT_OK
+
+
+def _cmd_completion(ctx: _Context) -> int:
+    from callstorage.completion import script
+
+    ctx.print(script(build_parser("callstorage"), ctx.args.shell))
     return EXIT_OK
 
 
@@ -407,8 +561,41 @@ COMMANDS: dict[str, Callable[[_Context], int]] = {
     "resolve": _cmd_resolve,
     "status": _cmd_status,
     "policy": _cmd_policy,
+    "upload": _cmd_upload,
+    "url": _cmd_url,
     "version": _cmd_version,
+    "completion": _cmd_completion,
 }
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(value, sort_keys=False, default_flow_style=False))
+
+
+def _asked_output(argv: Sequence[str]) -> str | None:
+    """The -o value in ``argv``, read without argparse (which may be what failed)."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg in ("-o", "--output") and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith("--output="):
+            found = arg.partition("=")[2]
+        elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
+            found = arg[2:].lstrip("=")
+    return found
+
+
+def _error(err: TextIO, out: TextIO, output: str | None, reason: str, message: str,
+           code: int, line: str | None = None) -> int:
+    """One line on stderr; with -o json|yaml also a document on stdout. Returns ``code``."""
+    print(line or f"{_prog()}: error: {message} ({reason})", file=err)
+    if output in MACHINE_OUTPUTS:
+        doc = {"error": {"reason": reason, "message": message, "exitCode": code}}
+        text = _yaml(doc) if output == "yaml" else json.dumps(doc, indent=2) + "\n"
+        print(text, file=out, end="")
+    return code
 
 
 def _split_run(argv: list[str]) -> tuple[dict[str, str], list[str]] | None:
@@ -457,16 +644,24 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     run = _split_run(argv)
     if run is not None:
         return _run_operator(*run, err=err)
+    asked = _asked_output(argv)
+    usage = io.StringIO()
     try:
-        args = build_parser().parse_args(argv)
+        with contextlib.redirect_stderr(usage):
+            args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        text = usage.getvalue()
+        if code == EXIT_USAGE and asked in MACHINE_OUTPUTS:
+            message = text.strip().rpartition(": error: ")[2].removesuffix(" (see --help)")
+            return _error(err, out, asked, "UsageError", message, code, text.strip())
+        err.write(text)
+        return code
     ctx = _Context(args, out, err)
     try:
         return COMMANDS[args.command](ctx)
     except CallStorageError as exc:
-        print(f"{_prog()}: error: {exc.message} ({exc.reason})", file=err)
-        return exit_code_for(exc)
+        return _error(err, out, ctx.output, str(exc.reason), exc.message, exit_code_for(exc))
     except KeyboardInterrupt:
         print(f"{_prog()}: interrupted", file=err)
         return 130
@@ -478,9 +673,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
     except Exception as exc:
         if os.environ.get("CALLSTORAGE_DEBUG"):
             raise
-        print(f"{_prog()}: internal error: {type(exc).__name__}: {exc} "
-              "(set CALLSTORAGE_DEBUG=1 for a traceback)", file=err)
-        return EXIT_FAILED
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        return _error(err, out, ctx.output, "InternalError", message, EXIT_FAILED,
+                      f"{_prog()}: {message} (set CALLSTORAGE_DEBUG=1 for a traceback)")
     finally:
         ctx.close()
 

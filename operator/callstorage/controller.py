@@ -197,7 +197,7 @@ class Controller:
         generation = meta.get("generation")
         if old is None:
             if status.get("observedGeneration") != generation:
-                self.storages.add(key, VALIDATE)
+                self.storages.add(key, REFS)  # the round decides whether to validate
             else:
                 self.storages.add(key, REFS)
                 self._schedule_after_restart(key, new)
@@ -398,6 +398,8 @@ class Controller:
         wants_validation = es_reconcile.needs_validation(
             status, generation, current_hash, VALIDATE in reasons)
         check_value = pending_check(obj)
+        log.debug("ExternalStorage %s/%s: round for %s; validate: %s", *key,
+                  ",".join(sorted(reasons)), wants_validation)
         failures = int(status.get("consecutiveFailures") or 0)
         validation: Validation | None = None
         check: CheckOutcome | None = None

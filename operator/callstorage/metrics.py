@@ -23,8 +23,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     start_http_server,
 )
+
+# Counters and histograms would each carry a `<name>_created` series (a timestamp nobody
+# graphs) and so double the series count of the operator; Prometheus does not need them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
@@ -62,6 +67,17 @@ QUEUE_DEPTH = Gauge(
     "Validations waiting for a free slot (see CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS).",
     registry=REGISTRY,
 )
+
+# The series names a family of each type shows on /metrics (no _created: see above).
+_SERIES_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                    "summary": ("", "_sum", "_count"), "info": ("_info",)}
+
+
+def exported_series() -> set[str]:
+    """Every series name /metrics can show; dashboards and alert rules may use only these."""
+    return {family.name + suffix for family in REGISTRY.collect()
+            for suffix in _SERIES_SUFFIXES.get(family.type, ("",))}
+
 
 _server: WSGIServer | None = None
 _thread: threading.Thread | None = None

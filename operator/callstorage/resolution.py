@@ -47,6 +47,7 @@ __all__ = [
     "choose_storage",
     "is_platform_reference",
     "resolve",
+    "resolve_with_object",
 ]
 
 
@@ -197,6 +198,21 @@ def resolve(
     silent fallback), ``StorageNotReady`` only with ``require_ready=True``, and
     ``ApiUnreachable``/``ApiError`` for API trouble.
     """
+    return resolve_with_object(namespace, call_type, call_storage, api_client=api_client,
+                               settings=settings, require_ready=require_ready)[0]
+
+
+def resolve_with_object(
+    namespace: str,
+    call_type: str,
+    call_storage: str | None = None,
+    *,
+    api_client: ApiClient | None = None,
+    settings: Settings | None = None,
+    require_ready: bool = False,
+) -> tuple[ResolvedStorage, dict[str, Any]]:
+    """``resolve``, plus the ExternalStorage object it read (its spec and uid), so a
+    caller that goes on to use the storage acts on the very object that was chosen."""
     from callstorage.api import InvalidSpecError, parse_call_type
     from callstorage.api.names import is_dns1123_subdomain
     from callstorage.settings import get_settings
@@ -224,7 +240,7 @@ def resolve(
             resolved.reason or None,
             f"ExternalStorage {choice.namespace}/{choice.name} is not ready: "
             f"{resolved.message or resolved.reason}", storage=resolved)
-    return resolved
+    return resolved, obj
 
 
 def _not_found_message(choice: StorageChoice, call_type: str) -> str:

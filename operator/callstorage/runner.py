@@ -43,8 +43,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Run the callstorage operator. Settings come from CALLSTORAGE_* "
                     "environment variables (see README); flags override a few of them.",
     )
-    parser.add_argument("--namespace", "-n", action="append", default=None,
-                        help="watch only this namespace (repeatable); default: all")
+    # -n means what it means in every other command (and kubectl): a namespace, here the
+    # operator's own; which namespaces it serves is a setting of its own.
+    parser.add_argument("-n", "--namespace", default=None, metavar="NS",
+                        help="the operator's own namespace, home of the platform storage "
+                             "(CALLSTORAGE_NAMESPACE)")
+    parser.add_argument("--watch-namespace", action="append", default=None, metavar="NS",
+                        help="serve only this namespace (repeatable; "
+                             "CALLSTORAGE_WATCH_NAMESPACES); default: all")
     parser.add_argument("--metrics-port", type=int, default=None)
     parser.add_argument("--health-port", type=int, default=None)
     return parser.parse_args(argv)
@@ -55,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     overrides: dict[str, object] = {}
     if args.namespace:
-        overrides["watch_namespaces"] = args.namespace
+        overrides["namespace"] = args.namespace
+    if args.watch_namespace:
+        overrides["watch_namespaces"] = args.watch_namespace
     if args.metrics_port is not None:
         overrides["metrics_port"] = args.metrics_port
     if args.health_port is not None:

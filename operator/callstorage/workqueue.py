@@ -1,12 +1,14 @@
-"""A rate-limited work queue with delayed adds, in the style of client-go's workqueue.
+"""A work queue with delayed adds, in the style of client-go's workqueue.
 
 One queue serves every object of a kind: thousands of storages need one scheduler, not
 thousands of kopf timers (one asyncio task each). Guarantees:
 
-- a key is queued at most once (adding it again merges the reasons and keeps the earlier
-  due time);
+- a key is queued at most once, and each of its reasons keeps its own due time: a
+  reference change due now never pulls a validation due in an hour forward (adding the
+  same reason again keeps the earlier of its two times);
+- ``get`` hands out a key with the reasons that are due, and keeps the others pending;
 - a key is never processed by two workers at once; adding a key that is being processed
-  marks it dirty, and it is queued again when the worker calls ``done``;
+  records the reason, and the key is queued again when the worker calls ``done``;
 - delayed adds wait in a heap, so a far-future re-validation costs one heap entry.
 """
 
@@ -24,48 +26,51 @@ K = TypeVar("K", bound=Hashable)
 
 
 class WorkQueue(Generic[K]):
-    """Keys with a due time and a set of reasons; ``get`` returns the next due key."""
+    """Keys with reasons, each reason with a due time; ``get`` returns the next due key."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._heap: list[tuple[float, int, K]] = []
-        self._due: dict[K, float] = {}
-        self._reasons: dict[K, set[str]] = {}
+        self._queued: dict[K, float] = {}  # key -> due time of its live heap entry
+        self._pending: dict[K, dict[str, float]] = {}  # key -> reason -> due time
         self._processing: set[K] = set()
-        self._dirty: dict[K, float] = {}  # re-added while processing -> due time
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._due) + len(self._dirty)
+        return len(self._pending)
 
     def add(self, key: K, reason: str, delay: float = 0.0) -> None:
-        """Queue ``key`` ``delay`` seconds from now (earlier wins if already queued)."""
+        """Queue ``key`` for ``reason`` ``delay`` seconds from now."""
         due = self._clock() + max(delay, 0.0)
-        self._reasons.setdefault(key, set()).add(reason)
-        if key in self._processing:
-            self._dirty[key] = min(due, self._dirty.get(key, due))
-            return
-        self._push(key, due)
+        reasons = self._pending.setdefault(key, {})
+        if reason not in reasons or due < reasons[reason]:
+            reasons[reason] = due
+        if key not in self._processing:
+            self._push(key, min(reasons.values()))
 
     def _push(self, key: K, due: float) -> None:
-        current = self._due.get(key)
+        current = self._queued.get(key)
         if current is not None and current <= due:
             return
-        self._due[key] = due
+        self._queued[key] = due
         heapq.heappush(self._heap, (due, next(self._seq), key))
         self._wakeup.set()
 
     def due_at(self, key: K) -> float | None:
-        """When ``key`` is next due (monotonic clock), if queued."""
-        return self._due.get(key, self._dirty.get(key))
+        """When ``key`` is next due (monotonic clock), if anything is pending for it."""
+        reasons = self._pending.get(key)
+        return min(reasons.values()) if reasons else None
+
+    def reasons(self, key: K) -> dict[str, float]:
+        """The pending reasons of ``key`` and when each is due."""
+        return dict(self._pending.get(key, {}))
 
     def forget(self, key: K) -> None:
         """Drop a key (its object is gone); a stale heap entry is skipped later."""
-        self._due.pop(key, None)
-        self._dirty.pop(key, None)
-        self._reasons.pop(key, None)
+        self._queued.pop(key, None)
+        self._pending.pop(key, None)
 
     async def get(self) -> tuple[K, set[str]]:
         """Wait for the next due key; the caller must call ``done(key)`` afterwards."""
@@ -75,24 +80,30 @@ class WorkQueue(Generic[K]):
             now = self._clock()
             while self._heap:
                 due, _, key = self._heap[0]
-                if self._due.get(key) != due:  # superseded or forgotten entry
+                if self._queued.get(key) != due:  # superseded or forgotten entry
                     heapq.heappop(self._heap)
                     continue
                 if due > now:
                     break
                 heapq.heappop(self._heap)
-                del self._due[key]
+                del self._queued[key]
+                pending = self._pending.get(key, {})
+                ready = {r for r, d in pending.items() if d <= now}
+                for r in ready:
+                    del pending[r]
+                if not pending:
+                    self._pending.pop(key, None)
                 self._processing.add(key)
-                return key, self._reasons.pop(key, set())
+                return key, ready
             timeout = self._heap[0][0] - now if self._heap else None
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
     def done(self, key: K) -> None:
-        """Mark ``key`` processed; queue it again if it was added meanwhile."""
+        """Mark ``key`` processed; queue it again for whatever is still pending."""
         self._processing.discard(key)
-        due = self._dirty.pop(key, None)
+        due = self.due_at(key)
         if due is not None:
             self._push(key, due)
 

@@ -279,3 +279,72 @@ def test_policy_for_other_providers_is_printed(kube_api: Any, kc: Path, namespac
     assert document["roleAssignment"]["assignee"] == "0000-aaaa"
     assert "calls/" in document["roleAssignment"]["condition"]
     assert "Azure role assignment" in result.stderr
+
+
+# --- output formats and completion against the API server ------------------------------------
+
+def _storage(custom: Any, namespace: str, name: str) -> None:
+    custom.create_namespaced_custom_object("callstorage.io", "v1alpha1", namespace, EXS, {
+        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
+        "metadata": {"name": name},
+        "spec": {"storageType": "abs", "bucket": "recordings", "accessMode": "WriteOnly",
+                 "abs": {"accountName": "myaccount", "credentialsSecretRef": {"name": "az"}}}})
+
+
+def test_yaml_name_and_error_documents(kube_api: Any, kc: Path, namespace: str) -> None:
+    import yaml
+
+    _storage(client.CustomObjectsApi(kube_api), namespace, "az")
+    names = callstorage("status", "-n", namespace, "-o", "name", kubeconfig=kc)
+    assert names.returncode == 0, names.stderr
+    assert names.stdout == "externalstorage.callstorage.io/az\n"
+    # kubectl takes what -o name prints
+    got = subprocess.run(["kubectl", f"--kubeconfig={kc}", "get", "-n", namespace,
+                          names.stdout.strip(), "-o", "name"], capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert got.stdout == names.stdout
+    as_yaml = callstorage("status", "-n", namespace, "-o", "yaml", kubeconfig=kc)
+    as_json = callstorage("status", "-n", namespace, "-o", "json", kubeconfig=kc)
+    assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout)
+    policy_yaml = callstorage("policy", "az", "-n", namespace, "-o", "yaml", kubeconfig=kc)
+    policy_json = callstorage("policy", "az", "-n", namespace, kubeconfig=kc)
+    assert policy_yaml.returncode == policy_json.returncode == 0, policy_yaml.stderr
+    assert yaml.safe_load(policy_yaml.stdout) == json.loads(policy_json.stdout)
+    assert callstorage("policy", "az", "-n", namespace, "-o", "name",
+                       kubeconfig=kc).stdout == "externalstorage.callstorage.io/az\n"
+
+    missing = callstorage("check", "nope", "-n", namespace, "-o", "json", "--timeout", "5",
+                          kubeconfig=kc)
+    assert missing.returncode == 3
+    error = json.loads(missing.stdout)["error"]
+    assert error["exitCode"] == 3
+    assert "nope" in error["message"]
+    assert_one_error_line(missing)
+
+
+def test_completion_offers_names_from_the_cluster(kube_api: Any, kc: Path,
+                                                  namespace: str, tmp_path: Path) -> None:
+    custom = client.CustomObjectsApi(kube_api)
+    for name in ("az-one", "az-two"):
+        _storage(custom, namespace, name)
+    script = tmp_path / "callstorage.bash"
+    script.write_text(callstorage("completion", "bash", kubeconfig=None).stdout)
+
+    def complete(line: str) -> list[str]:
+        program = """
+            source "$1"
+            read -ra COMP_WORDS <<< "$2"
+            [[ "$2" == *" " ]] && COMP_WORDS+=("")
+            COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+            _callstorage
+            printf '%s\\n' "${COMPREPLY[@]}"
+        """
+        env = {**os.environ, "KUBECONFIG": str(kc)}
+        result = subprocess.run(["bash", "-c", program, "_", str(script), line], env=env,
+                                capture_output=True, text=True, timeout=60, check=True)
+        return [w for w in result.stdout.splitlines() if w]
+
+    assert complete(f"callstorage check -n {namespace} az") == ["az-one", "az-two"]
+    assert complete(f"callstorage policy --namespace={namespace} az-t") == ["az-two"]
+    assert namespace in complete("callstorage status -n ")
+    assert complete(f"callstorage --kubeconfig {kc} check -n {namespace} az-o") == ["az-one"]

@@ -5,7 +5,6 @@ Also checks the columns ``kubectl get`` prints, with and without a status.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -14,6 +13,9 @@ from typing import Any
 
 import pytest
 import yaml
+
+from testbed import kubeutil
+from testbed.s3 import S3Keys, S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -108,30 +110,24 @@ spec: {externalStorage: recordings}
 """
 
 
-def test_printer_columns(kubectl: Any, namespace: str) -> None:
-    kubectl("apply", "-n", namespace, "-f", "-", input=EXS)
+@pytest.mark.usefixtures("operator")
+def test_printer_columns(kubectl: Any, namespace: str, kube_api: Any, s3_server: S3Server,
+                         bucket: str, rw_keys: S3Keys) -> None:
+    """The columns show the status the operator itself writes for a storage it
+    validated against the emulator (no hand-written status to race it)."""
+    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    kubeutil.create_object(kube_api, "externalstorages", namespace, kubeutil.external_storage(
+        "recordings", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds",
+                                               "WriteOnly")))
     kubectl("apply", "-n", namespace, "-f", "-", input=CT)
     assert header(kubectl, "exs", namespace) == [
         "NAME", "TYPE", "BUCKET", "MODE", "READY", "REASON", "LAST VALIDATED", "AGE"]
     assert header(kubectl, "ct", namespace) == [
         "NAME", "STORAGE", "SOURCE", "READY", "REASON", "AGE"]
-
-    # With a status as the operator writes it, the columns show its values.
-    kubectl("patch", "exs", "recordings", "-n", namespace, "--subresource=status",
-            "--type=merge", "-p", json.dumps({"status": {
-                "lastValidatedAt": "2025-03-01T12:00:00Z",
-                "conditions": [{"type": "Ready", "status": "True", "reason": "Validated",
-                                "message": "ok", "lastTransitionTime": "2025-03-01T12:00:00Z"}],
-            }}))
-    kubectl("patch", "ct", "default", "-n", namespace, "--subresource=status",
-            "--type=merge", "-p", json.dumps({"status": {
-                "resolvedStorage": {"name": "recordings", "source": "CallType"},
-                "conditions": [{"type": "Ready", "status": "True", "reason": "StorageReady",
-                                "message": "ok", "lastTransitionTime": "2025-03-01T12:00:00Z"}],
-            }}))
+    kubeutil.wait_ready(kube_api, "externalstorages", namespace, "recordings", "True")
+    kubeutil.wait_ready(kube_api, "calltypes", namespace, "default", "True")
     [exs_row] = rows(kubectl, "exs", namespace)
-    assert exs_row[:6] == ["recordings", "s3", "call-recordings", "WriteOnly", "True",
-                           "Validated"]
+    assert exs_row[:6] == ["recordings", "s3", bucket, "WriteOnly", "True", "Validated"]
     assert re.fullmatch(r"\d+[smhdy].*", exs_row[6]), exs_row  # a relative date
     [ct_row] = rows(kubectl, "ct", namespace)
     assert ct_row[:5] == ["default", "recordings", "CallType", "True", "StorageReady"]

@@ -16,7 +16,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,8 +55,9 @@ def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 def run(argv: list[str], *, env: dict[str, str] | None = None, check: bool = True,
-        input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+        input: str | None = None, timeout: float = 120,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                             input=input, env={**os.environ, **(env or {})}, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n"
@@ -460,7 +463,8 @@ def write_schemas(openapi: Obj, crd_docs: list[Obj], out: Path) -> int:
 def schema_dir(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Schemas from the real API server's /openapi/v2 plus our CRDs."""
     openapi = json.loads(control_plane.get("/openapi/v2", timeout=60))
-    crd_docs = [d for p in sorted((ROOT / "crds").glob("*.yaml"))
+    crd_docs = [d for p in [*sorted((ROOT / "crds").glob("*.yaml")),
+                            *binaries.monitoring_crds()]
                 for d in docs(p.read_text()) if d["kind"] == "CustomResourceDefinition"]
     out = tmp_path_factory.mktemp("schemas")
     assert write_schemas(openapi, crd_docs, out) > 100
@@ -485,8 +489,7 @@ def assert_valid(schema_dir: Path, manifests: list[Obj], tmp_path: Path, *extra:
     assert code == 0, json.dumps(report)
     summary = report["summary"]
     assert summary["invalid"] == summary["errors"] == 0
-    skipped = sum(1 for m in manifests if m["kind"] == "ServiceMonitor")
-    assert summary["valid"] == len(manifests) - skipped
+    assert summary["valid"] == len(manifests)  # nothing skipped for want of a schema
 
 
 @pytest.mark.parametrize("values", [{}, FULL_VALUES], ids=["defaults", "everything-on"])
@@ -495,8 +498,8 @@ def test_helm_template_validates_against_the_api_servers_schemas(
     manifests = render(helm_home, tmp_path, values, include_crds=True)
     assert {m["metadata"]["name"] for m in by_kind(manifests, "CustomResourceDefinition")} \
         == CRD_NAMES
-    # prometheus-operator's CRD is not part of the test bed: its shape is checked above
-    assert_valid(schema_dir, manifests, tmp_path, "-skip", "ServiceMonitor")
+    # the ServiceMonitor against prometheus-operator's own CRD (binaries.monitoring_crds)
+    assert_valid(schema_dir, manifests, tmp_path)
 
 
 @pytest.mark.parametrize("path", [MANIFESTS, OVERLAY, MANIFESTS / "samples"],
@@ -579,7 +582,7 @@ def test_helm_install_creates_exactly_the_expected_objects_and_uninstall_leaves_
     # NOTES.txt says what to do next, with this release's names
     assert "kubectl -n cs rollout status deployment/wide-callstorage" in notes
     assert "It serves ExternalStorages and CallTypes in every namespace." in notes
-    assert "kubectl apply --server-side -f crds/" in notes
+    assert "kubectl apply --server-side --force-conflicts -f crds/" in notes
     assert "service wide-callstorage-metrics" in notes
     narrow_values = write_values(tmp_path, INSTALL_VALUES)
     notes = helm(helm_home, "install", "narrow", str(CHART), "-n", "cs", "-f",
@@ -664,3 +667,229 @@ def test_single_namespace_overlay_installs_nothing_cluster_scoped_but_crds(
         ("callstorage-system", "Deployment", "callstorage-operator"),
         ("callstorage-system", "Service", "callstorage-operator-metrics"),
     }
+
+
+# --- the values platform engineers expect (issue 17) -------------------------------------
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+SPREAD = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+          "whenUnsatisfiable": "ScheduleAnyway",
+          "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "callstorage"}}}
+NEW_VALUES: dict[str, Obj] = {
+    "image-digest": {"image": {"repository": "registry.example.test/callstorage",
+                               "digest": DIGEST}},
+    "extra-volumes": {"extraVolumes": [{"name": "corp-ca",
+                                        "configMap": {"name": "corp-ca", "optional": True}}],
+                      "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca",
+                                             "readOnly": True}]},
+    "env-from": {"envFrom": [{"configMapRef": {"name": "proxy", "optional": True}},
+                             {"secretRef": {"name": "proxy-auth", "optional": True}}]},
+    "topology-spread": {"topologySpreadConstraints": [SPREAD]},
+    "deployment-annotations": {"deploymentAnnotations": {"reloader.example.test/auto": "true"}},
+    "prometheus-rule": {"metrics": {"prometheusRule": {
+        "enabled": True, "labels": {"release": "prom"}, "storageNotReadyFor": "30m"}}},
+    "grafana-dashboard": {"metrics": {"grafanaDashboard": {
+        "enabled": True, "annotations": {"grafana_folder": "callstorage"}}}},
+}
+
+
+def _pod(objs: list[Obj]) -> Obj:
+    pod: Obj = one(objs, "Deployment")["spec"]["template"]["spec"]
+    return pod
+
+
+def _check_new_value(value_id: str, objs: list[Obj], release: str) -> None:
+    """What each new value must change in what is rendered, or read back from the cluster."""
+    deployment = one(objs, "Deployment")
+    pod = _pod(objs)
+    (container,) = pod["containers"]
+    if value_id == "image-digest":
+        assert container["image"] == f"registry.example.test/callstorage@{DIGEST}"
+    elif value_id == "extra-volumes":
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert set(volumes) == {"tmp", "corp-ca"}
+        # the API server adds defaultMode
+        assert volumes["corp-ca"]["configMap"].items() >= {"name": "corp-ca",
+                                                           "optional": True}.items()
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+        assert {"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True} \
+            in container["volumeMounts"]
+    elif value_id == "env-from":
+        assert container["envFrom"] == NEW_VALUES["env-from"]["envFrom"]
+    elif value_id == "topology-spread":
+        assert pod["topologySpreadConstraints"] == [SPREAD]
+    elif value_id == "deployment-annotations":
+        assert deployment["metadata"]["annotations"]["reloader.example.test/auto"] == "true"
+        assert "reloader.example.test/auto" not in \
+            (deployment["spec"]["template"]["metadata"].get("annotations") or {})
+    elif value_id == "prometheus-rule":
+        rule = one(objs, "PrometheusRule")
+        assert rule["metadata"]["labels"]["release"] == "prom"
+        alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+        assert set(alerts) == {"CallStorageNotReady", "CallStorageValidationsFailing",
+                               "CallStorageReconcileErrors", "CallStorageOperatorDown"}
+        assert alerts["CallStorageNotReady"]["for"] == "30m"
+        assert f'job="{release}-callstorage-metrics"' in alerts["CallStorageOperatorDown"][
+            "expr"]
+    elif value_id == "grafana-dashboard":
+        cm = one(objs, "ConfigMap")
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert cm["metadata"]["annotations"]["grafana_folder"] == "callstorage"
+        assert json.loads(cm["data"]["callstorage.json"]) == json.loads(
+            (CHART / "dashboards" / "callstorage.json").read_text())
+    else:
+        raise AssertionError(f"no check for {value_id}")
+
+
+def test_new_values_are_off_by_default(helm_home: dict[str, str], tmp_path: Path) -> None:
+    objs = render(helm_home, tmp_path)
+    assert not by_kind(objs, "PrometheusRule")
+    assert not by_kind(objs, "ConfigMap")
+    deployment = one(objs, "Deployment")
+    assert "annotations" not in deployment["metadata"]
+    pod = _pod(objs)
+    assert "topologySpreadConstraints" not in pod
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert "envFrom" not in pod["containers"][0]
+    assert pod["containers"][0]["image"] == "callstorage/callstorage:0.1.0"
+
+
+@pytest.mark.parametrize("value_id", list(NEW_VALUES))
+def test_new_values_render_lint_and_validate(helm_home: dict[str, str], schema_dir: Path,
+                                             tmp_path: Path, value_id: str) -> None:
+    values = NEW_VALUES[value_id]
+    result = helm(helm_home, "lint", "--strict", str(CHART), f"--kube-version={KUBE_VERSION}",
+                  "-f", str(write_values(tmp_path, values)))
+    assert "[WARNING]" not in result.stdout, result.stdout
+    assert "[ERROR]" not in result.stdout, result.stdout
+    objs = render(helm_home, tmp_path, values, release="rel")
+    _check_new_value(value_id, objs, "rel")
+    assert_valid(schema_dir, objs, tmp_path)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"image": {"digest": "latest"}}, "/image/digest"),
+    ({"metrics": {"prometheusRule": {"enabled": True, "storageNotReadyFor": "soon"}}},
+     "storageNotReadyFor"),
+    ({"extraVolumeMounts": [{"name": "x"}]}, "mountPath"),
+    ({"metrics": {"grafanaDashboard": {"namespace": "Not_A_Namespace"}}}, "namespace"),
+], ids=["digest", "duration", "mount-path", "dashboard-namespace"])
+def test_new_values_reject_mistakes(helm_home: dict[str, str], tmp_path: Path, values: Obj,
+                                    message: str) -> None:
+    result = helm(helm_home, "template", "x", str(CHART), "-f",
+                  str(write_values(tmp_path, values)), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_helm_install_with_each_new_value(fresh_cluster: ControlPlane,
+                                          helm_home: dict[str, str], tmp_path: Path) -> None:
+    """Each set installs on a real API server (prometheus-operator's CRDs for the rule),
+    and what the API server stored has the value applied."""
+    kc = fresh_cluster.kubeconfig
+    for crd in binaries.monitoring_crds():
+        kubectl(kc, "apply", "--server-side", "-f", str(crd))
+    kubectl(kc, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/prometheusrules.monitoring.coreos.com")
+    for i, (value_id, values) in enumerate(NEW_VALUES.items()):
+        ns, release = f"nv-{i}", f"nv{i}"
+        kubectl(kc, "create", "namespace", ns)
+        helm(helm_home, "install", release, str(CHART), "-n", ns,
+             "-f", str(write_values(tmp_path, values)), kubeconfig=kc)
+        stored = [json.loads(kubectl(kc, "get", "-n", ns, kind, "-o", "json").stdout)["items"]
+                  for kind in ("deployments", "prometheusrules", "configmaps")]
+        objs = [{**o, "kind": kind} for kind, items in
+                zip(("Deployment", "PrometheusRule", "ConfigMap"), stored, strict=True)
+                for o in items if o["metadata"]["name"] != "kube-root-ca.crt"]
+        _check_new_value(value_id, objs, release)
+
+
+# --- CRDs: kept, and upgraded the way NOTES.txt says --------------------------------------
+
+def _crds_of(objs: list[Obj]) -> list[Obj]:
+    return by_kind(objs, "CustomResourceDefinition")
+
+
+def assert_kept(crd: Obj) -> None:
+    annotations = crd["metadata"].get("annotations") or {}
+    name = crd["metadata"]["name"]
+    assert annotations.get("helm.sh/resource-policy") == "keep", name
+    options = set(annotations.get("argocd.argoproj.io/sync-options", "").split(","))
+    assert {"Prune=false", "Delete=false"} <= options, name
+
+
+def test_crds_are_kept_when_a_release_or_an_application_goes(
+        helm_home: dict[str, str], tmp_path: Path) -> None:
+    """What Argo CD applies (helm template with crds/, or the kustomize base) tells Argo CD
+    never to prune or delete the CRDs, and Helm to keep them."""
+    rendered = _crds_of(render(helm_home, tmp_path, include_crds=True))
+    kustomized = _crds_of(kustomize(MANIFESTS)) + _crds_of(kustomize(ROOT / "crds"))
+    assert len(rendered) == 2
+    assert len(kustomized) == 4
+    for crd in rendered + kustomized:
+        assert_kept(crd)
+
+
+def _notes_command(notes: str) -> list[str]:
+    """The CRD upgrade command NOTES.txt prints, as argv (its trailing comment dropped)."""
+    (line,) = [line for line in notes.splitlines() if "kubectl apply" in line]
+    return line.split("#", 1)[0].split()
+
+
+def _docs_command() -> list[str]:
+    """docs/install.md's CRD upgrade command, run from a checkout."""
+    text = (ROOT / "docs" / "install.md").read_text()
+    (line,) = [m for m in re.findall(r"^kubectl apply --server-side.*$", text, re.M)]
+    return line.split("#", 1)[0].split()
+
+
+def _change_crd(crds: Path, column: str) -> None:
+    """The ExternalStorage CRD of a new version: it gains a printer column."""
+    crd_path = crds / "externalstorages.yaml"
+    crd = yaml.safe_load(crd_path.read_text())
+    crd["spec"]["versions"][0]["additionalPrinterColumns"].insert(
+        3, {"name": column, "type": "boolean", "jsonPath": ".spec.suspend",
+            "description": "Whether validation is suspended."})
+    crd_path.write_text(yaml.safe_dump(crd, sort_keys=False))
+
+
+def _columns(kc: Path) -> list[str]:
+    crd = json.loads(kubectl(kc, "get", "crd", "externalstorages.callstorage.io",
+                             "-o", "json").stdout)
+    assert_kept(crd)  # what the API server stored
+    return [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
+
+
+def test_crd_upgrade_as_notes_and_docs_say_works_after_a_crd_change(
+        fresh_cluster: ControlPlane, helm_home: dict[str, str], tmp_path: Path) -> None:
+    """helm install, then a chart version with a changed CRD: NOTES.txt's command (in the
+    unpacked chart) and then docs/install.md's apply it over the fields Helm's install
+    owns, and helm upgrade follows."""
+    kc = fresh_cluster.kubeconfig
+    kubectl(kc, "create", "namespace", "cs")
+    notes = helm(helm_home, "install", "cs", str(CHART), "-n", "cs", kubeconfig=kc).stdout
+    assert "Suspended" not in _columns(kc)
+
+    unpacked = tmp_path / "v2" / "callstorage"  # as helm pull --untar leaves it
+    shutil.copytree(CHART, unpacked)
+    meta = unpacked / "Chart.yaml"
+    meta.write_text(re.sub(r"(?m)^version: .*$", "version: 0.2.0", meta.read_text()))
+    _change_crd(unpacked / "crds", "Suspended")
+    argv = _notes_command(notes)
+    assert argv[:3] == ["kubectl", "apply", "--server-side"]
+    result = run([*argv, f"--kubeconfig={kc}"], check=False, cwd=unpacked)
+    assert result.returncode == 0, f"{' '.join(argv)}:\n{result.stderr}"
+    assert "Suspended" in _columns(kc)
+    helm(helm_home, "upgrade", "cs", str(unpacked), "-n", "cs", "--reuse-values",
+         kubeconfig=kc)
+
+    # the next version, upgraded from a checkout as docs/install.md says
+    checkout = tmp_path / "v3"
+    shutil.copytree(ROOT / "crds", checkout / "crds")
+    _change_crd(checkout / "crds", "Paused")
+    argv = _docs_command()
+    result = run([*argv, f"--kubeconfig={kc}"], check=False, cwd=checkout)
+    assert result.returncode == 0, f"{' '.join(argv)}:\n{result.stderr}"
+    columns = _columns(kc)
+    assert "Paused" in columns
+    assert "Suspended" not in columns  # the list is the new version's, whole

@@ -142,9 +142,11 @@ def test_generation_bumps_without_validation_keep_one_answer(
     kubeutil.create_object(kube_api, CT, namespace, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
         "metadata": {"name": "ct"}, "spec": {"externalStorage": "st"}})
-    first = kubeutil.wait_ready(kube_api, EXS, namespace, "st", "True", timeout=20)
-    validated_at = first["status"]["lastValidatedAt"]
+    kubeutil.wait_ready(kube_api, EXS, namespace, "st", "True", timeout=20)
     kubeutil.wait_ready(kube_api, CT, namespace, "ct", "True", timeout=20)
+    settled = kubeutil.get_object(kube_api, EXS, namespace, "st")
+    assert settled is not None
+    validated_at = settled["status"]["lastValidatedAt"]
 
     def agreed(obj: dict[str, Any] | None) -> bool:
         return obj is not None and \

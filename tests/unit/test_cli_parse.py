@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 import types
 from pathlib import Path
@@ -63,7 +64,8 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     ["check"],
     ["check", "a", "--timeout", "-1"],
     ["check", "a", "--timeout", "soon"],
-    ["check", "a", "-o", "yaml"],
+    ["check", "a", "-o", "xml"],
+    ["version", "-o", "name"],
     ["resolve"],
     ["resolve", "--call-storage", "x"],
     ["status", "-n", "a", "-A"],
@@ -219,3 +221,83 @@ def test_format_table_aligns_columns() -> None:
 def test_kubectl_plugin_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "argv", ["/usr/local/bin/kubectl-callstorage"])
     assert cli.build_parser().prog == "kubectl callstorage"
+
+
+# --- output formats, machine-readable errors, -n ------------------------------------------
+
+def _output_choices(command: str) -> tuple[str, ...]:
+    sub = cli.build_parser("callstorage")._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    (action,) = [a for a in sub._actions if "--output" in a.option_strings]
+    return tuple(action.choices)
+
+
+@pytest.mark.parametrize("command", ["check", "resolve", "status", "policy"])
+def test_yaml_and_name_wherever_json_exists(command: str) -> None:
+    assert {"json", "yaml", "name"} <= set(_output_choices(command))
+
+
+def test_every_command_with_json_has_yaml() -> None:
+    """A new command cannot forget it (name only where there is an object to name)."""
+    commands = cli.build_parser("callstorage")._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    with_output = [c for c, sub in commands.items()
+                   if any("--output" in a.option_strings for a in sub._actions)]
+    assert len(with_output) >= 5
+    for command in with_output:
+        if "json" in _output_choices(command):
+            assert "yaml" in _output_choices(command), command
+
+
+def test_version_has_json_and_yaml_but_no_name() -> None:
+    assert _output_choices("version") == ("text", "json", "yaml")
+    code, out, _ = run("version", "-o", "yaml")
+    assert (code, out) == (0, "version: 0.1.0\n")
+
+
+@pytest.mark.usefixtures("no_cluster")
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_errors_are_documents_on_stdout_when_json_or_yaml_is_asked(fmt: str) -> None:
+    import yaml
+
+    code, out, err = run("status", "-o", fmt)
+    assert code == 5
+    document = yaml.safe_load(out)  # JSON is YAML
+    assert document["error"]["exitCode"] == 5
+    assert document["error"]["reason"]
+    assert document["error"]["message"].startswith("no kubeconfig found")
+    assert err.count("\n") == 1  # and still one line for people
+    if fmt == "json":
+        assert json.loads(out) == document
+
+
+def test_usage_errors_are_documents_when_json_is_asked() -> None:
+    code, out, err = run("check", "-o", "json")  # no name
+    assert code == 2
+    assert json.loads(out)["error"] == {
+        "reason": "UsageError", "exitCode": 2,
+        "message": "the following arguments are required: name"}
+    assert err.count("\n") == 1
+    code, out, err = run("check", "--output=json", "--timeout", "soon", "x")
+    assert code == 2
+    assert "--timeout" in json.loads(out)["error"]["message"]
+
+
+@pytest.mark.usefixtures("no_cluster")
+def test_text_errors_leave_stdout_empty() -> None:
+    code, out, err = run("status", "-o", "name")
+    assert (code, out) == (5, "")
+    assert err.startswith("callstorage: error: no kubeconfig found")
+
+
+@pytest.mark.parametrize("command", [["check", "x"], ["resolve", "--call-type", "t"],
+                                     ["status"], ["policy", "x"]])
+def test_n_is_the_namespace_in_every_command(command: list[str]) -> None:
+    args = cli.build_parser("callstorage").parse_args([*command, "-n", "app-1"])
+    assert args.namespace == "app-1"
+
+
+def test_run_n_is_the_operators_namespace_and_watching_has_its_own_flag() -> None:
+    from callstorage.runner import parse_args
+
+    args = parse_args(["-n", "cs", "--watch-namespace", "app-a", "--watch-namespace", "app-b"])
+    assert (args.namespace, args.watch_namespace) == ("cs", ["app-a", "app-b"])
+    assert parse_args([]).watch_namespace is None

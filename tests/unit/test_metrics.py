@@ -131,3 +131,13 @@ def test_start_does_not_block() -> None:
         metrics.stop_metrics_server()
     with pytest.raises(urllib.error.URLError, match="refused"):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_no_created_series_double_the_count(metrics_url: str) -> None:
+    """Counters and histograms export no ``_created`` timestamps: one series per value."""
+    metrics.record_validation("s3", "failure", "CreatedSeriesCheck", 0.2)
+    metrics.record_reconcile_error("CreatedSeriesCheck")
+    names = {name for name, _ in _scrape(metrics_url)}
+    assert "callstorage_validations_total" in names
+    assert "callstorage_validation_duration_seconds_bucket" in names
+    assert not [n for n in names if n.endswith("_created")]

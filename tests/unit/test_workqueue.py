@@ -38,10 +38,13 @@ async def test_delayed_item_waits_and_earlier_add_wins() -> None:
     q: WorkQueue[str] = WorkQueue(clock)
     q.add("a", "validate", delay=60)
     assert await _get_now(q) is None
-    q.add("a", "secret", delay=0)  # an event now beats the scheduled run
+    q.add("a", "secret", delay=0)  # an event now is handled now...
     item = await _get_now(q)
-    assert item == ("a", {"validate", "secret"})
+    assert item == ("a", {"secret"})
     q.done("a")
+    # ...and does not pull the scheduled run forward: it keeps its own time
+    assert q.reasons("a") == {"validate": 1060.0}
+    assert await _get_now(q) is None
     q.add("b", "validate", delay=30)
     clock.now += 31
     q.add("c", "x", delay=1000)  # wakes the getter so it re-reads the clock
@@ -73,3 +76,22 @@ async def test_close_ends_waiting_getters() -> None:
     q.close()
     with pytest.raises(asyncio.CancelledError):
         await waiter
+
+
+async def test_a_reason_keeps_its_own_due_time_and_the_earlier_of_two() -> None:
+    clock = FakeClock()
+    q: WorkQueue[str] = WorkQueue(clock)
+    q.add("a", "validate", delay=3600)
+    q.add("a", "refs")
+    assert await _get_now(q) == ("a", {"refs"})
+    q.add("a", "refs")  # while processing: recorded, handed out after done
+    q.done("a")
+    assert await _get_now(q) == ("a", {"refs"})
+    q.done("a")
+    q.add("a", "validate", delay=5)  # a retry sooner than the periodic run wins
+    assert q.due_at("a") == 1005.0
+    clock.now += 6
+    q.add("z", "wake", delay=1000)
+    assert await _get_now(q) == ("a", {"validate"})
+    q.done("a")
+    assert q.due_at("a") is None

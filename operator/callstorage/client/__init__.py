@@ -36,6 +36,7 @@ from callstorage.client.facade import (
     Client,
     merge_patched,
 )
+from callstorage.client.facade import same_instant as _same_instant
 from callstorage.client.kubeconfig import api_client_from_config, default_namespace
 from callstorage.client.lookups import (
     check_storage_name,
@@ -73,6 +74,7 @@ __all__ = [
     "StorageNotFound",
     "StorageNotReady",
     "_from_mapping",
+    "_same_instant",
     "api_client_from_config",
     "check_storage_name",
     "default_namespace",

@@ -84,7 +84,7 @@ _WATCH_WINDOW: Final = 5  # seconds; between two windows the caller hears about 
 T = TypeVar("T")
 
 
-def _same_instant(a: Any, b: str) -> bool:
+def same_instant(a: Any, b: str) -> bool:
     """Whether the operator's ``requestedAt`` is our annotation value, even if it
     re-serialised the timestamp (``Z`` vs ``+00:00``)."""
     if a == b:
@@ -577,7 +577,7 @@ def _new_token(previous: str | None) -> str:
 
 def _check_answer(obj: Mapping[str, Any], token: str) -> bool:
     last = (obj.get("status") or {}).get("lastCheck") or {}
-    return isinstance(last, Mapping) and _same_instant(last.get("requestedAt"), token)
+    return isinstance(last, Mapping) and same_instant(last.get("requestedAt"), token)
 
 
 def merge_patched(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

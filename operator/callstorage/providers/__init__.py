@@ -15,11 +15,13 @@ import importlib
 import secrets
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from callstorage.api.prefixes import effective_prefixes, normalize_prefix
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
     Capabilities,
+    MediaClient,
     ProviderError,
     ProviderInputs,
     Reason,
@@ -30,8 +32,10 @@ from callstorage.storagetypes import PROVIDERS
 
 __all__ = [
     "BUILDERS",
+    "MEDIA_BUILDERS",
     "Builder",
     "build_client",
+    "build_media_client",
     "load_client_modules",
     "probe_key",
     "run_check",
@@ -42,26 +46,52 @@ Builder = Callable[[ExternalStorageSpec, ProviderInputs, Settings], StorageClien
 
 
 
-def _builder(client_module: str) -> Builder:
+def _client_module(storage_type: str) -> Any:
+    """The storage type's client module, imported on first use: each SDK costs tens of MB
+    of memory, and a process that writes media to one provider (see bench/media.py)
+    should pay for that one."""
+    return importlib.import_module(PROVIDERS[storage_type].client_module)
+
+
+def _builder(storage_type: str) -> Builder:
     def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
               ) -> StorageClient:
-        client: StorageClient = importlib.import_module(client_module).build(
-            spec, inputs, settings)
+        client: StorageClient = _client_module(storage_type).build(spec, inputs, settings)
         return client
+    build.__name__ = f"build_{storage_type}"
     return build
 
 
 #: storageType -> the function building its client (from the descriptor's client module)
-BUILDERS: dict[str, Builder] = {
-    name: _builder(provider.client_module) for name, provider in PROVIDERS.items()}
+BUILDERS: dict[str, Builder] = {t: _builder(t) for t in PROVIDERS}
+
+MediaBuilder = Callable[[ExternalStorageSpec, ProviderInputs, Settings, int], MediaClient]
+
+
+def _media_builder(storage_type: str) -> MediaBuilder:
+    def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+              connections: int) -> MediaClient:
+        module = _client_module(storage_type)
+        client: MediaClient
+        if hasattr(module, "build_media"):
+            client = module.build_media(spec, inputs, settings, connections)
+        else:
+            client = module.build(spec, inputs, settings)
+        return client
+    build.__name__ = f"build_media_{storage_type}"
+    return build
+
+
+#: The same builders (Secret parsing, endpoint policy, CA, timeouts) for the media path.
+MEDIA_BUILDERS: dict[str, MediaBuilder] = {t: _media_builder(t) for t in PROVIDERS}
+
 
 def load_client_modules() -> None:
     """Import every storage type's client module (and so its SDK) now: the operator, which
     builds clients of every type, pays for the imports at start-up rather than inside the
     first validation's time limit."""
-    for provider in PROVIDERS.values():
-        importlib.import_module(provider.client_module)
-
+    for storage_type in PROVIDERS:
+        _client_module(storage_type)
 
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"
 
@@ -74,6 +104,16 @@ def build_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Se
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
     return builder(spec, inputs, settings)
+
+
+def build_media_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+                       connections: int = 8) -> MediaClient:
+    """A client for uploads and read URLs, built exactly as for validation (same Secret
+    keys, endpoint checks and timeouts); ``connections`` bounds parallel requests."""
+    builder = MEDIA_BUILDERS.get(spec.storage_type)
+    if builder is None:
+        raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
+    return builder(spec, inputs, settings, connections)
 
 
 def _prefixes(spec: ExternalStorageSpec) -> list[str]:

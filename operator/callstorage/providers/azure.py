@@ -13,20 +13,32 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
+import threading
 import urllib.parse
 from typing import Any
 
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.identity import ClientSecretCredential
-from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
+from azure.storage.blob import (
+    BlobBlock,
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContentSettings,
+    LinearRetry,
+    generate_blob_sas,
+)
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    PartData,
+    PartRules,
     ProviderError,
     ProviderInputs,
     Reason,
     lookup_error,
+    part_bytes,
 )
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
@@ -55,13 +67,31 @@ def reason_for_error(status: int, code: str, message: str) -> Reason:
     return lookup_error(ERROR_TABLE, status, code)
 
 
+MiB = 1024 * 1024
+# Block blobs: up to 50,000 staged blocks of up to 4000 MiB, invisible until committed.
+AZURE_PART_RULES = PartRules(parallel=True, min_part_size=1, max_part_size=4000 * MiB,
+                             max_parts=50_000)
+# A SAS is valid from a little before now: the storage service's clock may be behind ours.
+_SAS_CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+def block_id(number: int) -> str:
+    """The id of block ``number``; Azure wants ids of one length within a blob."""
+    return base64.b64encode(f"callstorage-{number:08d}".encode()).decode()
+
+
 class AzureStorageClient:
     """One container through one BlobServiceClient."""
 
+    part_rules = AZURE_PART_RULES
+
     def __init__(self, service: BlobServiceClient, container: str, account_url: str,
                  credential: ClientSecretCredential | None, ca: CABundle,
-                 sensitive: list[str], settings: Settings) -> None:
+                 sensitive: list[str], settings: Settings,
+                 account_name: str = "", account_key: str | None = None) -> None:
         self._service = service
+        self.account_name = account_name
+        self._account_key = account_key
         self._container = service.get_container_client(container)
         self.container = container
         self.account_url = account_url.rstrip("/")
@@ -94,6 +124,45 @@ class AzureStorageClient:
 
     def object_url(self, key: str) -> str:
         return f"{self.account_url}/{self.container}/{urllib.parse.quote(key)}"
+
+    # -- media (callstorage.media) --
+
+    def put_whole(self, key: str, data: bytes | bytearray, content_type: str,
+                  crc32c: int) -> None:
+        what = f"PutBlob on {self.container}/{key}"
+        self._ensure_token(what)
+        try:  # a retried upload replaces what an earlier attempt of ours wrote
+            self._container.upload_blob(
+                key, bytes(data), length=len(data), overwrite=True,
+                content_settings=ContentSettings(content_type=content_type))
+        except Exception as exc:
+            raise self._error(what, exc) from None
+
+    def start_upload(self, key: str, content_type: str) -> AzureUpload:
+        self._ensure_token(f"PutBlock on {self.container}/{key}")
+        return AzureUpload(self, key, content_type)
+
+    def presigned_get_url(self, key: str, expires_s: int) -> str:
+        what = f"SAS for {self.container}/{key}"
+        now = dt.datetime.now(dt.UTC)
+        start, expiry = now - _SAS_CLOCK_SKEW, now + dt.timedelta(seconds=expires_s)
+        sas: str
+        try:
+            if self._account_key is not None:
+                sas = generate_blob_sas(
+                    self.account_name, self.container, key, account_key=self._account_key,
+                    permission=BlobSasPermissions(read=True), start=start, expiry=expiry)
+            else:  # a service principal signs with a user delegation key
+                self._ensure_token(what)
+                delegation = self._service.get_user_delegation_key(start, expiry)
+                sas = generate_blob_sas(
+                    self.account_name, self.container, key, user_delegation_key=delegation,
+                    permission=BlobSasPermissions(read=True), start=start, expiry=expiry)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise self._error(what, exc) from None
+        return f"{self.object_url(key)}?{sas}"
 
     def close(self) -> None:
         try:
@@ -137,6 +206,42 @@ class AzureStorageClient:
         return redact(text, self._sensitive)
 
 
+class AzureUpload:
+    """One block blob being staged: blocks in any order, visible once the list commits."""
+
+    def __init__(self, owner: AzureStorageClient, key: str, content_type: str) -> None:
+        self._owner = owner
+        self._key = key
+        self._content_type = content_type
+        self._blob = owner._container.get_blob_client(key)
+        self._blocks: set[int] = set()
+        self._lock = threading.Lock()
+
+    def upload_part(self, number: int, data: PartData, offset: int,
+                    crc32c: int, final_size: int | None) -> None:
+        o = self._owner
+        body = part_bytes(data)
+        try:
+            self._blob.stage_block(block_id(number), body, length=len(body))
+        except Exception as exc:
+            raise o._error(f"PutBlock {number} on {o.container}/{self._key}", exc) from None
+        with self._lock:
+            self._blocks.add(number)
+
+    def complete(self, total_size: int) -> None:
+        o = self._owner
+        with self._lock:
+            blocks = [BlobBlock(block_id(n)) for n in sorted(self._blocks)]
+        try:
+            self._blob.commit_block_list(
+                blocks, content_settings=ContentSettings(content_type=self._content_type))
+        except Exception as exc:
+            raise o._error(f"PutBlockList on {o.container}/{self._key}", exc) from None
+
+    def abort(self) -> None:
+        """Nothing to do: uncommitted blocks are invisible and expire after a week."""
+
+
 def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
           ) -> AzureStorageClient:
     """A blob client for ``spec`` with an account key or a service principal."""
@@ -170,6 +275,7 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     }
     credential: Any
     sp_credential: ClientSecretCredential | None = None
+    account_key: str | None = None
     try:
         if use_key:
             account_key = keys.require(ACCOUNT_KEY)
@@ -207,4 +313,5 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
             f"cannot build an Azure Blob client: {type(exc).__name__}: {exc}", keys.sensitive)
         ) from None
     return AzureStorageClient(service, spec.bucket, account_url, sp_credential, ca,
-                              keys.sensitive, settings)
+                              keys.sensitive, settings, account_name=abs_.account_name,
+                              account_key=account_key)

@@ -8,9 +8,11 @@ a credential, a signature or anything derived from one.
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from callstorage.api.capabilities import Capabilities
 from callstorage.api.reasons import Reason, is_stalled
@@ -66,3 +68,108 @@ class StorageClient(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+class FileWindow(io.RawIOBase):
+    """``length`` bytes of an open file from ``offset``, as a seekable stream of its own.
+
+    A part of a file on disk is sent from the file (``os.pread`` on a shared descriptor:
+    thread-safe, no shared position) instead of from memory, so the memory of a file
+    upload does not grow with the number of parts in flight; SDKs rewind it to retry.
+    """
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._offset, self._length, self._pos = fd, offset, length, 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + pos))
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._length - self._pos
+        n = left if size is None or size < 0 else min(size, left)
+        if n <= 0:
+            return b""
+        data = os.pread(self._fd, n, self._offset + self._pos)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+#: What a part is sent from: bytes in memory, or a window onto a file.
+PartData: TypeAlias = "bytes | FileWindow"
+
+
+def part_bytes(data: PartData) -> bytes:
+    """The part as bytes (for SDKs that want them): read from the file if it is a window."""
+    if isinstance(data, FileWindow):
+        data.seek(0)
+        return data.read()
+    return data
+
+
+class PartialUpload(Protocol):
+    """One object being written in parts. Nothing is visible under its key until
+    ``complete`` returns (S3 multipart, Azure block list, GCS resumable session), so an
+    interrupted upload never leaves a partial object where readers look."""
+
+    def upload_part(self, number: int, data: PartData, offset: int,
+                    crc32c: int, final_size: int | None) -> None:
+        """Send part ``number`` (1-based) holding the bytes at ``offset``; safe to repeat.
+        ``final_size`` (the object's size) is given with the last part only, as a GCS
+        session needs it there. Raises ProviderError."""
+
+    def complete(self, total_size: int) -> None:
+        """Make the object appear, whole, under its key. Raises ProviderError."""
+
+    def abort(self) -> None:
+        """Drop what was sent (best effort: never raises)."""
+
+
+@dataclass(frozen=True)
+class PartRules:
+    """How a provider wants an object cut into parts."""
+
+    #: Parts may be sent concurrently (S3, Azure); a GCS session takes them in order.
+    parallel: bool
+    min_part_size: int
+    max_part_size: int
+    max_parts: int
+    #: Every part but the last must be a multiple of this (GCS: 256 KiB).
+    alignment: int = 1
+
+
+class MediaClient(StorageClient, Protocol):
+    """What the media path (``callstorage.media``) needs beyond validation: large uploads
+    in parts, and time-limited read URLs. Implemented by each provider's client."""
+
+    part_rules: PartRules
+
+    def put_whole(self, key: str, data: bytes | bytearray, content_type: str,
+                  crc32c: int) -> None:
+        """Write a small object in one request (atomic). Raises ProviderError."""
+
+    def start_upload(self, key: str, content_type: str) -> PartialUpload:
+        """Begin a multi-part upload of ``key``. Raises ProviderError."""
+
+    def presigned_get_url(self, key: str, expires_s: int) -> str:
+        """A URL that downloads ``key`` without other credentials for ``expires_s``
+        seconds (S3 presign, GCS V4 signed URL, Azure SAS). Raises ProviderError."""

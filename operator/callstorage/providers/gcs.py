@@ -10,8 +10,12 @@ operator will POST to, so unless it is Google's own it goes through the endpoint
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime as dt
 import functools
 import json
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -27,10 +31,13 @@ from google.oauth2 import service_account
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    PartData,
+    PartRules,
     ProviderError,
     ProviderInputs,
     Reason,
     lookup_error,
+    part_bytes,
 )
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
@@ -43,6 +50,12 @@ GOOGLE_TOKEN_HOSTS = frozenset({"oauth2.googleapis.com", "accounts.google.com"})
 _REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
 
 T = TypeVar("T")
+MiB = 1024 * 1024
+GOOGLE_API_ENDPOINT = "https://storage.googleapis.com"
+# A resumable session takes its chunks in order, each (but the last) a multiple of 256 KiB.
+GCS_PART_RULES = PartRules(parallel=False, min_part_size=256 * 1024,
+                           max_part_size=1024 * MiB, max_parts=1_000_000,
+                           alignment=256 * 1024)
 
 
 def reason_for_status(status: int, code: str = "") -> Reason:
@@ -60,10 +73,15 @@ def _transient(exc: BaseException) -> bool:
 class GCSStorageClient:
     """One bucket through one google-cloud-storage client."""
 
+    part_rules = GCS_PART_RULES
+
     def __init__(self, client: storage.Client, credentials: service_account.Credentials,
                  auth_request: Callable[..., Any], bucket: str, ca: CABundle,
-                 sensitive: list[str], settings: Settings) -> None:
+                 sensitive: list[str], settings: Settings,
+                 http: AuthorizedSession | None = None, endpoint: str | None = None) -> None:
         self._client = client
+        self._http = http
+        self.endpoint = endpoint
         self._credentials = credentials
         self._auth_request = auth_request
         self.bucket = bucket
@@ -89,6 +107,41 @@ class GCSStorageClient:
 
     def object_url(self, key: str) -> str:
         return f"gs://{self.bucket}/{key}"
+
+    # -- media (callstorage.media) --
+
+    def put_whole(self, key: str, data: bytes | bytearray, content_type: str,
+                  crc32c: int) -> None:
+        what = f"object insert on {self.bucket}/{key}"
+        self._ensure_token(what)
+        blob = self._client.bucket(self.bucket).blob(key)
+        blob.crc32c = base64.b64encode(crc32c.to_bytes(4, "big")).decode()  # GCS checks it
+        self._call(what, lambda: blob.upload_from_string(
+            bytes(data), content_type=content_type, timeout=self._timeout, retry=None,
+            checksum=None))
+
+    def start_upload(self, key: str, content_type: str) -> GCSUpload:
+        what = f"resumable upload of {self.bucket}/{key}"
+        self._ensure_token(what)
+        blob = self._client.bucket(self.bucket).blob(key)
+        url = self._call(what, lambda: blob.create_resumable_upload_session(
+            content_type=content_type, timeout=self._timeout, checksum=None, retry=None))
+        if self._http is None:
+            raise ProviderError(Reason.INVALID_SPEC, f"{what}: no HTTP session")
+        return GCSUpload(self, self._http, key, str(url))
+
+    def presigned_get_url(self, key: str, expires_s: int) -> str:
+        blob = self._client.bucket(self.bucket).blob(key)
+        try:  # signed locally with the service account's key: no request is made
+            url: str = blob.generate_signed_url(
+                version="v4", expiration=dt.timedelta(seconds=expires_s), method="GET",
+                api_access_endpoint=self.endpoint or GOOGLE_API_ENDPOINT,
+                credentials=self._credentials)
+        except Exception as exc:
+            raise ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
+                f"signing a URL for {self.bucket}/{key} failed: {type(exc).__name__}")
+            ) from None
+        return url
 
     def close(self) -> None:
         try:
@@ -142,6 +195,54 @@ class GCSStorageClient:
 
     def _clean(self, text: str) -> str:
         return redact(text, self._sensitive)
+
+
+class GCSUpload:
+    """One GCS resumable session: chunks in order; the object appears with the last one."""
+
+    def __init__(self, owner: GCSStorageClient, http: AuthorizedSession, key: str,
+                 url: str) -> None:
+        self._owner = owner
+        self._http = http
+        self._key = key
+        self._url = url
+        self._finalised = False
+        self._lock = threading.Lock()  # one chunk at a time, in order
+
+    def upload_part(self, number: int, data: PartData, offset: int,
+                    crc32c: int, final_size: int | None) -> None:
+        o = self._owner
+        body = part_bytes(data)  # one chunk at a time: its memory is bounded anyway
+        end = offset + len(body) - 1
+        total = "*" if final_size is None else str(final_size)
+        span = f"bytes {offset}-{end}/{total}" if body else f"bytes */{total}"
+        what = f"chunk {number} of {o.bucket}/{self._key}"
+        with self._lock:
+            answer = o._call(what, lambda: self._put(what, body, span))
+            if final_size is not None:
+                if answer.status_code not in (200, 201):
+                    raise ProviderError(Reason.ENDPOINT_UNREACHABLE, o._clean(
+                        f"{what}: the session did not finish (HTTP {answer.status_code})"))
+                self._finalised = True
+
+    def _put(self, what: str, data: bytes, span: str) -> requests.Response:
+        answer = self._http.put(self._url, data=data,
+                                headers={"Content-Range": span},
+                                timeout=self._owner._timeout)
+        if answer.status_code in (200, 201, 308):
+            return answer
+        raise api_exceptions.from_http_response(answer)  # type: ignore[no-untyped-call]
+
+    def complete(self, total_size: int) -> None:
+        if not self._finalised:
+            raise ProviderError(Reason.ENDPOINT_UNREACHABLE, self._owner._clean(
+                f"resumable upload of {self._owner.bucket}/{self._key} was not finished"))
+
+    def abort(self) -> None:
+        # A cancelled session leaves nothing behind; best effort: unfinished sessions
+        # expire after a week anyway.
+        with contextlib.suppress(Exception):
+            self._http.delete(self._url, timeout=self._owner._timeout)
 
 
 _STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -243,4 +344,4 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
             f"cannot build a GCS client: {type(exc).__name__}: {exc}", keys.sensitive)
         ) from None
     return GCSStorageClient(client, credentials, auth_request, spec.bucket, ca,
-                            keys.sensitive, settings)
+                            keys.sensitive, settings, http=http, endpoint=gcs.endpoint)

@@ -13,6 +13,9 @@ anything else means the credentials are good and AccessDenied is the truth.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +25,8 @@ from botocore.config import Config
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    PartData,
+    PartRules,
     ProviderError,
     ProviderInputs,
     Reason,
@@ -47,8 +52,20 @@ def reason_for_code(code: str, status: int) -> Reason:
     return lookup_error(ERROR_TABLE, status, code)
 
 
+MiB = 1024 * 1024
+# S3's multipart limits: parts of 5 MiB..5 GiB (the last may be smaller), 10,000 of them.
+S3_PART_RULES = PartRules(parallel=True, min_part_size=5 * MiB, max_part_size=5 * 1024 * MiB,
+                          max_parts=10_000)
+
+
+def _crc32c_b64(value: int) -> str:
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
 class S3StorageClient:
     """One bucket through one boto3 client."""
+
+    part_rules = S3_PART_RULES
 
     def __init__(self, client: Any, bucket: str, region: str, release: Callable[[], None],
                  sensitive: list[str], settings: Settings) -> None:
@@ -80,6 +97,38 @@ class S3StorageClient:
 
     def object_url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    # -- media (callstorage.media) --
+    # Every body carries its CRC32C, which S3 checks, so the SDK need not hash each body
+    # with SHA-256 for the signature (see _config: payload signing is off for media).
+
+    def put_whole(self, key: str, data: bytes | bytearray, content_type: str,
+                  crc32c: int) -> None:
+        try:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                    ContentType=content_type,
+                                    ChecksumCRC32C=_crc32c_b64(crc32c))
+        except Exception as exc:
+            raise self._error("PutObject", f"on {self.bucket}/{key}", exc) from None
+
+    def start_upload(self, key: str, content_type: str) -> S3Upload:
+        try:
+            answer = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type,
+                ChecksumAlgorithm="CRC32C")
+        except Exception as exc:
+            raise self._error("CreateMultipartUpload", f"on {self.bucket}/{key}",
+                              exc) from None
+        return S3Upload(self, key, str(answer["UploadId"]))
+
+    def presigned_get_url(self, key: str, expires_s: int) -> str:
+        try:
+            url: str = self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key},
+                ExpiresIn=expires_s)
+        except Exception as exc:  # signing is local: only a missing credential fails
+            raise self._error("presign GetObject", f"on {self.bucket}/{key}", exc) from None
+        return url
 
     def close(self) -> None:
         self._release()
@@ -138,6 +187,51 @@ class S3StorageClient:
         return redact(text, self._sensitive)
 
 
+class S3Upload:
+    """One S3 multipart upload: parts may go in any order and be sent again."""
+
+    def __init__(self, owner: S3StorageClient, key: str, upload_id: str) -> None:
+        self._owner = owner
+        self._key = key
+        self._upload_id = upload_id
+        self._parts: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def upload_part(self, number: int, data: PartData, offset: int,
+                    crc32c: int, final_size: int | None) -> None:
+        o = self._owner
+        checksum = _crc32c_b64(crc32c)
+        try:
+            answer = o._client.upload_part(
+                Bucket=o.bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number,
+                Body=data, ChecksumCRC32C=checksum)
+        except Exception as exc:
+            raise o._error("UploadPart", f"{number} of {o.bucket}/{self._key}", exc) from None
+        with self._lock:
+            self._parts[number] = {"PartNumber": number, "ETag": answer["ETag"],
+                                   "ChecksumCRC32C": checksum}
+
+    def complete(self, total_size: int) -> None:
+        o = self._owner
+        with self._lock:
+            parts = [self._parts[n] for n in sorted(self._parts)]
+        try:
+            o._client.complete_multipart_upload(
+                Bucket=o.bucket, Key=self._key, UploadId=self._upload_id,
+                MultipartUpload={"Parts": parts})
+        except Exception as exc:
+            raise o._error("CompleteMultipartUpload", f"on {o.bucket}/{self._key}",
+                           exc) from None
+
+    def abort(self) -> None:
+        o = self._owner
+        # Best effort (the endpoint may be gone): the parts are invisible under the key
+        # either way, and a bucket lifecycle rule removes abandoned uploads.
+        with contextlib.suppress(Exception):
+            o._client.abort_multipart_upload(Bucket=o.bucket, Key=self._key,
+                                             UploadId=self._upload_id)
+
+
 def _parts(exc: botocore.exceptions.ClientError) -> tuple[str, int, str]:
     error = exc.response.get("Error", {})
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
@@ -151,6 +245,18 @@ def _parts(exc: botocore.exceptions.ClientError) -> tuple[str, int, str]:
 def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
           ) -> S3StorageClient:
     """An S3 client for ``spec`` with the Secret's keys (or ambient credentials)."""
+    return _build(spec, inputs, settings, media_connections=None)
+
+
+def build_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+                connections: int) -> S3StorageClient:
+    """Like ``build``, for uploads: ``connections`` parallel connections, and bodies
+    protected by their CRC32C instead of a SHA-256 in the signature."""
+    return _build(spec, inputs, settings, media_connections=connections)
+
+
+def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+           media_connections: int | None) -> S3StorageClient:
     s3 = spec.provider if isinstance(spec.provider, S3Spec) else None
     if s3 is None:
         raise ProviderError(Reason.INVALID_SPEC, "spec.s3 is required when storageType is s3")
@@ -178,14 +284,16 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     key = (s3.endpoint or "", s3.region, s3.force_path_style, digest(inputs.ca_bundle),
            digest(*(session_kwargs.get(k) for k in
                     ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"))),
-           settings.connect_timeout, settings.read_timeout, settings.max_attempts)
+           settings.connect_timeout, settings.read_timeout, settings.max_attempts,
+           media_connections)
 
     def make() -> tuple[Any, Closer]:
         ca = CABundle(inputs.ca_bundle)
         try:
             client = _shared_session().client(
                 "s3", endpoint_url=s3.endpoint or None,
-                config=_config(s3.force_path_style, settings), verify=ca.verify,
+                config=_config(s3.force_path_style, settings, media_connections),
+                verify=ca.verify,
                 **session_kwargs)
         except BaseException:
             ca.close()
@@ -224,12 +332,22 @@ def _shared_session() -> boto3.session.Session:
     return _SESSION[0]
 
 
-def _config(force_path_style: bool, settings: Settings) -> Config:
+def _config(force_path_style: bool, settings: Settings,
+            media_connections: int | None = None) -> Config:
+    s3: dict[str, Any] = {"addressing_style": "path" if force_path_style else "auto"}
+    extra: dict[str, Any] = {}
+    if media_connections is not None:
+        # Media bodies carry a CRC32C the server verifies; hashing every part with SHA-256
+        # for the signature as well would cost more CPU than the transfer itself.
+        s3["payload_signing_enabled"] = False
+        extra["max_pool_connections"] = max(10, media_connections)
+        extra["signature_version"] = "s3v4"  # presigned URLs too (botocore may pick v2)
     return Config(
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
-        s3={"addressing_style": "path" if force_path_style else "auto"},
+        s3=s3,
+        **extra,
         # Checksum headers only where S3 requires them: several S3-compatible servers
         # reject the CRC headers newer botocore sends on every PutObject.
         request_checksum_calculation="when_required",

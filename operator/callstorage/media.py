@@ -1,0 +1,627 @@
+"""The media path: write a call's recordings and transcripts to its storage, and serve
+them back with short-lived URLs when the tenant granted read access.
+
+``upload_artifacts(namespace, call_type, call_id, artifacts)`` resolves the storage (call
+> call type > platform default, ``callstorage.resolve``), writes every artifact to the key
+the layout gives (``callstorage.layout``: ``{prefix}/{call_id}_audio.wav``, ...), then a
+``{call_id}_manifest.json`` listing them, and returns a ``StoredLocation``: the pin. The
+caller keeps it (it is JSON); ``presigned_url(location, artifact)`` later serves from
+exactly that bucket and key, whatever became of the storage's spec since, with the
+storage's current credentials and access mode (MeetStream: "media written before a change
+remains fetchable at its original location"; a switch from write-only to read-write needs
+no re-upload).
+
+Credentials come from the storage's Secrets, read from the storage's own namespace, and
+go through the same client builders as validation (same endpoint policy, CA bundle,
+timeouts). Every call here blocks: from async code use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import mimetypes
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
+
+from callstorage import layout
+from callstorage.client import (
+    CallStorageError,
+    InvalidRequest,
+    NotFoundError,
+    api_client_from_config,
+    get_external_storage_object,
+)
+from callstorage.client.errors import api_errors
+from callstorage.kube import REQUEST_TIMEOUT
+from callstorage.providers.base import MediaClient, ProviderError, ProviderInputs
+from callstorage.storagetypes.azure import ABSSpec
+from callstorage.transfer import Source, TransferOptions, TransferResult, upload
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from callstorage.api.v1alpha1 import ExternalStorageSpec
+    from callstorage.settings import Settings
+
+__all__ = [
+    "DEFAULT_EXPIRES",
+    "MAX_EXPIRES",
+    "Artifact",
+    "LocationUnavailable",
+    "MediaError",
+    "ReadAccessNotGranted",
+    "StorageDeleted",
+    "StoredLocation",
+    "StoredObject",
+    "UnknownArtifact",
+    "UploadFailed",
+    "presigned_url",
+    "upload_artifacts",
+]
+
+MANIFEST: Final = "manifest.json"
+DEFAULT_EXPIRES: Final = 3600  # seed: "Presigned URL from your bucket (1-hour expiry)"
+MAX_EXPIRES: Final = 7 * 24 * 3600  # the longest S3 SigV4 and GCS V4 URLs may live
+LOCATION_VERSION: Final = 1
+# What the seed calls each provider's place in its 403 message.
+_PLACE: Final = {"s3": "S3 bucket", "gcs": "GCS bucket", "abs": "Azure Blob Storage container"}
+_CONTENT_TYPES: Final = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".mp4": "video/mp4",
+                         ".json": "application/json", ".png": "image/png",
+                         ".jpg": "image/jpeg", ".txt": "text/plain", ".vtt": "text/vtt",
+                         ".srt": "application/x-subrip"}
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class MediaError(CallStorageError):
+    """A media operation failed; ``reason`` is the provider's (``AccessDenied``, ...)."""
+
+    default_reason = "MediaError"
+
+
+class UploadFailed(MediaError):
+    """An artifact could not be written. Nothing partial is left under its key; calling
+    ``upload_artifacts`` again with the same arguments is safe."""
+
+    default_reason = "UploadFailed"
+
+
+class ReadAccessNotGranted(MediaError):
+    """The storage is ``WriteOnly``: no read URL. ``http_status`` and ``body`` are what
+    MeetStream's fetch endpoints answer, for a platform API to return unchanged."""
+
+    default_reason = "ReadAccessNotGranted"
+    http_status: Final = 403
+
+    def __init__(self, provider: str, object_url: str, storage: str) -> None:
+        place = _PLACE.get(provider, "bucket")
+        self.body: dict[str, str] = {
+            "message": f"Media is stored in your {place}, but only write access was "
+                       "granted. Update your storage configuration to read+write to fetch "
+                       "media via the API.",
+            "access_mode": "write_only",
+        }
+        self.object_url = object_url
+        super().__init__(None, f"{self.body['message']} The file is {object_url} "
+                               f"(ExternalStorage {storage}, accessMode WriteOnly).")
+
+
+class StorageDeleted(MediaError, NotFoundError):
+    """The storage the media was pinned to no longer exists (or was deleted and created
+    again: another object, maybe other credentials). The objects are still where the pin
+    says; nothing here can read them any more."""
+
+    default_reason = "StorageDeleted"
+
+
+class LocationUnavailable(MediaError):
+    """The storage still exists but can no longer reach the pinned location with its
+    current settings (another provider, endpoint or account)."""
+
+    default_reason = "LocationUnavailable"
+
+
+class UnknownArtifact(MediaError, NotFoundError):
+    """The pin holds no object of that name."""
+
+    default_reason = "UnknownArtifact"
+
+
+# --- the pin -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object written for a call: its file name in the call (``audio.wav``,
+    ``screenshots/a.png``, ``meeting_recording_part002.mp4``), category, key, size,
+    CRC32C (base64, as ``gsutil hash`` and S3 print it) and content type."""
+
+    file: str
+    category: str
+    key: str
+    size: int
+    crc32c: str
+    content_type: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "category": self.category, "key": self.key,
+                "size": self.size, "crc32c": self.crc32c, "contentType": self.content_type}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoredObject:
+        return cls(file=str(data["file"]), category=str(data["category"]),
+                   key=str(data["key"]), size=int(data["size"]), crc32c=str(data["crc32c"]),
+                   content_type=str(data.get("contentType") or "application/octet-stream"))
+
+
+@dataclass(frozen=True)
+class StoredLocation:
+    """Where a call's media was written: the pin the caller keeps (``to_json``).
+
+    It names the storage object (namespace, name and uid, so a deleted-and-recreated
+    storage is told apart), the provider, endpoint (None: the provider's public one),
+    Azure account, bucket, the access mode at write time, and every object with its size
+    and checksum. The manifest (``manifest_key``) is among ``objects`` as ``manifest.json``.
+    """
+
+    call_id: str
+    call_type: str
+    namespace: str
+    storage_namespace: str
+    storage_name: str
+    storage_uid: str
+    source: str
+    provider: str
+    endpoint: str | None
+    account: str | None
+    bucket: str
+    access_mode: str
+    uploaded_at: str
+    manifest_key: str
+    objects: tuple[StoredObject, ...] = field(default_factory=tuple)
+
+    @property
+    def storage(self) -> str:
+        return f"{self.storage_namespace}/{self.storage_name}"
+
+    def object(self, artifact: str) -> StoredObject:
+        """The object written for ``artifact`` (its file name, or its key)."""
+        for obj in self.objects:
+            if artifact in (obj.file, obj.key):
+                return obj
+        known = ", ".join(o.file for o in self.objects)
+        raise UnknownArtifact(None, f"call {self.call_id} has no artifact {artifact!r}; "
+                              f"it has: {known}")
+
+    def object_url(self, artifact: str) -> str:
+        """``s3://bucket/key``, ``gs://bucket/key`` or the blob's https URL."""
+        key = self.object(artifact).key
+        if self.provider == "abs":
+            base = (self.endpoint or f"https://{self.account}.blob.core.windows.net")
+            return f"{base.rstrip('/')}/{self.bucket}/{key}"
+        return f"{'gs' if self.provider == 'gcs' else self.provider}://{self.bucket}/{key}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": LOCATION_VERSION, "callId": self.call_id, "callType": self.call_type,
+            "namespace": self.namespace,
+            "storage": {"namespace": self.storage_namespace, "name": self.storage_name,
+                        "uid": self.storage_uid, "source": self.source},
+            "provider": self.provider, "endpoint": self.endpoint, "account": self.account,
+            "bucket": self.bucket, "accessMode": self.access_mode,
+            "uploadedAt": self.uploaded_at, "manifest": self.manifest_key,
+            "objects": [o.to_dict() for o in self.objects],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoredLocation:
+        try:
+            if int(data.get("version", 0)) != LOCATION_VERSION:
+                raise ValueError(f"unsupported version {data.get('version')!r}")
+            storage = data["storage"]
+            return cls(
+                call_id=str(data["callId"]), call_type=str(data["callType"]),
+                namespace=str(data["namespace"]),
+                storage_namespace=str(storage["namespace"]), storage_name=str(storage["name"]),
+                storage_uid=str(storage["uid"]), source=str(storage.get("source", "")),
+                provider=str(data["provider"]), endpoint=data.get("endpoint"),
+                account=data.get("account"), bucket=str(data["bucket"]),
+                access_mode=str(data["accessMode"]), uploaded_at=str(data["uploadedAt"]),
+                manifest_key=str(data["manifest"]),
+                objects=tuple(StoredObject.from_dict(o) for o in data["objects"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidRequest("InvalidLocation", f"not a stored location: {exc}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StoredLocation:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InvalidRequest("InvalidLocation", f"not JSON: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise InvalidRequest("InvalidLocation", "not a JSON object")
+        return cls.from_dict(data)
+
+
+# --- what to upload ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file of a call: ``name`` as in the layout (``audio.wav``,
+    ``meeting_recording.mp4``, ``screenshots/9f2b.png``,
+    ``transcription/deepgram/<id>/raw_transcript.json``) and its bytes: ``source`` (a
+    path, bytes, a binary file-like object or an iterator of bytes), or ``parts`` for a
+    recording cut into files of at most 2 hours (stored as ``<stem>_part001<ext>``, ...).
+    ``category`` is needed only for names the layout does not know."""
+
+    name: str
+    source: Source | None = None
+    parts: Sequence[Source] | None = None
+    category: str | None = None
+    content_type: str | None = None
+
+    def __repr__(self) -> str:
+        what = f"parts={len(self.parts)}" if self.parts is not None else \
+            f"source={type(self.source).__name__}"
+        return f"Artifact({self.name!r}, {what})"
+
+
+@dataclass(frozen=True)
+class _Planned:
+    file: str
+    category: str
+    key: str
+    content_type: str
+    source: Any
+
+
+def content_type_for(file_name: str) -> str:
+    """The content type stored with a file: by extension, else binary."""
+    ext = ("." + file_name.rsplit(".", 1)[1].lower()) if "." in file_name else ""
+    return _CONTENT_TYPES.get(ext) or mimetypes.guess_type(file_name)[0] \
+        or "application/octet-stream"
+
+
+def _as_artifacts(artifacts: Mapping[str, Any] | Iterable[Artifact]) -> list[Artifact]:
+    if isinstance(artifacts, Mapping):
+        # A list or tuple value is a recording in parts; anything else is one source.
+        return [Artifact(name, parts=value) if isinstance(value, list | tuple)
+                else Artifact(name, source=value) for name, value in artifacts.items()]
+    result = list(artifacts)
+    for item in result:
+        if not isinstance(item, Artifact):
+            raise InvalidRequest("InvalidArtifact", "artifacts must be a mapping of file "
+                                 "name to source, or Artifact objects")
+    return result
+
+
+def plan(prefixes: Mapping[str, str], call_id: str,
+         artifacts: Mapping[str, Any] | Iterable[Artifact]) -> list[_Planned]:
+    """Every object to write (pure): file name, category, key and content type, with
+    recordings in parts numbered. Raises ``InvalidRequest`` before anything is sent."""
+    planned: list[_Planned] = []
+    seen: dict[str, str] = {}
+    for art in _as_artifacts(artifacts):
+        if (art.source is None) == (art.parts is None):
+            raise InvalidRequest("InvalidArtifact", f"artifact {art.name!r}: give exactly "
+                                 "one of source and parts")
+        if art.name == MANIFEST:
+            raise InvalidRequest("InvalidArtifact", f"{MANIFEST} is written by "
+                                 "upload_artifacts itself, listing every artifact")
+        sources = [art.source] if art.parts is None else list(art.parts)
+        if not sources:
+            raise InvalidRequest("InvalidArtifact", f"artifact {art.name!r} has no parts")
+        for index, source in enumerate(sources):
+            try:
+                file_name = layout.segment_file_name(art.name, index, len(sources))
+                category = art.category or layout.category_of(art.name)
+                key = layout.object_key(prefixes, category, call_id, file_name)
+            except ValueError as exc:
+                raise InvalidRequest("InvalidArtifact", str(exc)) from None
+            if key in seen:
+                raise InvalidRequest("InvalidArtifact", f"{file_name!r} and {seen[key]!r} "
+                                     f"would both be written to {key}")
+            seen[key] = file_name
+            planned.append(_Planned(file_name, category, key,
+                                    art.content_type or content_type_for(art.name), source))
+    return planned
+
+
+def manifest_body(location: StoredLocation) -> bytes:
+    """The ``{call_id}_manifest.json`` written last: what was stored, where, and checks."""
+    body = {
+        "callId": location.call_id, "callType": location.call_type,
+        "storage": {"namespace": location.storage_namespace, "name": location.storage_name,
+                    "provider": location.provider, "bucket": location.bucket},
+        "uploadedAt": location.uploaded_at,
+        "files": [o.to_dict() for o in location.objects if o.file != MANIFEST],
+    }
+    return json.dumps(body, indent=2).encode()
+
+
+# --- storage access ----------------------------------------------------------------------
+
+
+def _secret_data(api: ApiClient, namespace: str, name: str, what: str) -> dict[str, bytes]:
+    from kubernetes import client as k8s
+
+    def missing() -> CallStorageError:
+        return MediaError("SecretNotFound", f"Secret {namespace}/{name} ({what}) not found")
+
+    with api_errors(missing):
+        secret = k8s.CoreV1Api(api).read_namespaced_secret(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT)
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+def _inputs(api: ApiClient, namespace: str, spec: ExternalStorageSpec) -> ProviderInputs:
+    """The storage's Secrets, read from its own namespace only (as the operator does)."""
+    ref = spec.credentials_secret_ref
+    secret = None if ref is None else _secret_data(
+        api, namespace, ref.name, f"spec.{spec.storage_type}.credentialsSecretRef")
+    ca = None
+    if spec.tls is not None and spec.tls.ca_secret_ref is not None:
+        ca_ref = spec.tls.ca_secret_ref
+        data = _secret_data(api, namespace, ca_ref.name, "spec.tls.caSecretRef")
+        if not data.get(ca_ref.key):
+            raise MediaError("SecretKeyMissing", f"Secret {namespace}/{ca_ref.name} has no "
+                             f"key {ca_ref.key!r} (spec.tls.caSecretRef.key)")
+        ca = data[ca_ref.key]
+    return ProviderInputs(secret=secret, ca_bundle=ca)
+
+
+def _parse(obj: Mapping[str, Any], where: str) -> ExternalStorageSpec:
+    from callstorage.api import InvalidSpecError, parse_external_storage
+
+    try:
+        return parse_external_storage(obj)
+    except InvalidSpecError as exc:
+        raise MediaError("InvalidSpec", f"ExternalStorage {where}: {exc.summary()}") from None
+
+
+def _media_client(api: ApiClient, namespace: str, spec: ExternalStorageSpec,
+                  settings: Settings, connections: int, error: type[MediaError]
+                  ) -> MediaClient:
+    from callstorage.providers import build_media_client
+
+    inputs = _inputs(api, namespace, spec)
+    try:
+        return build_media_client(spec, inputs, settings, connections)
+    except ProviderError as exc:
+        raise error(str(exc.reason), exc.message) from None
+
+
+def _azure(spec: ExternalStorageSpec) -> ABSSpec | None:
+    """The Azure block (account names are part of where Azure media lives), if any."""
+    return spec.provider if isinstance(spec.provider, ABSSpec) else None
+
+
+def _endpoint(spec: ExternalStorageSpec) -> str | None:
+    endpoint = getattr(spec.provider, "endpoint", None)
+    return str(endpoint).rstrip("/") if endpoint else None
+
+
+# --- upload ------------------------------------------------------------------------------
+
+
+def upload_artifacts(
+    namespace: str,
+    call_type: str,
+    call_id: str,
+    artifacts: Mapping[str, Any] | Iterable[Artifact],
+    call_storage: str | None = None,
+    *,
+    api_client: ApiClient | None = None,
+    settings: Settings | None = None,
+    options: TransferOptions | None = None,
+    require_ready: bool = True,
+) -> StoredLocation:
+    """Write a call's artifacts to its storage and return where they went (the pin).
+
+    ``artifacts`` maps file names of the layout to sources (``{"audio.wav": path,
+    "meeting_recording.mp4": open(...), "screenshots/a.png": b"..."}``; a list value is a
+    recording in parts), or is a list of ``Artifact``. Large objects go in parallel parts
+    with bounded memory (``options``). The manifest is written last, so its presence
+    means every object it lists is complete. Calling again after a failure rewrites every
+    object whole: safe.
+
+    Raises ``CallTypeNotFound``/``StorageNotFound`` (resolution), ``StorageNotReady``
+    (with ``require_ready``), ``InvalidRequest`` (bad names or sources, before anything is
+    sent), ``UploadFailed`` (with the provider's reason), ``MediaError`` (Secrets).
+    """
+    from callstorage.resolution import resolve_with_object
+    from callstorage.settings import get_settings
+
+    settings = settings or get_settings()
+    options = options or TransferOptions()
+    api = api_client if api_client is not None else api_client_from_config()
+    resolved, obj = resolve_with_object(namespace, call_type, call_storage, api_client=api,
+                                        settings=settings, require_ready=require_ready)
+    where = f"{resolved.namespace}/{resolved.name}"
+    spec = _parse(obj, where)
+    planned = plan(resolved.prefixes, call_id, artifacts)
+    for item in planned:  # a missing file is the caller's mistake: say so before sending
+        if isinstance(item.source, str) or hasattr(item.source, "__fspath__"):
+            import os
+
+            if not os.path.isfile(item.source):
+                raise InvalidRequest("InvalidArtifact", f"{item.file}: no such file "
+                                     f"{os.fspath(item.source)!r}")
+    client = _media_client(api, resolved.namespace, spec, settings, options.concurrency,
+                           UploadFailed)
+    azure = _azure(spec)
+    try:
+        objects = _upload_all(client, planned, options)
+        manifest_key = layout.object_key(resolved.prefixes, layout.METADATA, call_id,
+                                         MANIFEST)
+        location = StoredLocation(
+            call_id=call_id, call_type=call_type, namespace=namespace,
+            storage_namespace=resolved.namespace, storage_name=resolved.name,
+            storage_uid=str((obj.get("metadata") or {}).get("uid", "")),
+            source=str(resolved.source), provider=spec.storage_type,
+            endpoint=_endpoint(spec) or (f"https://{azure.account_name}.blob.core."
+                                         "windows.net" if azure else None),
+            account=azure.account_name if azure else None, bucket=spec.bucket,
+            access_mode=spec.access_mode,
+            uploaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            .replace("+00:00", "Z"),
+            manifest_key=manifest_key, objects=tuple(objects))
+        body = manifest_body(location)
+        result = _send(client, _Planned(MANIFEST, layout.METADATA, manifest_key,
+                                        "application/json", body), options, None)
+        return replace(location, objects=(*objects, _stored(
+            _Planned(MANIFEST, layout.METADATA, manifest_key, "application/json", body),
+            result)))
+    finally:
+        client.close()
+
+
+def _stored(item: _Planned, result: TransferResult) -> StoredObject:
+    return StoredObject(item.file, item.category, item.key, result.size, result.crc32c_b64,
+                        item.content_type)
+
+
+def _send(client: MediaClient, item: _Planned, options: TransferOptions,
+          pool: ThreadPoolExecutor | None) -> TransferResult:
+    try:
+        return upload(client, item.key, item.source, item.content_type, options, pool)
+    except ProviderError as exc:
+        raise UploadFailed(str(exc.reason), f"{item.file}: {exc.message}") from None
+    except (OSError, TypeError) as exc:  # the source: an unreadable file, a wrong type
+        raise InvalidRequest("InvalidArtifact", f"{item.file}: cannot read the source: "
+                             f"{exc}") from None
+
+
+def _upload_all(client: MediaClient, planned: list[_Planned], options: TransferOptions
+                ) -> list[StoredObject]:
+    """Large objects one after another (each in parallel parts), small ones side by side;
+    the threads are shared, so parts and small objects never exceed ``concurrency``."""
+    results: dict[int, TransferResult] = {}
+    with ThreadPoolExecutor(options.concurrency, thread_name_prefix="callstorage-media"
+                            ) as small, \
+            ThreadPoolExecutor(options.concurrency, thread_name_prefix="callstorage-part"
+                               ) as parts:
+        pending: list[tuple[int, Future[TransferResult]]] = []
+        try:
+            for index, item in enumerate(planned):
+                if _is_small(item.source, options.part_size):
+                    pending.append((index, small.submit(_send, client, item, options, None)))
+                else:
+                    results[index] = _send(client, item, options, parts)
+            for index, future in pending:
+                results[index] = future.result()
+        except BaseException:
+            for _, future in pending:
+                future.cancel()
+            raise
+    return [_stored(item, results[i]) for i, item in enumerate(planned)]
+
+
+def _is_small(source: Any, part_size: int) -> bool:
+    """Known to fit in one request (bytes, a small file): may go beside others."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return len(source) <= part_size
+    if isinstance(source, str) or hasattr(source, "__fspath__"):
+        import os
+
+        try:
+            return os.path.getsize(source) <= part_size
+        except OSError:
+            return False
+    return False
+
+
+# --- read URLs ---------------------------------------------------------------------------
+
+
+def presigned_url(
+    location: StoredLocation | Mapping[str, Any] | str,
+    artifact: str,
+    expires: int = DEFAULT_EXPIRES,
+    *,
+    api_client: ApiClient | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """A URL that downloads ``artifact`` of a pinned call for ``expires`` seconds.
+
+    Served from the pinned bucket and key, signed with the storage's current credentials
+    (S3 presign, GCS V4 signed URL, Azure SAS). Raises ``ReadAccessNotGranted`` (403, the
+    seed's body) when the storage is ``WriteOnly`` now, ``StorageDeleted`` when the
+    pinned storage is gone, ``LocationUnavailable`` when its provider, endpoint or account
+    changed, ``UnknownArtifact``.
+    """
+    from callstorage.settings import get_settings
+
+    if isinstance(location, str):
+        location = StoredLocation.from_json(location)
+    elif not isinstance(location, StoredLocation):
+        location = StoredLocation.from_dict(location)
+    if not isinstance(expires, int) or not 1 <= expires <= MAX_EXPIRES:
+        raise InvalidRequest("InvalidExpiry", f"expires must be 1..{MAX_EXPIRES} seconds, "
+                             f"got {expires!r}")
+    stored = location.object(artifact)
+    settings = settings or get_settings()
+    api = api_client if api_client is not None else api_client_from_config()
+    where = location.storage
+    place = location.object_url(artifact)
+
+    def gone() -> CallStorageError:
+        return StorageDeleted(None, f"ExternalStorage {where}, where call "
+                              f"{location.call_id}'s media was written, was deleted; the "
+                              f"file is still at {place}, but no storage holds credentials "
+                              "to read it")
+
+    obj = get_external_storage_object(api, location.storage_namespace,
+                                      location.storage_name, not_found=gone)
+    uid = str((obj.get("metadata") or {}).get("uid", ""))
+    if location.storage_uid and uid != location.storage_uid:
+        raise StorageDeleted(None, f"ExternalStorage {where}, where call "
+                             f"{location.call_id}'s media was written, was deleted and "
+                             f"created again (another object); the file is still at {place}")
+    spec = _parse(obj, where)
+    if spec.access_mode == "WriteOnly":
+        raise ReadAccessNotGranted(location.provider, place, where)
+    _check_same_place(location, spec, where)
+    pinned = spec.model_copy(update={"bucket": location.bucket})
+    client = _media_client(api, location.storage_namespace, pinned, settings, 1,
+                           LocationUnavailable)
+    try:
+        return client.presigned_get_url(stored.key, expires)
+    except ProviderError as exc:
+        raise MediaError(str(exc.reason), exc.message) from None
+    finally:
+        client.close()
+
+
+def _check_same_place(location: StoredLocation, spec: ExternalStorageSpec, where: str
+                      ) -> None:
+    """The storage's credentials may sign for the pinned bucket only where they belong:
+    the same provider, endpoint and (Azure) account. A changed bucket is fine."""
+    if spec.storage_type != location.provider:
+        raise LocationUnavailable("ProviderChanged", f"ExternalStorage {where} is now "
+                                  f"{spec.storage_type}; call {location.call_id}'s media is "
+                                  f"in {location.provider} bucket {location.bucket}")
+    current = _endpoint(spec)
+    azure = _azure(spec)
+    if azure is not None:
+        current = current or f"https://{azure.account_name}.blob.core.windows.net"
+        if azure.account_name != location.account:
+            raise LocationUnavailable("AccountChanged", f"ExternalStorage {where} now uses "
+                                      f"account {azure.account_name}; call "
+                                      f"{location.call_id}'s media is in account "
+                                      f"{location.account}")
+    if (current or None) != (location.endpoint or None):
+        raise LocationUnavailable("EndpointChanged", f"ExternalStorage {where} now points at "
+                                  f"{current or 'the provider default endpoint'}; call "
+                                  f"{location.call_id}'s media is at "
+                                  f"{location.endpoint or 'the provider default endpoint'}, "
+                                  "where its current credentials are not sent")

@@ -1,0 +1,348 @@
+"""Moving one object's bytes to a provider in parts, with bounded memory.
+
+The provider-neutral half of the media path (``callstorage.media`` is the other): a
+source (a file path, bytes, a binary file-like object or an iterator of bytes, as a
+recorder produces them) is cut in parts of a fixed size. A file on disk is sent part by
+part straight from the file (``FileWindow``), so its upload holds no part in memory;
+streams are read into memory, and at most ``concurrency + 2`` parts exist at once (those
+being sent, the one being read and one read ahead), whatever the object's size, so a 4 GB
+recording costs the same memory as a 40 MB one. An object
+that fits in one part goes in one request; a larger one through the provider's
+multi-part mechanism (``MediaClient.start_upload``), which shows nothing under the key
+until every part has arrived, so an interrupted upload never leaves a partial object
+where readers look. Each part is retried on network errors and timeouts (the bytes stay
+in memory until the part is acknowledged); a part that still fails aborts the upload.
+
+Every part carries its CRC32C for the provider to check, and the object's CRC32C is
+computed on the way, for the caller's record. No Kubernetes imports here: the benchmark
+runs this module alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final, TypeAlias
+
+import google_crc32c
+
+from callstorage.providers.base import (
+    FileWindow,
+    MediaClient,
+    PartData,
+    PartialUpload,
+    PartRules,
+    ProviderError,
+    Reason,
+)
+
+MiB: Final = 1024 * 1024
+DEFAULT_PART_SIZE: Final = 8 * MiB
+DEFAULT_CONCURRENCY: Final = 8
+
+#: What can be uploaded: a path, bytes, a binary file-like object, or an iterable of bytes.
+Source: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] " \
+    "| Iterable[bytes]"
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """How to move bytes: part size, parallel requests, attempts per request."""
+
+    part_size: int = DEFAULT_PART_SIZE
+    concurrency: int = DEFAULT_CONCURRENCY
+    attempts: int = 3
+    retry_delay: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.part_size < 1 or self.concurrency < 1 or self.attempts < 1:
+            raise ValueError("part_size, concurrency and attempts must be >= 1")
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What was written: size, CRC32C (an int; ``crc32c_b64`` as GCS and S3 print it),
+    and the number of parts (1 for a single request)."""
+
+    size: int
+    crc32c: int
+    parts: int
+
+    @property
+    def crc32c_b64(self) -> str:
+        return crc32c_b64(self.crc32c)
+
+
+def crc32c_b64(value: int) -> str:
+    """A CRC32C as base64 of its 4 big-endian bytes (``gsutil hash``, S3's header)."""
+    return base64.b64encode(value.to_bytes(4, "big")).decode()
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+class _Reader:
+    """``read(n)`` of exactly ``n`` bytes (fewer only at the end) from any source."""
+
+    def __init__(self, source: Any) -> None:
+        self.size: int | None = None
+        self._close: Callable[[], None] = lambda: None
+        self._chunks: Iterator[bytes] | None = None
+        self._left = b""
+        self._file: IO[bytes] | None = None
+        self.fd: int | None = None  # a file on disk: parts can be sent from it directly
+        if isinstance(source, str | os.PathLike):
+            fh = open(source, "rb")  # noqa: SIM115 - closed by close()
+            self._file, self._close = fh, fh.close
+            self.fd = fh.fileno()
+            self.size = os.fstat(fh.fileno()).st_size
+        elif isinstance(source, bytes | bytearray | memoryview):
+            data = bytes(source)
+            self._file, self.size = io.BytesIO(data), len(data)
+        elif hasattr(source, "read"):
+            self._file = source
+            self.size = _remaining_size(source)
+        elif isinstance(source, Iterable) and not isinstance(source, str):
+            self._chunks = iter(source)
+        else:
+            raise TypeError(f"cannot upload a {type(source).__name__}: give a path, bytes, "
+                            "a binary file-like object or an iterable of bytes")
+
+    def read(self, n: int) -> bytes:
+        if self._file is not None:
+            data = self._file.read(n)
+            if not isinstance(data, bytes):
+                raise TypeError("the file-like object must be opened in binary mode")
+            if len(data) == n or not data:
+                return data
+            pieces = [data]  # a pipe or socket may return less than asked for
+            got = len(data)
+            while got < n:
+                more = self._file.read(n - got)
+                if not more:
+                    break
+                pieces.append(more)
+                got += len(more)
+            return b"".join(pieces)
+        assert self._chunks is not None
+        pieces, got = ([self._left], len(self._left)) if self._left else ([], 0)
+        self._left = b""
+        while got < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise TypeError(f"the iterator yielded {type(chunk).__name__}, not bytes")
+            pieces.append(bytes(chunk))
+            got += len(chunk)
+        data = b"".join(pieces)
+        if len(data) > n:
+            data, self._left = data[:n], data[n:]
+        return data
+
+    def close(self) -> None:
+        self._close()
+
+
+def _remaining_size(fh: Any) -> int | None:
+    """Bytes left in a seekable file-like object, or None (a pipe, a socket, a stream)."""
+    try:
+        if not fh.seekable():
+            return None
+        here = fh.tell()
+        end = fh.seek(0, io.SEEK_END)
+        fh.seek(here)
+        return int(end - here)
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def part_size_for(size: int | None, rules: PartRules, wanted: int) -> int:
+    """The part size to use: ``wanted`` within the provider's limits, aligned, and large
+    enough that a known ``size`` fits in ``rules.max_parts`` parts."""
+    part = max(wanted, rules.min_part_size)
+    if size is not None:
+        part = max(part, math.ceil(size / rules.max_parts))
+    part = math.ceil(part / rules.alignment) * rules.alignment
+    return min(part, rules.max_part_size)
+
+
+# --- the transfer ------------------------------------------------------------------------
+
+
+class _Slots:
+    """A counting semaphore that can be woken for good when the transfer fails."""
+
+    def __init__(self, count: int) -> None:
+        self._sem = threading.Semaphore(count)
+        self.failed = threading.Event()
+
+    def acquire(self) -> None:
+        while not self._sem.acquire(timeout=0.1):
+            if self.failed.is_set():
+                return
+
+    def release(self) -> None:
+        self._sem.release()
+
+
+def _retrying(fn: Callable[[], None], options: TransferOptions, stop: threading.Event
+              ) -> None:
+    for attempt in range(1, options.attempts + 1):
+        try:
+            fn()
+            return
+        except ProviderError as exc:
+            # Worth sending the same bytes again only when the network or the service
+            # failed; what needs a person (credentials, permissions, a missing bucket:
+            # the reasons' policy says which) fails at once.
+            if exc.stalled or attempt == options.attempts or stop.is_set():
+                raise
+        time.sleep(options.retry_delay * 2 ** (attempt - 1))
+
+
+def upload(client: MediaClient, key: str, source: Any, content_type: str,
+           options: TransferOptions | None = None,
+           pool: ThreadPoolExecutor | None = None) -> TransferResult:
+    """Write ``source`` to ``key`` through ``client``; returns its size and CRC32C.
+
+    Raises ``ProviderError`` (after retries) for the storage's refusals and failures, and
+    whatever the source raises (a file that cannot be read, an iterator's error); in
+    either case a multi-part upload is aborted and nothing appears under ``key``.
+    ``pool`` lends threads (else the transfer makes its own).
+    """
+    options = options or TransferOptions()
+    reader = _Reader(source)
+    try:
+        rules = client.part_rules
+        part_size = part_size_for(reader.size, rules, options.part_size)
+        parts: Iterator[tuple[PartData, int, bool]]
+        if reader.fd is not None and reader.size is not None and reader.size > part_size:
+            parts = _file_parts(reader.fd, reader.size, part_size)
+        else:
+            first = reader.read(part_size)
+            second = reader.read(part_size) if len(first) == part_size else b""
+            if not second:  # fits in one request: atomic by itself
+                crc = google_crc32c.value(first)
+                never = threading.Event()
+                _retrying(lambda: client.put_whole(key, first, content_type, crc), options,
+                          never)
+                return TransferResult(len(first), crc, 1)
+            parts = _memory_parts(reader, first, second, part_size)
+        return _multipart(client, key, parts, content_type, part_size, rules, options, pool)
+    finally:
+        reader.close()
+
+
+def _memory_parts(reader: _Reader, first: bytes, second: bytes, part_size: int
+                  ) -> Iterator[tuple[PartData, int, bool]]:
+    """Parts read into memory: (bytes, length, last). One part is read ahead, so the last
+    one is known as such when it is sent (a GCS session needs the size with it)."""
+    current, ahead = first, second
+    while current:
+        yield current, len(current), not ahead
+        current = ahead
+        ahead = reader.read(part_size) if current else b""
+
+
+def _file_parts(fd: int, size: int, part_size: int
+                ) -> Iterator[tuple[PartData, int, bool]]:
+    """Parts of a file on disk, sent from the file: (window, length, last)."""
+    for offset in range(0, size, part_size):
+        length = min(part_size, size - offset)
+        yield FileWindow(fd, offset, length), length, offset + length >= size
+
+
+def _checksums(data: PartData, whole: int) -> tuple[int, int]:
+    """CRC32C of the part, and the object's CRC32C so far extended by it."""
+    if isinstance(data, bytes):
+        return google_crc32c.value(data), google_crc32c.extend(whole, data)
+    part = 0
+    while block := data.read(MiB):
+        part = google_crc32c.extend(part, block)
+        whole = google_crc32c.extend(whole, block)
+    data.seek(0)
+    return part, whole
+
+
+def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, int, bool]],
+               content_type: str, part_size: int, rules: PartRules,
+               options: TransferOptions, pool: ThreadPoolExecutor | None) -> TransferResult:
+    session: PartialUpload = client.start_upload(key, content_type)
+    parallel = rules.parallel and options.concurrency > 1
+    own_pool = None
+    if parallel and pool is None:
+        own_pool = pool = ThreadPoolExecutor(options.concurrency,
+                                             thread_name_prefix="callstorage-upload")
+    slots = _Slots(options.concurrency)
+    futures: list[Future[None]] = []
+    errors: list[BaseException] = []
+
+    def send(number: int, data: PartData, offset: int, crc: int,
+             final_size: int | None) -> None:
+        try:
+            if slots.failed.is_set():
+                return
+            _retrying(lambda: session.upload_part(number, data, offset, crc, final_size),
+                      options, slots.failed)
+        except BaseException as exc:
+            errors.append(exc)
+            slots.failed.set()
+            raise
+        finally:
+            if parallel:
+                slots.release()
+
+    whole = 0
+    offset = 0
+    number = 0
+    try:
+        for data, length, last in parts:
+            number += 1
+            if number > rules.max_parts:
+                raise ProviderError(Reason.INVALID_SPEC, f"{key}: more than {rules.max_parts} "
+                                    f"parts of {part_size} bytes; use a larger part size")
+            crc, whole = _checksums(data, whole)
+            final = offset + length if last else None
+            if parallel:
+                assert pool is not None
+                slots.acquire()
+                if slots.failed.is_set():
+                    break
+                futures.append(pool.submit(send, number, data, offset, crc, final))
+            else:
+                send(number, data, offset, crc, final)
+            offset += length
+        for future in futures:
+            future.exception()  # wait for every part; errors are collected by send()
+        if errors:
+            raise errors[0]
+        session.complete(offset)
+    except BaseException:
+        slots.failed.set()
+        for future in futures:
+            future.cancel()
+        for future in futures:
+            if not future.cancelled():
+                future.exception()
+        session.abort()
+        raise
+    finally:
+        if own_pool is not None:
+            own_pool.shutdown(wait=True)
+    return TransferResult(offset, whole, number)
+
+
+def file_size(source: Any) -> int | None:
+    """The size of a path source, when it is one (for messages and checks)."""
+    if isinstance(source, str | os.PathLike):
+        return Path(source).stat().st_size
+    return None
