@@ -137,3 +137,24 @@ def test_building_a_client_loads_only_its_own_sdk() -> None:
                             timeout=120, check=True,
                             env={"PYTHONPATH": str(ROOT / "operator"), "PATH": "/usr/bin:/bin"})
     assert result.stdout.strip() == "['boto3']"
+
+
+def _minimal_spec(name: str) -> dict[str, Any]:
+    block = {"s3": {"region": "us-east-1"}, "abs": {"accountName": "acct"}}.get(name, {})
+    ref = {field: {"name": "creds"} for field in PROVIDERS[name].secret_ref_fields}
+    return {"storageType": name, "bucket": "recordings", name: {**block, **ref}}
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+def test_a_client_asks_for_the_secret_keys_its_descriptor_names(name: str) -> None:
+    from callstorage.api import parse_external_storage
+    from callstorage.providers import build_client
+    from callstorage.providers.base import ProviderError, ProviderInputs, Reason
+    from callstorage.settings import Settings
+
+    spec = parse_external_storage({"spec": _minimal_spec(name)})
+    with pytest.raises(ProviderError) as info:
+        build_client(spec, ProviderInputs(secret={}), Settings())
+    assert info.value.reason is Reason.SECRET_KEY_MISSING
+    named = [key for key in PROVIDERS[name].secret_keys if repr(key) in info.value.message]
+    assert named, info.value.message
