@@ -22,6 +22,7 @@ import base64
 import datetime as dt
 import json
 import mimetypes
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -406,8 +407,15 @@ def _azure(spec: ExternalStorageSpec) -> ABSSpec | None:
 
 
 def _endpoint(spec: ExternalStorageSpec) -> str | None:
+    """Where the spec's credentials are sent: its endpoint, Azure's public one for the
+    account, or None (the provider's public endpoint)."""
     endpoint = getattr(spec.provider, "endpoint", None)
-    return str(endpoint).rstrip("/") if endpoint else None
+    if endpoint:
+        return str(endpoint).rstrip("/")
+    azure = _azure(spec)
+    if azure is not None:
+        return f"https://{azure.account_name}.blob.core.windows.net"
+    return None
 
 
 # --- upload ------------------------------------------------------------------------------
@@ -450,12 +458,9 @@ def upload_artifacts(
     spec = _parse(obj, where)
     planned = plan(resolved.prefixes, call_id, artifacts)
     for item in planned:  # a missing file is the caller's mistake: say so before sending
-        if isinstance(item.source, str) or hasattr(item.source, "__fspath__"):
-            import os
-
-            if not os.path.isfile(item.source):
-                raise InvalidRequest("InvalidArtifact", f"{item.file}: no such file "
-                                     f"{os.fspath(item.source)!r}")
+        if isinstance(item.source, str | os.PathLike) and not os.path.isfile(item.source):
+            raise InvalidRequest("InvalidArtifact", f"{item.file}: no such file "
+                                 f"{os.fspath(item.source)!r}")
     client = _media_client(api, resolved.namespace, spec, settings, options.concurrency,
                            UploadFailed)
     azure = _azure(spec)
@@ -468,8 +473,7 @@ def upload_artifacts(
             storage_namespace=resolved.namespace, storage_name=resolved.name,
             storage_uid=str((obj.get("metadata") or {}).get("uid", "")),
             source=str(resolved.source), provider=spec.storage_type,
-            endpoint=_endpoint(spec) or (f"https://{azure.account_name}.blob.core."
-                                         "windows.net" if azure else None),
+            endpoint=_endpoint(spec),
             account=azure.account_name if azure else None, bucket=spec.bucket,
             access_mode=spec.access_mode,
             uploaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -530,9 +534,7 @@ def _is_small(source: Any, part_size: int) -> bool:
     """Known to fit in one request (bytes, a small file): may go beside others."""
     if isinstance(source, bytes | bytearray | memoryview):
         return len(source) <= part_size
-    if isinstance(source, str) or hasattr(source, "__fspath__"):
-        import os
-
+    if isinstance(source, str | os.PathLike):
         try:
             return os.path.getsize(source) <= part_size
         except OSError:
@@ -612,13 +614,11 @@ def _check_same_place(location: StoredLocation, spec: ExternalStorageSpec, where
                                   f"in {location.provider} bucket {location.bucket}")
     current = _endpoint(spec)
     azure = _azure(spec)
-    if azure is not None:
-        current = current or f"https://{azure.account_name}.blob.core.windows.net"
-        if azure.account_name != location.account:
-            raise LocationUnavailable("AccountChanged", f"ExternalStorage {where} now uses "
-                                      f"account {azure.account_name}; call "
-                                      f"{location.call_id}'s media is in account "
-                                      f"{location.account}")
+    if azure is not None and azure.account_name != location.account:
+        raise LocationUnavailable("AccountChanged", f"ExternalStorage {where} now uses "
+                                  f"account {azure.account_name}; call "
+                                  f"{location.call_id}'s media is in account "
+                                  f"{location.account}")
     if (current or None) != (location.endpoint or None):
         raise LocationUnavailable("EndpointChanged", f"ExternalStorage {where} now points at "
                                   f"{current or 'the provider default endpoint'}; call "

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, Final, TypeAlias
 
 import google_crc32c
@@ -339,10 +338,3 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
         if own_pool is not None:
             own_pool.shutdown(wait=True)
     return TransferResult(offset, whole, number)
-
-
-def file_size(source: Any) -> int | None:
-    """The size of a path source, when it is one (for messages and checks)."""
-    if isinstance(source, str | os.PathLike):
-        return Path(source).stat().st_size
-    return None
