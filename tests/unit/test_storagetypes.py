@@ -140,9 +140,17 @@ def test_building_a_client_loads_only_its_own_sdk() -> None:
 
 
 def _minimal_spec(name: str) -> dict[str, Any]:
-    block = {"s3": {"region": "us-east-1"}, "abs": {"accountName": "acct"}}.get(name, {})
-    ref = {field: {"name": "creds"} for field in PROVIDERS[name].secret_ref_fields}
-    return {"storageType": name, "bucket": "recordings", name: {**block, **ref}}
+    return {"storageType": name, "bucket": "recordings",
+            name: dict(PROVIDERS[name].example_block)}
+
+
+@pytest.mark.parametrize("name", list(PROVIDERS))
+def test_each_example_block_is_valid_and_names_its_secrets(name: str) -> None:
+    from callstorage.api import parse_external_storage
+
+    spec = parse_external_storage({"spec": _minimal_spec(name)})
+    assert isinstance(spec.provider, PROVIDERS[name].spec_model)
+    assert PROVIDERS[name].secret_names(dict(PROVIDERS[name].example_block))
 
 
 @pytest.mark.parametrize("name", list(PROVIDERS))

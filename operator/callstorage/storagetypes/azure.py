@@ -233,4 +233,6 @@ PROVIDER = StorageProvider(
     policy_options=_policy_options,
     request_arg="azure_blob",
     from_request=_from_request,
+    example_block={"accountName": "recordings",
+                   "credentialsSecretRef": {"name": "abs-credentials"}},
 )

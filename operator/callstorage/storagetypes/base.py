@@ -211,6 +211,8 @@ class StorageProvider(Generic[B]):
     request_arg: str
     #: the request as a provider block and Secret data; ValueError on a bad request
     from_request: Callable[[Any], BlockAndSecret]
+    #: a minimal valid block (wire form), for docs and tests
+    example_block: Mapping[str, Any] = field(default_factory=dict)
     #: fields of the block that name a Secret of the object's namespace
     secret_ref_fields: tuple[str, ...] = ("credentialsSecretRef",)
 

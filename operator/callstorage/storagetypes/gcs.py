@@ -190,4 +190,5 @@ PROVIDER = StorageProvider(
     policy_options=_policy_options,
     request_arg="gcs_credentials",
     from_request=_from_request,
+    example_block={"credentialsSecretRef": {"name": "gcs-credentials"}},
 )

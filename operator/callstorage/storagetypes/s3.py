@@ -219,4 +219,5 @@ PROVIDER = StorageProvider(
     policy_options=_policy_options,
     request_arg="aws_s3",
     from_request=_from_request,
+    example_block={"region": "us-east-1", "credentialsSecretRef": {"name": "s3-credentials"}},
 )
