@@ -105,7 +105,7 @@ def test_storage_types_load_no_client_code_when_imported() -> None:
 
 
 @pytest.mark.parametrize("module", [
-    "callstorage.api", "callstorage.reconcile.externalstorage",
+    "callstorage.api", "callstorage.reconcile", "callstorage.reconcile.externalstorage",
     "callstorage.reconcile.calltype", "callstorage.storagetypes", "callstorage.policy",
     "callstorage.providers"])
 def test_importing_loads_no_cloud_sdk(module: str) -> None:
