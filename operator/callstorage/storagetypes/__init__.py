@@ -4,8 +4,10 @@
 provider blocks), the controller (which Secrets an object refers to), the SDK client
 (which request builds which block), the least-privilege policies and the CLI all loop over
 it; ``tests/unit/test_storagetypes.py`` holds it against the CRD's storageType enum and
-provider blocks. Adding a provider: a module exporting a ``StorageProvider``, a line here,
-and its block in ``crds/externalstorages.yaml``.
+provider blocks. Adding a provider: a module exporting a ``StorageProvider`` (its client
+may live in the same module, importing its SDK inside ``build``), its entry here, and its
+block and rules in ``crds/externalstorages.yaml`` (``python hack/sync_crds.py`` copies the
+CRD into the chart).
 """
 
 from __future__ import annotations
