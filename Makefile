@@ -7,10 +7,10 @@ export PYTHONPATH := $(CURDIR)/hack
 # Every process a run starts inherits this id, so `testbed leftovers` can find strays.
 export CALLSTORAGE_TESTBED_RUN ?= $(shell date +%s%N)
 
-.PHONY: help deps testbed demo test lint bench bench-media clean
+.PHONY: help deps testbed demo demo-cluster test lint bench bench-media clean image
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,17 +20,23 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP) ## virtualenv with the package and its test/dev dependencies
 
-testbed: deps ## find or build the Go tools (kube-apiserver, etcd, helm, ...); install Azurite
+testbed: deps ## find or build the Go tools (kube-apiserver, kubelet, etcd, helm, ...); Azurite, node packages, the image
 	$(BIN)/python -m testbed prepare
 
 demo: testbed ## local control plane + S3 emulator + operator + samples, until Ctrl-C
 	$(BIN)/python -m testbed demo
+
+demo-cluster: testbed ## the same on a real node: image built here, `helm install`, two Pods
+	$(BIN)/python -m testbed demo --node
 
 test: testbed ## lint, type-check and run every test against the real test bed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 	$(BIN)/python -m testbed leftovers
+
+image: deps ## build the operator image from the Dockerfile (no registry); prints its id
+	$(BIN)/python -m testbed image
 
 lint: deps ## ruff and mypy only
 	$(BIN)/ruff check .

@@ -24,7 +24,7 @@ from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import Server, free_port, http_ok, wait_for
 
-pytest_plugins = ["storage_fixtures"]
+pytest_plugins = ["storage_fixtures", "node_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "callstorage-system"
@@ -210,8 +210,11 @@ def operator(operator_factory: OperatorFactory) -> RunningOperator:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests under tests/integration and tests/e2e need the test bed."""
+    """Tests under tests/integration and tests/e2e need the test bed; tests/node needs a
+    real node as well (root, Debian's container runtime, the operator image)."""
     for item in items:
         parts = Path(str(item.fspath)).parts
         if "integration" in parts or "e2e" in parts:
             item.add_marker(pytest.mark.integration)
+        if "node" in parts:
+            item.add_marker(pytest.mark.node)

@@ -1,10 +1,16 @@
 """``python -m testbed``: prepare the test bed, or run the local demo.
 
     prepare   find or build kube-apiserver, etcd, kube-controller-manager, helm,
-              kubeconform, kstatus, promtool, Argo CD's Lua runner (cached in
-              ~/.cache/callstorage), fetch prometheus-operator's CRDs, install Azurite
-    up        start a control plane + S3 emulator and wait (for exploring by hand)
-    demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C
+              kubeconform, kstatus, promtool, Argo CD's Lua runner, kubelet,
+              kube-proxy, kube-scheduler, pause (cached in ~/.cache/callstorage),
+              fetch prometheus-operator's CRDs, install Azurite and the node's
+              Debian packages, build the operator image
+    up        start a control plane + S3 emulator and wait (for exploring by hand);
+              --node adds a real node (kubelet, containerd, kube-proxy) with the image
+    demo      `up`, plus the CRDs, the operator and manifests/samples/, until Ctrl-C;
+              --node installs the operator with `helm install` onto the node instead
+    image     build the operator image from the Dockerfile, no registry; print its id
+              (--lock: refresh the pinned Python and Debian package lists first)
     leftovers fail if any process of this run (CALLSTORAGE_TESTBED_RUN) still runs
 """
 
@@ -60,10 +66,16 @@ def _interrupt(signum: int, _frame: object) -> None:
 
 
 def prepare() -> None:
+    from testbed import apt, image
+
+    # the real node's runtime and the image build come from Debian packages
+    apt.ensure(apt.NODE_PACKAGES + apt.IMAGE_PACKAGES)
     for name, path in binaries.ensure_all().items():
         _say(f"{name}: {path}")
     for path in binaries.monitoring_crds():
         _say(f"CRD: {path}")
+    built = image.build()
+    _say(f"operator image: {built.name} {built.digest}")
     from testbed.azurite import install_azurite
 
     _say(f"azurite: {install_azurite()}")
@@ -193,6 +205,87 @@ def up(demo: bool) -> int:
     return 0
 
 
+def up_node(demo: bool) -> int:
+    """A control plane with a real node; with ``demo``, the operator installed by Helm."""
+    from testbed import image
+    from testbed.node import Node
+    from testbed.s3 import S3Server
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
+    run_dir = Path(tempfile.mkdtemp(prefix="callstorage-demo-"))
+    _say("building or finding the binaries and the operator image (cached after)")
+    binaries.ensure_all(["etcd", "kube-apiserver", "kube-controller-manager",
+                         "kube-scheduler", "kubelet", "kube-proxy", "pause", "helm"])
+    built = image.build()
+    _say(f"operator image {built.name} ({built.digest})")
+    node = Node()
+    cp = ControlPlane(run_dir / "cp", address=node.host_ip, for_node=True)
+    s3: S3Server | None = None
+    try:
+        _say(f"starting the control plane on {node.host_ip} (the host end of the node link)")
+        cp.start()
+        _say(f"starting the node in network namespace {node.netns} ({node.node_ip}): "
+             "containerd, kubelet, kube-proxy")
+        node.start(cp)
+        node.import_archive(built.archive)
+        s3 = S3Server.start(run_dir / "logs", host=node.host_ip)
+        kubectl = ["kubectl", f"--kubeconfig={cp.kubeconfig}"]
+        if demo:
+            ns = OPERATOR_NAMESPACE
+            subprocess.run([*kubectl, "create", "namespace", ns], check=True)
+            subprocess.run([*kubectl, "label", "namespace", ns,
+                            "pod-security.kubernetes.io/enforce=restricted"], check=True)
+            helm = [str(binaries.find("helm")), f"--kubeconfig={cp.kubeconfig}"]
+            _say("helm install callstorage helm/callstorage (chart defaults: 2 replicas, "
+                 "one leader)")
+            subprocess.run([*helm, "install", "callstorage", str(ROOT / "helm" / "callstorage"),
+                            "-n", ns, "--wait", "--timeout=5m"], check=True,
+                           env={**os.environ, "HOME": str(run_dir)})
+            subprocess.run([*kubectl, "get", "pods,lease", "-n", ns, "-o", "wide"], check=False)
+            docs = [d for p in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
+                    if p.name != "kustomization.yaml"
+                    for d in yaml.safe_load_all(p.read_text()) if d]
+            docs = _s3_samples_for_emulator(docs, s3)
+            order = {"Namespace": 0, "Secret": 1, "ExternalStorage": 2, "CallType": 3}
+            docs.sort(key=lambda d: order.get(d.get("kind", ""), 9))
+            _say(f"applying {len(docs)} objects from manifests/samples/")
+            subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
+                           input=yaml.safe_dump_all(docs))
+            api = cp.api_client()
+            for d in docs:
+                if d.get("kind") == "ExternalStorage" and d["spec"]["storageType"] == "s3":
+                    with contextlib.suppress(AssertionError):
+                        kubeutil.wait_ready(api, "externalstorages",
+                                            d["metadata"].get("namespace", "default"),
+                                            d["metadata"]["name"], timeout=60)
+            api.close()
+            subprocess.run([*kubectl, "get", "exs,ct", "-A"], check=False)
+        print()
+        _say("the cluster is yours; from another shell:")
+        print(f"    export KUBECONFIG={cp.kubeconfig}")
+        print("    kubectl get nodes,pods -A -o wide")
+        print(f"    kubectl -n {OPERATOR_NAMESPACE} logs deploy/callstorage")
+        print(f"    S3 emulator: {s3.endpoint}")
+        _say("press Ctrl-C to stop and clean up")
+        _wait_for_ctrl_c()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C (or SIGTERM) while starting: clean up what started
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        _say("stopping")
+        if s3 is not None:
+            s3.stop()
+        node.stop()
+        cp.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        left = node.leftovers()
+        if left:
+            _say(f"left behind: {left}")
+    return 0
+
+
 def next_steps(kubeconfig: Path, s3_endpoint: str, demo: bool) -> str:
     """What to try from another shell, with this run's kubeconfig."""
     lines = [
@@ -227,17 +320,34 @@ def next_steps(kubeconfig: Path, s3_endpoint: str, demo: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["prepare", "up", "demo", "leftovers"])
+    parser.add_argument("command", choices=["prepare", "up", "demo", "leftovers", "image"])
+    parser.add_argument("--node", action="store_true", help="up/demo: with a real node")
+    parser.add_argument("--lock", action="store_true", help="image: refresh the locks")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare()
         return 0
+    if args.command == "image":
+        from testbed import image
+
+        if args.lock:
+            image.lock()
+        built = image.build()
+        _say(f"{built.name} (archive {built.archive})")
+        print(built.digest)
+        return 0
     if args.command == "leftovers":
         run_id = os.environ.get(RUN_MARKER, "")
         found = leftovers(run_id) if run_id else []
+        from testbed import node
+
+        if run_id:
+            found += node.leftovers(node.run_tag())
         for line in found:
             print(f"left running: {line}", file=sys.stderr)
         return 1 if found else 0
+    if args.node:
+        return up_node(demo=args.command == "demo")
     return up(demo=args.command == "demo")
 
 

@@ -28,6 +28,14 @@ _CONTROLLERS = (
     "namespace-controller,garbage-collector-controller,"
     "serviceaccount-controller,serviceaccount-token-controller"
 )
+# With a real node: what Deployments, Services, PodDisruptionBudgets and the Pods'
+# ServiceAccount volumes (the kube-root-ca.crt ConfigMap) need, and the node lifecycle
+# controller, which lifts the not-ready taint a kubelet registers its node with.
+_NODE_CONTROLLERS = (
+    ",deployment-controller,replicaset-controller,endpointslice-controller,"
+    "endpoints-controller,disruption-controller,root-ca-certificate-publisher-controller,"
+    "pod-garbage-collector-controller,node-lifecycle-controller"
+)
 
 # Audit at Metadata level for requests only (no bodies: Secrets must never land in a log).
 _AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
@@ -72,7 +80,14 @@ def write_kubeconfig(
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback, for one run."""
 
-    def __init__(self, run_dir: Path | None = None, *, audit: bool = False) -> None:
+    def __init__(self, run_dir: Path | None = None, *, audit: bool = False,
+                 address: str = "127.0.0.1", for_node: bool = False) -> None:
+        """``address``: where the API server listens and what it advertises (a real node's
+        Pods reach it there through the ``kubernetes`` Service). ``for_node``: also run
+        kube-scheduler and the workload controllers, with the Node authorizer and the
+        ServiceAccount admission plugin on, as a cluster with kubelets needs."""
+        self.address = address
+        self.for_node = for_node
         self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="callstorage-cp-"))
         self._own_dir = run_dir is None
         self.audit_log: Path | None = self.run_dir / "audit.log" if audit else None
@@ -83,7 +98,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.address}:{self.port}"
 
     @property
     def ca_path(self) -> Path:
@@ -114,11 +129,11 @@ class ControlPlane:
         apiserver_bin = binaries.find("kube-apiserver")
         kcm_bin = binaries.find("kube-controller-manager")
         logs = self.run_dir / "logs"
-        ca = ThrowawayCA("callstorage-testbed-ca")
+        ca = self._ca = ThrowawayCA("callstorage-testbed-ca")
         self.pki_dir.mkdir(parents=True, exist_ok=True)
         self.ca_path.write_bytes(ca.cert_pem)
         serving_cert, serving_key = ca.issue([
-            "127.0.0.1", "localhost", "10.0.0.1", "kubernetes", "kubernetes.default",
+            "127.0.0.1", "localhost", self.address, "10.0.0.1", "kubernetes", "kubernetes.default",
             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
         ]).write(self.pki_dir, "apiserver")
         admin_cert, admin_key = ca.issue_client("admin", "system:masters").write(
@@ -145,8 +160,8 @@ class ControlPlane:
             str(apiserver_bin),
             f"--etcd-servers={etcd_url}",
             f"--secure-port={self.port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--tls-cert-file={serving_cert}",
             f"--tls-private-key-file={serving_key}",
             f"--client-ca-file={self.ca_path}",
@@ -154,8 +169,14 @@ class ControlPlane:
             f"--service-account-key-file={sa_pub}",
             f"--service-account-signing-key-file={sa_priv}",
             "--service-cluster-ip-range=10.0.0.0/24",
-            "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
+            # the Node authorizer lets kubelets read what their Pods need, no more
+            "--authorization-mode=Node,RBAC" if self.for_node else "--authorization-mode=RBAC",
+            *(["--enable-admission-plugins=NodeRestriction",
+               # logs/exec/stats: reach kubelets by their node IP, not by host name
+               "--kubelet-preferred-address-types=InternalIP",
+               f"--kubelet-client-certificate={admin_cert}",
+               f"--kubelet-client-key={admin_key}"] if self.for_node
+              else ["--disable-admission-plugins=ServiceAccount"]),
             "--allow-privileged=true",
             "--profiling=false",
             f"--cert-dir={self.run_dir / 'apiserver-certs'}",
@@ -175,7 +196,7 @@ class ControlPlane:
         kcm = Server("kube-controller-manager", [
             str(kcm_bin),
             f"--kubeconfig={self.kubeconfig}",
-            f"--controllers={_CONTROLLERS}",
+            f"--controllers={_CONTROLLERS}{_NODE_CONTROLLERS if self.for_node else ''}",
             "--leader-elect=false",
             f"--service-account-private-key-file={sa_priv}",
             f"--root-ca-file={self.ca_path}",
@@ -184,7 +205,23 @@ class ControlPlane:
             "--use-service-account-credentials=false",
         ], logs)
         self._servers.append(kcm)
+        if self.for_node:
+            self._servers.append(Server("kube-scheduler", [
+                str(binaries.find("kube-scheduler")),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+            ], logs))
         return self
+
+    def issue_client(self, name: str, user: str, group: str | None = None) -> Path:
+        """A kubeconfig for ``user`` (client certificate signed by the run's CA)."""
+        cert, key = self._ca.issue_client(user, group).write(self.pki_dir, name)
+        return write_kubeconfig(self.run_dir / f"{name}.kubeconfig", self.server,
+                                self.ca_path, cert=cert, key=key, user=user)
 
     def api_client(self, kubeconfig: Path | None = None) -> Any:
         """A ``kubernetes.client.ApiClient`` for the admin (or the given kubeconfig)."""

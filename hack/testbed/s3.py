@@ -104,12 +104,14 @@ class S3Server:
         self.admin = admin
 
     @classmethod
-    def start(cls, log_dir: Path, region: str = "us-east-1", timeout: float = 30.0) -> S3Server:
+    def start(cls, log_dir: Path, region: str = "us-east-1", timeout: float = 30.0,
+              host: str = "127.0.0.1") -> S3Server:
+        """Start moto on ``host`` (a real node's Pods reach it on the node link's address)."""
         port = free_port()
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint = f"http://{host}:{port}"
         server = Server(
             "moto-s3",
-            [sys.executable, "-m", "testbed.moto_s3", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "testbed.moto_s3", "-H", host, "-p", str(port)],
             log_dir,
             env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_BOOTSTRAP_ACTIONS),
                  "PYTHONPATH": _pythonpath()},

@@ -149,3 +149,39 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
         shell=shell, preamble=preamble, commands_pattern="|".join(commands),
         value_cases="\n".join(value_cases), flag_cases="\n".join(flag_cases),
         top_words=top).rstrip("\n")
+
+
+def kubectl_complete(argv: list[str] | None = None) -> int:
+    """``kubectl_complete-callstorage``: completion of ``kubectl callstorage ...``.
+
+    kubectl (1.26+) runs ``kubectl_complete-callstorage __complete <words...>`` (the last
+    word is the one being typed) and expects Cobra's answer: one candidate per line, then
+    ``:<directive>``. The candidates come from the same bash function as above.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from callstorage.cli import build_parser
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["__complete"]:
+        words = words[1:]
+    program = """
+        eval "$CALLSTORAGE_COMPLETION"
+        COMP_WORDS=(callstorage "$@")
+        COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+        _callstorage
+        printf '%s\\n' "${COMPREPLY[@]}"
+    """
+    env = {**os.environ, "CALLSTORAGE_COMPLETION": script(build_parser("callstorage"), "bash")}
+    try:
+        found = subprocess.run(["bash", "-c", program, "_", *(words or [""])], env=env,
+                               capture_output=True, text=True, timeout=30, check=False)
+        candidates = [w for w in found.stdout.splitlines() if w]
+    except (OSError, subprocess.TimeoutExpired):
+        candidates = []
+    for word in candidates:
+        print(word)
+    print(":4")  # ShellCompDirectiveNoFileComp: nothing but these
+    return 0

@@ -94,6 +94,11 @@ class Kube:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    async def aclose(self) -> None:
+        """Drop queued calls and wait for those already sent: a leader hands its Lease
+        over only after its last write has landed (no write from it after a successor's)."""
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status_patch: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge-patch the status subresource; None when the object is gone."""

@@ -50,6 +50,11 @@ VALIDATION_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "callstorage_leader",
+    "1 while this replica holds the leader Lease and handles objects, else 0.",
+    registry=REGISTRY,
+)
 STORAGE_READY = Gauge(
     "callstorage_storage_ready",
     "1 when the ExternalStorage's Ready condition is True, else 0.",

@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 
 import kopf
+from aiohttp import web
 
 from callstorage import __version__, metrics
 from callstorage.handlers import build_registry
+from callstorage.leader import (
+    LeaderElector,
+    LeaseConfig,
+    default_identity,
+    pod_owner,
+    run_elected,
+)
 from callstorage.settings import Settings
 
 
@@ -79,13 +88,69 @@ def main(argv: list[str] | None = None) -> int:
     namespaces = list(settings.watch_namespaces)
     if namespaces and settings.namespace not in namespaces:
         namespaces.append(settings.namespace)
+    if settings.leader_election:
+        return asyncio.run(_run_elected(settings, registry, namespaces))
     liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
                 if settings.health_port else None)
     asyncio.run(kopf.operator(
         registry=registry,
-        standalone=True,  # one replica (Recreate): no peering objects, no extra RBAC
+        standalone=True,  # no kopf peering: one process, or the Lease decides (below)
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=liveness,
     ))
     return 0
+
+
+async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
+                       namespaces: list[str]) -> int:
+    """One of several replicas: serve health, wait for the Lease, then run kopf."""
+    from callstorage.kube import load_api_client
+
+    api = load_api_client(2)
+    elector = LeaderElector(api, LeaseConfig(
+        name=settings.lease_name, namespace=settings.namespace, identity=default_identity(),
+        lease_duration=settings.lease_duration, renew_deadline=settings.lease_renew_deadline,
+        retry_period=settings.lease_retry_period, owner=pod_owner()))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    health = await _serve_health(settings.health_port, elector) if settings.health_port \
+        else None
+
+    async def lead() -> None:
+        metrics.LEADER.set(1)
+        try:
+            # kopf installs its own SIGTERM handler: it stops, then run_elected releases.
+            # No stop_flag: kopf would wait 5 s for its waiter on a flag never set.
+            await kopf.operator(registry=registry, standalone=True,
+                                clusterwide=not namespaces, namespaces=namespaces)
+        finally:
+            metrics.LEADER.set(0)
+
+    try:
+        return await run_elected(elector, lead, stop)
+    finally:
+        if health is not None:
+            await health.cleanup()
+        api.close()
+
+
+async def _serve_health(port: int, elector: LeaderElector) -> web.AppRunner:
+    """``/healthz``: the process answers (liveness). ``/readyz``: it reached the API server
+    within a lease duration, so it leads, or could take over if the leader goes."""
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if elector.healthy():
+            return web.Response(text="leader" if elector.is_leader else "standby")
+        return web.Response(status=503, text="no contact with the API server")
+
+    app = web.Application()
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - probed by the kubelet
+    return runner

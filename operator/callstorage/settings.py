@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     )
     metrics_port: int = Field(8080, ge=0, le=65535, description="0 disables metrics.")
     health_port: int = Field(8081, ge=0, le=65535, description="0 disables the probe.")
+    leader_election: bool = Field(
+        False,
+        description="Run as one of several replicas: only the holder of the Lease "
+                    "`lease_name` in `namespace` handles objects (the chart turns it on).",
+    )
+    lease_name: str = Field("callstorage-operator", description="The leader election Lease.")
+    lease_duration: float = Field(15.0, gt=0, description="Seconds a standby waits on a "
+                                  "silent leader before taking over.")
+    lease_renew_deadline: float = Field(10.0, gt=0, description="Seconds the leader keeps "
+                                        "trying to renew before it gives up and exits.")
+    lease_retry_period: float = Field(2.0, gt=0, description="Seconds between attempts.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -348,3 +348,12 @@ def test_completion_offers_names_from_the_cluster(kube_api: Any, kc: Path,
     assert complete(f"callstorage policy --namespace={namespace} az-t") == ["az-two"]
     assert namespace in complete("callstorage status -n ")
     assert complete(f"callstorage --kubeconfig {kc} check -n {namespace} az-o") == ["az-one"]
+
+    # kubectl callstorage <TAB>: kubectl asks kubectl_complete-callstorage (kubectl 1.26+)
+    env = {**os.environ, "KUBECONFIG": str(kc),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for words, expected in ((["ch"], ["check"]),
+                            (["check", "-n", namespace, "az-t"], ["az-two"])):
+        answer = subprocess.run(["kubectl", "__complete", "callstorage", *words], env=env,
+                                capture_output=True, text=True, timeout=60, check=True)
+        assert answer.stdout.splitlines() == [*expected, ":4"], answer.stderr

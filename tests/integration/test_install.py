@@ -107,6 +107,12 @@ def by_kind(objs: list[Obj], kind: str) -> list[Obj]:
     return [o for o in objs if o["kind"] == kind]
 
 
+def serving_roles(objs: list[Obj]) -> list[Obj]:
+    """The Roles that grant the operator's work (not the leader election Role)."""
+    return [r for r in by_kind(objs, "Role")
+            if not r["metadata"]["name"].endswith("-leader-election")]
+
+
 def one(objs: list[Obj], kind: str) -> Obj:
     found = by_kind(objs, kind)
     assert len(found) == 1, f"expected one {kind}, got {len(found)}"
@@ -175,13 +181,28 @@ def test_default_render_is_cluster_wide_and_hardened(helm_home: dict[str, str],
         ("ClusterRole", "rel-callstorage"),
         ("ClusterRoleBinding", "rel-callstorage"),
         ("Deployment", "rel-callstorage"),
+        ("PodDisruptionBudget", "rel-callstorage"),
+        ("Role", "rel-callstorage-leader-election"),
+        ("RoleBinding", "rel-callstorage-leader-election"),
         ("Service", "rel-callstorage-metrics"),
         ("ServiceAccount", "rel-callstorage"),
     ]
     deployment = one(objs, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # two replicas, one leader; a rollout adds a standby before it removes anybody
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate",
+                                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert env_of(deployment)["CALLSTORAGE_LEADER_ELECTION"] == "true"
+    assert env_of(deployment)["CALLSTORAGE_LEASE_NAME"] == "rel-callstorage"
+    assert env_of(deployment)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert one(objs, "PodDisruptionBudget")["spec"] == {
+        "maxUnavailable": 1, "selector": {"matchLabels": pod_labels(deployment)}}
+    lease_rules = one(objs, "Role")["rules"]
+    assert lease_rules == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["rel-callstorage"], "verbs": ["get", "update"]}]
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "rel-callstorage"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -193,6 +214,7 @@ def test_default_render_is_cluster_wide_and_hardened(helm_home: dict[str, str],
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert set(container["resources"]) == {"requests", "limits"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "health": 8081, "metrics": 8080}
     assert "command" not in container
@@ -233,9 +255,13 @@ def test_chart_defaults_match_the_operator_defaults(helm_home: dict[str, str],
         if name != "namespace"
     } | {"namespace": "x"})
     defaults = Settings(namespace="x")
-    # JSON logs are the chart's deliberate choice (log collectors); all else is the same
+    # The chart's deliberate choices: JSON logs (log collectors), and two replicas that
+    # elect a leader through a Lease named after the release; all else is the same
     assert parsed.log_format == "json"
-    assert parsed.model_copy(update={"log_format": defaults.log_format}) == defaults
+    assert parsed.leader_election is True
+    assert parsed.model_copy(update={
+        "log_format": defaults.log_format, "leader_election": defaults.leader_election,
+        "lease_name": defaults.lease_name}) == defaults
     assert parsed.endpoint_denylist == list(DEFAULT_DENIED_ENDPOINTS)
 
 
@@ -245,7 +271,7 @@ def test_namespaced_render_has_no_cluster_scoped_rbac(helm_home: dict[str, str],
     assert not by_kind(objs, "ClusterRole")
     assert not by_kind(objs, "ClusterRoleBinding")
     served = ["app-a", "app-b", "cs"]
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(objs, "Role")) == served
+    assert sorted(r["metadata"]["namespace"] for r in serving_roles(objs)) == served
     for binding in by_kind(objs, "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rel-callstorage",
@@ -314,7 +340,11 @@ def test_chart_and_kustomize_base_install_the_same_operator(helm_home: dict[str,
     def container(objs: list[Obj]) -> Obj:
         (c,) = copy.deepcopy(one(objs, "Deployment")["spec"]["template"]["spec"]["containers"])
         c.pop("image")
-        c["env"] = sorted(c["env"], key=lambda e: e["name"])
+        # the Lease is named after the release (the chart) or the Deployment (the base);
+        # each matches the one name its leader election Role grants
+        lease = next(e for e in c["env"] if e["name"] == "CALLSTORAGE_LEASE_NAME")
+        assert [lease["value"]] == one(objs, "Role")["rules"][1]["resourceNames"]
+        c["env"] = sorted((e for e in c["env"] if e is not lease), key=lambda e: e["name"])
         return dict(c)
 
     assert container(chart) == container(base)
@@ -322,12 +352,17 @@ def test_chart_and_kustomize_base_install_the_same_operator(helm_home: dict[str,
     base_pod = one(base, "Deployment")["spec"]["template"]["spec"]
     for field in ("securityContext", "volumes", "automountServiceAccountToken"):
         assert chart_pod[field] == base_pod[field], field
-    assert one(base, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    for field in ("replicas", "strategy"):
+        assert one(base, "Deployment")["spec"][field] == one(chart, "Deployment")["spec"][field]
+    assert one(base, "PodDisruptionBudget")["spec"]["maxUnavailable"] == \
+        one(chart, "PodDisruptionBudget")["spec"]["maxUnavailable"]
+    assert one(base, "Role")["rules"][0] == one(chart, "Role")["rules"][0]
     # the RBAC rules are the same (the chart's ClusterRole, the base's and the overlay's Role)
     assert one(chart, "ClusterRole")["rules"] == one(base, "ClusterRole")["rules"]
     namespaced = render(helm_home, tmp_path, {"watchNamespaces": ["a"]})
-    chart_role = by_kind(namespaced, "Role")[0]
-    assert chart_role["rules"] == one(kustomize(OVERLAY), "Role")["rules"]
+    chart_role = serving_roles(namespaced)[0]
+    (overlay_role,) = serving_roles(kustomize(OVERLAY))
+    assert chart_role["rules"] == overlay_role["rules"]
     assert chart_role["rules"] == one(base, "ClusterRole")["rules"]
 
 
@@ -369,7 +404,8 @@ def test_single_namespace_overlay_serves_its_own_namespace(tmp_path: Path) -> No
     namespaces = {o["metadata"].get("namespace") for o in moved
                   if o["kind"] not in ("CustomResourceDefinition", "Namespace")}
     assert namespaces == {"team-a"}
-    assert one(moved, "RoleBinding")["subjects"][0]["namespace"] == "team-a"
+    for binding in by_kind(moved, "RoleBinding"):  # serving, and leader election
+        assert binding["subjects"][0]["namespace"] == "team-a"
     assert one(moved, "Namespace")["metadata"]["name"] == "team-a"
 
 
@@ -597,10 +633,16 @@ def test_helm_install_creates_exactly_the_expected_objects_and_uninstall_leaves_
         ("", "ClusterRoleBinding", "wide-callstorage"),
         ("cs", "ServiceAccount", "wide-callstorage"),
         ("cs", "Deployment", "wide-callstorage"),
+        ("cs", "PodDisruptionBudget", "wide-callstorage"),
+        ("cs", "Role", "wide-callstorage-leader-election"),
+        ("cs", "RoleBinding", "wide-callstorage-leader-election"),
         ("cs", "Service", "wide-callstorage-metrics"),
         ("cs", "Secret", "sh.helm.release.v1.wide.v1"),  # Helm's own release record
         ("cs", "ServiceAccount", "narrow-callstorage"),
         ("cs", "Deployment", "narrow-callstorage"),
+        ("cs", "PodDisruptionBudget", "narrow-callstorage"),
+        ("cs", "Role", "narrow-callstorage-leader-election"),
+        ("cs", "RoleBinding", "narrow-callstorage-leader-election"),
         ("cs", "Service", "narrow-callstorage-metrics"),
         ("cs", "Secret", "sh.helm.release.v1.narrow.v1"),
         ("cs", "Secret", "platform-default-credentials"),
@@ -643,13 +685,22 @@ def test_kubectl_apply_k_creates_exactly_the_expected_objects(
         ("", "ClusterRoleBinding", "callstorage-operator"),
         ("callstorage-system", "ServiceAccount", "callstorage-operator"),
         ("callstorage-system", "Deployment", "callstorage-operator"),
+        ("callstorage-system", "PodDisruptionBudget", "callstorage-operator"),
+        ("callstorage-system", "Role", "callstorage-operator-leader-election"),
+        ("callstorage-system", "RoleBinding", "callstorage-operator-leader-election"),
         ("callstorage-system", "Service", "callstorage-operator-metrics"),
     }
     ns = json.loads(kubectl(kc, "get", "namespace", "callstorage-system", "-o", "json").stdout)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    # applying again changes nothing
+    # applying again changes nothing. kubectl always sends a PodDisruptionBudget's selector
+    # (its patch strategy is "replace") and so reports it "configured": its generation
+    # shows that nothing changed.
     again = kubectl(kc, "apply", "-k", str(MANIFESTS)).stdout
-    assert all(line.endswith("unchanged") for line in again.splitlines()), again
+    assert all(line.endswith("unchanged") or line.startswith("poddisruptionbudget")
+               for line in again.splitlines()), again
+    pdb = json.loads(kubectl(kc, "get", "pdb", "callstorage-operator", "-n",
+                             "callstorage-system", "-o", "json").stdout)
+    assert pdb["metadata"]["generation"] == 1
 
 
 def test_single_namespace_overlay_installs_nothing_cluster_scoped_but_crds(
@@ -664,7 +715,10 @@ def test_single_namespace_overlay_installs_nothing_cluster_scoped_but_crds(
         ("callstorage-system", "ServiceAccount", "callstorage-operator"),
         ("callstorage-system", "Role", "callstorage-operator"),
         ("callstorage-system", "RoleBinding", "callstorage-operator"),
+        ("callstorage-system", "Role", "callstorage-operator-leader-election"),
+        ("callstorage-system", "RoleBinding", "callstorage-operator-leader-election"),
         ("callstorage-system", "Deployment", "callstorage-operator"),
+        ("callstorage-system", "PodDisruptionBudget", "callstorage-operator"),
         ("callstorage-system", "Service", "callstorage-operator-metrics"),
     }
 

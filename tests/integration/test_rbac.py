@@ -72,7 +72,8 @@ class Release:
 
     def operator_env(self) -> dict[str, str]:
         """The Deployment's environment as the chart renders it, with the downward API
-        resolved (the pod's namespace is the release namespace)."""
+        resolved (the pod's namespace is the release namespace; leader election on, so
+        the chart's Lease Role is exercised too)."""
         manifest = self.helm("get", "manifest", self.name, "-n", self.namespace)
         (deployment,) = [d for d in yaml.safe_load_all(manifest)
                          if d and d["kind"] == "Deployment"]
@@ -82,8 +83,12 @@ class Release:
             if var["name"] in FACTORY_SETTINGS:
                 continue
             if "valueFrom" in var:
-                assert var["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
-                env[var["name"]] = self.namespace
+                field = var["valueFrom"]["fieldRef"]["fieldPath"]
+                if field == "metadata.uid":
+                    continue  # no Pod here: the Lease gets no owner
+                assert field in ("metadata.namespace", "metadata.name"), var
+                env[var["name"]] = (self.namespace if field == "metadata.namespace"
+                                    else f"{self.name}-local")
             else:
                 env[var["name"]] = var.get("value", "")
         return env

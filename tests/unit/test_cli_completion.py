@@ -71,3 +71,10 @@ def test_zsh_script_loads_the_bash_function_through_bashcompinit(
     text = script("zsh", capsys)
     assert text.splitlines()[3] == "autoload -U +X bashcompinit && bashcompinit"
     assert "complete -F _callstorage callstorage kubectl-callstorage" in text
+
+
+def test_kubectl_complete_answers_in_cobras_format(capsys: pytest.CaptureFixture[str]) -> None:
+    from callstorage.completion import kubectl_complete
+
+    assert kubectl_complete(["__complete", "version", "-o", ""]) == 0
+    assert capsys.readouterr().out == "text\njson\nyaml\n:4\n"

@@ -61,7 +61,7 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
         controller: Controller | None = holder.pop("controller", None)
         if controller is not None:
             await controller.stop()
-            controller.kube.close()
+            await controller.kube.aclose()
 
     # async on purpose: kopf runs sync handlers in threads, and the controller's state
     # and work queues belong to the event loop.
