@@ -7,6 +7,7 @@ from ``KUBEBUILDER_ASSETS``) and to storage emulators that check credentials
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -15,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import Server, free_port, http_ok, wait_for
@@ -72,13 +76,51 @@ def crds(control_plane: ControlPlane, kube_api: Any) -> list[str]:
 
 
 @pytest.fixture
-def namespace(kube_api: Any, crds: list[str]) -> Iterator[str]:
+def namespace(kube_api: Any, crds: list[str], credential_values: set[str],
+              running_operators: list[RunningOperator]) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (the namespace controller of the
-    test bed finishes the deletion in the background)."""
+    test bed finishes the deletion in the background).
+
+    Before it goes, the leak guard: no credential any test registered in
+    ``credential_values`` may appear in this namespace's objects (status included) or
+    events, the platform storage's namespace, or any operator's log."""
     name = f"t-{secrets.token_hex(4)}"
     kubeutil.create_namespace(kube_api, name)
     yield name
-    kubeutil.delete_namespace(kube_api, name)
+    try:
+        leaks = credential_leaks(kube_api, [name, OPERATOR_NAMESPACE], credential_values,
+                                 running_operators)
+    finally:
+        kubeutil.delete_namespace(kube_api, name)
+    if leaks:
+        # counts only: printing a leaked value would leak it into the test output
+        pytest.fail(f"credential values found: {leaks}", pytrace=False)
+
+
+def credential_leaks(kube_api: Any, namespaces: list[str], values: set[str],
+                     operators: list[RunningOperator]) -> dict[str, int]:
+    """Place -> how many of ``values`` it contains, for every place that has any: the
+    callstorage objects (spec and status) and events of ``namespaces``, operator logs."""
+    if not values:
+        return {}
+    custom = client.CustomObjectsApi(kube_api)
+    core = client.CoreV1Api(kube_api)
+    places: dict[str, str] = {}
+    for ns in namespaces:
+        for plural in (EXTERNALSTORAGE_PLURAL, CALLTYPE_PLURAL):
+            try:
+                listed = custom.list_namespaced_custom_object(GROUP, VERSION, ns, plural)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            places[f"{plural} in {ns}"] = json.dumps(listed.get("items", []))
+        places[f"events in {ns}"] = "\n".join(
+            f"{e.reason} {e.message}" for e in core.list_namespaced_event(ns).items)
+    for op in operators:
+        places[f"log of {op.server.name}"] = op.log()
+    found = {where: sum(value in text for value in values) for where, text in places.items()}
+    return {where: n for where, n in found.items() if n}
 
 
 class RunningOperator:
@@ -142,10 +184,10 @@ def launch_operator(kubeconfig: Path, log_dir: Path, env: dict[str, str] | None 
 @pytest.fixture(scope="session")
 def operator_factory(
     control_plane: ControlPlane, kube_api: Any, crds: list[str],
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, running_operators: list[RunningOperator],
 ) -> Iterator[OperatorFactory]:
     """Start operators with given settings (env) and kubeconfig; all stopped at the end."""
-    started: list[RunningOperator] = []
+    started = running_operators
     kubeutil.create_namespace(kube_api, OPERATOR_NAMESPACE, exist_ok=True)
 
     def start(env: dict[str, str] | None = None, kubeconfig: Path | None = None,
@@ -161,9 +203,15 @@ def operator_factory(
 
 
 @pytest.fixture(scope="session")
+def running_operators() -> list[RunningOperator]:
+    """Every operator process started in this run (their logs are checked for leaks)."""
+    return []
+
+
+@pytest.fixture(scope="session")
 def credential_values() -> set[str]:
-    """Every credential a test hands to the operator; the last test of the run checks
-    that none of them shows up in any status, event or operator log."""
+    """Every credential a test hands to the operator, for all providers; the leak guard of
+    ``namespace`` checks that none shows up in any status, event or operator log."""
     return set()
 
 

@@ -10,10 +10,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from callstorage.api import GROUP, VERSION, ExternalStorageSpec, external_storage_manifest
 from callstorage.api.readiness import PENDING, readiness
 from testbed.procs import wait_for
-
-GROUP, VERSION = "callstorage.io", "v1alpha1"
 
 
 def crd_files(directory: Path) -> list[Path]:
@@ -139,18 +138,17 @@ def create_object(api: Any, plural: str, namespace: str, body: dict[str, Any]) -
 
 def s3_storage_spec(bucket: str, endpoint: str, secret: str | None,
                     mode: str = "ReadWrite", **extra: Any) -> dict[str, Any]:
-    """An S3 ExternalStorage spec for an emulator (path-style, us-east-1)."""
+    """An S3 ExternalStorage spec for an emulator (path-style, us-east-1), in wire form;
+    ``extra`` are further spec fields as the API spells them (``path``, ``prefixes``, ...)."""
     s3: dict[str, Any] = {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True}
     if secret:
         s3["credentialsSecretRef"] = {"name": secret}
-    return {"storageType": "s3", "bucket": bucket, "accessMode": mode, "s3": s3, **extra}
+    spec = {"storageType": "s3", "bucket": bucket, "accessMode": mode, "s3": s3, **extra}
+    return ExternalStorageSpec.model_validate(spec).to_dict()
 
 
 def external_storage(name: str, spec: dict[str, Any],
                      annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    """An ExternalStorage manifest."""
-    meta: dict[str, Any] = {"name": name}
-    if annotations:
-        meta["annotations"] = annotations
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ExternalStorage",
-            "metadata": meta, "spec": spec}
+    """An ExternalStorage manifest (the API's builder; the namespace is the request's)."""
+    return external_storage_manifest(
+        name, None, ExternalStorageSpec.model_validate(spec), annotations=annotations)

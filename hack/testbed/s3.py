@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from callstorage.storagetypes.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from testbed.procs import Server, free_port, http_ok, wait_for
 
 # CreateUser, PutUserPolicy, CreateAccessKey for the admin: the only unsigned calls.
@@ -44,7 +45,7 @@ class S3Keys:
 
     def as_secret_data(self) -> dict[str, str]:
         """The keys as an ExternalStorage credentials Secret holds them."""
-        return {"accessKeyId": self.access_key_id, "secretAccessKey": self.secret_access_key}
+        return {ACCESS_KEY_ID: self.access_key_id, SECRET_ACCESS_KEY: self.secret_access_key}
 
 
 def readwrite_policy(bucket: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from callstorage.storagetypes.azure import CLIENT_ID, CLIENT_SECRET, TENANT_ID
 from testbed.localhttp import LocalHTTPServer, Request, Response
 from testbed.tlscerts import ServingCert
 
@@ -42,8 +43,8 @@ class ServicePrincipal:
 
     def as_secret_data(self) -> dict[str, str]:
         """The principal as an ExternalStorage credentials Secret holds it."""
-        return {"clientId": self.client_id, "clientSecret": self.client_secret,
-                "tenantId": self.tenant_id}
+        return {CLIENT_ID: self.client_id, CLIENT_SECRET: self.client_secret,
+                TENANT_ID: self.tenant_id}
 
 
 def _oauth_error(status: int, error: str, code: int, description: str) -> Response:

@@ -17,10 +17,10 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it.
 _LAZY = {
-    "resolve": "callstorage.resolve",
-    "ResolvedStorage": "callstorage.resolve",
-    "Source": "callstorage.resolve",
-    "choose_storage": "callstorage.resolve",
+    "resolve": "callstorage.resolution",
+    "ResolvedStorage": "callstorage.resolution",
+    "Source": "callstorage.resolution",
+    "choose_storage": "callstorage.resolution",
     "Client": "callstorage.client",
     "S3Request": "callstorage.client",
     "AzureRequest": "callstorage.client",
@@ -61,15 +61,13 @@ if TYPE_CHECKING:
         StorageNotFound,
         StorageNotReady,
     )
-    from callstorage.resolve import ResolvedStorage, Source, choose_storage, resolve
+    from callstorage.resolution import ResolvedStorage, Source, choose_storage, resolve
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'callstorage' has no attribute {name!r}")
-    # ``callstorage.resolve`` is both a submodule and a function: the import binds the
-    # submodule as the package attribute, so always take the object from the module.
     value = getattr(import_module(module), name)
     globals()[name] = value
     return value

@@ -344,7 +344,7 @@ def _cmd_check(ctx: _Context) -> int:
 
 
 def _cmd_resolve(ctx: _Context) -> int:
-    from callstorage.resolve import resolve
+    from callstorage.resolution import resolve
 
     args = ctx.args
     resolved = resolve(ctx.namespace, args.call_type, args.call_storage, api_client=ctx.api)
@@ -458,6 +458,7 @@ def _cmd_policy(ctx: _Context) -> int:
     )
     from callstorage.policy import least_privilege_policy
     from callstorage.settings import get_settings
+    from callstorage.storagetypes import PROVIDERS
 
     args = ctx.args
     namespace = ctx.namespace
@@ -469,12 +470,11 @@ def _cmd_policy(ctx: _Context) -> int:
         raise InvalidRequest("InvalidSpec", f"ExternalStorage {namespace}/{args.name}: "
                              f"{exc.summary()}") from None
     prefixes = effective_prefixes(spec)
-    region = spec.s3.region if spec.s3 is not None else None
-    account = spec.abs.account_name if spec.abs is not None else None
+    options = PROVIDERS[spec.storage_type].policy_options(spec.provider)
     policy = least_privilege_policy(
         spec.storage_type, spec.bucket, spec.access_mode, prefixes, path=spec.path,
-        check_object_prefix=get_settings().check_object_prefix, region=region,
-        account_name=account, member=args.member)
+        check_object_prefix=get_settings().check_object_prefix, member=args.member,
+        **options)
     distinct = sorted({p or "(bucket root)" for p in prefixes.values()})
     ctx.note(f"# {policy.kind} for ExternalStorage {namespace}/{args.name} "
              f"({spec.access_mode}; prefixes: {', '.join(distinct)})")

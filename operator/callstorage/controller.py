@@ -36,13 +36,19 @@ from callstorage.api.reasons import Reason
 from callstorage.fairness import FairShare, Group, groups_of
 from callstorage.inventory import CachedSecret, Inventory, ObjectKey, vanished
 from callstorage.kube import Kube, ObjectGone, decode_secret
-from callstorage.providers import build_client, run_check, validate_storage
+from callstorage.providers import (
+    build_client,
+    load_client_modules,
+    run_check,
+    validate_storage,
+)
 from callstorage.providers.base import ProviderError, ProviderInputs
 from callstorage.reconcile import calltype as ct_reconcile
 from callstorage.reconcile import externalstorage as es_reconcile
 from callstorage.reconcile.externalstorage import CheckOutcome, Event, Observed, Validation
 from callstorage.reconcile.schedule import next_delay, startup_delay
 from callstorage.settings import Settings
+from callstorage.storagetypes import PROVIDERS
 from callstorage.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -117,10 +123,10 @@ def _secret_refs(obj: Mapping[str, Any]) -> set[ObjectKey]:
     ns = _key(obj)[0]
     spec = obj.get("spec") or {}
     names: set[str] = set()
-    for block in ("s3", "gcs", "abs"):
-        ref = (spec.get(block) or {}).get("credentialsSecretRef") or {}
-        if isinstance(ref, dict) and ref.get("name"):
-            names.add(str(ref["name"]))
+    for storage_type, provider in PROVIDERS.items():
+        block = spec.get(storage_type)
+        if isinstance(block, Mapping):
+            names |= provider.secret_names(block)
     ca = ((spec.get("tls") or {}).get("caSecretRef") or {})
     if isinstance(ca, dict) and ca.get("name"):
         names.add(str(ca["name"]))
@@ -189,6 +195,7 @@ class Controller:
         Without the full list of CallTypes, a storage could look unreferenced right
         after a restart and lose its in-use finalizer while being deleted.
         """
+        await asyncio.get_running_loop().run_in_executor(self._providers, load_client_modules)
         namespaces = self.watched_namespaces()
         for obj in await self.kube.list_objects(EXTERNALSTORAGE_PLURAL, namespaces):
             self.on_storage_event(None, _with_kind(obj, "ExternalStorage"))

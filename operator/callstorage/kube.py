@@ -11,9 +11,11 @@ import asyncio
 import base64
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Final, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -23,9 +25,9 @@ from callstorage.inventory import CachedSecret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-REQUEST_TIMEOUT = (5.0, 30.0)  # (connect, read) seconds for every API call
+REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds for every API call
 COMPONENT = "callstorage-operator"
-MERGE_PATCH = "application/merge-patch+json"
+MERGE_PATCH: Final = "application/merge-patch+json"
 
 
 class ObjectGone(Exception):
@@ -40,14 +42,50 @@ class ObjectGone(Exception):
         self.plural, self.namespace, self.name = plural, namespace, name
 
 
-def load_api_client(pool_size: int) -> client.ApiClient:
-    """An ApiClient from in-cluster config, else KUBECONFIG / ~/.kube/config."""
+class KubeconfigError(Exception):
+    """No usable kubeconfig or in-cluster configuration; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def kubeconfig_present() -> bool:
+    """Whether ``KUBECONFIG`` names an existing file, or ``~/.kube/config`` exists."""
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        return any(Path(p).expanduser().exists() for p in env.split(os.pathsep) if p)
+    return Path("~/.kube/config").expanduser().exists()
+
+
+def load_api_client(
+    pool_size: int | None = None,
+    *,
+    kubeconfig: str | os.PathLike[str] | None = None,
+    context: str | None = None,
+) -> client.ApiClient:
+    """An ApiClient in kubectl's order: ``kubeconfig``, else ``KUBECONFIG``, else
+    ``~/.kube/config``, else the in-cluster service account. The one loader of the
+    operator, the CLI and the Python client. Raises ``KubeconfigError``."""
     cfg = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=cfg)
-    except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
-    cfg.connection_pool_maxsize = pool_size
+        if kubeconfig is not None or kubeconfig_present():
+            config.load_kube_config(
+                config_file=os.fspath(kubeconfig) if kubeconfig is not None else None,
+                context=context, client_configuration=cfg, persist_config=False)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            raise KubeconfigError("NoKubeconfig", "no kubeconfig found: pass --kubeconfig, "
+                                  "set KUBECONFIG, or create ~/.kube/config")
+    except config.ConfigException as exc:
+        raise KubeconfigError("InvalidKubeconfig", f"cannot load the kubeconfig: {exc}") from None
+    except OSError as exc:
+        raise KubeconfigError("InvalidKubeconfig",
+                              f"cannot read the kubeconfig: {exc.strerror or exc}") from None
+    if pool_size is not None:
+        cfg.connection_pool_maxsize = pool_size
     return client.ApiClient(cfg)
 
 

@@ -1,4 +1,4 @@
-"""Where each file of a call goes inside a storage (API.md "File layout", MeetStream section 4).
+"""Where each file of a call goes inside a storage (docs/api.md "File layout", MeetStream 4).
 
 Objects sit directly in the effective prefix of their category, with the call (bot) id as a
 file-name prefix, so many calls share one folder without a bare ``{id}/`` folder:

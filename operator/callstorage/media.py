@@ -30,15 +30,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 from callstorage import layout
 from callstorage.client import (
-    REQUEST_TIMEOUT,
     CallStorageError,
     InvalidRequest,
     NotFoundError,
-    _api_errors,
     api_client_from_config,
     get_external_storage_object,
 )
+from callstorage.client.errors import api_errors
+from callstorage.kube import REQUEST_TIMEOUT
 from callstorage.providers.base import MediaClient, ProviderError, ProviderInputs
+from callstorage.storagetypes.azure import ABSSpec
 from callstorage.transfer import Source, TransferOptions, TransferResult, upload
 
 if TYPE_CHECKING:
@@ -357,7 +358,7 @@ def _secret_data(api: ApiClient, namespace: str, name: str, what: str) -> dict[s
     def missing() -> CallStorageError:
         return MediaError("SecretNotFound", f"Secret {namespace}/{name} ({what}) not found")
 
-    with _api_errors(missing):
+    with api_errors(missing):
         secret = k8s.CoreV1Api(api).read_namespaced_secret(
             name, namespace, _request_timeout=REQUEST_TIMEOUT)
     return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
@@ -400,15 +401,20 @@ def _media_client(api: ApiClient, namespace: str, spec: ExternalStorageSpec,
         raise error(str(exc.reason), exc.message) from None
 
 
+def _azure(spec: ExternalStorageSpec) -> ABSSpec | None:
+    """The Azure block (account names are part of where Azure media lives), if any."""
+    return spec.provider if isinstance(spec.provider, ABSSpec) else None
+
+
 def _endpoint(spec: ExternalStorageSpec) -> str | None:
     """Where the spec's credentials are sent: its endpoint, Azure's public one for the
     account, or None (the provider's public endpoint)."""
-    block = spec.s3 or spec.gcs or spec.abs
-    endpoint = getattr(block, "endpoint", None)
+    endpoint = getattr(spec.provider, "endpoint", None)
     if endpoint:
         return str(endpoint).rstrip("/")
-    if spec.abs is not None:
-        return f"https://{spec.abs.account_name}.blob.core.windows.net"
+    azure = _azure(spec)
+    if azure is not None:
+        return f"https://{azure.account_name}.blob.core.windows.net"
     return None
 
 
@@ -440,7 +446,7 @@ def upload_artifacts(
     (with ``require_ready``), ``InvalidRequest`` (bad names or sources, before anything is
     sent), ``UploadFailed`` (with the provider's reason), ``MediaError`` (Secrets).
     """
-    from callstorage.resolve import resolve_with_object
+    from callstorage.resolution import resolve_with_object
     from callstorage.settings import get_settings
 
     settings = settings or get_settings()
@@ -457,6 +463,7 @@ def upload_artifacts(
                                  f"{os.fspath(item.source)!r}")
     client = _media_client(api, resolved.namespace, spec, settings, options.concurrency,
                            UploadFailed)
+    azure = _azure(spec)
     try:
         objects = _upload_all(client, planned, options)
         manifest_key = layout.object_key(resolved.prefixes, layout.METADATA, call_id,
@@ -467,7 +474,7 @@ def upload_artifacts(
             storage_uid=str((obj.get("metadata") or {}).get("uid", "")),
             source=str(resolved.source), provider=spec.storage_type,
             endpoint=_endpoint(spec),
-            account=spec.abs.account_name if spec.abs else None, bucket=spec.bucket,
+            account=azure.account_name if azure else None, bucket=spec.bucket,
             access_mode=spec.access_mode,
             uploaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             .replace("+00:00", "Z"),
@@ -606,9 +613,10 @@ def _check_same_place(location: StoredLocation, spec: ExternalStorageSpec, where
                                   f"{spec.storage_type}; call {location.call_id}'s media is "
                                   f"in {location.provider} bucket {location.bucket}")
     current = _endpoint(spec)
-    if spec.abs is not None and spec.abs.account_name != location.account:
+    azure = _azure(spec)
+    if azure is not None and azure.account_name != location.account:
         raise LocationUnavailable("AccountChanged", f"ExternalStorage {where} now uses "
-                                  f"account {spec.abs.account_name}; call "
+                                  f"account {azure.account_name}; call "
                                   f"{location.call_id}'s media is in account "
                                   f"{location.account}")
     if (current or None) != (location.endpoint or None):

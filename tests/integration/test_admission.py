@@ -152,6 +152,9 @@ FULL_STATUS: dict[str, Any] = {
     "conditions": [{
         "type": "Ready", "status": "False", "reason": "AccessDenied",
         "message": "HeadBucket on recordings returned 403", "observedGeneration": 3,
+        "lastTransitionTime": "2025-03-01T12:00:00Z"}, {
+        "type": "Stalled", "status": "True", "reason": "AccessDenied",
+        "message": "HeadBucket on recordings returned 403", "observedGeneration": 3,
         "lastTransitionTime": "2025-03-01T12:00:00Z"}],
     "configuredAt": "2025-03-01T11:00:00Z",
     "lastValidatedAt": "2025-03-01T11:30:00Z",
@@ -163,6 +166,8 @@ FULL_STATUS: dict[str, Any] = {
     "capabilities": {"write": True, "read": False, "list": False},
     "observedSecretVersion": "12345",
     "usedBy": ["allhands", "default"],
+    "usedByCount": 2,
+    "validatedSpecHash": "0123456789abcdef",
     "consecutiveFailures": 2,
 }
 

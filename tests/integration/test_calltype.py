@@ -9,6 +9,7 @@ from kubernetes import client
 
 from callstorage.api import IN_USE_FINALIZER
 from testbed import kubeutil
+from testbed.procs import wait_for
 from testbed.s3 import S3Server, readwrite_policy
 
 EXS, CT = "externalstorages", "calltypes"
@@ -118,8 +119,9 @@ def test_referenced_storage_waits_for_its_call_types_before_deletion(
     ct = kubeutil.get_object(kube_api, CT, namespace, "allhands")
     assert ct is not None
     assert ct["status"]["resolvedStorage"]["name"] == ready_storage
-    events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
-    assert any(e.reason == "DeletionBlocked" for e in events)
+    # the event is posted right after the status that says so
+    wait_for(lambda: any(e.reason == "DeletionBlocked" for e in client.CoreV1Api(kube_api)
+                         .list_namespaced_event(namespace).items), 10, "DeletionBlocked event")
     # repointing the call type releases the storage, which then goes away
     custom.patch_namespaced_custom_object("callstorage.io", "v1alpha1", namespace, CT,
                                           "allhands", {"spec": {"externalStorage": "other"}})

@@ -32,7 +32,7 @@ from callstorage.client import (
     S3Request,
     StorageNotFound,
 )
-from callstorage.resolve import Source
+from callstorage.resolution import Source
 from testbed import kubeutil
 from testbed.procs import free_port
 from testbed.s3 import S3Keys, S3Server, readwrite_policy

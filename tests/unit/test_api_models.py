@@ -14,8 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from callstorage import api
-from callstorage.api import durations, names
-from callstorage.api.v1alpha1 import (
+from callstorage.api import (
     ABSSpec,
     CallTypeSpec,
     ExternalStorageSpec,
@@ -27,7 +26,9 @@ from callstorage.api.v1alpha1 import (
     SecretRef,
     TLSSpec,
     call_type_manifest,
+    durations,
     external_storage_manifest,
+    names,
     parse_call_type,
     parse_external_storage,
     validate_name,

@@ -1,4 +1,4 @@
-"""File layout: object keys, file categories, recording segments (API.md "File layout")."""
+"""File layout: object keys, file categories, recording segments (docs/api.md "File layout")."""
 
 from __future__ import annotations
 

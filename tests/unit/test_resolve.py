@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
 import callstorage
 from callstorage import client as client_module
-from callstorage.resolve import (
+from callstorage.resolution import (
     CallTypeNotFound,
     Source,
     StorageChoice,
@@ -189,7 +190,7 @@ def call_type(name: str, external_storage: str | None = None,
 
 @pytest.fixture
 def fake_api(monkeypatch: pytest.MonkeyPatch) -> type[FakeCustomObjects]:
-    monkeypatch.setattr(client_module.client, "CustomObjectsApi", FakeCustomObjects)
+    monkeypatch.setattr(kubernetes.client, "CustomObjectsApi", FakeCustomObjects)
     FakeCustomObjects.objects = {
         (APP, "calltypes", "allhands"): call_type("allhands", "my-s3"),
         (APP, "calltypes", "default"): call_type("default"),
@@ -282,8 +283,9 @@ def test_an_invalid_call_storage_name_is_a_usage_error() -> None:
 
 
 def test_the_package_exports_resolve_lazily_and_callably() -> None:
-    import callstorage.resolve as module
+    import callstorage.resolution as module
 
     assert callable(callstorage.resolve)
-    assert callable(module)
+    # the function, not a module: ``callstorage.resolve`` is no submodule any more
+    assert callstorage.resolve is module.resolve
     assert callstorage.ResolvedStorage is module.ResolvedStorage

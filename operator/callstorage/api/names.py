@@ -1,4 +1,5 @@
-"""Name rules: buckets per provider, Secret and object references, URLs, accounts, regions.
+"""Name rules: Secret and object references, URLs, accounts, regions (each storage type's
+bucket rules live with it, in ``callstorage.storagetypes``).
 
 Each function returns the messages of every rule a value breaks, worded and ordered as the
 CEL rules in ``crds/externalstorages.yaml`` are, so a user sees the same sentence from
@@ -11,9 +12,6 @@ from __future__ import annotations
 import re
 
 _IP_SHAPED = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$")
-_S3_CHARS = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
-_GCS_CHARS = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
-_ABS_CHARS = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -25,11 +23,6 @@ HTTP_URL_PATTERN = (
     r"^https?://([A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&()*+,;=:@/-]*)?$"
 )
 _HTTP_URL = re.compile(HTTP_URL_PATTERN)
-
-# AWS reserves these for access points, Object Lambda, Multi-Region Access Points and table
-# buckets. Directory buckets (--x-s3) are real buckets recordings can go to, so stay allowed.
-S3_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
-S3_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--table-s3")
 
 REF_NAME_MESSAGE = (
     "must be a Secret name: lowercase letters, digits, '-' and '.', "
@@ -52,72 +45,9 @@ URL_MESSAGE = (
 )
 
 
-def s3_bucket_problems(bucket: str) -> list[str]:
-    """Broken S3 general purpose bucket naming rules."""
-    problems: list[str] = []
-    if not 3 <= len(bucket) <= 63:
-        problems.append("S3 bucket names must be 3-63 characters long")
-    if not _S3_CHARS.fullmatch(bucket):
-        problems.append(
-            "S3 bucket names may contain only lowercase letters, digits, dots and hyphens, "
-            "and must start and end with a letter or digit")
-    if ".." in bucket:
-        problems.append("S3 bucket names must not contain two adjacent dots")
-    if _IP_SHAPED.fullmatch(bucket):
-        problems.append("S3 bucket names must not be formatted as an IP address")
-    if bucket.startswith(S3_RESERVED_PREFIXES):
-        problems.append("S3 bucket names must not start with xn--, sthree- or amzn-s3-demo-")
-    if bucket.endswith(S3_RESERVED_SUFFIXES):
-        problems.append(
-            "S3 bucket names must not end with -s3alias, --ol-s3, .mrap or --table-s3")
-    return problems
-
-
-def gcs_bucket_problems(bucket: str) -> list[str]:
-    """Broken Google Cloud Storage bucket naming rules."""
-    problems: list[str] = []
-    if not 3 <= len(bucket) <= (222 if "." in bucket else 63):
-        problems.append(
-            "GCS bucket names must be 3-63 characters long, or up to 222 if they contain dots")
-    if not all(1 <= len(part) <= 63 for part in bucket.split(".")):
-        problems.append(
-            "each dot-separated part of a GCS bucket name must be 1-63 characters long")
-    if not _GCS_CHARS.fullmatch(bucket):
-        problems.append(
-            "GCS bucket names may contain only lowercase letters, digits, hyphens, "
-            "underscores and dots, and must start and end with a letter or digit")
-    if _IP_SHAPED.fullmatch(bucket):
-        problems.append("GCS bucket names must not be formatted as an IP address")
-    if bucket.startswith("goog") or "google" in bucket:
-        problems.append("GCS bucket names must not start with goog or contain google")
-    return problems
-
-
-def abs_container_problems(container: str) -> list[str]:
-    """Broken Azure Blob Storage container naming rules."""
-    problems: list[str] = []
-    if not 3 <= len(container) <= 63:
-        problems.append("Azure container names must be 3-63 characters long")
-    if not _ABS_CHARS.fullmatch(container):
-        problems.append(
-            "Azure container names may contain only lowercase letters, digits and hyphens, "
-            "and must start and end with a letter or digit")
-    if "--" in container:
-        problems.append("Azure container names must not contain consecutive hyphens")
-    return problems
-
-
-BUCKET_RULES = {
-    "s3": s3_bucket_problems,
-    "gcs": gcs_bucket_problems,
-    "abs": abs_container_problems,
-}
-
-
-def bucket_problems(storage_type: str, bucket: str) -> list[str]:
-    """Broken bucket (container) naming rules of ``storage_type``; [] for an unknown type."""
-    rules = BUCKET_RULES.get(storage_type)
-    return rules(bucket) if rules is not None else []
+def is_ip_shaped(name: str) -> bool:
+    """Whether ``name`` is formatted as an IPv4 address (S3 and GCS refuse such buckets)."""
+    return _IP_SHAPED.fullmatch(name) is not None
 
 
 def is_dns1123_subdomain(name: str) -> bool:

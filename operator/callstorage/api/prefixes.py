@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from callstorage.api.v1alpha1 import ExternalStorageSpec
+# The one probe object WriteOnly validation writes under each prefix, overwritten each time
+# (a new name per validation would pile up, one object per prefix per hour, forever).
+PROBE_OBJECT_NAME = ".write_probe_callstorage"
 
 CATEGORIES: tuple[str, ...] = ("audio", "video", "transcript", "metadata")
 MAX_PREFIX_LENGTH = 512
@@ -52,7 +53,23 @@ def normalize_prefix(value: str) -> str:
     return value.strip("/")
 
 
-def effective_prefixes(spec: ExternalStorageSpec) -> dict[str, str]:
+class PrefixOverrides(Protocol):
+    """``spec.prefixes``: category -> value as written (None when not overridden)."""
+
+    def as_dict(self) -> Mapping[str, str | None]: ...
+
+
+class PrefixedSpec(Protocol):
+    """What prefixes are derived from (an ExternalStorageSpec), without importing it."""
+
+    @property
+    def path(self) -> str | None: ...
+
+    @property
+    def prefixes(self) -> PrefixOverrides | None: ...
+
+
+def effective_prefixes(spec: PrefixedSpec) -> dict[str, str]:
     """Category -> normalised prefix: ``prefixes[category]``, else ``path``, else ``""``.
 
     An explicit empty override means the bucket root even when ``path`` is set.

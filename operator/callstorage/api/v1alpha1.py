@@ -15,14 +15,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic import ValidationError, create_model, field_validator, model_validator
 
 from callstorage.api import durations, names
+from callstorage.api.model import (
+    KeyedSecretRef,
+    Model,
+    ProviderSpec,
+    SecretRef,
+    problem,
+    problem_lines,
+    too_long,
+)
 from callstorage.api.prefixes import CATEGORIES, MAX_PREFIX_LENGTH, prefix_problems
+from callstorage.storagetypes import PROVIDERS
 
 GROUP = "callstorage.io"
 VERSION = "v1alpha1"
@@ -34,25 +42,27 @@ CALLTYPE_PLURAL = "calltypes"
 RESERVED_STORAGE_NAME = "stream-s3"
 CHECK_ANNOTATION = "callstorage.io/check-requested-at"
 IN_USE_FINALIZER = "callstorage.io/in-use-protection"
-# The one probe object WriteOnly validation writes under each prefix, overwritten each time
-# (a new name per validation would pile up, one object per prefix per hour, forever).
-PROBE_OBJECT_NAME = ".write_probe_callstorage"
 # Platform call type names need not be valid object names (the built-in ``audio_room``):
 # such a CallType is named with '-' for '_' and carries the exact name in this label.
 CALL_TYPE_LABEL = "callstorage.io/call-type"
 
+B = TypeVar("B", bound=ProviderSpec)
+
 RESERVED_NAME_MESSAGE = "stream-s3 is reserved for the platform storage; choose another name"
 
-StorageTypeName = Literal["s3", "gcs", "abs"]
+
+def is_platform_reference(name: str | None) -> bool:
+    """Whether a storage setting (a CallType's ``externalStorage``, a call's storage) means
+    the platform storage: omitted, empty, or the reserved ``stream-s3``. The one home of
+    this rule (docs/api.md "Resolution")."""
+    return not name or name == RESERVED_STORAGE_NAME
+
 AccessModeName = Literal["ReadWrite", "WriteOnly"]
 
-
-class StorageType(StrEnum):
-    """``spec.storageType``: the provider."""
-
-    S3 = "s3"
-    GCS = "gcs"
-    ABS = "abs"
+#: ``spec.storageType``: the provider, one member per registered storage type
+#: (``callstorage.storagetypes.PROVIDERS``), in the CRD's enum order.
+StorageType = StrEnum(  # type: ignore[misc]  # built from the registry
+    "StorageType", {name.upper(): name for name in PROVIDERS})
 
 
 class AccessMode(StrEnum):
@@ -74,142 +84,7 @@ class InvalidSpecError(ValueError):
         return "; ".join(self.problems)
 
 
-# Errors raised by the validators below. "callstorage" messages belong to the field the
-# error is reported at; "callstorage_lines" messages already name a field relative to it.
-def _problem(messages: Iterable[str]) -> PydanticCustomError:
-    return PydanticCustomError("callstorage", "{message}", {"message": "\n".join(messages)})
-
-
-def _problem_lines(lines: Iterable[str]) -> PydanticCustomError:
-    return PydanticCustomError("callstorage_lines", "{message}", {"message": "\n".join(lines)})
-
-
-def _too_long(limit: int) -> str:
-    return f"Too long: may not be more than {limit} bytes"
-
-
-class _Model(BaseModel):
-    """Shared config: camelCase on the wire, strict JSON types, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        strict=True,
-        frozen=True,
-    )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire form: camelCase keys, unset optional fields left out."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def _reject_namespace(data: Any) -> Any:
-    """Refuse ``namespace`` in a Secret reference with the CRD's message, not "unknown"."""
-    if isinstance(data, Mapping) and "namespace" in data:
-        raise _problem_lines([f"namespace: Forbidden: {names.REF_NAMESPACE_MESSAGE}"])
-    return data
-
-
-def _secret_name(value: str) -> str:
-    if len(value) > 253:
-        raise _problem([_too_long(253)])
-    if not names.is_dns1123_subdomain(value):
-        raise _problem([names.REF_NAME_MESSAGE])
-    return value
-
-
-class SecretRef(_Model):
-    """A Secret in the referring object's own namespace (no cross-namespace references)."""
-
-    name: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_namespace(cls, data: Any) -> Any:
-        return _reject_namespace(data)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        return _secret_name(value)
-
-
-class KeyedSecretRef(SecretRef):
-    """A key of a Secret in the referring object's own namespace."""
-
-    key: str = "ca.crt"
-
-    @field_validator("key")
-    @classmethod
-    def _check_key(cls, value: str) -> str:
-        if len(value) > 253:
-            raise _problem([_too_long(253)])
-        if not names.is_secret_key(value):
-            raise _problem([names.REF_KEY_MESSAGE])
-        return value
-
-
-def _url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if len(value) > 512:
-        raise _problem([_too_long(512)])
-    if not names.is_http_url(value):
-        raise _problem([names.URL_MESSAGE])
-    return value
-
-
-class S3Spec(_Model):
-    """``spec.s3``: Amazon S3 or an S3-compatible server."""
-
-    region: str
-    endpoint: str | None = None
-    force_path_style: bool = False
-    credentials_secret_ref: SecretRef | None = None
-
-    @field_validator("region")
-    @classmethod
-    def _check_region(cls, value: str) -> str:
-        if len(value) > 64:
-            raise _problem([_too_long(64)])
-        if not names.is_region(value):
-            raise _problem([names.REGION_MESSAGE])
-        return value
-
-    _check_endpoint = field_validator("endpoint")(_url)
-
-
-class GCSSpec(_Model):
-    """``spec.gcs``: Google Cloud Storage."""
-
-    credentials_secret_ref: SecretRef
-    endpoint: str | None = None
-
-    _check_endpoint = field_validator("endpoint")(_url)
-
-
-class ABSSpec(_Model):
-    """``spec.abs``: Azure Blob Storage (``spec.bucket`` is the container)."""
-
-    account_name: str
-    endpoint: str | None = None
-    authority_host: str | None = None
-    credentials_secret_ref: SecretRef
-
-    @field_validator("account_name")
-    @classmethod
-    def _check_account(cls, value: str) -> str:
-        if len(value) > 24:
-            raise _problem([_too_long(24)])
-        if not names.is_account_name(value):
-            raise _problem([names.ACCOUNT_MESSAGE])
-        return value
-
-    _check_urls = field_validator("endpoint", "authority_host")(_url)
-
-
-class TLSSpec(_Model):
+class TLSSpec(Model):
     """``spec.tls``: a private CA to trust for a custom endpoint."""
 
     ca_secret_ref: KeyedSecretRef
@@ -221,13 +96,13 @@ def _prefix(value: str | None) -> str | None:
         return None
     problems = prefix_problems(value)
     if len(value) > MAX_PREFIX_LENGTH:
-        problems.insert(0, _too_long(MAX_PREFIX_LENGTH))
+        problems.insert(0, too_long(MAX_PREFIX_LENGTH))
     if problems:
-        raise _problem(problems)
+        raise problem(problems)
     return value
 
 
-class Prefixes(_Model):
+class Prefixes(Model):
     """``spec.prefixes``: per-category overrides of ``spec.path`` (any subset)."""
 
     audio: str | None = None
@@ -241,7 +116,7 @@ class Prefixes(_Model):
         if isinstance(data, Mapping):
             unknown = [str(key) for key in data if key not in CATEGORIES]
             if unknown:
-                raise _problem([
+                raise problem([
                     "allowed keys are audio, video, transcript and metadata; not "
                     + ", ".join(unknown)])
         return data
@@ -253,26 +128,32 @@ class Prefixes(_Model):
         return {category: getattr(self, category) for category in CATEGORIES}
 
 
-class ExternalStorageSpec(_Model):
-    """``spec`` of an ExternalStorage."""
+class ExternalStorageSpecFields(Model):
+    """``spec`` of an ExternalStorage, but for the provider blocks: ``ExternalStorageSpec``
+    adds one optional field per registered storage type (``spec.s3``, ``spec.gcs``, ...)."""
 
-    storage_type: StorageTypeName
+    storage_type: str
     bucket: str
     path: str | None = None
     access_mode: AccessModeName = "ReadWrite"
     prefixes: Prefixes | None = None
-    s3: S3Spec | None = None
-    gcs: GCSSpec | None = None
-    abs: ABSSpec | None = None
     tls: TLSSpec | None = None
     validation_interval: str = "1h"
     suspend: bool = False
+
+    @field_validator("storage_type")
+    @classmethod
+    def _check_storage_type(cls, value: str) -> str:
+        if value not in PROVIDERS:
+            supported = ", ".join(f'"{name}"' for name in PROVIDERS)
+            raise problem([f'Unsupported value: "{value}": supported values: {supported}'])
+        return value
 
     @field_validator("bucket")
     @classmethod
     def _check_bucket_length(cls, value: str) -> str:
         if len(value) > 222:
-            raise _problem([_too_long(222)])
+            raise problem([too_long(222)])
         return value
 
     _check_path = field_validator("path")(_prefix)
@@ -281,18 +162,18 @@ class ExternalStorageSpec(_Model):
     @classmethod
     def _check_interval(cls, value: str) -> str:
         if len(value) > 20:
-            raise _problem([_too_long(20)])
+            raise problem([too_long(20)])
         try:
             durations.validate_interval(value)
         except ValueError as error:
-            raise _problem([str(error)]) from None
+            raise problem([str(error)]) from None
         return value
 
     @model_validator(mode="after")
-    def _check_provider(self) -> ExternalStorageSpec:
+    def _check_provider(self) -> ExternalStorageSpecFields:
         # The provider block matching storageType, and no other; then its bucket rules.
         lines: list[str] = []
-        blocks = {"s3": self.s3, "gcs": self.gcs, "abs": self.abs}
+        blocks = self.provider_blocks()
         for block, value in blocks.items():
             if block == self.storage_type and value is None:
                 lines.append(
@@ -302,23 +183,39 @@ class ExternalStorageSpec(_Model):
                 lines.append(
                     f"{block}: Forbidden: must not be set when storageType is "
                     f"{self.storage_type}; keep only the block that matches storageType")
-        lines += [f"bucket: {problem}"
-                  for problem in names.bucket_problems(self.storage_type, self.bucket)]
+        lines += [f"bucket: {message}"
+                  for message in PROVIDERS[self.storage_type].bucket_problems(self.bucket)]
         if lines:
-            raise _problem_lines(lines)
+            raise problem_lines(lines)
         return self
 
+    def provider_blocks(self) -> dict[str, ProviderSpec | None]:
+        """Storage type -> its block in this spec (None where absent)."""
+        blocks: dict[str, ProviderSpec | None] = {}
+        for name in PROVIDERS:
+            value = getattr(self, name, None)
+            blocks[name] = value if isinstance(value, ProviderSpec) else None
+        return blocks
+
     @property
-    def provider(self) -> S3Spec | GCSSpec | ABSSpec:
+    def provider(self) -> ProviderSpec:
         """The provider block that matches ``storage_type``."""
-        block = {"s3": self.s3, "gcs": self.gcs, "abs": self.abs}[self.storage_type]
+        block = self.provider_blocks()[self.storage_type]
         assert block is not None  # guaranteed by _check_provider
+        return block
+
+    def block(self, model: type[B]) -> B:
+        """The provider block, as the storage type's own model; ValueError if the spec is
+        of another storage type (a provider module asks for its own block)."""
+        block = self.provider
+        if not isinstance(block, model):
+            raise ValueError(f"spec.{self.storage_type} is not a {model.__name__}")
         return block
 
     @property
     def credentials_secret_ref(self) -> SecretRef | None:
         """The provider's credentials Secret; None means ambient credentials (S3 only)."""
-        return self.provider.credentials_secret_ref
+        return self.provider.credentials_ref
 
     @property
     def interval_seconds(self) -> float:
@@ -335,7 +232,18 @@ class ExternalStorageSpec(_Model):
         return found
 
 
-class CallTypeSpec(_Model):
+
+# One optional block per registered storage type, named as the type (``spec.s3``, ...).
+if TYPE_CHECKING:
+    ExternalStorageSpec = ExternalStorageSpecFields
+else:
+    ExternalStorageSpec = create_model(
+        "ExternalStorageSpec", __base__=ExternalStorageSpecFields, __module__=__name__,
+        __doc__="``spec`` of an ExternalStorage.",
+        **{name: (p.spec_model | None, None) for name, p in PROVIDERS.items()})
+
+
+class CallTypeSpec(Model):
     """``spec`` of a CallType."""
 
     external_storage: str | None = None
@@ -346,15 +254,15 @@ class CallTypeSpec(_Model):
         if value is None:
             return None
         if len(value) > 253:
-            raise _problem([_too_long(253)])
+            raise problem([too_long(253)])
         if not names.is_dns1123_subdomain(value):
-            raise _problem([names.STORAGE_REFERENCE_MESSAGE])
+            raise problem([names.STORAGE_REFERENCE_MESSAGE])
         return value
 
     @property
     def uses_platform_storage(self) -> bool:
         """Whether this call type records to the platform storage (omitted or stream-s3)."""
-        return self.external_storage in (None, RESERVED_STORAGE_NAME)
+        return is_platform_reference(self.external_storage)
 
 
 # Pydantic's wording -> the API server's, so both sources read alike.
@@ -467,14 +375,21 @@ def call_type_object_name(call_type: str) -> str:
 
 
 def external_storage_manifest(
-    name: str, namespace: str, spec: ExternalStorageSpec
+    name: str, namespace: str | None, spec: ExternalStorageSpec, *,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A complete ExternalStorage object, ready for ``kubectl apply`` or the API."""
+    """A complete ExternalStorage object, ready for ``kubectl apply`` or the API
+    (``namespace`` None: left to the request that creates it)."""
     validate_name(name)
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    if annotations:
+        metadata["annotations"] = dict(annotations)
     return {
         "apiVersion": API_VERSION,
         "kind": EXTERNALSTORAGE_KIND,
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": metadata,
         "spec": spec.to_dict(),
     }
 

@@ -1,9 +1,11 @@
 """Storage providers: build a client for a spec, validate it, run the on-demand check.
 
-One module per provider (``s3``, ``gcs``, ``azure``), each parsing its own Secret keys and
-mapping its SDK's errors onto ``Reason``; ``BUILDERS`` is the one place that picks a module
-by ``spec.storageType``. Everything here is synchronous and every network call has a
-timeout: the operator runs these functions in worker threads.
+One SDK client module per provider (``s3``, ``gcs``, ``azure``), each parsing its own
+Secret keys and mapping its SDK's errors onto ``Reason``. Which module serves which
+``spec.storageType`` is the storage type's descriptor's to say
+(``callstorage.storagetypes``); a module is imported when its first client is built, so
+no process loads an SDK it does not use. Everything here is synchronous and every network
+call has a timeout: the operator runs these functions in worker threads.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from callstorage.providers.base import (
     StorageClient,
 )
 from callstorage.settings import Settings
+from callstorage.storagetypes import PROVIDERS
 
 __all__ = [
     "BUILDERS",
@@ -33,6 +36,7 @@ __all__ = [
     "Builder",
     "build_client",
     "build_media_client",
+    "load_client_modules",
     "probe_key",
     "run_check",
     "validate_storage",
@@ -40,25 +44,26 @@ __all__ = [
 
 Builder = Callable[[ExternalStorageSpec, ProviderInputs, Settings], StorageClient]
 
-# Provider modules are imported on first use: each SDK costs tens of MB of memory, and a
-# process that writes media to one provider (see bench/media.py) should pay for that one.
-_MODULES = {"s3": "s3", "gcs": "gcs", "abs": "azure"}
 
 
-def _provider(storage_type: str) -> Any:
-    return importlib.import_module(f"callstorage.providers.{_MODULES[storage_type]}")
+def _client_module(storage_type: str) -> Any:
+    """The storage type's client module, imported on first use: each SDK costs tens of MB
+    of memory, and a process that writes media to one provider (see bench/media.py)
+    should pay for that one."""
+    return importlib.import_module(PROVIDERS[storage_type].client_module)
 
 
 def _builder(storage_type: str) -> Builder:
     def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
               ) -> StorageClient:
-        client: StorageClient = _provider(storage_type).build(spec, inputs, settings)
+        client: StorageClient = _client_module(storage_type).build(spec, inputs, settings)
         return client
     build.__name__ = f"build_{storage_type}"
     return build
 
 
-BUILDERS: dict[str, Builder] = {t: _builder(t) for t in _MODULES}
+#: storageType -> the function building its client (from the descriptor's client module)
+BUILDERS: dict[str, Builder] = {t: _builder(t) for t in PROVIDERS}
 
 MediaBuilder = Callable[[ExternalStorageSpec, ProviderInputs, Settings, int], MediaClient]
 
@@ -66,7 +71,7 @@ MediaBuilder = Callable[[ExternalStorageSpec, ProviderInputs, Settings, int], Me
 def _media_builder(storage_type: str) -> MediaBuilder:
     def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
               connections: int) -> MediaClient:
-        module = _provider(storage_type)
+        module = _client_module(storage_type)
         client: MediaClient
         if hasattr(module, "build_media"):
             client = module.build_media(spec, inputs, settings, connections)
@@ -78,7 +83,15 @@ def _media_builder(storage_type: str) -> MediaBuilder:
 
 
 #: The same builders (Secret parsing, endpoint policy, CA, timeouts) for the media path.
-MEDIA_BUILDERS: dict[str, MediaBuilder] = {t: _media_builder(t) for t in _MODULES}
+MEDIA_BUILDERS: dict[str, MediaBuilder] = {t: _media_builder(t) for t in PROVIDERS}
+
+
+def load_client_modules() -> None:
+    """Import every storage type's client module (and so its SDK) now: the operator, which
+    builds clients of every type, pays for the imports at start-up rather than inside the
+    first validation's time limit."""
+    for storage_type in PROVIDERS:
+        _client_module(storage_type)
 
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"
 

@@ -1,4 +1,5 @@
-"""Azure Blob Storage through azure-storage-blob (``spec.bucket`` is the container).
+"""Azure Blob Storage through azure-storage-blob (``spec.bucket`` is the container): the
+client of the ``abs`` storage type (its facts: ``callstorage.storagetypes.azure``).
 
 Secret keys: ``accountKey`` (SharedKey), or ``clientId`` + ``clientSecret`` + ``tenantId``
 (a service principal, authenticated against ``spec.abs.authorityHost`` or Entra ID).
@@ -31,7 +32,6 @@ from azure.storage.blob import (
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
-    ErrorRule,
     PartData,
     PartRules,
     ProviderError,
@@ -44,37 +44,19 @@ from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
 from callstorage.providers.transport import CABundle, network_error
 from callstorage.settings import Settings
+from callstorage.storagetypes.azure import (
+    ACCOUNT_KEY,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    ERROR_TABLE,
+    TENANT_ID,
+    ABSSpec,
+)
 
-ACCOUNT_KEY = "accountKey"
-CLIENT_ID = "clientId"
-CLIENT_SECRET = "clientSecret"  # noqa: S105 - the name of a Secret key
-TENANT_ID = "tenantId"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
 KNOWN_AUTHORITY_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us",
                                    "login.chinacloudapi.cn"})
-
-# SharedKey signature failures; Azure says AuthenticationFailed, Azurite AuthorizationFailure
-# with Azure's "Server failed to authenticate the request" text.
-CREDENTIAL_ERROR_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo",
-                                    "NoAuthenticationInformation"})
-NOT_FOUND_CODES = frozenset({"ContainerNotFound", "ResourceNotFound", "AccountNotFound"})
-
-
-ERROR_TABLE: tuple[ErrorRule, ...] = (
-    ErrorRule(Reason.INVALID_CREDENTIALS, codes=CREDENTIAL_ERROR_CODES,
-              why="the account key or the service principal is wrong"),
-    ErrorRule(Reason.INVALID_CREDENTIALS, status=401),
-    ErrorRule(Reason.BUCKET_NOT_FOUND, codes=NOT_FOUND_CODES),
-    ErrorRule(Reason.BUCKET_NOT_FOUND, status=404),
-    # AuthorizationPermissionMismatch, AuthorizationFailure (a firewall rule), ...
-    ErrorRule(Reason.ACCESS_DENIED, status=403),
-    ErrorRule(Reason.INVALID_SPEC, codes=frozenset({"InvalidResourceName",
-                                                    "OutOfRangeInput"})),
-    ErrorRule(Reason.SERVICE_ERROR, codes=frozenset({
-        "ServerBusy", "OperationTimedOut", "InternalError", "ContainerBeingDeleted"})),
-)
-
 
 def reason_for_error(status: int, code: str, message: str) -> Reason:
     """The reason an Azure Storage error stands for."""
@@ -263,7 +245,7 @@ class AzureUpload:
 def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
           ) -> AzureStorageClient:
     """A blob client for ``spec`` with an account key or a service principal."""
-    abs_ = spec.abs
+    abs_ = spec.provider if isinstance(spec.provider, ABSSpec) else None
     if abs_ is None:
         raise ProviderError(Reason.INVALID_SPEC, "spec.abs is required when storageType is abs")
     keys = SecretKeys(inputs, f"Secret {abs_.credentials_secret_ref.name}")

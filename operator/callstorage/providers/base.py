@@ -16,8 +16,10 @@ from typing import Protocol, TypeAlias
 
 from callstorage.api.capabilities import Capabilities
 from callstorage.api.reasons import Reason, is_stalled
+from callstorage.storagetypes.base import ErrorRule, lookup_error
 
-__all__ = ["Capabilities", "ProviderError", "ProviderInputs", "Reason", "StorageClient"]
+__all__ = ["Capabilities", "ErrorRule", "ProviderError", "ProviderInputs", "Reason",
+           "StorageClient", "lookup_error"]
 
 
 class ProviderError(Exception):
@@ -66,31 +68,6 @@ class StorageClient(Protocol):
 
     def close(self) -> None:
         """Release connections."""
-
-
-@dataclass(frozen=True)
-class ErrorRule:
-    """One row of a provider's error table: an HTTP status and/or a provider error code,
-    and the reason it stands for. Whether that reason is retried or needs a person is the
-    reason's policy (``callstorage.api.reasons.POLICY``), never the row's."""
-
-    reason: Reason
-    status: int | None = None  # None: any status
-    codes: frozenset[str] = frozenset()  # empty: any code
-    why: str = ""
-
-
-def lookup_error(table: tuple[ErrorRule, ...], status: int, code: str) -> Reason:
-    """The first row of ``table`` matching (status, code); rows go from specific to
-    general. Whatever no row names is retried: an answer we do not know is no proof that
-    the spec is wrong."""
-    for rule in table:
-        if rule.status is not None and rule.status != status:
-            continue
-        if rule.codes and code not in rule.codes:
-            continue
-        return rule.reason
-    return Reason.SERVICE_ERROR
 
 
 class FileWindow(io.RawIOBase):

@@ -1,4 +1,5 @@
-"""Google Cloud Storage through google-cloud-storage, with a service-account key.
+"""Google Cloud Storage through google-cloud-storage, with a service-account key: the
+client of the ``gcs`` storage type (its facts: ``callstorage.storagetypes.gcs``).
 
 Secret key: ``credentials.json`` (the key file as downloaded). The access token is fetched
 explicitly, once, before any storage call, with the configured timeouts: a wrong or revoked
@@ -30,7 +31,6 @@ from google.oauth2 import service_account
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
-    ErrorRule,
     PartData,
     PartRules,
     ProviderError,
@@ -43,8 +43,8 @@ from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
 from callstorage.providers.transport import CABundle, network_error
 from callstorage.settings import Settings
+from callstorage.storagetypes.gcs import CREDENTIALS_JSON, ERROR_TABLE, GCSSpec
 
-CREDENTIALS_JSON = "credentials.json"
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 GOOGLE_TOKEN_HOSTS = frozenset({"oauth2.googleapis.com", "accounts.google.com"})
 _REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
@@ -56,18 +56,6 @@ GOOGLE_API_ENDPOINT = "https://storage.googleapis.com"
 GCS_PART_RULES = PartRules(parallel=False, min_part_size=256 * 1024,
                            max_part_size=1024 * MiB, max_parts=1_000_000,
                            alignment=256 * 1024)
-
-
-# GCS JSON-API errors: the status, and the first error's "reason" as the code.
-ERROR_TABLE: tuple[ErrorRule, ...] = (
-    ErrorRule(Reason.INVALID_CREDENTIALS, status=401),
-    ErrorRule(Reason.ACCESS_DENIED, status=403),
-    ErrorRule(Reason.BUCKET_NOT_FOUND, status=404),
-    ErrorRule(Reason.INVALID_SPEC, status=400, codes=frozenset({"invalid",
-                                                                "invalidBucketName"}),
-              why="the bucket name is not valid for GCS"),
-    ErrorRule(Reason.SERVICE_ERROR, status=429),
-)
 
 
 def reason_for_status(status: int, code: str = "") -> Reason:
@@ -315,7 +303,7 @@ def _load_key(keys: SecretKeys) -> dict[str, Any]:
 def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
           ) -> GCSStorageClient:
     """A GCS client for ``spec`` with the service-account key from the Secret."""
-    gcs = spec.gcs
+    gcs = spec.provider if isinstance(spec.provider, GCSSpec) else None
     if gcs is None:
         raise ProviderError(Reason.INVALID_SPEC, "spec.gcs is required when storageType is gcs")
     keys = SecretKeys(inputs, f"Secret {gcs.credentials_secret_ref.name}")

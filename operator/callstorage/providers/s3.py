@@ -1,4 +1,5 @@
-"""Amazon S3 and S3-compatible servers (MinIO, R2, Ceph, ...) through boto3.
+"""Amazon S3 and S3-compatible servers (MinIO, R2, Ceph, ...) through boto3: the client
+of the ``s3`` storage type (its facts: ``callstorage.storagetypes.s3``).
 
 Secret keys: ``accessKeyId``, ``secretAccessKey`` and optionally ``sessionToken``. Without
 a Secret the operator's own (ambient) identity is used, only if the installation allows it.
@@ -24,7 +25,6 @@ from botocore.config import Config
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
-    ErrorRule,
     PartData,
     PartRules,
     ProviderError,
@@ -37,41 +37,13 @@ from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
 from callstorage.providers.transport import CABundle, classify
 from callstorage.settings import Settings
-
-ACCESS_KEY_ID = "accessKeyId"
-SECRET_ACCESS_KEY = "secretAccessKey"  # noqa: S105 - names of Secret keys
-SESSION_TOKEN = "sessionToken"  # noqa: S105
-
-# Error codes that mean "these credentials are wrong", as opposed to "not allowed".
-CREDENTIAL_ERROR_CODES = frozenset({
-    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-    "TokenRefreshRequired", "InvalidClientTokenId", "UnrecognizedClientException",
-    "RequestTimeTooSkewed", "InvalidSecurity", "MissingSecurityHeader",
-    "CredentialsNotSupported", "ExpiredTokenException",
-})
-NOT_FOUND_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
-REGION_CODES = frozenset({"PermanentRedirect", "AuthorizationHeaderMalformed",
-                          "IllegalLocationConstraintException", "301"})
-
-
-# code -> reason, most specific first. HEAD answers carry no body, so their "code" is the
-# bare status ("403", "404"). Anything not listed is a ServiceError and is retried.
-ERROR_TABLE: tuple[ErrorRule, ...] = (
-    ErrorRule(Reason.INVALID_CREDENTIALS, codes=CREDENTIAL_ERROR_CODES,
-              why="the key id, secret or session token is wrong or expired"),
-    ErrorRule(Reason.BUCKET_NOT_FOUND, codes=NOT_FOUND_CODES),
-    ErrorRule(Reason.BUCKET_NOT_FOUND, status=404),
-    ErrorRule(Reason.INVALID_SPEC, codes=REGION_CODES, why="spec.s3.region is wrong"),
-    ErrorRule(Reason.INVALID_SPEC, status=301, why="spec.s3.region is wrong"),
-    ErrorRule(Reason.INVALID_SPEC, codes=frozenset({"InvalidBucketName"})),
-    ErrorRule(Reason.INVALID_CREDENTIALS, status=401),
-    ErrorRule(Reason.ACCESS_DENIED, codes=frozenset({"AccessDenied", "AllAccessDisabled",
-                                                     "AccountProblem"})),
-    ErrorRule(Reason.ACCESS_DENIED, status=403),
-    # throttling, timeouts, conflicts and server errors pass by themselves
-    ErrorRule(Reason.SERVICE_ERROR, codes=frozenset({
-        "SlowDown", "RequestTimeout", "OperationAborted", "ServiceUnavailable",
-        "InternalError", "Throttling", "TooManyRequests", "PreconditionFailed"})),
+from callstorage.storagetypes.s3 import (
+    ACCESS_KEY_ID,
+    CREDENTIAL_ERROR_CODES,
+    ERROR_TABLE,
+    SECRET_ACCESS_KEY,
+    SESSION_TOKEN,
+    S3Spec,
 )
 
 
@@ -285,7 +257,7 @@ def build_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Set
 
 def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
            media_connections: int | None) -> S3StorageClient:
-    s3 = spec.s3
+    s3 = spec.provider if isinstance(spec.provider, S3Spec) else None
     if s3 is None:
         raise ProviderError(Reason.INVALID_SPEC, "spec.s3 is required when storageType is s3")
     session_kwargs: dict[str, Any] = {"region_name": s3.region}

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from callstorage.api import RESERVED_STORAGE_NAME
+from callstorage.api import is_platform_reference
 from callstorage.api.conditions import (
     READY,
     RECONCILING,
@@ -43,7 +43,7 @@ def storage_target(
     Omitted, or the reserved ``stream-s3``, means the platform storage; any other name is
     an ExternalStorage in the CallType's own namespace (no cross-tenant references).
     """
-    if not external_storage or external_storage == RESERVED_STORAGE_NAME:
+    if external_storage is None or is_platform_reference(external_storage):
         return (platform_namespace, platform_name), SOURCE_PLATFORM
     return (namespace, external_storage), SOURCE_CALL_TYPE
 

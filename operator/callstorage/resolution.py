@@ -1,4 +1,4 @@
-"""Which storage one recording or transcription goes to (seed 001, API.md "Resolution").
+"""Which storage one recording or transcription goes to (docs/api.md "Resolution").
 
 The seed's order: (1) the storage named for the call, if any; (2) the call type's
 ``externalStorage``; (3) the platform storage. The reserved name ``stream-s3`` always
@@ -13,14 +13,12 @@ because a tenant may have chosen their bucket for data residency.
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from callstorage.api import RESERVED_STORAGE_NAME
+from callstorage.api import is_platform_reference
 from callstorage.api.readiness import readiness
 from callstorage.client import (
     CallStorageError,
@@ -82,11 +80,6 @@ class StorageChoice:
         return self.source is Source.PLATFORM_DEFAULT
 
 
-def is_platform_reference(name: str | None) -> bool:
-    """Whether a storage setting means the platform storage: unset, empty or ``stream-s3``."""
-    return not name or name == RESERVED_STORAGE_NAME
-
-
 def choose_storage(
     namespace: str,
     call_type_storage: str | None,
@@ -106,7 +99,7 @@ def choose_storage(
                               (Source.CALL_TYPE, call_type_storage)):
         if not requested:
             continue
-        if requested == RESERVED_STORAGE_NAME:
+        if is_platform_reference(requested):
             return StorageChoice(platform_namespace, platform_name, Source.PLATFORM_DEFAULT,
                                  requested)
         return StorageChoice(namespace, requested, source, requested)
@@ -226,8 +219,7 @@ def resolve_with_object(
 
     settings = settings or get_settings()
     api = api_client if api_client is not None else api_client_from_config()
-    if call_storage and call_storage != RESERVED_STORAGE_NAME \
-            and not is_dns1123_subdomain(call_storage):
+    if not is_platform_reference(call_storage) and not is_dns1123_subdomain(call_storage or ""):
         raise InvalidRequest("InvalidName", f"call storage {call_storage!r} is not a valid "
                              "ExternalStorage name")
     call_type_obj = find_call_type(api, namespace, call_type)
@@ -260,21 +252,3 @@ def _not_found_message(choice: StorageChoice, call_type: str) -> str:
     if choice.source is Source.CALL:
         return f"ExternalStorage {where}, named for the call, does not exist"
     return f"ExternalStorage {where}, named by CallType {call_type!r}, does not exist"
-
-
-class _CallableModule(types.ModuleType):
-    """``callstorage.resolve`` names both this module and the function. Importing the
-    module binds the package attribute to the module, so the module itself must be
-    callable for ``callstorage.resolve(...)`` to keep working whichever came first."""
-
-    def __call__(
-        self,
-        namespace: str,
-        call_type: str,
-        call_storage: str | None = None,
-        **kwargs: Any,
-    ) -> ResolvedStorage:
-        return resolve(namespace, call_type, call_storage, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
