@@ -735,8 +735,11 @@ class Controller:
         return answer
 
     async def _post(self, obj: Mapping[str, Any], events: list[Event]) -> None:
-        if events and (any(e.type == "Warning" for e in events) or
-                       _meta(obj).get("deletionTimestamp")):
+        """Post events, unless the namespace is being deleted: nothing can be created
+        there, and any event (even "StorageReady" as a storage is restamped on its way
+        out) would be refused. Events are rare (transitions only), so asking costs one
+        dry-run request per batch."""
+        if events:
             namespace = str(_meta(obj).get("namespace", ""))
             if await self._namespace_terminating(namespace):
                 log.debug("namespace %s is being deleted: %d event(s) not posted", namespace,
