@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Mapping
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 K = TypeVar("K", bound=Hashable)
 Group = tuple[str, str]  # ("host", "minio.example:9000") or ("namespace", "tenant-a")
@@ -23,23 +22,16 @@ HOST, NAMESPACE = "host", "namespace"
 
 
 def endpoint_host(spec: Mapping[str, Any]) -> str:
-    """The host a storage's provider calls go to, read leniently from the raw spec."""
+    """The host a storage's provider calls go to, read leniently from the raw spec (its
+    storage type's descriptor knows the default host)."""
+    from callstorage.storagetypes import PROVIDERS
+
     kind = str(spec.get("storageType") or "")
-    block = spec.get({"s3": "s3", "gcs": "gcs", "abs": "abs"}.get(kind, kind)) or {}
-    if not isinstance(block, Mapping):
-        block = {}
-    endpoint = block.get("endpoint")
-    if isinstance(endpoint, str) and endpoint:
-        parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
-        host = (parts.hostname or endpoint).lower()
-        return f"{host}:{parts.port}" if parts.port else host
-    if kind == "s3":
-        return f"s3.{block.get('region') or 'us-east-1'}.amazonaws.com"
-    if kind == "abs":
-        return f"{block.get('accountName') or ''}.blob.core.windows.net"
-    if kind == "gcs":
-        return "storage.googleapis.com"
-    return kind
+    provider = PROVIDERS.get(kind)
+    block = spec.get(kind)
+    if provider is None:
+        return kind
+    return provider.endpoint_host(block if isinstance(block, Mapping) else {})
 
 
 def groups_of(namespace: str, spec: Mapping[str, Any]) -> tuple[Group, ...]:

@@ -239,4 +239,5 @@ PROVIDER = StorageProvider(
     from_request=_from_request,
     example_block={"accountName": "recordings",
                    "credentialsSecretRef": {"name": "abs-credentials"}},
+    default_host=lambda block: f"{block.get('accountName') or ''}.blob.core.windows.net",
 )

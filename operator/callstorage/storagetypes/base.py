@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Generic, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -233,6 +234,18 @@ class StorageProvider(Generic[B]):
     example_block: Mapping[str, Any] = field(default_factory=dict)
     #: fields of the block that name a Secret of the object's namespace
     secret_ref_fields: tuple[str, ...] = ("credentialsSecretRef",)
+    #: the host provider calls go to when the block names no ``endpoint`` (wire form,
+    #: read leniently); validations share the workers fairly per host (fairness.py)
+    default_host: Callable[[Mapping[str, Any]], str] = lambda block: ""
+
+    def endpoint_host(self, block: Mapping[str, Any]) -> str:
+        """The host (``host[:port]``) this block's provider calls go to."""
+        endpoint = block.get("endpoint")
+        if isinstance(endpoint, str) and endpoint:
+            parts = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+            host = (parts.hostname or endpoint).lower()
+            return f"{host}:{parts.port}" if parts.port else host
+        return self.default_host(block) or self.name
 
     def secret_names(self, block: Mapping[str, Any]) -> set[str]:
         """Secrets a block (wire form) refers to, read leniently: a spec that fails to

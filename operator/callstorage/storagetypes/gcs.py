@@ -195,4 +195,5 @@ PROVIDER = StorageProvider(
     request_arg="gcs_credentials",
     from_request=_from_request,
     example_block={"credentialsSecretRef": {"name": "gcs-credentials"}},
+    default_host=lambda block: "storage.googleapis.com",
 )

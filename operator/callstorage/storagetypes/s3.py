@@ -233,4 +233,5 @@ PROVIDER = StorageProvider(
     request_arg="aws_s3",
     from_request=_from_request,
     example_block={"region": "us-east-1", "credentialsSecretRef": {"name": "s3-credentials"}},
+    default_host=lambda block: f"s3.{block.get('region') or 'us-east-1'}.amazonaws.com",
 )
