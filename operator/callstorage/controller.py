@@ -30,7 +30,7 @@ from callstorage.api import (
     parse_external_storage,
 )
 from callstorage.api.capabilities import Capabilities
-from callstorage.api.conditions import RECONCILING, make_condition, set_condition
+from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set_condition
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
 from callstorage.fairness import FairShare, Group, groups_of
@@ -509,6 +509,9 @@ class Controller:
         status = obj.get("status") or {}
         if isinstance(exc, ObjectGone):
             return
+        if any(c.get("type") == STALLED and c.get("status") == "True"
+               for c in status.get("conditions") or []):
+            return  # Stalled already says a person must act; never both (kstatus)
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
         condition = make_condition(
             RECONCILING, "True", "ReconcileError",

@@ -225,3 +225,11 @@ def test_events_only_for_results_not_for_validating() -> None:
     bad = desired_status(ok, observed(validation=Validation(Reason.ACCESS_DENIED, "no")))
     assert storage_events(ok, bad, CheckOutcome("t", False, "nope")) == [
         Event("Warning", "AccessDenied", "no"), Event("Warning", "CheckFailed", "nope")]
+
+
+def test_never_reconciling_and_stalled_together() -> None:
+    """kstatus takes whichever of the two comes first: the operator never sets both."""
+    stalled = desired_status(None, observed(validation=Validation(Reason.ACCESS_DENIED, "no")))
+    failing = desired_status(stalled, observed(reconcile_error="ApiException (HTTP 500)"))
+    assert conds(failing)["Stalled"] == ("True", "AccessDenied")
+    assert "Reconciling" not in conds(failing)

@@ -227,9 +227,12 @@ def _reconciling(conditions: list[dict[str, Any]], obs: Observed) -> list[dict[s
     ready = get_condition(conditions, READY) or {}
     stalled = get_condition(conditions, STALLED)
     reason = message = None
+    # Never Reconciling and Stalled together: kstatus would take whichever comes first.
+    if stalled is not None and stalled.get("status") == "True":
+        return without
     if obs.reconcile_error is not None:
         reason, message = "ReconcileError", obs.reconcile_error
-    elif obs.suspended or (stalled is not None and stalled.get("status") == "True"):
+    elif obs.suspended:
         return without
     elif ready.get("status") == "Unknown":
         reason, message = str(Reason.VALIDATING), str(ready.get("message") or "validating")
