@@ -31,6 +31,40 @@ WATCH_CLIENT_TIMEOUT = 90.0  # hard cap on one watch request, above the server's
 WATCH_RECONNECT_BACKOFF = 1.0  # pause between watch requests (kopf's default: 0.1 s)
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's memory of the last-handled state, for change-detecting handlers, which the
+    operator has none of: kopf built it anyway, a deep copy of every object on every
+    watch event (Secrets included), ~7% of the operator's CPU at 1000 storages."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: Any) -> Any:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
+class _NoProgress(kopf.ProgressStorage):
+    """Per-handler progress, likewise only for change-detecting handlers."""
+
+    def fetch(self, *, key: Any, body: Any) -> Any:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: Any, patch: Any) -> None:
+        return None
+
+    def purge(self, *, key: Any, body: Any, patch: Any) -> None:
+        return None
+
+    def touch(self, *, body: Any, patch: Any, value: Any) -> None:
+        return None
+
+    def clear(self, *, essence: Any) -> Any:
+        return essence
+
+
 def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, Any]]:
     """A registry with every handler, and a holder through which tests can reach the
     running controller (``holder["controller"]``)."""
@@ -51,6 +85,8 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
         settings.posting.enabled = False
         # No CRD/namespace scanning: fewer permissions, and the kinds are known upfront.
         settings.scanning.disabled = True
+        settings.persistence.diffbase_storage = _NoDiffBase()
+        settings.persistence.progress_storage = _NoProgress()
         settings.watching.server_timeout = WATCH_SERVER_TIMEOUT
         settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT
         settings.watching.inactivity_timeout = WATCH_INACTIVITY
