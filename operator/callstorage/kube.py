@@ -1,31 +1,32 @@
-"""The operator's writes and point reads against the Kubernetes API.
+"""The operator's writes and point reads against the Kubernetes API, and the kubeconfig
+loader of the CLI and the Python client.
 
-kopf does the watching; these few calls go through the official ``kubernetes`` client,
-which blocks, so each runs in a thread pool of its own and never on kopf's event loop.
-Every call has a request timeout. Nothing here logs a Secret's data.
+kopf does the watching; the operator's few calls of its own go through
+``callstorage.apiserver`` (aiohttp, asynchronous: never blocking kopf's event loop), so
+the operator process never loads the ``kubernetes`` package (~65 MB). Every call has a
+request timeout. Nothing here logs a Secret's data.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar
-
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 from callstorage.api import EXTERNALSTORAGE_PLURAL, GROUP, VERSION
+from callstorage.apiserver import CONNECT_TIMEOUT, READ_TIMEOUT, ApiError, ApiServer
 from callstorage.inventory import CachedSecret
 
+if TYPE_CHECKING:
+    from kubernetes import client
+
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds for every API call
+REQUEST_TIMEOUT: Final = (CONNECT_TIMEOUT, READ_TIMEOUT)  # (connect, read) seconds
 COMPONENT = "callstorage-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
 
@@ -66,8 +67,11 @@ def load_api_client(
     context: str | None = None,
 ) -> client.ApiClient:
     """An ApiClient in kubectl's order: ``kubeconfig``, else ``KUBECONFIG``, else
-    ``~/.kube/config``, else the in-cluster service account. The one loader of the
-    operator, the CLI and the Python client. Raises ``KubeconfigError``."""
+    ``~/.kube/config``, else the in-cluster service account. The loader of the CLI and
+    the Python client (the operator's is ``callstorage.apiserver``). Raises
+    ``KubeconfigError``."""
+    from kubernetes import client, config
+
     cfg = client.Configuration()
     try:
         if kubeconfig is not None or kubeconfig_present():
@@ -90,26 +94,32 @@ def load_api_client(
 
 
 class Kube:
-    """Thin async facade over the blocking client."""
+    """The operator's own API calls (asynchronous, on kopf's event loop)."""
 
-    def __init__(self, api_client: client.ApiClient, workers: int) -> None:
-        self._api = api_client
-        self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+    def __init__(self, api: ApiServer) -> None:
+        self._api = api
         self.requests = 0  # writes and reads issued, for benchmarks
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        self.requests += 1
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to drop synchronously: ``aclose`` closes the connection pool."""
 
     async def aclose(self) -> None:
-        """Drop queued calls and wait for those already sent: a leader hands its Lease
-        over only after its last write has landed (no write from it after a successor's)."""
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        """Close the connection pool. The controller's workers are stopped first, so the
+        last write has landed before a leader hands its Lease over."""
+        await self._api.close()
+
+    async def _call(self, method: str, path: str, body: Any = None,
+                    content_type: str = "application/json",
+                    params: Mapping[str, str] | None = None,
+                    parse: bool = True) -> dict[str, Any]:
+        self.requests += 1
+        return await self._api.request(method, path, body=body, content_type=content_type,
+                                       params=params, parse=parse)
+
+    @staticmethod
+    def _path(namespace: str, plural: str, name: str = "") -> str:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}"
+        return f"{path}/{quote(name)}" if name else path
 
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status_patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -117,17 +127,13 @@ class Kube:
 
         Raises ``ObjectGone`` on 404.
         """
-        def call() -> dict[str, Any]:
-            try:
-                result: dict[str, Any] = self._custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, plural, name, {"status": dict(status_patch)},
-                    _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
-                return result
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise ObjectGone(plural, namespace, name) from None
-                raise
-        return await self._run(call)
+        try:
+            return await self._call("PATCH", self._path(namespace, plural, name) + "/status",
+                                    {"status": dict(status_patch)}, MERGE_PATCH)
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ObjectGone(plural, namespace, name) from None
+            raise
 
     async def set_finalizers(self, namespace: str, name: str, finalizers: list[str],
                              resource_version: str) -> bool:
@@ -139,33 +145,28 @@ class Kube:
         ``ObjectGone`` on 404, which no retry can fix.
         """
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
-
-        def call() -> bool:
-            try:
-                self._custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, EXTERNALSTORAGE_PLURAL, name, body,
-                    _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
-                return True
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise ObjectGone(EXTERNALSTORAGE_PLURAL, namespace, name) from None
-                if exc.status == 409:
-                    return False
-                raise
-        return await self._run(call)
+        try:
+            await self._call("PATCH", self._path(namespace, EXTERNALSTORAGE_PLURAL, name),
+                             body, MERGE_PATCH, parse=False)
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ObjectGone(EXTERNALSTORAGE_PLURAL, namespace, name) from None
+            if exc.status == 409:
+                return False
+            raise
 
     async def read_secret(self, namespace: str, name: str) -> CachedSecret | None:
         """One Secret of ``namespace``, decoded; None when it does not exist."""
-        def call() -> CachedSecret | None:
-            try:
-                secret = self._core.read_namespaced_secret(
-                    name, namespace, _request_timeout=REQUEST_TIMEOUT)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            return decode_secret(secret.metadata.resource_version, secret.data)
-        return await self._run(call)
+        try:
+            secret = await self._call(
+                "GET", f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return decode_secret(str((secret.get("metadata") or {}).get("resourceVersion", "")),
+                             secret.get("data"))
 
     async def list_objects(self, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every object of a kind (in the watched namespaces; [] = cluster-wide)."""
@@ -176,23 +177,19 @@ class Kube:
             tuple[list[dict[str, Any]], str | None]:
         """Every object of a kind, and the list's resourceVersion (the oldest of the
         per-namespace lists): what existed at that version is in the list."""
-        def call() -> tuple[list[dict[str, Any]], str | None]:
-            if not namespaces:
-                result = self._custom.list_cluster_custom_object(
-                    GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT)
-                return list(result.get("items", [])), \
-                    (result.get("metadata") or {}).get("resourceVersion")
-            items: list[dict[str, Any]] = []
-            versions: list[int] = []
-            for ns in namespaces:
-                result = self._custom.list_namespaced_custom_object(
-                    GROUP, VERSION, ns, plural, _request_timeout=REQUEST_TIMEOUT)
-                items.extend(result.get("items", []))
-                rv = str((result.get("metadata") or {}).get("resourceVersion", ""))
-                if rv.isdigit():
-                    versions.append(int(rv))
-            return items, str(min(versions)) if versions else None
-        return await self._run(call)
+        if not namespaces:
+            result = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{plural}")
+            return list(result.get("items") or []), \
+                (result.get("metadata") or {}).get("resourceVersion")
+        items: list[dict[str, Any]] = []
+        versions: list[int] = []
+        for ns in namespaces:
+            result = await self._call("GET", self._path(ns, plural))
+            items.extend(result.get("items") or [])
+            rv = str((result.get("metadata") or {}).get("resourceVersion", ""))
+            if rv.isdigit():
+                versions.append(int(rv))
+        return items, str(min(versions)) if versions else None
 
     async def namespace_terminating(self, namespace: str) -> bool:
         """Whether ``namespace`` is being deleted (or gone).
@@ -208,27 +205,19 @@ class Kube:
             "type": "Normal", "reason": "NamespaceProbe", "message": "dry run",
             "source": {"component": COMPONENT},
         }
-
-        def call() -> bool:
-            try:
-                response = self._core.create_namespaced_event(
-                    namespace, event, dry_run="All", _request_timeout=REQUEST_TIMEOUT,
-                    _preload_content=False)
-                response.read()
-                response.release_conn()
-                return False
-            except ApiException as exc:
-                return exc.status == 404 or _terminating(exc)
-        return await self._run(call)
+        try:
+            await self._call("POST", f"/api/v1/namespaces/{quote(namespace)}/events", event,
+                             params={"dryRun": "All"}, parse=False)
+            return False
+        except ApiError as exc:
+            return exc.status == 404 or _terminating(exc)
 
     async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str,
                          message: str) -> bool:
         """Record a core/v1 Event on ``obj``; failures are logged, never raised. False
         when the namespace is being deleted (nothing can be created there)."""
         meta = obj.get("metadata") or {}
-        now = dt.datetime.now(dt.UTC)
-        # A plain dict, and the answer left unparsed: the client's model classes deep-copy
-        # its Configuration per instance, which made events the dearest call we make.
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name', 'object')}.",
@@ -242,28 +231,20 @@ class Kube:
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT, "reportingInstance": COMPONENT,
         }
-
-        def call() -> bool:
-            try:
-                response = self._core.create_namespaced_event(
-                    meta.get("namespace"), event, _request_timeout=REQUEST_TIMEOUT,
-                    _preload_content=False)
-                response.read()
-                response.release_conn()
-            except ApiException as exc:
-                if _terminating(exc):
-                    return False
-                log.warning("could not post event %s on %s/%s: HTTP %s", reason,
-                            meta.get("namespace"), meta.get("name"), exc.status)
-            return True
-        return await self._run(call)
+        try:
+            await self._call("POST", f"/api/v1/namespaces/{quote(str(meta.get('namespace')))}"
+                                     "/events", event, parse=False)
+        except ApiError as exc:
+            if _terminating(exc):
+                return False
+            log.warning("could not post event %s on %s/%s: HTTP %s", reason,
+                        meta.get("namespace"), meta.get("name"), exc.status)
+        return True
 
 
-def _terminating(exc: ApiException) -> bool:
+def _terminating(exc: ApiError) -> bool:
     """A 403 from NamespaceLifecycle admission: the namespace is being deleted."""
-    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) \
-        else str(exc.body or "")
-    return exc.status == 403 and "being terminated" in body
+    return exc.status == 403 and "being terminated" in exc.body
 
 
 def decode_secret(resource_version: str, data: Mapping[str, str] | None) -> CachedSecret:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import kopf
-from kubernetes.client.exceptions import ApiException
-
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
+from callstorage.apiserver import ApiError, ApiServer, connection_info
 from callstorage.controller import Controller
-from callstorage.kube import Kube, load_api_client
+from callstorage.kopfloader import kopf
+from callstorage.kube import Kube
 from callstorage.settings import Settings
 
 # Watch settings, chosen rather than inherited (docs/install.md "Watches"). A frozen watch
@@ -72,11 +71,11 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
     holder: dict[str, Any] = {}
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # Our own registry has none of kopf's default login handlers; the kubernetes
-        # client's loader covers in-cluster ServiceAccounts and kubeconfig files alike.
-        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
-        return info
+    def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        # Our own registry has none of kopf's default login handlers; kopf's watches and
+        # the operator's own calls use the same credentials (kubectl's order). kopf asks
+        # again on a 401, so a rotated ServiceAccount token is picked up.
+        return connection_info(trust_env=settings.networking.trust_env)
 
     @kopf.on.startup(registry=registry)
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -93,12 +92,12 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
         settings.watching.reconnect_backoff = WATCH_RECONNECT_BACKOFF
         settings.networking.request_timeout = 60
         workers = config.max_concurrent_validations + 4
-        kube = Kube(load_api_client(workers), workers)
+        kube = Kube(ApiServer(pool=workers))
         controller = Controller(config, kube)
         try:
             await controller.start()
-        except ApiException as exc:
-            kube.close()
+        except ApiError as exc:
+            await kube.aclose()
             hint = {404: "are the CRDs installed? kubectl apply --server-side -k crds/",
                     403: "does the ServiceAccount have the chart's RBAC?"}.get(exc.status, "")
             raise kopf.TemporaryError(
