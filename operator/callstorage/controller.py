@@ -367,8 +367,11 @@ class Controller:
         if old is not None:
             if self._status_overwritten(key, new):
                 self.storages.add(key, REFS, self._restore_delay(STORAGE, key))
-            elif self._finalizer_wrong(key, new):
-                self.storages.add(key, REFS)
+            else:
+                if key in self._written:  # equal: hold the watch's copy, not a second one
+                    self._written[key] = status
+                if self._finalizer_wrong(key, new):
+                    self.storages.add(key, REFS)
         if pending_check(new):
             self.storages.add(key, CHECK)
         if old is None or es_reconcile.ready_state(old.get("status")) != \
