@@ -543,3 +543,42 @@ def test_hanging_endpoint_times_out(network_target: tuple[SpecAt, dict[str, str]
     started = time.monotonic()
     expect(Reason.TIMEOUT, lambda: validate(spec, inputs_of(data)), data)
     assert time.monotonic() - started < CONNECT + READ + 2
+
+
+def test_gcs_and_azure_clients_are_kept_between_validations(
+    gcs_server: GCSServer, gcs_bucket: str, azurite: AzuriteServer, container: str,
+) -> None:
+    """Like S3's: N validations with one Secret build one SDK client (a GCS client keeps
+    its token: one token request, not N); other credentials build their own."""
+    from callstorage.providers import azure, gcs
+
+    data = gcs_account(gcs_server, gcs_bucket, "admin")
+    spec = gcs_spec(gcs_bucket, gcs_server.endpoint)
+    builds = gcs._CLIENTS.builds
+    for _ in range(3):
+        assert validate(spec, inputs_of(data)) == Capabilities(list=True)
+    assert gcs._CLIENTS.builds == builds + 1
+    other = gcs_account(gcs_server, gcs_bucket, "admin")
+    assert validate(spec, inputs_of(other)) == Capabilities(list=True)
+    assert gcs._CLIENTS.builds == builds + 2
+
+    aspec = abs_spec(container, azurite.endpoint_for(ACCOUNT))
+    builds = azure._CLIENTS.builds
+    for _ in range(3):
+        assert validate(aspec, inputs_of({"accountKey": azurite.key_for(ACCOUNT)},
+                                         azurite.ca_pem)) == Capabilities(list=True)
+    assert azure._CLIENTS.builds == builds + 1
+    # another key is another client, and fails as before
+    wrong = {"accountKey": azurite.key_for("callstorage2")}
+    expect(Reason.INVALID_CREDENTIALS,
+           lambda: validate(aspec, inputs_of(wrong, azurite.ca_pem)), wrong)
+    assert azure._CLIENTS.builds == builds + 2
+
+
+def test_gcs_deleted_account_after_a_cached_validation(gcs_server: GCSServer,
+                                                       gcs_bucket: str) -> None:
+    data = gcs_account(gcs_server, gcs_bucket, "admin")
+    spec = gcs_spec(gcs_bucket, gcs_server.endpoint)
+    assert validate(spec, inputs_of(data)) == Capabilities(list=True)
+    gcs_server.delete_service_account(json.loads(data["credentials.json"])["client_email"])
+    expect(Reason.INVALID_CREDENTIALS, lambda: validate(spec, inputs_of(data)), data)
