@@ -552,6 +552,7 @@ def test_gcs_and_azure_clients_are_kept_between_validations(
     its token: one token request, not N); other credentials build their own."""
     from callstorage.providers import azure, gcs
 
+    azure._CLIENTS.clear()  # earlier tests used the same account key
     data = gcs_account(gcs_server, gcs_bucket, "admin")
     spec = gcs_spec(gcs_bucket, gcs_server.endpoint)
     builds = gcs._CLIENTS.builds
