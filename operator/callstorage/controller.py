@@ -338,6 +338,9 @@ class Controller:
             self._touch_call_types(key)
             return
         old = self.inv.storages.get(key)
+        rv = _meta(obj).get("resourceVersion")
+        if old is not None and rv and _meta(old).get("resourceVersion") == rv:
+            return  # this very version again (the watch echoing our own write, a relist)
         if not self._accept(STORAGE, key, old, obj):
             return
         new = _held(obj)
