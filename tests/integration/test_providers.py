@@ -154,6 +154,37 @@ def test_s3_wrong_secret(s3_server: S3Server, s3_bucket: str, s3_rw: dict[str, s
     assert s3_rw["accessKeyId"] not in error.message  # the key id counts as a credential
 
 
+def test_s3_validations_sharing_a_client_each_sign_with_their_own_keys(
+    s3_server: S3Server, s3_bucket: str, s3_rw: dict[str, str],
+) -> None:
+    """Validations of one endpoint share a client (one build for N distinct Secrets);
+    run at once on many threads, each still signs with its own keys: the good ones
+    pass, the wrong and the unknown ones fail, every time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from callstorage.providers import s3
+
+    spec = s3_spec(s3_bucket, s3_server.endpoint)
+    bad = {**s3_rw, "secretAccessKey": "wrong" + s3_rw["secretAccessKey"][5:]}
+    unknown = S3Keys("AKIA" + secrets.token_hex(8).upper(),
+                     secrets.token_urlsafe(30)).as_secret_data()
+    other = s3_server.create_user(_name("rw"), readwrite_policy(s3_bucket)).as_secret_data()
+    cases = [s3_rw, bad, unknown, other] * 12
+
+    def outcome(data: dict[str, str]) -> str:
+        try:
+            validate(spec, inputs_of(data))
+            return "ok"
+        except ProviderError as exc:
+            return str(exc.reason)
+
+    builds = s3._CLIENTS.builds
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(outcome, cases))
+    assert results == ["ok", "InvalidCredentials", "InvalidCredentials", "ok"] * 12
+    assert s3._CLIENTS.builds - builds <= 1
+
+
 def test_s3_unknown_access_key(s3_server: S3Server, s3_bucket: str) -> None:
     bad = S3Keys("AKIA" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)).as_secret_data()
     error = expect(Reason.INVALID_CREDENTIALS,
