@@ -42,11 +42,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.credentials import ReadOnlyCredentials
 
 from bench import measure
 from bench.kubehttp import KubeHTTP
 from callstorage.api import effective_prefixes, parse_external_storage
 from callstorage.api.readiness import is_ready
+from callstorage.providers import s3 as s3_provider
 from callstorage.providers.base import Capabilities, Reason
 from callstorage.reconcile import externalstorage as es_reconcile
 from testbed import binaries, kubeutil
@@ -79,6 +81,7 @@ class Config:
     profile_dir: str | None
     keep: bool
     baseline_watch: bool
+    baseline_client_per_object: bool
 
     @classmethod
     def from_env(cls) -> Config:
@@ -104,6 +107,7 @@ class Config:
             if env.get("BENCH_PROFILE") else None,
             keep=env.get("BENCH_KEEP", "") not in ("", "0"),
             baseline_watch=env.get("BENCH_BASELINE_WATCH", "1") != "0",
+            baseline_client_per_object=env.get("BENCH_BASELINE_CLIENTS", "") == "each",
         )
 
 
@@ -354,15 +358,30 @@ class Bench:
             aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
             config=boto_config)
 
+        # Distinct keys: one client signing each request with its object's keys (the way
+        # the operator does it, the cheapest botocore allows; BENCH_BASELINE_CLIENTS=each:
+        # one client built per object from one shared Session instead).
+        shared = None
+        if many is not None and not self.cfg.baseline_client_per_object:
+            shared = s3_provider._signer_session().client(
+                "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
+                config=boto_config)
+
         def head(index: int) -> None:
             if many is None:
                 s3.head_bucket(Bucket=bucket)
                 return
+            keys = many[index]
+            if shared is not None:
+                with s3_provider._signing_as(ReadOnlyCredentials(
+                        keys.access_key_id, keys.secret_access_key, None)):
+                    shared.head_bucket(Bucket=bucket)
+                return
             with session_lock:
                 own = session.client(
                     "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
-                    aws_access_key_id=many[index].access_key_id,
-                    aws_secret_access_key=many[index].secret_access_key, config=boto_config)
+                    aws_access_key_id=keys.access_key_id,
+                    aws_secret_access_key=keys.secret_access_key, config=boto_config)
             try:
                 own.head_bucket(Bucket=bucket)
             finally:
@@ -436,6 +455,8 @@ class Bench:
             self.baseline_cpu = measure.cpu_delta(measure.cpu_by_process(), cpu0)
             return elapsed
         finally:
+            if shared is not None:
+                shared.close()
             if watch is not None:
                 watch.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
