@@ -78,8 +78,8 @@ def connection_info(trust_env: bool = False) -> kopf.ConnectionInfo:
             server=f"https://{server_host}:{port}",
             ca_path=str(SERVICE_ACCOUNT / "ca.crt"),
             token=token_file.read_text().strip(), trust_env=trust_env)
-    raise CredentialsError("NoKubeconfig", "no kubeconfig found: set KUBECONFIG, or create "
-                                           "~/.kube/config")
+    raise CredentialsError("NoKubeconfig", "no kubeconfig found: pass --kubeconfig, set "
+                                           "KUBECONFIG, or create ~/.kube/config")
 
 
 def _from_kubeconfig(paths: list[Path], trust_env: bool) -> kopf.ConnectionInfo:
