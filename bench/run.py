@@ -418,10 +418,14 @@ class Bench:
                 created.put_nowait((name, int(meta.get("generation") or 1), int(name[2:])))
 
         watch: asyncio.Task[None] | None = None
+        observer: asyncio.Task[None] | None = None
         if self.cfg.baseline_watch:
             listed = await self.kube.list(ns, EXS)
-            watch = asyncio.create_task(self.kube.watch(
-                ns, EXS, str(listed["metadata"]["resourceVersion"]), on_event))
+            rv = str(listed["metadata"]["resourceVersion"])
+            watch = asyncio.create_task(self.kube.watch(ns, EXS, rv, on_event))
+            # The operator run's driver watches for Ready (its instrument); the API server
+            # serves that watch in both runs.
+            observer = asyncio.create_task(self.kube.watch(ns, EXS, rv, lambda *_: None))
 
         async def creator() -> None:
             for i in indices:
@@ -457,10 +461,11 @@ class Bench:
         finally:
             if shared is not None:
                 shared.close()
-            if watch is not None:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await watch
+            for task in (watch, observer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             pool.shutdown(wait=False)
             s3.close()
 
