@@ -34,7 +34,7 @@ from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
 from callstorage.fairness import FairShare, Group, groups_of
-from callstorage.inventory import CachedSecret, Inventory, ObjectKey, vanished
+from callstorage.inventory import CachedSecret, Inventory, ObjectKey, compact, vanished
 from callstorage.kube import Kube, ObjectGone, decode_secret
 from callstorage.providers import (
     build_client,
@@ -142,13 +142,8 @@ class _Parked(Exception):
 
 
 def _held(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The copy the inventory keeps: without ``metadata.managedFields`` (field ownership,
-    which the operator never reads: about a third of a stored object's memory)."""
-    held = dict(obj)
-    meta = held.get("metadata")
-    if isinstance(meta, Mapping) and "managedFields" in meta:
-        held["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    return held
+    """The copy the inventory keeps (``inventory.compact``)."""
+    return compact(obj)
 
 
 def _with_kind(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -581,6 +576,10 @@ class Controller:
         """Record the server's answer to our status write, then feed it in as an event."""
         self._written[key] = dict(updated.get("status") or {})
         self.on_storage_event("MODIFIED", updated)
+        held = self.inv.storages.get(key)
+        if held is not None and _meta(held).get("resourceVersion") == \
+                _meta(updated).get("resourceVersion"):
+            self._written[key] = held.get("status") or {}  # one copy of it, not two
 
     def _restore_delay(self, kind: str, key: ObjectKey) -> float:
         """The first restore is immediate; a key that keeps being overwritten (a second

@@ -20,13 +20,14 @@ from urllib.parse import quote
 
 from callstorage.api import EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from callstorage.apiserver import CONNECT_TIMEOUT, READ_TIMEOUT, ApiError, ApiServer
-from callstorage.inventory import CachedSecret
+from callstorage.inventory import CachedSecret, compact
 
 if TYPE_CHECKING:
     from kubernetes import client
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT: Final = (CONNECT_TIMEOUT, READ_TIMEOUT)  # (connect, read) seconds
+LIST_PAGE: Final = 500  # objects per page of a LIST
 COMPONENT = "callstorage-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
 
@@ -175,21 +176,35 @@ class Kube:
 
     async def list_snapshot(self, plural: str, namespaces: list[str]) -> \
             tuple[list[dict[str, Any]], str | None]:
-        """Every object of a kind, and the list's resourceVersion (the oldest of the
-        per-namespace lists): what existed at that version is in the list."""
+        """Every object of a kind (compacted: ``inventory.compact``), and the list's
+        resourceVersion (the oldest of the per-namespace lists): what existed at that
+        version is in the list."""
         if not namespaces:
-            result = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{plural}")
-            return list(result.get("items") or []), \
-                (result.get("metadata") or {}).get("resourceVersion")
+            return await self._list_pages(f"/apis/{GROUP}/{VERSION}/{plural}")
         items: list[dict[str, Any]] = []
         versions: list[int] = []
         for ns in namespaces:
-            result = await self._call("GET", self._path(ns, plural))
-            items.extend(result.get("items") or [])
-            rv = str((result.get("metadata") or {}).get("resourceVersion", ""))
-            if rv.isdigit():
+            page_items, rv = await self._list_pages(self._path(ns, plural))
+            items.extend(page_items)
+            if rv is not None and rv.isdigit():
                 versions.append(int(rv))
         return items, str(min(versions)) if versions else None
+
+    async def _list_pages(self, path: str) -> tuple[list[dict[str, Any]], str | None]:
+        """A LIST in pages of LIST_PAGE (one consistent snapshot, the first page's
+        resourceVersion): 10,000 storages never sit in memory as one answer."""
+        items: list[dict[str, Any]] = []
+        params = {"limit": str(LIST_PAGE)}
+        version: str | None = None
+        while True:
+            result = await self._call("GET", path, params=params)
+            meta = result.get("metadata") or {}
+            if version is None:
+                version = meta.get("resourceVersion")
+            items.extend(compact(o) for o in result.get("items") or [])
+            if not meta.get("continue"):
+                return items, version
+            params = {"limit": str(LIST_PAGE), "continue": str(meta["continue"])}
 
     async def namespace_terminating(self, namespace: str) -> bool:
         """Whether ``namespace`` is being deleted (or gone).
