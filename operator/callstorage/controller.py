@@ -627,6 +627,10 @@ class Controller:
 
         if not await self._sync_finalizer(key, obj, used_by, deleting):
             return  # the finalizer was removed from a deleted object: it is gone now
+        if reasons == {REFS} and status == actual and not deleting and \
+                key not in self._unwritten and not pending_check(obj) and \
+                _settled(status, generation, used_by):
+            return  # e.g. every storage after a restart: nothing to validate or write
 
         spec: ExternalStorageSpec | None = None
         invalid: str | None = None
@@ -711,7 +715,7 @@ class Controller:
                                                    patch)
             self._wrote_storage(key, updated)
         else:
-            self._written[key] = desired
+            self._written[key] = dict(actual)  # equal to desired; shares the held copy
         self._unwritten.pop(key, None)
         await self._post(obj, es_reconcile.storage_events(status, desired, check))
 
@@ -988,6 +992,20 @@ def _describe(exc: BaseException) -> str:
     status; never its text, which may quote a request body."""
     status = getattr(exc, "status", None)
     return f"{type(exc).__name__}" + (f" (HTTP {status})" if isinstance(status, int) else "")
+
+
+def _settled(status: Mapping[str, Any], generation: int, used_by: tuple[str, ...]) -> bool:
+    """The status already answers a reference-only round: a final Ready for this
+    generation (not Validating), the users as they are, and no deletion waiting. A full
+    round would compute this very status and write nothing."""
+    conditions = status.get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return ready is not None and ready.get("status") in ("True", "False") and \
+        ready.get("observedGeneration") == generation and \
+        status.get("observedGeneration") == generation and \
+        status.get("usedBy") == list(used_by[:es_reconcile.USED_BY_SAMPLE]) and \
+        status.get("usedByCount") == len(used_by) and \
+        not any(c.get("type") == "DeletionBlocked" for c in conditions)
 
 
 def _parse_datetime(value: object) -> dt.datetime | None:
