@@ -3,8 +3,11 @@
 Point a storage's endpoint at the relay instead of the emulator; ``cut_after(n)`` makes it
 drop every connection (with a reset) and stop listening once ``n`` more bytes have gone
 upstream; ``revive()`` listens again on the same port; ``response_delay`` holds each
-answer back (the request has been served, the client does not know yet). TLS passes
-through untouched.
+answer back (the request has been served, the client does not know yet). ``freeze()``
+makes every open connection go silent both ways while staying open (a stuck middlebox, a
+half-dead API server: what a watch cannot tell from a quiet stream); new connections pass.
+``blackhole`` accepts new connections and never answers (a hanging endpoint); ``accepted``
+counts connections, so a test can count a client's attempts. TLS passes through untouched.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ class KillableProxy:
         self._budget: int | None = None
         self.response_delay = 0.0  # seconds each chunk towards the client is held back
         self.upstream_bytes = 0
+        self.accepted = 0  # connections accepted, blackholed ones included
+        self.blackhole = False  # accept, never answer (until closed)
+        self._frozen: set[socket.socket] = set()
         self.dead = threading.Event()
         self._listener = self._listen(port)
         self.port: int = self._listener.getsockname()[1]
@@ -57,6 +63,12 @@ class KillableProxy:
             if self.dead.is_set():  # raced with kill(): a dead endpoint accepts nothing
                 client.close()
                 return
+            with self._lock:
+                self.accepted += 1
+            if self.blackhole:  # held open, never read, never answered
+                with self._lock:
+                    self._conns.append(client)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), 5)
             except OSError:
@@ -69,10 +81,16 @@ class KillableProxy:
             threading.Thread(target=self._pump, args=(upstream, client, False),
                              daemon=True).start()
 
+    def _held(self, *socks: socket.socket) -> None:
+        """Wait while any of ``socks`` is frozen (until thawed or killed)."""
+        while any(s in self._frozen for s in socks) and not self.dead.is_set():
+            time.sleep(0.05)
+
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
+                self._held(src, dst)  # frozen: not even an end of stream gets through
                 if not data:
                     break
                 if counted:
@@ -104,11 +122,21 @@ class KillableProxy:
         with self._lock:
             self._budget = upstream_bytes
 
+    def freeze(self) -> None:
+        """Every open connection stops relaying, both ways, and stays open."""
+        with self._lock:
+            self._frozen.update(self._conns)
+
+    def thaw(self) -> None:
+        with self._lock:
+            self._frozen.clear()
+
     def kill(self) -> None:
         """Stop listening and reset every connection, now."""
         with self._lock:
             self._budget = None
             conns, self._conns = self._conns, []
+            self._frozen.clear()
             self.dead.set()
         with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
             self._listener.shutdown(socket.SHUT_RDWR)

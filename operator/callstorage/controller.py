@@ -85,6 +85,11 @@ def _key(obj: Mapping[str, Any]) -> ObjectKey:
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
 
 
+def _number(rv: str | None) -> int | None:
+    """A resourceVersion as a number (etcd revisions are), None if not one."""
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
+
+
 def _parse_time(value: object) -> float | None:
     if not isinstance(value, str):
         return None
@@ -265,7 +270,7 @@ class Controller:
     async def resync(self) -> None:
         """LIST ExternalStorages and CallTypes and make the inventory match: newer objects
         go through the normal event path, vanished ones are forgotten exactly as a DELETED
-        event would forget them."""
+        event would forget them; then the referenced Secrets (``_resync_secrets``)."""
         namespaces = self.watched_namespaces()
         self.resyncs += 1
         for plural, kind in ((EXTERNALSTORAGE_PLURAL, "ExternalStorage"),
@@ -282,6 +287,44 @@ class Controller:
                 last = held[key]
                 feed("DELETED", {**last, "metadata": {**_meta(last),
                                                       "resourceVersion": list_rv}})
+        await self._resync_secrets()
+
+    async def _resync_secrets(self) -> None:
+        """The watch may have missed a referenced Secret's deletion or change too (a relist
+        replays live objects only): one metadata-only LIST per namespace that holds
+        referenced Secrets (each storage's own namespace). A cached Secret absent from the
+        list is deleted as a DELETED event would delete it; one listed newer than the cache
+        is dropped from it, and its storages validate (reading it afresh)."""
+        by_namespace: dict[str, list[str]] = {}
+        for ns, name in self.inv.referenced_secrets():
+            by_namespace.setdefault(ns, []).append(name)
+        for ns, names in sorted(by_namespace.items()):
+            versions, list_rv = await self.kube.list_secret_versions(ns)
+            limit = _number(list_rv)
+            for name in names:
+                key = (ns, name)
+                cached = self.inv.secrets.get(key)
+                if cached is None:
+                    continue  # never read, or its deletion was seen: nothing to correct
+                held = _number(cached.resource_version)
+                listed = versions.get(name)
+                if listed is None:
+                    if limit is None or held is None or held <= limit:
+                        log.info("Secret %s/%s vanished while the watch was not looking",
+                                 *key)
+                        self.on_secret_event("DELETED", {"metadata": {
+                            "name": name, "namespace": ns, "resourceVersion": list_rv}})
+                    continue
+                now = _number(listed)
+                if now is not None and held is not None and now > held:
+                    log.info("Secret %s/%s changed while the watch was not looking", *key)
+                    self.inv.secrets.pop(key, None)
+                    for storage in self.inv.storages_using_secret(key):
+                        body = self.inv.storages.get(storage) or {}
+                        seen = str((body.get("status") or {}).get("observedSecretVersion")
+                                   or "")
+                        if listed not in seen.split(","):
+                            self.storages.add(storage, VALIDATE)
 
     def _forget_gone(self, exc: ObjectGone) -> None:
         """A write answered 404: the object is gone; forget it as a DELETED event would,

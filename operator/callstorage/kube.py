@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -28,6 +29,7 @@ T = TypeVar("T")
 REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds for every API call
 COMPONENT = "callstorage-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ObjectGone(Exception):
@@ -194,17 +196,40 @@ class Kube:
             return items, str(min(versions)) if versions else None
         return await self._run(call)
 
+    async def list_secret_versions(self, namespace: str) -> tuple[dict[str, str], str | None]:
+        """Name -> resourceVersion of every Secret in ``namespace``, and the list's
+        resourceVersion. Metadata only (PartialObjectMetadataList): no Secret data
+        crosses the wire for a check that needs none."""
+        def call() -> tuple[dict[str, str], str | None]:
+            response = self._api.call_api(
+                f"/api/v1/namespaces/{namespace}/secrets", "GET",
+                header_params={"Accept": METADATA_LIST}, auth_settings=["BearerToken"],
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            try:
+                body = json.loads(response.data)
+            finally:
+                response.release_conn()
+            versions = {str(item["metadata"]["name"]):
+                        str(item["metadata"].get("resourceVersion", ""))
+                        for item in body.get("items") or []}
+            return versions, (body.get("metadata") or {}).get("resourceVersion")
+        return await self._run(call)
+
     async def namespace_terminating(self, namespace: str) -> bool:
         """Whether ``namespace`` is being deleted (or gone).
 
         Asked without any permission on Namespaces: a dry-run Event create, which the API
         server's NamespaceLifecycle admission refuses (403) in a terminating namespace and
-        otherwise accepts without storing anything.
+        otherwise accepts without storing anything. An audit log shows that 403 with the
+        authorization decision "allow": admission said no, not RBAC.
         """
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": "callstorage-probe.", "namespace": namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace},
+            # namespaced like the Event: a cluster-scoped involvedObject is valid only in
+            # "default", and an invalid probe would answer 422 in every live namespace
+            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace,
+                               "namespace": namespace},
             "type": "Normal", "reason": "NamespaceProbe", "message": "dry run",
             "source": {"component": COMPONENT},
         }

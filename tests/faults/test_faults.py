@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import secrets
@@ -110,9 +111,11 @@ def operators(cp: ControlPlane, api_proxy: KillableProxy, tmp_path: Path) -> \
     ops.stop()
 
 
-def operator_requests(cp: ControlPlane, since: float, until: float | None = None) -> \
-        Counter[str]:
-    """The operator's requests in [since, until], as "verb resource[/sub] code" counts."""
+def operator_requests(cp: ControlPlane, since: float, until: float | None = None,
+                      namespace: str | None = None) -> Counter[str]:
+    """The operator's requests in [since, until], as "verb resource[/sub] code" counts;
+    with ``namespace``, only those in it or cluster-wide (an operator watching every
+    namespace also sees the teardown of an earlier test's)."""
     assert cp.audit_log is not None
     counts: Counter[str] = Counter()
     for line in cp.audit_log.read_text().splitlines():
@@ -125,6 +128,8 @@ def operator_requests(cp: ControlPlane, since: float, until: float | None = None
         if stamp < since or (until is not None and stamp > until):
             continue
         ref = event.get("objectRef") or {}
+        if namespace is not None and ref.get("namespace") not in (None, "", namespace):
+            continue
         resource = ref.get("resource", "?") + (f"/{ref['subresource']}"
                                                if ref.get("subresource") else "")
         dry = " dry-run" if "dryRun=" in event.get("requestURI", "") else ""
@@ -222,7 +227,7 @@ def test_a_call_type_deleted_while_the_api_server_restarts_is_pruned(
     timed("the storage to be deleted",
           lambda: kubeutil.get_object(admin, EXS, ns, "st") is None, 10)
     time.sleep(3)  # what the operator does once converged counts too: no 1/s loop
-    requests = operator_requests(cp, since)
+    requests = operator_requests(cp, since, namespace=ns)
     report("api-server restart + CallType deletion", converged_s=round(took, 1),
            bound_s=30, requests=dict(requests))
     writes = sum(n for k, n in requests.items() if k.split()[0] in ("patch", "update"))
@@ -315,7 +320,7 @@ def test_tampered_status_and_a_stripped_finalizer_are_restored(
     assert after is not None
     assert after["status"]["lastValidatedAt"] == validated_at, "restoring re-validated"
     time.sleep(2)
-    requests = operator_requests(cp, since)
+    requests = operator_requests(cp, since, namespace=ns)
     report("status and finalizer tampering", status_s=round(status_took, 1),
            finalizer_s=round(fin_took, 1), calltype_s=round(ct_took, 1), bound_s=10,
            requests=dict(requests))
@@ -348,7 +353,7 @@ def test_deleting_a_namespace_validates_nothing_and_posts_no_warnings(
     took = timed(f"namespace {ns} to be deleted", gone, 60)
     time.sleep(2)
     log = op.log()[log_offset:]
-    requests = operator_requests(cp, since)
+    requests = operator_requests(cp, since, namespace=ns)
     report("namespace deletion", converged_s=round(took, 1), bound_s=60,
            requests=dict(requests))
     assert f"validated ExternalStorage {ns}/" not in log
@@ -392,3 +397,201 @@ def test_twenty_storages_on_a_hanging_endpoint_do_not_delay_another_tenant(
     finally:
         kubeutil.delete_namespace(admin, stuck)
         kubeutil.delete_namespace(admin, other)
+
+
+# --- 7: a frozen watch -------------------------------------------------------------------------
+
+# docs/install.md "Watches" (handlers/__init__.py): a watch silent for WATCH_INACTIVITY
+# seconds is reconnected after WATCH_RECONNECT_BACKOFF.
+def _watch_recovery_bound() -> float:
+    from callstorage.handlers import WATCH_INACTIVITY, WATCH_RECONNECT_BACKOFF
+
+    return WATCH_INACTIVITY + WATCH_RECONNECT_BACKOFF
+
+
+def test_a_frozen_api_connection_is_noticed_within_the_watch_inactivity_timeout(
+    cp: ControlPlane, admin: Any, ns: str, api_proxy: KillableProxy, operators: Operators,
+    s3_server: S3Server,
+) -> None:
+    """Issue 11 item 7. Every open connection between the operator and the API server
+    goes silent but stays open (a stuck middlebox): no event, no end of stream, no reset;
+    new connections pass. A check requested meanwhile is seen once the watch's inactivity
+    timeout ends the frozen stream and a new one resumes, and answered in status once the
+    write gets through too."""
+    op = operators.start()
+    s3_storage(admin, s3_server, ns, "st")
+    kubeutil.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
+    time.sleep(1)  # the round's writes have landed; the watches are idle streams now
+    api_proxy.freeze()
+    since = time.time()
+    client.CustomObjectsApi(admin).patch_namespaced_custom_object(
+        "callstorage.io", "v1alpha1", ns, EXS, "st",
+        {"metadata": {"annotations": {CHECK_ANNOTATION: "frozen-1"}}})
+    seen_line = f"ExternalStorage {ns}/st: round for check"
+    bound = _watch_recovery_bound()
+    seen = timed("the operator to see the check request", lambda: seen_line in op.log(),
+                 bound + 5)
+    answered = seen + timed("the check to be answered in status", lambda: (
+        (kubeutil.get_object(admin, EXS, ns, "st") or {}).get("status", {}).get(
+            "lastCheck", {}).get("requestedAt") == "frozen-1"), 60)
+    time.sleep(2)
+    requests = operator_requests(cp, since, namespace=ns)
+    report("API connection frozen (watches silent, kept open)", seen_s=round(seen, 1),
+           answered_s=round(answered, 1), bound_s=bound, requests=dict(requests))
+    # The timeout counts from the stream's last event, a second or two before the freeze;
+    # far sooner would mean something ended the stream (no freeze at all).
+    assert seen >= bound - 5, f"seen after {seen:.1f}s: the frozen stream was ended early"
+    assert seen <= bound + 1
+    assert answered <= bound + 5, "the status write got stuck on a frozen connection"
+
+
+# --- a Secret deleted in a watch gap ------------------------------------------------------------
+
+def test_a_secret_deleted_while_the_api_server_restarts_turns_its_storage_secret_not_found(
+    cp: ControlPlane, admin: Any, ns: str, api_proxy: KillableProxy, operators: Operators,
+    s3_server: S3Server,
+) -> None:
+    """The watch's relist after the restart replays live Secrets only; the cached copy of
+    the deleted one used to stay, and the storage went on validating with credentials
+    that no longer exist. The resync's metadata LIST of the namespace finds it gone."""
+    operators.start()
+    s3_storage(admin, s3_server, ns, "st")
+    kubeutil.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
+
+    api_proxy.kill()
+    cp.kill("kube-apiserver")
+    cp.restart("kube-apiserver")
+    client.CoreV1Api(admin).delete_namespaced_secret("st-creds", ns)
+    since = time.time()
+    api_proxy.revive()
+
+    took = timed("the storage to report SecretNotFound", lambda: kubeutil.condition(
+        kubeutil.get_object(admin, EXS, ns, "st")).get("reason") == "SecretNotFound", 30)
+    time.sleep(2)
+    requests = operator_requests(cp, since, namespace=ns)
+    report("API server restart + referenced Secret deletion", converged_s=round(took, 1),
+           bound_s=30, requests=dict(requests))
+    assert requests["list secrets 200"] >= 1, requests
+    assert sum(n for k, n in requests.items() if k.startswith("patch")) <= 4, requests
+    assert sum(requests.values()) <= 40, requests
+
+
+# --- 5: etcd stopped ------------------------------------------------------------------------------
+
+def _api_ready(cp: ControlPlane) -> bool:
+    try:
+        return cp.get("/readyz", timeout=2) == b"ok"
+    except OSError:
+        return False
+
+
+ETCD_OUTAGE = 8.0
+
+
+def test_etcd_stopped_and_restarted_makes_no_storm_and_a_change_then_converges(
+    cp: ControlPlane, admin: Any, ns: str, operators: Operators, s3_server: S3Server,
+) -> None:
+    """etcd dies under the API server for ETCD_OUTAGE seconds while a storage and its
+    CallType exist; right after it is back the storage's spec changes. The operator
+    neither crashes nor storms (its requests meanwhile and afterwards are counted), and
+    the change converges."""
+    op = operators.start()
+    s3_storage(admin, s3_server, ns, "st")
+    call_type(admin, ns, "ct-1", "st")
+    kubeutil.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
+    time.sleep(1)
+    log_offset = len(op.log())
+    down = time.time()
+    cp.kill("etcd")
+    time.sleep(ETCD_OUTAGE)
+    cp.restart("etcd")
+    wait_for(lambda: _api_ready(cp), 60, "the API server to be ready again", interval=0.1)
+    back = time.time()
+    started = time.monotonic()
+    updated = client.CustomObjectsApi(admin).patch_namespaced_custom_object(
+        "callstorage.io", "v1alpha1", ns, EXS, "st", {"spec": {"validationInterval": "2h"}})
+    generation = updated["metadata"]["generation"]
+    kubeutil.wait_object(admin, EXS, ns, "st", lambda o: (
+        (o or {}).get("status", {}).get("observedGeneration") == generation
+        and kubeutil.condition(o).get("reason") == "Validated"
+        and used_by(o) == ["ct-1"]), 30, "the changed storage to converge")
+    took = time.monotonic() - started
+    time.sleep(3)
+    during = operator_requests(cp, down, back, namespace=ns)
+    after = operator_requests(cp, back, namespace=ns)
+    errors = [line for line in op.log()[log_offset:].splitlines() if " ERROR " in line]
+    report("etcd stopped 8 s, spec changed once it is back", converged_s=round(took, 1),
+           bound_s=30, requests_during=dict(during), requests_after=dict(after),
+           error_lines=len(errors))
+    assert op.server.proc.poll() is None, "the operator exited"
+    assert sum(during.values()) <= 3 * ETCD_OUTAGE, during  # watches: <= 1/s per kind
+    assert sum(after.values()) <= 30, after
+    assert len(errors) <= 3, errors
+
+
+# --- 5: S3 stopped or hanging ---------------------------------------------------------------------
+
+S3_WINDOW = 8.0
+RETRY_MAX = 10.0  # the suite's CALLSTORAGE_RETRY_MAX (conftest.launch_operator)
+
+
+@pytest.mark.parametrize("fault", ["stopped", "blackholed"])
+def test_s3_down_is_reported_retried_with_backoff_and_recovered_from(
+    fault: str, cp: ControlPlane, admin: Any, ns: str, operators: Operators,
+    s3_server: S3Server,
+) -> None:
+    """S3 (behind a fault proxy) refuses connections ("stopped") or accepts and never
+    answers ("blackholed") while a new generation of a storage is validated: Ready says
+    why, Reconciling says a retry is scheduled, retries back off with jitter (attempts
+    counted at the proxy and in the operator's log over S3_WINDOW seconds), nothing is
+    logged at ERROR, and once S3 is back the storage is Ready within one retry step."""
+    reason = "EndpointUnreachable" if fault == "stopped" else "Timeout"
+    with KillableProxy(int(s3_server.endpoint.rsplit(":", 1)[1])) as s3:
+        op = operators.start()
+        s3_storage(admin, s3_server, ns, "st", endpoint=s3.endpoint)
+        kubeutil.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
+        log_offset = len(op.log())
+        if fault == "stopped":
+            s3.kill()
+        else:
+            s3.blackhole = True
+            s3.freeze()
+        accepted = s3.accepted
+        since = time.time()
+        client.CustomObjectsApi(admin).patch_namespaced_custom_object(
+            "callstorage.io", "v1alpha1", ns, EXS, "st", {"spec": {"path": "calls-b/"}})
+        obj = kubeutil.wait_ready(admin, EXS, ns, "st", "False", reason, timeout=15)
+        reconciling = kubeutil.condition(obj, "Reconciling")
+        assert (reconciling.get("status"), reconciling.get("reason")) == \
+            ("True", "RetryScheduled"), reconciling
+        time.sleep(S3_WINDOW)
+        log = op.log()[log_offset:].splitlines()
+        attempts = [line for line in log
+                    if f"validated ExternalStorage {ns}/st: {reason}" in line]
+        at_s3 = s3.accepted - accepted
+        if fault == "stopped":
+            s3.revive()
+        else:
+            s3.blackhole = False
+        took = timed("the storage to be Ready again", lambda: kubeutil.condition(
+            kubeutil.get_object(admin, EXS, ns, "st")).get("reason") == "Validated",
+            RETRY_MAX + 5)
+        requests = operator_requests(cp, since, namespace=ns)
+        errors = [line for line in op.log()[log_offset:].splitlines() if " ERROR " in line]
+        stamps = [dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                  for line in attempts]
+        gaps = [round(b - a, 2) for a, b in itertools.pairwise(stamps)]
+        report(f"S3 {fault}", attempts=len(attempts), attempts_at_s3=at_s3, gaps_s=gaps,
+               window_s=S3_WINDOW, recovered_s=round(took, 1), bound_s=RETRY_MAX + 5,
+               error_lines=len(errors), requests=dict(requests))
+        # retries 1, 2, 4, 8 s (x 0.5-1 jitter) after each failure: a fixed 1 s loop
+        # would make about twice as many in the window
+        assert 2 <= len(attempts) <= 5, attempts
+        if fault == "blackholed":
+            assert at_s3 <= len(attempts) + 1, (at_s3, attempts)
+        assert all(b > a for a, b in itertools.pairwise(gaps)), gaps
+        assert errors == [], errors
+        assert not any(" dry-run 4" in k and "403" not in k for k in requests), \
+            "a namespace probe in a live namespace failed (only teardown may refuse it)"
+        assert sum(n for k, n in requests.items() if k.startswith("patch")) <= 2 * len(
+            attempts) + 4, requests
