@@ -74,7 +74,14 @@ class KillableProxy:
             except OSError:
                 client.close()
                 continue
+            # The 5 s was for connecting only: an idle stream (a watch) must stay open as
+            # long as its ends want, not be ended by the relay after 5 s of silence.
+            upstream.settimeout(None)
             with self._lock:
+                if self.dead.is_set():  # killed while connecting: a crash resets this too
+                    _reset(client)
+                    _reset(upstream)
+                    return
                 self._conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, True),
                              daemon=True).start()
@@ -143,10 +150,7 @@ class KillableProxy:
         with contextlib.suppress(OSError):
             self._listener.close()
         for conn in conns:
-            with contextlib.suppress(OSError):  # RST, not FIN: a crash, not a goodbye
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            with contextlib.suppress(OSError):
-                conn.close()
+            _reset(conn)
 
     def revive(self) -> None:
         """Listen again on the same port (the endpoint came back)."""
@@ -163,3 +167,15 @@ class KillableProxy:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _reset(conn: socket.socket) -> None:
+    """RST, not FIN: a crash, not a goodbye. A close() alone sends nothing while a pump
+    thread is blocked in recv() on the socket (the kernel keeps it open for that call);
+    shutting down the read side wakes the pump, and the last close then resets."""
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
+        conn.close()

@@ -26,7 +26,11 @@ from callstorage.inventory import CachedSecret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds for every API call
+REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds of an API call
+# The operator's point calls (a write, a GET) answer in milliseconds; when a pooled
+# connection went silent (a frozen middlebox) such a call fails after 10 s, not 30, and
+# is retried on a fresh connection. LISTs keep REQUEST_TIMEOUT: a big cluster is slower.
+POINT_TIMEOUT: Final = (5.0, 10.0)
 COMPONENT = "callstorage-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
 METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
@@ -123,7 +127,7 @@ class Kube:
             try:
                 result: dict[str, Any] = self._custom.patch_namespaced_custom_object_status(
                     GROUP, VERSION, namespace, plural, name, {"status": dict(status_patch)},
-                    _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+                    _content_type=MERGE_PATCH, _request_timeout=POINT_TIMEOUT)
                 return result
             except ApiException as exc:
                 if exc.status == 404:
@@ -146,7 +150,7 @@ class Kube:
             try:
                 self._custom.patch_namespaced_custom_object(
                     GROUP, VERSION, namespace, EXTERNALSTORAGE_PLURAL, name, body,
-                    _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+                    _content_type=MERGE_PATCH, _request_timeout=POINT_TIMEOUT)
                 return True
             except ApiException as exc:
                 if exc.status == 404:
@@ -161,7 +165,7 @@ class Kube:
         def call() -> CachedSecret | None:
             try:
                 secret = self._core.read_namespaced_secret(
-                    name, namespace, _request_timeout=REQUEST_TIMEOUT)
+                    name, namespace, _request_timeout=POINT_TIMEOUT)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -237,7 +241,7 @@ class Kube:
         def call() -> bool:
             try:
                 response = self._core.create_namespaced_event(
-                    namespace, event, dry_run="All", _request_timeout=REQUEST_TIMEOUT,
+                    namespace, event, dry_run="All", _request_timeout=POINT_TIMEOUT,
                     _preload_content=False)
                 response.read()
                 response.release_conn()
@@ -271,7 +275,7 @@ class Kube:
         def call() -> bool:
             try:
                 response = self._core.create_namespaced_event(
-                    meta.get("namespace"), event, _request_timeout=REQUEST_TIMEOUT,
+                    meta.get("namespace"), event, _request_timeout=POINT_TIMEOUT,
                     _preload_content=False)
                 response.read()
                 response.release_conn()

@@ -408,6 +408,46 @@ async def test_a_relist_after_startup_asks_for_a_resync_and_the_first_listing_do
         await ctl.stop()
 
 
+async def test_a_relist_soon_after_startup_is_told_from_the_first_listing_by_its_gap(
+) -> None:
+    """An API server restart seconds after the operator's: the relist came within the
+    startup grace and passed for the first listing, so nothing was pruned."""
+    import time
+
+    from callstorage.controller import LISTING_GAP
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    await ctl.start()
+    try:
+        first = ctl._resync_at
+        ctl.on_call_type_event(None, call_type())  # kopf's first listing: one burst
+        ctl.on_call_type_event(None, call_type("ct-3"))
+        assert ctl._resync_at == first
+        ctl._listing_events["calltype"] -= LISTING_GAP + 1  # seconds later: a relist
+        ctl.on_call_type_event(None, call_type(rv="12"))
+        assert ctl._resync_at - time.monotonic() < 10
+    finally:
+        await ctl.stop()
+
+
+async def test_a_relist_is_told_from_our_own_start_listing_when_kopfs_first_was_lost(
+) -> None:
+
+    from callstorage.controller import LISTING_GAP
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    await ctl.start()
+    try:
+        first = ctl._resync_at
+        ctl._listing_events["storage"] -= LISTING_GAP + 1  # start was seconds ago
+        ctl.on_storage_event(None, storage())  # kopf's first listing never reached us
+        assert ctl._resync_at < first
+    finally:
+        await ctl.stop()
+
+
 # --- item 4: status and finalizers the operator owns are restored ---------------------------
 
 def _ready(status: Mapping[str, Any]) -> dict[str, Any]:
