@@ -804,8 +804,8 @@ class Controller:
                                     "(spec.tls.caSecretRef.key)")
             ca_bundle = ca_secret.data[ref.key]
             versions.append(ca_secret.resource_version)
-        return ProviderInputs(secret=secret_data, ca_bundle=ca_bundle), \
-            ",".join(versions) or None
+        inputs = ProviderInputs(secret=secret_data, ca_bundle=ca_bundle, namespace=namespace)
+        return inputs, ",".join(versions) or None
 
     async def _secret(self, namespace: str, name: str) -> CachedSecret | None:
         """A referenced Secret: from the watch's cache, else one GET.

@@ -46,7 +46,13 @@ class Settings(BaseSettings):
     )
     allow_ambient_credentials: bool = Field(
         False,
-        description="Let S3 storages without a Secret use the operator's own IAM identity.",
+        description="Let S3 storages without a Secret use the operator's own IAM identity "
+                    "(in `ambient_credentials_namespaces` only, AWS endpoints only).",
+    )
+    ambient_credentials_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces whose storages may use ambient credentials; empty means "
+                    "the operator's own `namespace` (the platform storage) only.",
     )
     endpoint_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -88,8 +94,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    def ambient_namespaces(self) -> list[str]:
+        """The namespaces whose storages may use the operator's ambient credentials."""
+        return list(self.ambient_credentials_namespaces) or [self.namespace]
+
     @field_validator("endpoint_allowlist", "endpoint_denylist", "watch_namespaces",
-                     mode="before")
+                     "ambient_credentials_namespaces", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         """Environment variables hold comma-separated lists."""

@@ -27,6 +27,7 @@ from callstorage.providers.base import (
     Reason,
     StorageClient,
 )
+from callstorage.providers.binding import check_destinations
 from callstorage.settings import Settings
 from callstorage.storagetypes import PROVIDERS
 
@@ -99,10 +100,12 @@ PROBE_BODY = b"callstorage write probe: proves these credentials can write here\
 def build_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                  ) -> StorageClient:
     """A client for the spec's bucket with the Secret's credentials; raises ProviderError
-    (SecretKeyMissing, EndpointNotAllowed, ...) before any connection to the storage."""
+    (SecretKeyMissing, EndpointNotBound, EndpointNotAllowed, ...) before any connection to
+    the storage."""
     builder = BUILDERS.get(spec.storage_type)
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
+    check_destinations(spec, inputs, settings)
     return builder(spec, inputs, settings)
 
 
@@ -113,6 +116,7 @@ def build_media_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settin
     builder = MEDIA_BUILDERS.get(spec.storage_type)
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
+    check_destinations(spec, inputs, settings)
     return builder(spec, inputs, settings, connections)
 
 
