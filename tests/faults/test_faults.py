@@ -369,8 +369,9 @@ def test_twenty_storages_on_a_hanging_endpoint_do_not_delay_another_tenant(
     kubeutil.create_namespace(admin, stuck)
     kubeutil.create_namespace(admin, other)
     try:
-        kubeutil.secret(admin, stuck, "creds", {"accessKeyId": "AKIAHANG",
-                                                "secretAccessKey": "hang"})
+        kubeutil.secret(admin, stuck, "creds", {
+            "accessKeyId": "AKIAHANG", "secretAccessKey": "hang",
+            "endpoint": f"http://127.0.0.1:{hanging_port}"})
         for i in range(20):
             kubeutil.create_object(admin, EXS, stuck, kubeutil.external_storage(
                 f"hang-{i}", kubeutil.s3_storage_spec(

@@ -79,7 +79,7 @@ def test_valid_credentials_turn_ready_with_full_status(
 def test_wrong_secret_is_invalid_credentials(
     kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
 ) -> None:
-    bad = {"accessKeyId": rw_keys.access_key_id, "secretAccessKey": "not-the-secret-0000"}
+    bad = {**rw_keys.as_secret_data(), "secretAccessKey": "not-the-secret-0000"}
     kubeutil.secret(kube_api, namespace, "creds", bad)
     create_storage(kube_api, namespace, "bad", s3_spec(bucket, s3_server.endpoint, "creds"))
     obj = kubeutil.wait_ready(kube_api, EXS, namespace, "bad", "False", "InvalidCredentials")
@@ -211,7 +211,7 @@ def test_secret_rotation_flips_ready_and_back(
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
     create_storage(kube_api, namespace, "rot", s3_spec(bucket, s3_server.endpoint, "creds"))
     kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "True", "Validated", timeout=10)
-    bad = {"accessKeyId": rw_keys.access_key_id, "secretAccessKey": "rotated-wrong-value"}
+    bad = {**rw_keys.as_secret_data(), "secretAccessKey": "rotated-wrong-value"}
     kubeutil.secret(kube_api, namespace, "creds", bad, replace=True)
     kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "False", "InvalidCredentials",
                         timeout=10)

@@ -100,7 +100,8 @@ def test_stalled_storage_and_its_call_type_are_failed(
     kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
 ) -> None:
     kubeutil.secret(kube_api, namespace, "bad", {"accessKeyId": rw_keys.access_key_id,
-                                                 "secretAccessKey": "wrong-on-purpose"})
+                                                 "secretAccessKey": "wrong-on-purpose",
+                                                 "endpoint": s3_server.endpoint})
     kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
         "st", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "bad")))
     kubeutil.create_object(kube_api, CT, namespace, {

@@ -98,7 +98,8 @@ def test_aws_public_endpoints_need_no_binding() -> None:
                 "https://s3.dualstack.us-east-1.amazonaws.com",
                 "https://s3.cn-north-1.amazonaws.com.cn"):
         origin = origin_of(url)
-        assert origin is not None and S3_PUBLIC(origin), url
+        assert origin is not None, url
+        assert S3_PUBLIC(origin), url
     for url in ("http://s3.amazonaws.com", "https://s3.amazonaws.com:8443",
                 "https://evil.execute-api.us-east-1.amazonaws.com",
                 "https://s3.amazonaws.com.evil.example"):
@@ -144,7 +145,8 @@ def test_an_azure_authority_host_must_be_bound_for_a_service_principal() -> None
                          "credentialsSecretRef": {"name": "creds"}})
     error = _refusal(spec, SP)
     assert error.reason is Reason.ENDPOINT_NOT_BOUND
-    assert "spec.abs.authorityHost" in error.message and "'authorityHost'" in error.message
+    assert "spec.abs.authorityHost" in error.message
+    assert "'authorityHost'" in error.message
     assert SP["clientSecret"] not in error.message
     # an account key never goes to the authority: no binding needed for it
     build_client(spec, ProviderInputs(secret={"accountKey": b"bm90LWEta2V5"}),
@@ -171,7 +173,8 @@ def test_ambient_credentials_only_in_the_named_namespaces() -> None:
     spec = _spec("s3", AMBIENT)
     error = _refusal(spec, None, allow_ambient_credentials=True, namespace="callstorage-system")
     assert error.reason is Reason.AMBIENT_CREDENTIALS_DISABLED
-    assert "namespace tenant" in error.message and "callstorage-system" in error.message
+    assert "namespace tenant" in error.message
+    assert "callstorage-system" in error.message
 
 
 def test_ambient_credentials_never_go_to_a_custom_endpoint() -> None:
@@ -188,10 +191,13 @@ def test_the_client_writes_the_binding_into_the_secret() -> None:
     _, s3 = PROVIDERS["s3"].from_request({"s3_region": "us-east-1", "s3_api_key": "k",
                                           "s3_secret": "s",
                                           "s3_custom_endpoint_url": "http://minio:9000"})
-    assert s3 is not None and s3["endpoint"] == "http://minio:9000"
+    assert s3 is not None
+    assert s3["endpoint"] == "http://minio:9000"
     _, gcs = PROVIDERS["gcs"].from_request(_gcs_key("https://oauth2.googleapis.com/token"))
-    assert gcs is not None and "endpoint" not in gcs
+    assert gcs is not None
+    assert "endpoint" not in gcs
     _, abs_ = PROVIDERS["abs"].from_request({"abs_account_name": "acct",
                                              "abs_account_key": "a2V5",
                                              "abs_endpoint": "http://127.0.0.1:1/acct"})
-    assert abs_ is not None and abs_["endpoint"] == "http://127.0.0.1:1/acct"
+    assert abs_ is not None
+    assert abs_["endpoint"] == "http://127.0.0.1:1/acct"
