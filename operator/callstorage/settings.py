@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         default_factory=list, description="Namespaces to watch; empty means all."
     )
     max_concurrent_validations: int = Field(16, ge=1, le=1024)
+    max_ca_bundle_bytes: int = Field(
+        64 * 1024, ge=1024, le=1024 * 1024,
+        description="Largest spec.tls.caSecretRef bundle accepted (CABundleTooLarge above): "
+                    "each distinct bundle in use is a file in the operator's temp space.",
+    )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
     read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a response.")
     max_attempts: int = Field(2, ge=1, le=10, description="SDK attempts per request.")

@@ -105,7 +105,7 @@ def build_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Se
     builder = BUILDERS.get(spec.storage_type)
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
-    check_destinations(spec, inputs, settings)
+    _check_inputs(spec, inputs, settings)
     return builder(spec, inputs, settings)
 
 
@@ -116,8 +116,22 @@ def build_media_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settin
     builder = MEDIA_BUILDERS.get(spec.storage_type)
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
-    check_destinations(spec, inputs, settings)
+    _check_inputs(spec, inputs, settings)
     return builder(spec, inputs, settings, connections)
+
+
+def _check_inputs(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
+                  ) -> None:
+    """What every provider's inputs must pass before a client is built: credentials go
+    only where their Secret says, and a CA bundle fits the installation's cap (each
+    distinct bundle in use is a file in the operator's temp space)."""
+    check_destinations(spec, inputs, settings)
+    size, cap = len(inputs.ca_bundle or b""), settings.max_ca_bundle_bytes
+    if size > cap:
+        raise ProviderError(Reason.CA_BUNDLE_TOO_LARGE, (
+            f"spec.tls.caSecretRef: the CA bundle is {size} bytes, more than this "
+            f"installation accepts ({cap} bytes, CALLSTORAGE_MAX_CA_BUNDLE_BYTES); keep only "
+            "the CA certificates the endpoint needs (public roots are trusted anyway)"))
 
 
 def _prefixes(spec: ExternalStorageSpec) -> list[str]:
