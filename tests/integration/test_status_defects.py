@@ -110,7 +110,8 @@ def test_status_stays_bounded_whatever_a_server_or_tenant_sends(
     s3_server: S3Server, bucket: str,
 ) -> None:
     """Defect 7: a 40,000-character provider message and 25 CallTypes on one storage."""
-    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    kubeutil.secret(kube_api, namespace, "creds", {
+        **rw_keys.as_secret_data(), "endpoint": f"{s3_server.endpoint} {huge_error_endpoint}"})
     kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
         "loud", kubeutil.s3_storage_spec("loud-bucket", huge_error_endpoint, "creds",
                                          "WriteOnly")))

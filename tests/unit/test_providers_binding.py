@@ -201,3 +201,17 @@ def test_the_client_writes_the_binding_into_the_secret() -> None:
                                              "abs_endpoint": "http://127.0.0.1:1/acct"})
     assert abs_ is not None
     assert abs_["endpoint"] == "http://127.0.0.1:1/acct"
+
+
+def test_a_secret_may_bind_several_endpoints() -> None:
+    from callstorage.storagetypes import PROVIDERS
+
+    spec = _spec("s3", S3_BLOCK)
+    for bound in ("http://127.0.0.1:9", "http://minio:9000, http://127.0.0.1:9/",
+                  "http://minio:9000\nhttp://127.0.0.1:9"):
+        secret = {k: v.encode() for k, v in dict(S3_KEYS, endpoint=bound).items()}
+        assert PROVIDERS["s3"].unbound(spec.provider, secret, "s") is None, bound
+    secret = {k: v.encode() for k, v in dict(S3_KEYS, endpoint="http://a:1,http://b:2").items()}
+    problem = PROVIDERS["s3"].unbound(spec.provider, secret, "s")
+    assert problem is not None
+    assert "'endpoint' names http://a:1, http://b:2" in problem

@@ -280,14 +280,16 @@ AUTHORITY_HOST_KEY: Final = "authorityHost"
 TOKEN_URI_KEY: Final = "tokenUri"  # noqa: S105 - the name of a Secret key
 
 
-def _text(secret: Mapping[str, bytes] | None, key: str) -> str | None:
+def bound_urls(secret: Mapping[str, bytes] | None, key: str) -> list[str]:
+    """The URLs a Secret key binds: one, or several separated by commas or whitespace."""
     raw = (secret or {}).get(key)
     if raw is None:
-        return None
+        return []
     try:
-        return raw.decode("utf-8").strip() or None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return None
+        return []
+    return [part for part in re.split(r"[,\s]+", text) if part]
 
 
 def unbound_destination(destinations: Iterable[Destination],
@@ -295,9 +297,10 @@ def unbound_destination(destinations: Iterable[Destination],
     """Why one of ``destinations`` may not receive the credentials, or None if all may.
 
     A destination may receive them when its origin is the provider's public service, or
-    when it equals the origin of the URL the credentials Secret itself holds under one of
-    the destination's ``bound_by`` keys: only whoever may write the Secret chooses where
-    its credentials go, never whoever may write the storage. ``what`` names the Secret
+    when it equals the origin of a URL the credentials Secret itself holds under one of
+    the destination's ``bound_by`` keys (one URL, or several separated by commas): only
+    whoever may write the Secret chooses where its credentials go, never whoever may
+    write the storage. ``what`` names the Secret
     (None data: no Secret, the operator's own ambient identity, which nothing binds).
     """
     for dest in destinations:
@@ -311,12 +314,12 @@ def unbound_destination(destinations: Iterable[Destination],
             return (f"{dest.field} ({origin}) is not the provider's public service, and "
                     "the operator's own (ambient) credentials are never sent anywhere "
                     "else; reference a credentials Secret that names this endpoint")
-        bound = {key: _text(secret, key) for key in dest.bound_by}
-        if any(value is not None and origin_of(value) == origin for value in bound.values()):
+        bound = {key: bound_urls(secret, key) for key in dest.bound_by}
+        if any(origin_of(url) == origin for urls in bound.values() for url in urls):
             continue
         keys = " or ".join(repr(k) for k in dest.bound_by)
-        named = [f"{k!r} names {origin_of(v) or 'no valid URL'}"
-                 for k, v in bound.items() if v is not None]
+        named = [f"{k!r} names " + ", ".join(str(origin_of(u) or "no valid URL") for u in urls)
+                 for k, urls in bound.items() if urls]
         return (f"{dest.field} ({origin}) is not bound to {what}: its credentials go only "
                 f"to the provider's public service or to the endpoint the Secret names "
                 f"under key {keys} (" + ("; ".join(named) if named else "it names none")
