@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_DENIED_ENDPOINTS),
         description="Hosts or CIDRs a custom endpoint may never resolve to.",
     )
+    secret_label_selector: str = Field(
+        "",
+        description="If set, the operator watches and reads only Secrets matching this "
+                    "label selector (server-side), e.g. `callstorage.io/credentials=true`.",
+    )
     watch_namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch; empty means all."
     )
