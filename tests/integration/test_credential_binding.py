@@ -11,9 +11,6 @@ someone who may write Secrets, gets through: the listener counts, and loopback i
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from callstorage.api import CHECK_ANNOTATION
 from conftest import RunningOperator
+from storage_fixtures import CountingListener
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.s3 import S3Keys, S3Server
@@ -30,49 +28,6 @@ from testbed.s3 import S3Keys, S3Server
 pytestmark = pytest.mark.integration
 
 EXS = "externalstorages"
-
-
-class CountingListener:
-    """A TCP listener on 127.0.0.1 that counts the connections it accepts (and closes
-    them at once): what a host of the attacker's would see."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.2)
-        self.port: int = self._sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="counting-listener",
-                                        daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def url(self, scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
-
-
-@pytest.fixture
-def listener() -> Iterator[CountingListener]:
-    counting = CountingListener()
-    yield counting
-    counting.close()
 
 
 @pytest.fixture
@@ -222,3 +177,8 @@ def test_azure_authority_or_endpoint_elsewhere_sends_nothing(
     obj = _ready_false(tenant, namespace, "deputy", "EndpointNotBound")
     assert f"spec.abs.{target}" in kubeutil.condition(obj)["message"]
     assert listener.connections == 0
+
+
+@pytest.fixture
+def listener(counting_listener: CountingListener) -> CountingListener:
+    return counting_listener
