@@ -62,15 +62,15 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_DENIED_ENDPOINTS),
         description="Hosts or CIDRs a custom endpoint may never resolve to.",
     )
+    watch_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to watch; empty means all."
+    )
+    max_concurrent_validations: int = Field(16, ge=1, le=1024)
     secret_label_selector: str = Field(
         "",
         description="If set, the operator watches and reads only Secrets matching this "
                     "label selector (server-side), e.g. `callstorage.io/credentials=true`.",
     )
-    watch_namespaces: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Namespaces to watch; empty means all."
-    )
-    max_concurrent_validations: int = Field(16, ge=1, le=1024)
     max_ca_bundle_bytes: int = Field(
         64 * 1024, ge=1024, le=1024 * 1024,
         description="Largest spec.tls.caSecretRef bundle accepted (CABundleTooLarge above): "
