@@ -56,6 +56,9 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
         settings.watching.inactivity_timeout = WATCH_INACTIVITY
         settings.watching.reconnect_backoff = WATCH_RECONNECT_BACKOFF
         settings.networking.request_timeout = 60
+        if config.secret_label_selector:  # narrowed by the API server, not after delivery
+            settings.watching.label_selectors["", "v1", "secrets"] = \
+                config.secret_label_selector
         workers = config.max_concurrent_validations + 4
         kube = Kube(load_api_client(workers), workers)
         controller = Controller(config, kube)
