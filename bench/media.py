@@ -113,7 +113,8 @@ def _worker(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
                         "forcePathStyle": True, "credentialsSecretRef": {"name": "c"}}}})
     options = TransferOptions(part_size=cfg["part_size"], concurrency=cfg["concurrency"])
     inputs = ProviderInputs(secret={"accessKeyId": cfg["key_id"].encode(),
-                                    "secretAccessKey": cfg["secret"].encode()})
+                                    "secretAccessKey": cfg["secret"].encode(),
+                                    "endpoint": cfg["endpoint"].encode()})
     client = build_media_client(spec, inputs, Settings(read_timeout=120), options.concurrency)
     started = time.perf_counter()
     result = upload(client, cfg["key"], path, "video/mp4", options)

@@ -368,7 +368,8 @@ class Bench:
         op.alive()
         iam = self.s3.client("iam")
         new = await asyncio.to_thread(iam.create_access_key, UserName=user)
-        keys = S3Keys(new["AccessKey"]["AccessKeyId"], new["AccessKey"]["SecretAccessKey"])
+        keys = S3Keys(new["AccessKey"]["AccessKeyId"], new["AccessKey"]["SecretAccessKey"],
+                      self.s3.endpoint)
         own2 = Counter(self.kube.counts)
         rot_before, cpu_rot0 = await self.scrape(), op.cpu()
         version: list[str] = []

@@ -844,7 +844,7 @@ class Controller:
             if secret is None:
                 raise ProviderError(Reason.SECRET_NOT_FOUND,
                                     f"Secret {namespace}/{name} (spec.{spec.storage_type}."
-                                    "credentialsSecretRef) not found")
+                                    f"credentialsSecretRef) not found{self._unselected()}")
             secret_data = secret.data
             versions.append(secret.resource_version)
         ca_bundle: bytes | None = None
@@ -854,15 +854,23 @@ class Controller:
             if ca_secret is None:
                 raise ProviderError(Reason.SECRET_NOT_FOUND,
                                     f"Secret {namespace}/{ref.name} (spec.tls.caSecretRef) "
-                                    "not found")
+                                    f"not found{self._unselected()}")
             if not ca_secret.data.get(ref.key):
                 raise ProviderError(Reason.SECRET_KEY_MISSING,
                                     f"Secret {namespace}/{ref.name} has no key {ref.key!r} "
                                     "(spec.tls.caSecretRef.key)")
             ca_bundle = ca_secret.data[ref.key]
             versions.append(ca_secret.resource_version)
-        return ProviderInputs(secret=secret_data, ca_bundle=ca_bundle), \
-            ",".join(versions) or None
+        inputs = ProviderInputs(secret=secret_data, ca_bundle=ca_bundle, namespace=namespace)
+        return inputs, ",".join(versions) or None
+
+    def _unselected(self) -> str:
+        """What a missing Secret may also mean when the Secret watch is narrowed."""
+        selector = self.settings.secret_label_selector
+        if not selector:
+            return ""
+        return (f", or not selected: this installation only reads Secrets labelled "
+                f"{selector} (CALLSTORAGE_SECRET_LABEL_SELECTOR)")
 
     async def _secret(self, namespace: str, name: str) -> CachedSecret | None:
         """A referenced Secret: from the watch's cache, else one GET.
@@ -874,7 +882,9 @@ class Controller:
         cached = self.inv.secrets.get(key)
         if cached is not None:
             return cached
-        secret = await self.kube.read_secret(namespace, name)
+        selector = self.settings.secret_label_selector
+        secret = await (self.kube.read_secret(namespace, name, selector) if selector
+                        else self.kube.read_secret(namespace, name))
         newest = self.inv.secrets.get(key)
         if secret is None:
             return newest

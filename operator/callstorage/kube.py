@@ -160,9 +160,19 @@ class Kube:
                 raise
         return await self._run(call)
 
-    async def read_secret(self, namespace: str, name: str) -> CachedSecret | None:
-        """One Secret of ``namespace``, decoded; None when it does not exist."""
+    async def read_secret(self, namespace: str, name: str, label_selector: str = ""
+                          ) -> CachedSecret | None:
+        """One Secret of ``namespace``, decoded; None when it does not exist, or does not
+        match ``label_selector`` (then it is a LIST of that one name, filtered by the API
+        server: the selector means what it means on the watch, with no parser of ours)."""
         def call() -> CachedSecret | None:
+            if label_selector:
+                found = self._core.list_namespaced_secret(
+                    namespace, field_selector=f"metadata.name={name}",
+                    label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
+                if not found:
+                    return None
+                return decode_secret(found[0].metadata.resource_version, found[0].data)
             try:
                 secret = self._core.read_namespaced_secret(
                     name, namespace, _request_timeout=POINT_TIMEOUT)

@@ -46,7 +46,13 @@ class Settings(BaseSettings):
     )
     allow_ambient_credentials: bool = Field(
         False,
-        description="Let S3 storages without a Secret use the operator's own IAM identity.",
+        description="Let S3 storages without a Secret use the operator's own IAM identity "
+                    "(in `ambient_credentials_namespaces` only, AWS endpoints only).",
+    )
+    ambient_credentials_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces whose storages may use ambient credentials; empty means "
+                    "the operator's own `namespace` (the platform storage) only.",
     )
     endpoint_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -60,6 +66,16 @@ class Settings(BaseSettings):
         default_factory=list, description="Namespaces to watch; empty means all."
     )
     max_concurrent_validations: int = Field(16, ge=1, le=1024)
+    secret_label_selector: str = Field(
+        "",
+        description="If set, the operator watches and reads only Secrets matching this "
+                    "label selector (server-side), e.g. `callstorage.io/credentials=true`.",
+    )
+    max_ca_bundle_bytes: int = Field(
+        64 * 1024, ge=1024, le=1024 * 1024,
+        description="Largest spec.tls.caSecretRef bundle accepted (CABundleTooLarge above): "
+                    "each distinct bundle in use is a file in the operator's temp space.",
+    )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
     read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a response.")
     max_attempts: int = Field(2, ge=1, le=10, description="SDK attempts per request.")
@@ -88,8 +104,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    def ambient_namespaces(self) -> list[str]:
+        """The namespaces whose storages may use the operator's ambient credentials."""
+        return list(self.ambient_credentials_namespaces) or [self.namespace]
+
     @field_validator("endpoint_allowlist", "endpoint_denylist", "watch_namespaces",
-                     mode="before")
+                     "ambient_credentials_namespaces", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         """Environment variables hold comma-separated lists."""

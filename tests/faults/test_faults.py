@@ -180,7 +180,9 @@ def s3_storage(admin: Any, s3: S3Server, ns: str, name: str, endpoint: str | Non
     bucket = f"{ns}-{name}"[:60]
     s3.create_bucket(bucket)
     keys = s3.create_user(f"u-{bucket}", readwrite_policy(bucket))
-    kubeutil.secret(admin, ns, f"{name}-creds", keys.as_secret_data())
+    # the keys are bound to the endpoint the storage uses (a proxy in front of the emulator)
+    kubeutil.secret(admin, ns, f"{name}-creds",
+                    {**keys.as_secret_data(), "endpoint": endpoint or s3.endpoint})
     kubeutil.create_object(admin, EXS, ns, kubeutil.external_storage(
         name, kubeutil.s3_storage_spec(bucket, endpoint or s3.endpoint, f"{name}-creds",
                                        path="calls/", **spec)))
@@ -406,8 +408,9 @@ def test_twenty_storages_on_a_hanging_endpoint_do_not_delay_another_tenant(
     kubeutil.create_namespace(admin, stuck)
     kubeutil.create_namespace(admin, other)
     try:
-        kubeutil.secret(admin, stuck, "creds", {"accessKeyId": "AKIAHANG",
-                                                "secretAccessKey": "hang"})
+        kubeutil.secret(admin, stuck, "creds", {
+            "accessKeyId": "AKIAHANG", "secretAccessKey": "hang",
+            "endpoint": f"http://127.0.0.1:{hanging_port}"})
         for i in range(20):
             kubeutil.create_object(admin, EXS, stuck, kubeutil.external_storage(
                 f"hang-{i}", kubeutil.s3_storage_spec(

@@ -293,7 +293,11 @@ def test_optional_parts_render_as_documented(helm_home: dict[str, str],
     }
     secret = one(objs, "Secret")
     assert secret["metadata"]["name"] == "platform-default-credentials"
-    assert set(secret["stringData"]) == {"accessKeyId", "secretAccessKey"}
+    # bound to the platform storage's custom endpoint (the operator sends its keys nowhere
+    # else)
+    assert secret["stringData"] == {"accessKeyId": "AKIAEXAMPLE",
+                                    "secretAccessKey": "not-a-real-secret",
+                                    "endpoint": "https://s3.example.test"}
     call_types = {(c["metadata"]["namespace"], c["metadata"]["name"]): c
                   for c in by_kind(objs, "CallType")}
     assert set(call_types) == {("app-a", n) for n in

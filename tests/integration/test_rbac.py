@@ -222,7 +222,7 @@ def storage_and_call_type_scenario(admin: Any, kubeconfig: Path, s3: S3Server,
     assert obj["status"]["lastCheck"]["succeeded"] is True, obj["status"]["lastCheck"]
 
     # a rotated Secret is noticed (watch on Secrets) and revalidated
-    wrong = {"accessKeyId": keys.access_key_id, "secretAccessKey": "rotated-wrong-value"}
+    wrong = {**keys.as_secret_data(), "secretAccessKey": "rotated-wrong-value"}
     kubeutil.secret(admin, namespace, "recordings-creds", wrong, replace=True)
     kubeutil.wait_ready(admin, EXS, namespace, "recordings", "False", "InvalidCredentials",
                         timeout=60)

@@ -63,6 +63,9 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
         settings.watching.reconnect_backoff = WATCH_RECONNECT_BACKOFF
         settings.networking.error_backoffs = WATCH_ERROR_BACKOFFS
         settings.networking.request_timeout = 60
+        if config.secret_label_selector:  # narrowed by the API server, not after delivery
+            settings.watching.label_selectors["", "v1", "secrets"] = \
+                config.secret_label_selector
         workers = config.max_concurrent_validations + 4
         kube = Kube(load_api_client(workers), workers)
         controller = Controller(config, kube)

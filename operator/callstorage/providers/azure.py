@@ -49,14 +49,13 @@ from callstorage.storagetypes.azure import (
     CLIENT_ID,
     CLIENT_SECRET,
     ERROR_TABLE,
+    KNOWN_AUTHORITY_HOSTS,
+    PUBLIC_AUTHORITY,
     TENANT_ID,
     ABSSpec,
 )
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
-PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
-KNOWN_AUTHORITY_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us",
-                                   "login.chinacloudapi.cn"})
 
 def reason_for_error(status: int, code: str, message: str) -> Reason:
     """The reason an Azure Storage error stands for."""

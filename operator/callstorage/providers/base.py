@@ -42,11 +42,14 @@ class ProviderInputs:
     """What a provider needs besides the spec: the referenced Secrets' decoded data.
 
     ``secret`` is None when the spec names no credentials Secret (ambient credentials).
-    ``ca_bundle`` is the PEM from ``spec.tls.caSecretRef``, if any.
+    ``ca_bundle`` is the PEM from ``spec.tls.caSecretRef``, if any. ``namespace`` is the
+    storage's (None: not known, e.g. a storage checked outside a cluster), which decides
+    whether ambient credentials may be used.
     """
 
     secret: Mapping[str, bytes] | None
     ca_bundle: bytes | None = None
+    namespace: str | None = None
 
     def __repr__(self) -> str:  # never let a traceback or log line print the Secret
         keys = sorted(self.secret) if self.secret is not None else None

@@ -43,10 +43,14 @@ from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import check_url
 from callstorage.providers.transport import CABundle, network_error
 from callstorage.settings import Settings
-from callstorage.storagetypes.gcs import CREDENTIALS_JSON, ERROR_TABLE, GCSSpec
+from callstorage.storagetypes.gcs import (
+    CREDENTIALS_JSON,
+    ERROR_TABLE,
+    GOOGLE_TOKEN_HOSTS,
+    GCSSpec,
+)
 
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
-GOOGLE_TOKEN_HOSTS = frozenset({"oauth2.googleapis.com", "accounts.google.com"})
 _REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
 
 T = TypeVar("T")
