@@ -313,7 +313,8 @@ class Controller:
         for ns, name in self.inv.referenced_secrets():
             by_namespace.setdefault(ns, []).append(name)
         for ns, names in sorted(by_namespace.items()):
-            versions, list_rv = await self.kube.list_secret_versions(ns)
+            versions, list_rv = await self.kube.list_secret_versions(
+                ns, self.settings.secret_label_selector)
             limit = _number(list_rv)
             for name in names:
                 key = (ns, name)

@@ -210,13 +210,15 @@ class Kube:
             return items, str(min(versions)) if versions else None
         return await self._run(call)
 
-    async def list_secret_versions(self, namespace: str) -> tuple[dict[str, str], str | None]:
-        """Name -> resourceVersion of every Secret in ``namespace``, and the list's
-        resourceVersion. Metadata only (PartialObjectMetadataList): no Secret data
-        crosses the wire for a check that needs none."""
+    async def list_secret_versions(self, namespace: str, label_selector: str = "") -> \
+            tuple[dict[str, str], str | None]:
+        """Name -> resourceVersion of every Secret in ``namespace`` (matching
+        ``label_selector``, as the watch does), and the list's resourceVersion. Metadata
+        only (PartialObjectMetadataList): no Secret data for a check that needs none."""
         def call() -> tuple[dict[str, str], str | None]:
             response = self._api.call_api(
                 f"/api/v1/namespaces/{namespace}/secrets", "GET",
+                query_params=[("labelSelector", label_selector)] if label_selector else [],
                 header_params={"Accept": METADATA_LIST}, auth_settings=["BearerToken"],
                 _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
             try:

@@ -129,7 +129,8 @@ class ScriptedKube:
         store = self.objects if plural == "externalstorages" else self.call_types
         return [copy.deepcopy(o) for o in store.values()], str(self.rv)
 
-    async def list_secret_versions(self, namespace: str) -> tuple[dict[str, str], str | None]:
+    async def list_secret_versions(self, namespace: str, label_selector: str = "") -> \
+            tuple[dict[str, str], str | None]:
         self.calls.append(f"list secrets {namespace}")
         return (dict(self.secret_versions) if namespace == NS else {}), str(self.rv)
 
