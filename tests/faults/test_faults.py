@@ -455,6 +455,7 @@ def test_a_frozen_api_connection_is_noticed_within_the_watch_inactivity_timeout(
     write gets through too."""
     from callstorage.kube import POINT_TIMEOUT
 
+    bound = _watch_recovery_bound()  # imports kopf: not inside the measured time
     op = operators.start()
     s3_storage(admin, s3_server, ns, "st")
     kubeutil.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
@@ -471,7 +472,6 @@ def test_a_frozen_api_connection_is_noticed_within_the_watch_inactivity_timeout(
         "callstorage.io", "v1alpha1", ns, EXS, "st",
         {"metadata": {"annotations": {CHECK_ANNOTATION: "frozen-1"}}})
     seen_line = f"ExternalStorage {ns}/st: round for check"
-    bound = _watch_recovery_bound()
     seen = timed("the operator to see the check request", lambda: seen_line in op.log(),
                  bound + 5)
     # its status write may go out on a pooled connection that froze too: that one fails
