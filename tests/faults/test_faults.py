@@ -133,8 +133,10 @@ def operator_requests(cp: ControlPlane, since: float, until: float | None = None
         resource = ref.get("resource", "?") + (f"/{ref['subresource']}"
                                                if ref.get("subresource") else "")
         dry = " dry-run" if "dryRun=" in event.get("requestURI", "") else ""
+        # the resync's own LIST of one namespace's Secrets, not kopf's cluster-wide relist
+        scope = " in-namespace" if event.get("verb") == "list" and ref.get("namespace") else ""
         code = (event.get("responseStatus") or {}).get("code")
-        counts[f"{event.get('verb')} {resource}{dry} {code}"] += 1
+        counts[f"{event.get('verb')} {resource}{scope}{dry} {code}"] += 1
     return counts
 
 
@@ -263,7 +265,7 @@ def test_a_call_type_and_a_secret_deleted_while_the_api_server_restarts_are_noti
            secret_not_found_s=round(secret_took, 1), bound_s=30, requests=dict(requests),
            error_lines=len(errors))
     assert len(errors) <= 3, errors  # at most kopf's escalation, once per watched kind
-    assert requests["list secrets 200"] >= 1, requests  # the resync's look at the Secrets
+    assert 1 <= requests["list secrets in-namespace 200"] <= 2, requests  # the resync
     writes = sum(n for k, n in requests.items() if k.split()[0] in ("patch", "update"))
     assert writes <= 12, requests
     assert sum(requests.values()) <= 60, requests
@@ -486,7 +488,7 @@ def test_a_frozen_api_connection_is_noticed_within_the_watch_inactivity_timeout(
            seen_bound_s=bound, answered_s=round(answered, 1),
            answered_bound_s=bound + write_bound, requests=dict(requests))
     # far sooner would mean something ended the frozen stream: no freeze was tested
-    assert bound - 3 <= seen <= bound + 1, seen
+    assert bound - 3 <= seen <= bound + 2, seen  # + 2: the round itself, on a busy machine
     assert sum(requests.values()) <= 12, requests
 
 
