@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -25,9 +26,14 @@ from callstorage.inventory import CachedSecret
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds for every API call
+REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds of an API call
+# The operator's point calls (a write, a GET) answer in milliseconds; when a pooled
+# connection went silent (a frozen middlebox) such a call fails after 10 s, not 30, and
+# is retried on a fresh connection. LISTs keep REQUEST_TIMEOUT: a big cluster is slower.
+POINT_TIMEOUT: Final = (5.0, 10.0)
 COMPONENT = "callstorage-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ObjectGone(Exception):
@@ -121,7 +127,7 @@ class Kube:
             try:
                 result: dict[str, Any] = self._custom.patch_namespaced_custom_object_status(
                     GROUP, VERSION, namespace, plural, name, {"status": dict(status_patch)},
-                    _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+                    _content_type=MERGE_PATCH, _request_timeout=POINT_TIMEOUT)
                 return result
             except ApiException as exc:
                 if exc.status == 404:
@@ -144,7 +150,7 @@ class Kube:
             try:
                 self._custom.patch_namespaced_custom_object(
                     GROUP, VERSION, namespace, EXTERNALSTORAGE_PLURAL, name, body,
-                    _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+                    _content_type=MERGE_PATCH, _request_timeout=POINT_TIMEOUT)
                 return True
             except ApiException as exc:
                 if exc.status == 404:
@@ -169,7 +175,7 @@ class Kube:
                 return decode_secret(found[0].metadata.resource_version, found[0].data)
             try:
                 secret = self._core.read_namespaced_secret(
-                    name, namespace, _request_timeout=REQUEST_TIMEOUT)
+                    name, namespace, _request_timeout=POINT_TIMEOUT)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -204,17 +210,42 @@ class Kube:
             return items, str(min(versions)) if versions else None
         return await self._run(call)
 
+    async def list_secret_versions(self, namespace: str, label_selector: str = "") -> \
+            tuple[dict[str, str], str | None]:
+        """Name -> resourceVersion of every Secret in ``namespace`` (matching
+        ``label_selector``, as the watch does), and the list's resourceVersion. Metadata
+        only (PartialObjectMetadataList): no Secret data for a check that needs none."""
+        def call() -> tuple[dict[str, str], str | None]:
+            response = self._api.call_api(
+                f"/api/v1/namespaces/{namespace}/secrets", "GET",
+                query_params=[("labelSelector", label_selector)] if label_selector else [],
+                header_params={"Accept": METADATA_LIST}, auth_settings=["BearerToken"],
+                _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            try:
+                body = json.loads(response.data)
+            finally:
+                response.release_conn()
+            versions = {str(item["metadata"]["name"]):
+                        str(item["metadata"].get("resourceVersion", ""))
+                        for item in body.get("items") or []}
+            return versions, (body.get("metadata") or {}).get("resourceVersion")
+        return await self._run(call)
+
     async def namespace_terminating(self, namespace: str) -> bool:
         """Whether ``namespace`` is being deleted (or gone).
 
         Asked without any permission on Namespaces: a dry-run Event create, which the API
         server's NamespaceLifecycle admission refuses (403) in a terminating namespace and
-        otherwise accepts without storing anything.
+        otherwise accepts without storing anything. An audit log shows that 403 with the
+        authorization decision "allow": admission said no, not RBAC.
         """
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": "callstorage-probe.", "namespace": namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace},
+            # namespaced like the Event: a cluster-scoped involvedObject is valid only in
+            # "default", and an invalid probe would answer 422 in every live namespace
+            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace,
+                               "namespace": namespace},
             "type": "Normal", "reason": "NamespaceProbe", "message": "dry run",
             "source": {"component": COMPONENT},
         }
@@ -222,7 +253,7 @@ class Kube:
         def call() -> bool:
             try:
                 response = self._core.create_namespaced_event(
-                    namespace, event, dry_run="All", _request_timeout=REQUEST_TIMEOUT,
+                    namespace, event, dry_run="All", _request_timeout=POINT_TIMEOUT,
                     _preload_content=False)
                 response.read()
                 response.release_conn()
@@ -256,7 +287,7 @@ class Kube:
         def call() -> bool:
             try:
                 response = self._core.create_namespaced_event(
-                    meta.get("namespace"), event, _request_timeout=REQUEST_TIMEOUT,
+                    meta.get("namespace"), event, _request_timeout=POINT_TIMEOUT,
                     _preload_content=False)
                 response.read()
                 response.release_conn()
