@@ -11,8 +11,8 @@ rebinding). TLS is untouched: it starts on the returned socket and still verifie
 URL's host name. A refused connection is never opened: ``ConnectionDenied``.
 
 Redirects are never followed: a requests session of ours raises ``RedirectRefused`` on a
-3xx answer with a Location (azure-core and google-auth send through such sessions;
-botocore follows no Location at all). The hooks are per client, never process-wide, so
+3xx answer with a Location (azure-core and google-auth send through such sessions);
+botocore follows no Location, and its S3 region redirects are turned off per client. The hooks are per client, never process-wide, so
 the operator's own calls (Kubernetes API, cloud metadata for ambient credentials) are not
 affected.
 
@@ -135,12 +135,27 @@ def guard_boto_client(client: Any, policy: Policy) -> None:
     pools = session._pool_classes_by_scheme
     for scheme in ("http", "https"):
         pools[scheme] = guarded_pool(pools[scheme], policy)
-    client.meta.events.register_first("needs-retry.s3", _no_retry_when_denied)
+    client.meta.events.register_first("needs-retry.s3", _before_retry_or_redirect)
 
 
-def _no_retry_when_denied(caught_exception: BaseException | None = None, **_: Any) -> None:
-    """botocore retries any exception from its HTTP layer; a refusal would only be refused
-    again, so it ends the call at once."""
+def _before_retry_or_redirect(request_dict: dict[str, Any] | None = None,
+                              caught_exception: BaseException | None = None,
+                              **_: Any) -> None:
+    """Runs before botocore's retry and region-redirect handlers of every S3 response.
+
+    A refused connection ends the call at once (botocore retries any exception of its
+    HTTP layer; a refusal would only be refused again). And no redirect is followed:
+    botocore's S3 redirector re-sends a request answered 301/302/307 (or with a
+    wrong-region error) to the bucket's region, another host, and asks HeadBucket for
+    that region from inside its own handler, which recurses without end against a server
+    that always redirects. Marking the request as already redirected (the redirector's
+    own once-per-request flag) makes the answer the call's error, naming its status: a
+    wrong ``spec.s3.region`` is reported (InvalidSpec, with the bucket's region when S3
+    says it), never silently followed.
+    """
     if caught_exception is not None and isinstance(
             getattr(caught_exception, "kwargs", {}).get("error"), ConnectionDenied):
         raise caught_exception
+    redirect = ((request_dict or {}).get("context") or {}).get("s3_redirect")
+    if isinstance(redirect, dict):
+        redirect["redirected"] = True
