@@ -12,9 +12,9 @@ URL's host name. A refused connection is never opened: ``ConnectionDenied``.
 
 Redirects are never followed: a requests session of ours raises ``RedirectRefused`` on a
 3xx answer with a Location (azure-core and google-auth send through such sessions);
-botocore follows no Location, and its S3 region redirects are turned off per client. The hooks are per client, never process-wide, so
-the operator's own calls (Kubernetes API, cloud metadata for ambient credentials) are not
-affected.
+botocore follows no Location, and its S3 region redirects are turned off per client. The
+hooks are per client, never process-wide, so the operator's own calls (Kubernetes API,
+cloud metadata for ambient credentials) are not affected.
 
 With an HTTP(S) proxy configured (``HTTPS_PROXY``) the connection goes to the proxy, so
 its address is what is checked; such a proxy must enforce egress itself.
