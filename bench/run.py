@@ -49,6 +49,7 @@ from callstorage.providers.base import Capabilities, Reason
 from callstorage.reconcile import externalstorage as es_reconcile
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane
+from testbed.endpoints import dev_denylist
 from testbed.procs import Server, free_port, http_ok, wait_for
 from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
@@ -145,6 +146,8 @@ class Operator:
                                  "CALLSTORAGE_HEALTH_PORT": str(health),
                                  "CALLSTORAGE_METRICS_PORT": str(free_port()),
                                  "CALLSTORAGE_LOG_LEVEL": "INFO",
+                                 # dev only: the emulator listens on loopback
+                                 "CALLSTORAGE_ENDPOINT_DENYLIST": ",".join(dev_denylist()),
                                  "PYTHONUNBUFFERED": "1"})
         self.pid = self.server.pid
         self.spy: Server | None = None

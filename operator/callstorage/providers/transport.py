@@ -1,5 +1,5 @@
 """What every provider needs from the network layer: a CA bundle file, and a plain-words
-reason for a failed connection.
+reason for a failed connection (or one the connect-time guard refused).
 
 The three SDKs wrap the same few socket-level failures (refused, no such host, timeout,
 untrusted certificate) in their own exception types, several layers deep; ``classify``
@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from callstorage.providers.base import ProviderError, Reason
+from callstorage.providers.guard import ConnectionDenied, RedirectRefused
 
 
 class CABundle:
@@ -167,10 +168,24 @@ def _is_timeout(exc: BaseException) -> str | None:
     return None
 
 
+def refusal(exc: BaseException) -> tuple[Reason, str] | None:
+    """The reason and message when the connect-time guard refused ``exc``'s connection
+    (EndpointNotAllowed) or a redirect (ServiceError, naming the status), else None."""
+    for e in _chain(exc):
+        if isinstance(e, ConnectionDenied):
+            return Reason.ENDPOINT_NOT_ALLOWED, str(e)
+        if isinstance(e, RedirectRefused):
+            return Reason.SERVICE_ERROR, str(e)
+    return None
+
+
 def classify(exc: BaseException, settings_connect: float, settings_read: float
              ) -> tuple[Reason, str] | None:
     """The reason and a short description of a network-level failure, or None if ``exc``
     is not one (then it is the provider's to map)."""
+    refused = refusal(exc)
+    if refused is not None:  # the guard's refusals first: they are not network failures
+        return refused
     chain = list(_chain(exc))
     for e in chain:
         if isinstance(e, ssl.SSLCertVerificationError):
