@@ -48,7 +48,6 @@ from callstorage.settings import Settings
 from callstorage.storagetypes.gcs import (
     CREDENTIALS_JSON,
     ERROR_TABLE,
-    GOOGLE_TOKEN_HOSTS,
     GCSSpec,
 )
 
