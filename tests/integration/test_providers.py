@@ -59,7 +59,9 @@ def inputs_of(data: Mapping[str, str] | None, ca: bytes | None = None) -> Provid
 
 
 def secret_values(data: Mapping[str, str]) -> list[str]:
-    values = [v for v in data.values() if v]
+    # the binding keys name endpoints, which messages may quote; the rest is secret
+    values = [v for k, v in data.items()
+              if v and k not in ("endpoint", "authorityHost", "tokenUri")]
     for v in list(values):
         try:  # a credentials.json: its private parts count on their own too
             info = json.loads(v)
