@@ -104,6 +104,7 @@ def _worker(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
     from callstorage.providers.base import ProviderInputs
     from callstorage.settings import Settings
     from callstorage.transfer import TransferOptions, upload
+    from testbed.endpoints import dev_denylist
 
     spec = parse_external_storage({
         "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
@@ -113,8 +114,11 @@ def _worker(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
                         "forcePathStyle": True, "credentialsSecretRef": {"name": "c"}}}})
     options = TransferOptions(part_size=cfg["part_size"], concurrency=cfg["concurrency"])
     inputs = ProviderInputs(secret={"accessKeyId": cfg["key_id"].encode(),
-                                    "secretAccessKey": cfg["secret"].encode()})
-    client = build_media_client(spec, inputs, Settings(read_timeout=120), options.concurrency)
+                                    "secretAccessKey": cfg["secret"].encode(),
+                                    "endpoint": cfg["endpoint"].encode()})
+    # dev only: the emulator listens on loopback, which the default policy denies
+    settings = Settings(read_timeout=120, endpoint_denylist=dev_denylist())
+    client = build_media_client(spec, inputs, settings, options.concurrency)
     started = time.perf_counter()
     result = upload(client, cfg["key"], path, "video/mp4", options)
     seconds = time.perf_counter() - started

@@ -53,6 +53,7 @@ from callstorage.providers.base import Capabilities, Reason
 from callstorage.reconcile import externalstorage as es_reconcile
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane
+from testbed.endpoints import dev_denylist
 from testbed.procs import Server, free_port, http_ok, wait_for
 from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
@@ -177,6 +178,8 @@ class Operator:
                                  "CALLSTORAGE_HEALTH_PORT": str(health),
                                  "CALLSTORAGE_METRICS_PORT": str(self.metrics_port),
                                  "CALLSTORAGE_LOG_LEVEL": "INFO",
+                                 # dev only: the emulator listens on loopback
+                                 "CALLSTORAGE_ENDPOINT_DENYLIST": ",".join(dev_denylist()),
                                  "PYTHONUNBUFFERED": "1"})
         self.pid = self.server.pid
         self.spy: Server | None = None
@@ -572,7 +575,8 @@ class Bench:
         op.alive()
         iam = self.s3.client("iam")
         new = await asyncio.to_thread(iam.create_access_key, UserName=user)
-        keys = S3Keys(new["AccessKey"]["AccessKeyId"], new["AccessKey"]["SecretAccessKey"])
+        keys = S3Keys(new["AccessKey"]["AccessKeyId"], new["AccessKey"]["SecretAccessKey"],
+                      self.s3.endpoint)
         own2 = Counter(self.kube.counts)
         rot_before, cpu_rot0 = await self.scrape(), op.cpu()
         version: list[str] = []

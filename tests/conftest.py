@@ -8,6 +8,7 @@ from ``KUBEBUILDER_ASSETS``) and to storage emulators that check credentials
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -22,12 +23,18 @@ from kubernetes.client.exceptions import ApiException
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
+from testbed.endpoints import TEST_DENYLIST
 from testbed.procs import Server, free_port, http_ok, wait_for
 
 pytest_plugins = ["storage_fixtures", "node_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "callstorage-system"
+# The emulators listen on 127.0.0.1, which the default deny list refuses: every operator,
+# CLI and in-process Settings() of the tests denies the default list without loopback,
+# plus the loopback address attack tests listen on (testbed.endpoints; dev only).
+DENYLIST_ENV = {"CALLSTORAGE_ENDPOINT_DENYLIST": ",".join(TEST_DENYLIST)}
+os.environ.update(DENYLIST_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -167,6 +174,7 @@ def launch_operator(kubeconfig: Path, log_dir: Path, env: dict[str, str] | None 
         "CALLSTORAGE_RETRY_MAX": "10",
         "CALLSTORAGE_LOG_LEVEL": "DEBUG",
         "PYTHONUNBUFFERED": "1",
+        **DENYLIST_ENV,
         **(env or {}),
     }
     server = Server(name, [sys.executable, "-m", "callstorage"], log_dir, env=full_env,

@@ -92,3 +92,47 @@ def rw_keys(s3_server: S3Server, bucket: str, namespace: str,
     keys = s3_server.create_user(f"rw-{namespace}", readwrite_policy(bucket))
     credential_values.update({keys.access_key_id, keys.secret_access_key})
     return keys
+
+
+class CountingListener:
+    """A TCP listener on 127.0.0.1 that counts the connections it accepts (and closes
+    them at once): what a host of the attacker's would see."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self.port: int = self._sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="counting-listener",
+                                        daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def url(self, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+
+@pytest.fixture
+def counting_listener() -> Iterator[CountingListener]:
+    """A listener on 127.0.0.1 that counts connections: security tests assert on it."""
+    counting = CountingListener()
+    yield counting
+    counting.close()

@@ -127,6 +127,7 @@ def _s3_samples_for_emulator(docs: list[dict[str, Any]], s3: Any) -> list[dict[s
 
 
 def up(demo: bool) -> int:
+    from testbed.endpoints import dev_denylist
     from testbed.s3 import S3Server
 
     # SIGINT too: a shell that starts the demo in the background makes it ignore SIGINT
@@ -164,6 +165,8 @@ def up(demo: bool) -> int:
                                   "CALLSTORAGE_METRICS_PORT": str(free_port()),
                                   "CALLSTORAGE_CONNECT_TIMEOUT": "3",
                                   "CALLSTORAGE_READ_TIMEOUT": "5",
+                                  # dev only: the emulator listens on loopback
+                                  "CALLSTORAGE_ENDPOINT_DENYLIST": ",".join(dev_denylist()),
                                   "PYTHONUNBUFFERED": "1"})
             cleanup.callback(operator.stop)
             wait_for(lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60,

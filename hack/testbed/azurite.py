@@ -12,6 +12,7 @@ but neither its signature nor any role assignment (every valid token may do ever
 from __future__ import annotations
 
 import base64
+import dataclasses
 import fcntl
 import secrets
 import shutil
@@ -23,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from callstorage.storagetypes.azure import ACCOUNT_KEY
+from callstorage.storagetypes.base import ENDPOINT_KEY
 from testbed.binaries import cache_root
 from testbed.procs import Server, free_port, wait_for
 from testbed.tlscerts import ThrowawayCA
@@ -151,7 +154,13 @@ class AzuriteServer:
         return self.accounts[account]
 
     def create_service_principal(self) -> ServicePrincipal:
-        return self.entra.create_service_principal()
+        """A principal whose Secret binds the token server and the bearer-token instance."""
+        sp = self.entra.create_service_principal()
+        return dataclasses.replace(sp, endpoint=self.endpoint_for(DEV_ACCOUNT, oauth=True))
+
+    def secret_data(self, account: str) -> dict[str, str]:
+        """An account-key credentials Secret's data, bound to the SharedKey instance."""
+        return {ACCOUNT_KEY: self.accounts[account], ENDPOINT_KEY: self.endpoint_for(account)}
 
     def service_client(self, account: str, credential: Any = None, oauth: bool = False) -> Any:
         """A ``BlobServiceClient`` for ``account``, by default with its account key."""

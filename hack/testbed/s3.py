@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from callstorage.storagetypes.base import ENDPOINT_KEY
 from callstorage.storagetypes.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from testbed.procs import Server, free_port, http_ok, wait_for
 
@@ -39,13 +40,19 @@ class S3Keys:
 
     access_key_id: str
     secret_access_key: str
+    #: the endpoint the keys belong to (their Secret binds them to it), if not AWS's
+    endpoint: str | None = None
 
     def __repr__(self) -> str:  # keep secrets out of pytest's assertion output
         return f"S3Keys(access_key_id={self.access_key_id!r}, secret_access_key='***')"
 
     def as_secret_data(self) -> dict[str, str]:
-        """The keys as an ExternalStorage credentials Secret holds them."""
-        return {ACCESS_KEY_ID: self.access_key_id, SECRET_ACCESS_KEY: self.secret_access_key}
+        """The keys as an ExternalStorage credentials Secret holds them, bound to the
+        endpoint they belong to."""
+        data = {ACCESS_KEY_ID: self.access_key_id, SECRET_ACCESS_KEY: self.secret_access_key}
+        if self.endpoint:
+            data[ENDPOINT_KEY] = self.endpoint
+        return data
 
 
 def readwrite_policy(bucket: str) -> dict[str, Any]:
@@ -151,7 +158,7 @@ class S3Server:
         iam.put_user_policy(UserName=name, PolicyName=f"{name}-policy",
                             PolicyDocument=json.dumps(as_moto_policy(policy_document)))
         key = iam.create_access_key(UserName=name)["AccessKey"]
-        return S3Keys(key["AccessKeyId"], key["SecretAccessKey"])
+        return S3Keys(key["AccessKeyId"], key["SecretAccessKey"], self.endpoint)
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         keys: list[str] = []

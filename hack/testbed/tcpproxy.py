@@ -3,8 +3,11 @@
 Point a storage's endpoint at the relay instead of the emulator; ``cut_after(n)`` makes it
 drop every connection (with a reset) and stop listening once ``n`` more bytes have gone
 upstream; ``revive()`` listens again on the same port; ``response_delay`` holds each
-answer back (the request has been served, the client does not know yet). TLS passes
-through untouched.
+answer back (the request has been served, the client does not know yet). ``freeze()``
+makes every open connection go silent both ways while staying open (a stuck middlebox, a
+half-dead API server: what a watch cannot tell from a quiet stream); new connections pass.
+``blackhole`` accepts new connections and never answers (a hanging endpoint); ``accepted``
+counts connections, so a test can count a client's attempts. TLS passes through untouched.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ class KillableProxy:
         self._budget: int | None = None
         self.response_delay = 0.0  # seconds each chunk towards the client is held back
         self.upstream_bytes = 0
+        self.accepted = 0  # connections accepted, blackholed ones included
+        self.blackhole = False  # accept, never answer (until closed)
+        self._frozen: set[socket.socket] = set()
         self.dead = threading.Event()
         self._listener = self._listen(port)
         self.port: int = self._listener.getsockname()[1]
@@ -57,22 +63,41 @@ class KillableProxy:
             if self.dead.is_set():  # raced with kill(): a dead endpoint accepts nothing
                 client.close()
                 return
+            with self._lock:
+                self.accepted += 1
+            if self.blackhole:  # held open, never read, never answered
+                with self._lock:
+                    self._conns.append(client)
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), 5)
             except OSError:
                 client.close()
                 continue
+            # The 5 s was for connecting only: an idle stream (a watch) must stay open as
+            # long as its ends want, not be ended by the relay after 5 s of silence.
+            upstream.settimeout(None)
             with self._lock:
+                if self.dead.is_set():  # killed while connecting: a crash resets this too
+                    _reset(client)
+                    _reset(upstream)
+                    return
                 self._conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, True),
                              daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False),
                              daemon=True).start()
 
+    def _held(self, *socks: socket.socket) -> None:
+        """Wait while any of ``socks`` is frozen (until thawed or killed)."""
+        while any(s in self._frozen for s in socks) and not self.dead.is_set():
+            time.sleep(0.05)
+
     def _pump(self, src: socket.socket, dst: socket.socket, counted: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
+                self._held(src, dst)  # frozen: not even an end of stream gets through
                 if not data:
                     break
                 if counted:
@@ -104,21 +129,28 @@ class KillableProxy:
         with self._lock:
             self._budget = upstream_bytes
 
+    def freeze(self) -> None:
+        """Every open connection stops relaying, both ways, and stays open."""
+        with self._lock:
+            self._frozen.update(self._conns)
+
+    def thaw(self) -> None:
+        with self._lock:
+            self._frozen.clear()
+
     def kill(self) -> None:
         """Stop listening and reset every connection, now."""
         with self._lock:
             self._budget = None
             conns, self._conns = self._conns, []
+            self._frozen.clear()
             self.dead.set()
         with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
             self._listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._listener.close()
         for conn in conns:
-            with contextlib.suppress(OSError):  # RST, not FIN: a crash, not a goodbye
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            with contextlib.suppress(OSError):
-                conn.close()
+            _reset(conn)
 
     def revive(self) -> None:
         """Listen again on the same port (the endpoint came back)."""
@@ -135,3 +167,15 @@ class KillableProxy:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _reset(conn: socket.socket) -> None:
+    """RST, not FIN: a crash, not a goodbye. A close() alone sends nothing while a pump
+    thread is blocked in recv() on the socket (the kernel keeps it open for that call);
+    shutting down the read side wakes the pump, and the last close then resets."""
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        conn.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
+        conn.close()

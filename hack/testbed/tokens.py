@@ -27,6 +27,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from callstorage.storagetypes.azure import CLIENT_ID, CLIENT_SECRET, TENANT_ID
+from callstorage.storagetypes.base import AUTHORITY_HOST_KEY, ENDPOINT_KEY
 from testbed.localhttp import LocalHTTPServer, Request, Response
 from testbed.tlscerts import ServingCert
 
@@ -36,6 +37,9 @@ class ServicePrincipal:
     tenant_id: str
     client_id: str
     client_secret: str
+    #: where the principal's secret and tokens may go (its Secret binds them)
+    authority: str | None = None
+    endpoint: str | None = None
 
     def __repr__(self) -> str:
         return (f"ServicePrincipal(tenant_id={self.tenant_id!r}, "
@@ -43,8 +47,13 @@ class ServicePrincipal:
 
     def as_secret_data(self) -> dict[str, str]:
         """The principal as an ExternalStorage credentials Secret holds it."""
-        return {CLIENT_ID: self.client_id, CLIENT_SECRET: self.client_secret,
+        data = {CLIENT_ID: self.client_id, CLIENT_SECRET: self.client_secret,
                 TENANT_ID: self.tenant_id}
+        if self.authority:
+            data[AUTHORITY_HOST_KEY] = self.authority
+        if self.endpoint:
+            data[ENDPOINT_KEY] = self.endpoint
+        return data
 
 
 def _oauth_error(status: int, error: str, code: int, description: str) -> Response:
@@ -79,6 +88,7 @@ class EntraTokenServer:
             tenant_id=tenant_id or str(uuid.uuid4()),
             client_id=str(uuid.uuid4()),
             client_secret=secrets.token_urlsafe(30),
+            authority=self.authority,
         )
         with self._lock:
             self._tenants.add(sp.tenant_id)

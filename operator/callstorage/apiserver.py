@@ -193,14 +193,22 @@ class ApiServer:
     async def request(self, method: str, path: str, *, body: Any = None,
                       content_type: str = "application/json",
                       params: Mapping[str, str] | None = None,
-                      parse: bool = True) -> dict[str, Any]:
-        """The decoded JSON answer ({} when ``parse`` is False); ``ApiError`` on >= 400."""
+                      parse: bool = True, read_timeout: float = READ_TIMEOUT,
+                      accept: str | None = None) -> dict[str, Any]:
+        """The decoded JSON answer ({} when ``parse`` is False); ``ApiError`` on >= 400.
+        ``read_timeout``: seconds of silence before the call fails (the session's 30 s
+        fits a LIST; point calls pass less)."""
         data = None if body is None else json.dumps(body)
-        headers = {"Content-Type": content_type} if body is not None else None
+        headers = {"Content-Type": content_type} if body is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
+        timeout = aiohttp.ClientTimeout(connect=CONNECT_TIMEOUT, sock_read=read_timeout,
+                                        total=CONNECT_TIMEOUT + read_timeout)
         for attempt in (1, 2):
             session, server = await self._connect(reload=attempt == 2)
-            async with session.request(method, server + path, data=data, headers=headers,
-                                       params=params, proxy=self._info.proxy_url
+            async with session.request(method, server + path, data=data,
+                                       headers=headers or None, params=params,
+                                       timeout=timeout, proxy=self._info.proxy_url
                                        if self._info else None) as resp:
                 if resp.status == 401 and attempt == 1:
                     continue

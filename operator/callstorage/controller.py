@@ -66,9 +66,12 @@ RESTORE_WINDOW = 60.0
 WRITE = "write"
 SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
 CALL_TYPE_WORKERS = 4
-# kopf replays a watch's LIST as events of type None; those within this many seconds of
-# our own start are the first listing, later ones a relist after 410 Gone or a reconnect.
+# kopf replays a watch's LIST as events of type None. A listing event is a relist (after
+# 410 Gone) when it comes more than STARTUP_LISTING_GRACE seconds after our start, or more
+# than LISTING_GAP seconds after the previous listing event of its kind (a listing arrives
+# as one burst): an API server restart right after ours must not pass for the first one.
 STARTUP_LISTING_GRACE = 10.0
+LISTING_GAP = 2.0
 # After a relist or a 404 a resync follows this soon, and never more often than
 # RESYNC_MIN_GAP apart (a storm of 404s makes one LIST per kind, not one each).
 RESYNC_SETTLE = 1.0
@@ -83,6 +86,11 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 def _key(obj: Mapping[str, Any]) -> ObjectKey:
     meta = _meta(obj)
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+def _number(rv: str | None) -> int | None:
+    """A resourceVersion as a number (etcd revisions are), None if not one."""
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else None
 
 
 def _parse_time(value: object) -> float | None:
@@ -184,6 +192,7 @@ class Controller:
         self._last_resync = float("-inf")
         self._resync_failures = 0
         self._resync_wake = asyncio.Event()
+        self._listing_events: dict[str, float] = {}  # kind -> its last listing event
         self.resyncs = 0
         # fair shares of the provider workers per endpoint host and namespace (fairness.py)
         self._fair: FairShare[ObjectKey] = FairShare(settings.max_concurrent_validations)
@@ -216,6 +225,9 @@ class Controller:
         self._tasks += [asyncio.create_task(self._call_type_worker(), name=f"calltype-{i}")
                         for i in range(CALL_TYPE_WORKERS)]
         self._started_at = time.monotonic()
+        # our own LIST counts as the first listing: kopf's, just after, continues it, and
+        # a relist is measured from it even if kopf's first listing reached us late or not
+        self._listing_events.update({STORAGE: self._started_at, CALL_TYPE: self._started_at})
         self._resync_at = self._started_at + self.settings.resync_interval
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
 
@@ -242,11 +254,18 @@ class Controller:
             self._resync_at = at
             self._resync_wake.set()
 
-    def _listing_seen(self) -> None:
+    def _listing_seen(self, kind: str) -> None:
         """kopf relisted (after 410 Gone or a reconnect): it replays live objects only, so
         deletions in the gap are found by our own LIST."""
-        if self._started_at is not None and \
-                time.monotonic() - self._started_at > STARTUP_LISTING_GRACE:
+        if self._started_at is None:
+            return  # our own start-up LIST
+        now = time.monotonic()
+        previous = self._listing_events.get(kind)
+        self._listing_events[kind] = now
+        if now - self._started_at > STARTUP_LISTING_GRACE or \
+                (previous is not None and now - previous > LISTING_GAP):
+            if previous is None or now - previous > LISTING_GAP:  # once per relist
+                log.debug("%s relisted: resync requested", kind)
             self.request_resync()
 
     async def _resync_loop(self) -> None:
@@ -274,7 +293,7 @@ class Controller:
     async def resync(self) -> None:
         """LIST ExternalStorages and CallTypes and make the inventory match: newer objects
         go through the normal event path, vanished ones are forgotten exactly as a DELETED
-        event would forget them."""
+        event would forget them; then the referenced Secrets (``_resync_secrets``)."""
         namespaces = self.watched_namespaces()
         self.resyncs += 1
         for plural, kind in ((EXTERNALSTORAGE_PLURAL, "ExternalStorage"),
@@ -291,6 +310,45 @@ class Controller:
                 last = held[key]
                 feed("DELETED", {**last, "metadata": {**_meta(last),
                                                       "resourceVersion": list_rv}})
+        await self._resync_secrets()
+
+    async def _resync_secrets(self) -> None:
+        """The watch may have missed a referenced Secret's deletion or change too (a relist
+        replays live objects only): one metadata-only LIST per namespace that holds
+        referenced Secrets (each storage's own namespace). A cached Secret absent from the
+        list is deleted as a DELETED event would delete it; one listed newer than the cache
+        is dropped from it, and its storages validate (reading it afresh)."""
+        by_namespace: dict[str, list[str]] = {}
+        for ns, name in self.inv.referenced_secrets():
+            by_namespace.setdefault(ns, []).append(name)
+        for ns, names in sorted(by_namespace.items()):
+            versions, list_rv = await self.kube.list_secret_versions(
+                ns, self.settings.secret_label_selector)
+            limit = _number(list_rv)
+            for name in names:
+                key = (ns, name)
+                cached = self.inv.secrets.get(key)
+                if cached is None:
+                    continue  # never read, or its deletion was seen: nothing to correct
+                held = _number(cached.resource_version)
+                listed = versions.get(name)
+                if listed is None:
+                    if limit is None or held is None or held <= limit:
+                        log.info("Secret %s/%s vanished while the watch was not looking",
+                                 *key)
+                        self.on_secret_event("DELETED", {"metadata": {
+                            "name": name, "namespace": ns, "resourceVersion": list_rv}})
+                    continue
+                now = _number(listed)
+                if now is not None and held is not None and now > held:
+                    log.info("Secret %s/%s changed while the watch was not looking", *key)
+                    self.inv.secrets.pop(key, None)
+                    for storage in self.inv.storages_using_secret(key):
+                        body = self.inv.storages.get(storage) or {}
+                        seen = str((body.get("status") or {}).get("observedSecretVersion")
+                                   or "")
+                        if listed not in seen.split(","):
+                            self.storages.add(storage, VALIDATE)
 
     def _forget_gone(self, exc: ObjectGone) -> None:
         """A write answered 404: the object is gone; forget it as a DELETED event would,
@@ -319,7 +377,7 @@ class Controller:
     def on_storage_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
         if event_type is None:
-            self._listing_seen()
+            self._listing_seen(STORAGE)
         if event_type == "DELETED":
             self.inv.versions.bury(STORAGE, key, _meta(obj).get("resourceVersion"))
             self.inv.forget_storage(key)
@@ -399,7 +457,7 @@ class Controller:
     def on_call_type_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
         if event_type is None:
-            self._listing_seen()
+            self._listing_seen(CALL_TYPE)
         if event_type == "DELETED":
             self.inv.versions.bury(CALL_TYPE, key, _meta(obj).get("resourceVersion"))
             self.inv.call_types.pop(key, None)
@@ -432,7 +490,7 @@ class Controller:
     def on_secret_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
         if event_type is None:
-            self._listing_seen()
+            self._listing_seen(SECRET)
         rv = str(_meta(obj).get("resourceVersion", ""))
         if event_type == "DELETED":
             self.inv.versions.bury(SECRET, key, rv)
@@ -814,7 +872,7 @@ class Controller:
             if secret is None:
                 raise ProviderError(Reason.SECRET_NOT_FOUND,
                                     f"Secret {namespace}/{name} (spec.{spec.storage_type}."
-                                    "credentialsSecretRef) not found")
+                                    f"credentialsSecretRef) not found{self._unselected()}")
             secret_data = secret.data
             versions.append(secret.resource_version)
         ca_bundle: bytes | None = None
@@ -824,15 +882,23 @@ class Controller:
             if ca_secret is None:
                 raise ProviderError(Reason.SECRET_NOT_FOUND,
                                     f"Secret {namespace}/{ref.name} (spec.tls.caSecretRef) "
-                                    "not found")
+                                    f"not found{self._unselected()}")
             if not ca_secret.data.get(ref.key):
                 raise ProviderError(Reason.SECRET_KEY_MISSING,
                                     f"Secret {namespace}/{ref.name} has no key {ref.key!r} "
                                     "(spec.tls.caSecretRef.key)")
             ca_bundle = ca_secret.data[ref.key]
             versions.append(ca_secret.resource_version)
-        return ProviderInputs(secret=secret_data, ca_bundle=ca_bundle), \
-            ",".join(versions) or None
+        inputs = ProviderInputs(secret=secret_data, ca_bundle=ca_bundle, namespace=namespace)
+        return inputs, ",".join(versions) or None
+
+    def _unselected(self) -> str:
+        """What a missing Secret may also mean when the Secret watch is narrowed."""
+        selector = self.settings.secret_label_selector
+        if not selector:
+            return ""
+        return (f", or not selected: this installation only reads Secrets labelled "
+                f"{selector} (CALLSTORAGE_SECRET_LABEL_SELECTOR)")
 
     async def _secret(self, namespace: str, name: str) -> CachedSecret | None:
         """A referenced Secret: from the watch's cache, else one GET.
@@ -844,7 +910,9 @@ class Controller:
         cached = self.inv.secrets.get(key)
         if cached is not None:
             return cached
-        secret = await self.kube.read_secret(namespace, name)
+        selector = self.settings.secret_label_selector
+        secret = await (self.kube.read_secret(namespace, name, selector) if selector
+                        else self.kube.read_secret(namespace, name))
         newest = self.inv.secrets.get(key)
         if secret is None:
             return newest

@@ -142,6 +142,9 @@ class Inventory:
     def secret_is_referenced(self, secret: ObjectKey) -> bool:
         return secret in self._storages_of_secret
 
+    def referenced_secrets(self) -> list[ObjectKey]:
+        return sorted(self._storages_of_secret)
+
     def forget_storage(self, storage: ObjectKey) -> None:
         self.storages.pop(storage, None)
         self.set_secret_refs(storage, ())

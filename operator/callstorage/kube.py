@@ -27,9 +27,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT: Final = (CONNECT_TIMEOUT, READ_TIMEOUT)  # (connect, read) seconds
+# The operator's point calls (a write, a GET) answer in milliseconds; when a pooled
+# connection went silent (a frozen middlebox) such a call fails after 10 s, not 30, and
+# is retried on a fresh connection. LISTs keep REQUEST_TIMEOUT: a big cluster is slower.
+POINT_TIMEOUT: Final = (CONNECT_TIMEOUT, 10.0)
 LIST_PAGE: Final = 500  # objects per page of a LIST
 COMPONENT = "callstorage-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ObjectGone(Exception):
@@ -112,10 +117,12 @@ class Kube:
     async def _call(self, method: str, path: str, body: Any = None,
                     content_type: str = "application/json",
                     params: Mapping[str, str] | None = None,
-                    parse: bool = True) -> dict[str, Any]:
+                    parse: bool = True, read_timeout: float = READ_TIMEOUT,
+                    accept: str | None = None) -> dict[str, Any]:
         self.requests += 1
         return await self._api.request(method, path, body=body, content_type=content_type,
-                                       params=params, parse=parse)
+                                       params=params, parse=parse,
+                                       read_timeout=read_timeout, accept=accept)
 
     @staticmethod
     def _path(namespace: str, plural: str, name: str = "") -> str:
@@ -130,7 +137,8 @@ class Kube:
         """
         try:
             return await self._call("PATCH", self._path(namespace, plural, name) + "/status",
-                                    {"status": dict(status_patch)}, MERGE_PATCH)
+                                    {"status": dict(status_patch)}, MERGE_PATCH,
+                                    read_timeout=POINT_TIMEOUT[1])
         except ApiError as exc:
             if exc.status == 404:
                 raise ObjectGone(plural, namespace, name) from None
@@ -148,7 +156,7 @@ class Kube:
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
             await self._call("PATCH", self._path(namespace, EXTERNALSTORAGE_PLURAL, name),
-                             body, MERGE_PATCH, parse=False)
+                             body, MERGE_PATCH, parse=False, read_timeout=POINT_TIMEOUT[1])
             return True
         except ApiError as exc:
             if exc.status == 404:
@@ -157,11 +165,23 @@ class Kube:
                 return False
             raise
 
-    async def read_secret(self, namespace: str, name: str) -> CachedSecret | None:
-        """One Secret of ``namespace``, decoded; None when it does not exist."""
+    async def read_secret(self, namespace: str, name: str, label_selector: str = ""
+                          ) -> CachedSecret | None:
+        """One Secret of ``namespace``, decoded; None when it does not exist, or does not
+        match ``label_selector`` (then it is a LIST of that one name, filtered by the API
+        server: the selector means what it means on the watch, with no parser of ours)."""
+        secrets = f"/api/v1/namespaces/{quote(namespace)}/secrets"
+        if label_selector:
+            found = (await self._call(
+                "GET", secrets, params={"fieldSelector": f"metadata.name={name}",
+                                        "labelSelector": label_selector})).get("items") or []
+            if not found:
+                return None
+            return decode_secret(str((found[0].get("metadata") or {}).get("resourceVersion", "")),
+                                 found[0].get("data"))
         try:
-            secret = await self._call(
-                "GET", f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}")
+            secret = await self._call("GET", f"{secrets}/{quote(name)}",
+                                      read_timeout=POINT_TIMEOUT[1])
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -206,23 +226,41 @@ class Kube:
                 return items, version
             params = {"limit": str(LIST_PAGE), "continue": str(meta["continue"])}
 
+    async def list_secret_versions(self, namespace: str, label_selector: str = "") -> \
+            tuple[dict[str, str], str | None]:
+        """Name -> resourceVersion of every Secret in ``namespace`` (matching
+        ``label_selector``, as the watch does), and the list's resourceVersion. Metadata
+        only (PartialObjectMetadataList): no Secret data for a check that needs none."""
+        body = await self._call("GET", f"/api/v1/namespaces/{quote(namespace)}/secrets",
+                                params={"labelSelector": label_selector}
+                                if label_selector else None, accept=METADATA_LIST)
+        versions = {str(item["metadata"]["name"]):
+                    str(item["metadata"].get("resourceVersion", ""))
+                    for item in body.get("items") or []}
+        return versions, (body.get("metadata") or {}).get("resourceVersion")
+
     async def namespace_terminating(self, namespace: str) -> bool:
         """Whether ``namespace`` is being deleted (or gone).
 
         Asked without any permission on Namespaces: a dry-run Event create, which the API
         server's NamespaceLifecycle admission refuses (403) in a terminating namespace and
-        otherwise accepts without storing anything.
+        otherwise accepts without storing anything. An audit log shows that 403 with the
+        authorization decision "allow": admission said no, not RBAC.
         """
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": "callstorage-probe.", "namespace": namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace},
+            # namespaced like the Event: a cluster-scoped involvedObject is valid only in
+            # "default", and an invalid probe would answer 422 in every live namespace
+            "involvedObject": {"apiVersion": "v1", "kind": "Namespace", "name": namespace,
+                               "namespace": namespace},
             "type": "Normal", "reason": "NamespaceProbe", "message": "dry run",
             "source": {"component": COMPONENT},
         }
         try:
             await self._call("POST", f"/api/v1/namespaces/{quote(namespace)}/events", event,
-                             params={"dryRun": "All"}, parse=False)
+                             params={"dryRun": "All"}, parse=False,
+                             read_timeout=POINT_TIMEOUT[1])
             return False
         except ApiError as exc:
             return exc.status == 404 or _terminating(exc)
@@ -248,7 +286,8 @@ class Kube:
         }
         try:
             await self._call("POST", f"/api/v1/namespaces/{quote(str(meta.get('namespace')))}"
-                                     "/events", event, parse=False)
+                                     "/events", event, parse=False,
+                             read_timeout=POINT_TIMEOUT[1])
         except ApiError as exc:
             if _terminating(exc):
                 return False

@@ -377,7 +377,7 @@ def _inputs(api: ApiClient, namespace: str, spec: ExternalStorageSpec) -> Provid
             raise MediaError("SecretKeyMissing", f"Secret {namespace}/{ca_ref.name} has no "
                              f"key {ca_ref.key!r} (spec.tls.caSecretRef.key)")
         ca = data[ca_ref.key]
-    return ProviderInputs(secret=secret, ca_bundle=ca)
+    return ProviderInputs(secret=secret, ca_bundle=ca, namespace=namespace)
 
 
 def _parse(obj: Mapping[str, Any], where: str) -> ExternalStorageSpec:

@@ -20,6 +20,18 @@ if TYPE_CHECKING:
     from callstorage.leader import LeaderElector
 
 
+class DemoteKopfRetries(logging.Filter):
+    """kopf logs each retried API request (a watch reconnecting while the API server is
+    down or restarting) at ERROR; that state is expected and heals itself, so WARNING.
+    kopf's escalation after its last retry stays ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.name.startswith("kopf") and \
+                "failed; will retry" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
     """Text or JSON logs on stderr; kopf's per-event chatter only at DEBUG."""
     handler = logging.StreamHandler(sys.stderr)
@@ -32,6 +44,7 @@ def configure_logging(settings: Settings) -> None:
     else:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.addFilter(DemoteKopfRetries())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

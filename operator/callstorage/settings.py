@@ -13,16 +13,35 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Cloud metadata services hand out the operator's own credentials: an ExternalStorage
-# endpoint pointing there would let a tenant make the operator call them (SSRF).
+# The operator connects wherever a storage's spec or Secret points, from its own network
+# position (SSRF): never to itself or its pod (loopback, unspecified), to link-local
+# addresses, or to cloud metadata services, which hand out the operator's own credentials.
+# An IPv6 address embedding a denied IPv4 address (mapped, NAT64, 6to4, Teredo, ...) is
+# denied with it (callstorage.providers.endpoint_policy). Private ranges stay allowed
+# (in-cluster MinIO lives there); add them to deny them. This is the one home of the
+# list: the chart and the kustomize base say `default`, which stands for it.
 DEFAULT_DENIED_ENDPOINTS = (
+    "127.0.0.0/8",  # loopback
+    "::1/128",
+    "0.0.0.0/8",  # "this host": connecting to 0.0.0.0 reaches loopback
+    "::/128",
     "169.254.0.0/16",  # link-local, incl. AWS/GCP/Azure/OpenStack metadata 169.254.169.254
     "fe80::/10",
     "fd00:ec2::254/128",  # AWS IMDS over IPv6
     "100.100.100.200/32",  # Alibaba Cloud metadata
+    "192.0.0.192/32",  # Oracle Cloud metadata (besides 169.254.169.254)
+    "168.63.129.16/32",  # Azure WireServer (platform agent endpoint)
     "metadata.google.internal",
+    "metadata.goog",
     "metadata",
+    "instance-data",  # AWS EC2's name for its metadata service
+    "instance-data.ec2.internal",
 )
+#: The word in CALLSTORAGE_ENDPOINT_DENYLIST that stands for DEFAULT_DENIED_ENDPOINTS.
+DEFAULT_KEYWORD = "default"
+#: Loopback entries of the default list: a development set-up (`make demo`, the tests),
+#: whose emulators listen on 127.0.0.1, denies the rest of the default list only.
+LOOPBACK_ENDPOINTS = ("127.0.0.0/8", "::1/128")
 
 
 def _split(value: object) -> object:
@@ -46,7 +65,13 @@ class Settings(BaseSettings):
     )
     allow_ambient_credentials: bool = Field(
         False,
-        description="Let S3 storages without a Secret use the operator's own IAM identity.",
+        description="Let S3 storages without a Secret use the operator's own IAM identity "
+                    "(in `ambient_credentials_namespaces` only, AWS endpoints only).",
+    )
+    ambient_credentials_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces whose storages may use ambient credentials; empty means "
+                    "the operator's own `namespace` (the platform storage) only.",
     )
     endpoint_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -54,12 +79,23 @@ class Settings(BaseSettings):
     )
     endpoint_denylist: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_DENIED_ENDPOINTS),
-        description="Hosts or CIDRs a custom endpoint may never resolve to.",
+        description="Hosts or CIDRs no storage connection may go to; `default` stands "
+                    "for DEFAULT_DENIED_ENDPOINTS.",
     )
     watch_namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch; empty means all."
     )
     max_concurrent_validations: int = Field(16, ge=1, le=1024)
+    secret_label_selector: str = Field(
+        "",
+        description="If set, the operator watches and reads only Secrets matching this "
+                    "label selector (server-side), e.g. `callstorage.io/credentials=true`.",
+    )
+    max_ca_bundle_bytes: int = Field(
+        64 * 1024, ge=1024, le=1024 * 1024,
+        description="Largest spec.tls.caSecretRef bundle accepted (CABundleTooLarge above): "
+                    "each distinct bundle in use is a file in the operator's temp space.",
+    )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
     read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a response.")
     max_attempts: int = Field(2, ge=1, le=10, description="SDK attempts per request.")
@@ -88,12 +124,25 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    def ambient_namespaces(self) -> list[str]:
+        """The namespaces whose storages may use the operator's ambient credentials."""
+        return list(self.ambient_credentials_namespaces) or [self.namespace]
+
     @field_validator("endpoint_allowlist", "endpoint_denylist", "watch_namespaces",
-                     mode="before")
+                     "ambient_credentials_namespaces", mode="before")
     @classmethod
     def _split_lists(cls, value: object) -> object:
         """Environment variables hold comma-separated lists."""
         return _split(value)
+
+    @field_validator("endpoint_denylist")
+    @classmethod
+    def _expand_default(cls, value: list[str]) -> list[str]:
+        """``default`` in the deny list stands for the built-in entries."""
+        out: list[str] = []
+        for entry in value:
+            out += list(DEFAULT_DENIED_ENDPOINTS) if entry.strip() == DEFAULT_KEYWORD else [entry]
+        return list(dict.fromkeys(out))
 
 
 @lru_cache(maxsize=1)

@@ -70,13 +70,13 @@ def test_missing_storage_then_created(kube_api: Any, namespace: str,
 
 
 def test_storage_turning_not_ready_flips_its_call_types(
-    kube_api: Any, namespace: str, ready_storage: str,
+    kube_api: Any, namespace: str, ready_storage: str, s3_server: S3Server,
 ) -> None:
     call_type(kube_api, namespace, "allhands", ready_storage)
     kubeutil.wait_ready(kube_api, CT, namespace, "allhands", "True", "StorageReady")
     kubeutil.secret(kube_api, namespace, "creds",
-                    {"accessKeyId": "AKIDNOTAREALKEY00000", "secretAccessKey": "wrong"},
-                    replace=True)
+                    {"accessKeyId": "AKIDNOTAREALKEY00000", "secretAccessKey": "wrong",
+                     "endpoint": s3_server.endpoint}, replace=True)
     obj = kubeutil.wait_ready(kube_api, CT, namespace, "allhands", "False", "StorageNotReady",
                               timeout=10)
     assert "InvalidCredentials" in kubeutil.condition(obj)["message"]

@@ -320,6 +320,12 @@ def test_update_changes_only_what_is_given_and_rotates_keys(
     secret = client.CoreV1Api(kube_api).read_namespaced_secret("upd-credentials", namespace)
     assert secret.metadata.owner_references[0].name == "upd"
     assert cs.get_external_storage("upd").access_mode == "WriteOnly"
+    # a new endpoint without new keys: the client binds its Secret's keys to it
+    renamed = s3_server.endpoint.replace("127.0.0.1", "localhost")
+    cs.update_external_storage("upd", aws_s3={"s3_region": "us-east-1",
+                                              "s3_custom_endpoint_url": renamed})
+    assert secret_data(kube_api, namespace, "upd-credentials") == \
+        {**rotated.as_secret_data(), "endpoint": renamed}
     # a provider switch replaces the block and the Secret's keys
     gcs_key = json.dumps({"type": "service_account", "client_email": "sa@p.iam",
                           "private_key": "placeholder: the client stores it, nothing parses it"})

@@ -85,7 +85,7 @@ def test_valid_credentials_turn_ready_with_full_status(
 def test_wrong_secret_is_invalid_credentials(
     kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
 ) -> None:
-    bad = {"accessKeyId": rw_keys.access_key_id, "secretAccessKey": "not-the-secret-0000"}
+    bad = {**rw_keys.as_secret_data(), "secretAccessKey": "not-the-secret-0000"}
     kubeutil.secret(kube_api, namespace, "creds", bad)
     create_storage(kube_api, namespace, "bad", s3_spec(bucket, s3_server.endpoint, "creds"))
     obj = kubeutil.wait_ready(kube_api, EXS, namespace, "bad", "False", "InvalidCredentials")
@@ -114,7 +114,8 @@ def test_missing_secret_then_created_recovers_by_itself(
     create_storage(kube_api, namespace, "later", s3_spec(bucket, s3_server.endpoint, "later"))
     obj = kubeutil.wait_ready(kube_api, EXS, namespace, "later", "False", "SecretNotFound")
     assert f"{namespace}/later" in kubeutil.condition(obj)["message"]
-    kubeutil.secret(kube_api, namespace, "later", {"accessKeyId": rw_keys.access_key_id})
+    kubeutil.secret(kube_api, namespace, "later", {"accessKeyId": rw_keys.access_key_id,
+                                                   "endpoint": s3_server.endpoint})
     kubeutil.wait_ready(kube_api, EXS, namespace, "later", "False", "SecretKeyMissing")
     kubeutil.secret(kube_api, namespace, "later", rw_keys.as_secret_data(), replace=True)
     kubeutil.wait_ready(kube_api, EXS, namespace, "later", "True", "Validated", timeout=10)
@@ -167,9 +168,11 @@ def test_dead_and_hanging_endpoints_do_not_delay_others(
     kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
     hanging_endpoint: str,
 ) -> None:
-    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
-    create_storage(kube_api, namespace, "hangs", s3_spec(bucket, hanging_endpoint, "creds"))
     closed = f"http://127.0.0.1:{free_port()}"
+    kubeutil.secret(kube_api, namespace, "creds", {  # keys bound to all three endpoints
+        **rw_keys.as_secret_data(),
+        "endpoint": f"{s3_server.endpoint},{hanging_endpoint},{closed}"})
+    create_storage(kube_api, namespace, "hangs", s3_spec(bucket, hanging_endpoint, "creds"))
     create_storage(kube_api, namespace, "down", s3_spec(bucket, closed, "creds"))
     create_storage(kube_api, namespace, "good", s3_spec(bucket, s3_server.endpoint, "creds"))
     # the good one is validated while the hanging endpoint still holds its worker
@@ -182,7 +185,10 @@ def test_dead_and_hanging_endpoints_do_not_delay_others(
 
 def test_metadata_endpoint_is_not_allowed(kube_api: Any, namespace: str, bucket: str,
                                           rw_keys: S3Keys) -> None:
-    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    # Even a Secret that names the metadata address (a mistake, or its owner's attempt)
+    # gets no connection there: the endpoint policy refuses it.
+    kubeutil.secret(kube_api, namespace, "creds", {**rw_keys.as_secret_data(),
+                                                   "endpoint": "http://169.254.169.254"})
     create_storage(kube_api, namespace, "imds",
                    s3_spec(bucket, "http://169.254.169.254", "creds"))
     kubeutil.wait_ready(kube_api, EXS, namespace, "imds", "False", "EndpointNotAllowed")
@@ -217,7 +223,7 @@ def test_secret_rotation_flips_ready_and_back(
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
     create_storage(kube_api, namespace, "rot", s3_spec(bucket, s3_server.endpoint, "creds"))
     kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "True", "Validated", timeout=10)
-    bad = {"accessKeyId": rw_keys.access_key_id, "secretAccessKey": "rotated-wrong-value"}
+    bad = {**rw_keys.as_secret_data(), "secretAccessKey": "rotated-wrong-value"}
     kubeutil.secret(kube_api, namespace, "creds", bad, replace=True)
     kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "False", "InvalidCredentials",
                         timeout=10)

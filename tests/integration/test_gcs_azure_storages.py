@@ -38,7 +38,8 @@ def gcs_credentials(gcs: GCSServer, bucket: str, role: str,
     info = gcs.create_service_account(f"sa-{secrets.token_hex(3)}")
     gcs.grant(bucket, str(info["client_email"]), role)
     credential_values.add(str(info["private_key"]).splitlines()[1])
-    return {"credentials.json": json.dumps(info)}
+    # bound to the emulator, which also serves the key's token_uri
+    return {"credentials.json": json.dumps(info), "endpoint": gcs.endpoint}
 
 
 def gcs_spec(bucket: str, endpoint: str, **kw: Any) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def test_gcs_ready_then_rotated_to_a_wrong_key(
     other = gcs_server.create_service_account(f"x-{secrets.token_hex(3)}")
     info["private_key"] = other["private_key"]
     credential_values.add(str(other["private_key"]).splitlines()[1])
-    kubeutil.secret(kube_api, namespace, "creds", {"credentials.json": json.dumps(info)},
+    kubeutil.secret(kube_api, namespace, "creds", {**good, "credentials.json": json.dumps(info)},
                     replace=True)
     kubeutil.wait_ready(kube_api, EXS, namespace, "gcs", "False", "InvalidCredentials",
                         timeout=10)
@@ -102,7 +103,7 @@ def test_azure_account_key_with_private_ca_and_check(
 ) -> None:
     key = azurite.key_for(ACCOUNT)
     credential_values.add(key)
-    kubeutil.secret(kube_api, namespace, "creds", {"accountKey": key})
+    kubeutil.secret(kube_api, namespace, "creds", azurite.secret_data(ACCOUNT))
     kubeutil.secret(kube_api, namespace, "ca", {"ca.crt": azurite.ca_pem.decode()})
     storage(kube_api, namespace, "abs", abs_spec(container, azurite.endpoint_for(ACCOUNT)))
     kubeutil.wait_ready(kube_api, EXS, namespace, "abs", "True", "Validated", timeout=10)
@@ -123,7 +124,8 @@ def test_azure_account_key_with_private_ca_and_check(
 def test_azure_wrong_key_and_missing_ca_key(
     kube_api: Any, namespace: str, azurite: AzuriteServer, container: str,
 ) -> None:
-    kubeutil.secret(kube_api, namespace, "creds", {"accountKey": "d3Jvbmcta2V5LXZhbHVl"})
+    kubeutil.secret(kube_api, namespace, "creds", {**azurite.secret_data(ACCOUNT),
+                                                   "accountKey": "d3Jvbmcta2V5LXZhbHVl"})
     kubeutil.secret(kube_api, namespace, "ca", {"ca.crt": azurite.ca_pem.decode()})
     storage(kube_api, namespace, "bad", abs_spec(container, azurite.endpoint_for(ACCOUNT)))
     kubeutil.wait_ready(kube_api, EXS, namespace, "bad", "False", "InvalidCredentials")

@@ -254,7 +254,8 @@ def test_chart_defaults_match_the_operator_defaults(helm_home: dict[str, str],
         name: env[f"CALLSTORAGE_{name.upper()}"] for name in Settings.model_fields
         if name != "namespace"
     } | {"namespace": "x"})
-    defaults = Settings(namespace="x")
+    # the operator's own default, not the tests' loopback-allowing list (conftest)
+    defaults = Settings(namespace="x", endpoint_denylist=list(DEFAULT_DENIED_ENDPOINTS))
     # The chart's deliberate choices: JSON logs (log collectors), and two replicas that
     # elect a leader through a Lease named after the release; all else is the same
     assert parsed.log_format == "json"
@@ -293,7 +294,11 @@ def test_optional_parts_render_as_documented(helm_home: dict[str, str],
     }
     secret = one(objs, "Secret")
     assert secret["metadata"]["name"] == "platform-default-credentials"
-    assert set(secret["stringData"]) == {"accessKeyId", "secretAccessKey"}
+    # bound to the platform storage's custom endpoint (the operator sends its keys nowhere
+    # else)
+    assert secret["stringData"] == {"accessKeyId": "AKIAEXAMPLE",
+                                    "secretAccessKey": "not-a-real-secret",
+                                    "endpoint": "https://s3.example.test"}
     call_types = {(c["metadata"]["namespace"], c["metadata"]["name"]): c
                   for c in by_kind(objs, "CallType")}
     assert set(call_types) == {("app-a", n) for n in

@@ -76,17 +76,18 @@ class Backend:
             keys = self.server.create_user(f"u-{secrets.token_hex(4)}", {
                 "Version": "2012-10-17", "Statement": statements})
             self.credential_values.update({keys.access_key_id, keys.secret_access_key})
-            return dict(keys.as_secret_data())
+            return {**keys.as_secret_data(), "endpoint": self.endpoint()}
         if self.kind == "gcs":
             info = self.server.create_service_account(f"sa-{secrets.token_hex(3)}")
             for b in buckets:
                 self.server.grant(b, info["client_email"],
                                   "objectCreator" if write_only else "admin")
             self.credential_values.add(str(info["private_key"]).splitlines()[1])
-            return {"credentials.json": json.dumps(info)}
+            return {"credentials.json": json.dumps(info), "endpoint": self.endpoint(),
+                    "tokenUri": str(info["token_uri"])}
         key = str(self.server.key_for(ACCOUNT))
         self.credential_values.add(key)
-        return {"accountKey": key}
+        return {"accountKey": key, "endpoint": self.endpoint()}
 
     def endpoint(self) -> str:
         if self.kind == "s3" or self.kind == "gcs":

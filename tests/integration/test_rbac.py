@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane, write_kubeconfig
+from testbed.endpoints import TEST_DENYLIST
 from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
@@ -222,7 +223,7 @@ def storage_and_call_type_scenario(admin: Any, kubeconfig: Path, s3: S3Server,
     assert obj["status"]["lastCheck"]["succeeded"] is True, obj["status"]["lastCheck"]
 
     # a rotated Secret is noticed (watch on Secrets) and revalidated
-    wrong = {"accessKeyId": keys.access_key_id, "secretAccessKey": "rotated-wrong-value"}
+    wrong = {**keys.as_secret_data(), "secretAccessKey": "rotated-wrong-value"}
     kubeutil.secret(admin, namespace, "recordings-creds", wrong, replace=True)
     kubeutil.wait_ready(admin, EXS, namespace, "recordings", "False", "InvalidCredentials",
                         timeout=60)
@@ -292,6 +293,8 @@ def test_cluster_wide_operator_needs_nothing_beyond_the_chart_rbac(
     app = create_namespace(admin, f"app-{secrets.token_hex(3)}")
 
     env = release.operator_env()
+    # the chart's deny list refuses loopback, where the S3 emulator listens (dev only)
+    env["CALLSTORAGE_ENDPOINT_DENYLIST"] = ",".join(TEST_DENYLIST)
     assert env["CALLSTORAGE_NAMESPACE"] == "callstorage-wide"
     assert env["CALLSTORAGE_WATCH_NAMESPACES"] == ""  # cluster-wide
     operator = operator_factory(env=env, kubeconfig=release.token_kubeconfig(
@@ -372,6 +375,8 @@ def test_namespaced_operator_works_and_cannot_read_other_secrets(
                                                          s3_server.endpoint))
 
     env = release.operator_env()
+    # the chart's deny list refuses loopback, where the S3 emulator listens (dev only)
+    env["CALLSTORAGE_ENDPOINT_DENYLIST"] = ",".join(TEST_DENYLIST)
     assert env["CALLSTORAGE_WATCH_NAMESPACES"] == f"{served},callstorage-narrow"
     sa_kubeconfig = release.token_kubeconfig(tmp_path / "sa.kubeconfig")
     operator = operator_factory(env=env, kubeconfig=sa_kubeconfig, name="rbac-narrow")

@@ -61,7 +61,9 @@ def test_phases_new_validating_retrying_ready_suspended_terminating(
     kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
     hanging_port: int,
 ) -> None:
-    kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
+    kubeutil.secret(kube_api, namespace, "creds", {  # bound to both endpoints it will use
+        **rw_keys.as_secret_data(),
+        "endpoint": f"{s3_server.endpoint}, http://127.0.0.1:{hanging_port}"})
     # validating: an endpoint that never answers keeps the first validation under way;
     # the operator has already said so (Ready=Unknown) before its first network call
     kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
@@ -100,7 +102,8 @@ def test_stalled_storage_and_its_call_type_are_failed(
     kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
 ) -> None:
     kubeutil.secret(kube_api, namespace, "bad", {"accessKeyId": rw_keys.access_key_id,
-                                                 "secretAccessKey": "wrong-on-purpose"})
+                                                 "secretAccessKey": "wrong-on-purpose",
+                                                 "endpoint": s3_server.endpoint})
     kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
         "st", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "bad")))
     kubeutil.create_object(kube_api, CT, namespace, {

@@ -147,3 +147,13 @@ def test_transition_time_is_the_time_of_the_last_flip(statuses: list[str]) -> No
     assert ready["lastTransitionTime"] == rfc3339(last_flip)
     assert ready["message"] == f"round {len(statuses) - 1}"
     assert [c["type"] for c in conditions] == ["Ready", "Other"]
+
+
+def test_messages_are_one_bounded_line() -> None:
+    """docs/api.md: one line of at most MAX_MESSAGE characters, whatever comes in."""
+    from callstorage.api.conditions import MAX_MESSAGE, bounded
+
+    text = bounded("a\nb\x00c " + "x" * 40_000)
+    assert len(text) <= MAX_MESSAGE
+    assert text.startswith("a b c ")
+    assert text.endswith("[truncated]")

@@ -21,6 +21,8 @@ from callstorage.api import (
     parse_call_type,
     parse_external_storage,
 )
+from callstorage.storagetypes import PROVIDERS
+from callstorage.storagetypes.base import AUTHORITY_HOST_KEY, ENDPOINT_KEY, TOKEN_URI_KEY
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 DEMO_NAMESPACE = "callstorage-demo"
@@ -79,6 +81,7 @@ def test_storages_parse_and_cover_every_provider_and_mode() -> None:
             ("abs", "ReadWrite", "key"), ("abs", "WriteOnly", "sp")} <= shapes
 
 
+BINDING_KEYS = {ENDPOINT_KEY, AUTHORITY_HOST_KEY, TOKEN_URI_KEY}
 SECRET_KEYS = {
     "s3": [{"accessKeyId", "secretAccessKey"}],
     "gcs": [{"credentials.json"}],
@@ -96,8 +99,12 @@ def test_every_referenced_secret_is_a_sample_with_the_right_keys() -> None:
             assert (namespace, name) in secrets, f"{namespace}/{name} has no sample"
         ref = spec.credentials_secret_ref
         assert ref is not None
-        keys = set(secrets[(namespace, ref.name)]["stringData"])
+        data = secrets[(namespace, ref.name)]["stringData"]
+        keys = set(data) - BINDING_KEYS
         assert keys in SECRET_KEYS[spec.storage_type], (ref.name, keys)
+        # the Secret binds every custom endpoint its storage names (else EndpointNotBound)
+        raw = {k: str(v).encode() for k, v in data.items()}
+        assert PROVIDERS[spec.storage_type].unbound(spec.provider, raw, ref.name) is None
 
 
 def test_secrets_use_string_data_with_marked_placeholders() -> None:

@@ -66,6 +66,7 @@ class ScriptedKube:
         self.finalizer_writes: list[list[str]] = []
         self.conflicts = 0  # answer this many finalizer writes with 409
         self.terminating: set[str] = set()  # namespaces being deleted
+        self.secret_versions: dict[str, str] = {}  # Secrets of NS: name -> resourceVersion
 
     async def patch_status(self, plural: str, namespace: str, name: str,
                            patch: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -127,6 +128,11 @@ class ScriptedKube:
         self.calls.append(f"list {plural}")
         store = self.objects if plural == "externalstorages" else self.call_types
         return [copy.deepcopy(o) for o in store.values()], str(self.rv)
+
+    async def list_secret_versions(self, namespace: str, label_selector: str = "") -> \
+            tuple[dict[str, str], str | None]:
+        self.calls.append(f"list secrets {namespace}")
+        return (dict(self.secret_versions) if namespace == NS else {}), str(self.rv)
 
     def close(self) -> None:
         pass
@@ -399,6 +405,46 @@ async def test_a_relist_after_startup_asks_for_a_resync_and_the_first_listing_do
         ctl._started_at = time.monotonic() - 60  # a minute later: a relist
         ctl.on_call_type_event(None, call_type(rv="12"))
         assert ctl._resync_at - time.monotonic() < 10
+    finally:
+        await ctl.stop()
+
+
+async def test_a_relist_soon_after_startup_is_told_from_the_first_listing_by_its_gap(
+) -> None:
+    """An API server restart seconds after the operator's: the relist came within the
+    startup grace and passed for the first listing, so nothing was pruned."""
+    import time
+
+    from callstorage.controller import LISTING_GAP
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    await ctl.start()
+    try:
+        first = ctl._resync_at
+        ctl.on_call_type_event(None, call_type())  # kopf's first listing: one burst
+        ctl.on_call_type_event(None, call_type("ct-3"))
+        assert ctl._resync_at == first
+        ctl._listing_events["calltype"] -= LISTING_GAP + 1  # seconds later: a relist
+        ctl.on_call_type_event(None, call_type(rv="12"))
+        assert ctl._resync_at - time.monotonic() < 10
+    finally:
+        await ctl.stop()
+
+
+async def test_a_relist_is_told_from_our_own_start_listing_when_kopfs_first_was_lost(
+) -> None:
+
+    from callstorage.controller import LISTING_GAP
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    await ctl.start()
+    try:
+        first = ctl._resync_at
+        ctl._listing_events["storage"] -= LISTING_GAP + 1  # start was seconds ago
+        ctl.on_storage_event(None, storage())  # kopf's first listing never reached us
+        assert ctl._resync_at < first
     finally:
         await ctl.stop()
 
@@ -705,3 +751,54 @@ async def test_a_resync_feeds_a_change_the_watch_missed_and_keeps_newer_objects(
     assert ctl.inv.storages[(NS, "st")]["spec"]["bucket"] == "bucket-2"
     assert (NS, "ct-2") in ctl.inv.call_types, "a CallType newer than the LIST was dropped"
     assert ctl.storages.due_at((NS, "st")) is not None
+
+
+# --- a Secret deleted or changed while the watch was away ---------------------------------
+
+async def test_a_resync_notices_a_secret_deleted_while_the_watch_was_away(
+    provider: list[str],
+) -> None:
+    """Issue 11: a Secret deleted during a watch gap stayed cached (the relist replays live
+    objects only), so its storage went on validating with the deleted credentials. The
+    resync's metadata LIST of the storage's namespace finds it gone."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    body = storage(ready=True)
+    kube.objects["st"] = body
+    ctl.on_storage_event("ADDED", body)
+    ctl.on_secret_event("ADDED", secret("5", "KEY"))
+    ctl.storages.forget((NS, "st"))
+    kube.rv = 50  # the LIST is newer than the cached Secret, which is not in it
+    await ctl.resync()
+    assert (NS, "creds") not in ctl.inv.secrets
+    assert kube.calls.count(f"list secrets {NS}") == 1
+    await drain(ctl)
+    assert _ready(kube.objects["st"]["status"])["reason"] == "SecretNotFound"
+    assert provider == []
+
+
+async def test_a_resync_keeps_a_secret_newer_than_its_list_and_rereads_a_changed_one(
+    provider: list[str],
+) -> None:
+    kube = ScriptedKube()
+    ctl = make(kube)
+    body = storage(ready=True)
+    body["status"]["observedSecretVersion"] = "60"
+    kube.objects["st"] = body
+    ctl.on_storage_event("ADDED", body)
+    ctl.on_secret_event("ADDED", secret("60", "KEY"))  # the watch overtook the LIST
+    ctl.storages.forget((NS, "st"))
+    kube.rv = 50
+    await ctl.resync()
+    assert ctl.inv.secrets[(NS, "creds")].resource_version == "60"
+    assert ctl.storages.due_at((NS, "st")) is None, "nothing to do"
+
+    kube.rv, kube.secret_versions = 80, {"creds": "70"}  # a rotation the watch missed
+    from callstorage.kube import decode_secret
+
+    kube.read_secret_result = decode_secret("70", secret("70", "NEWKEY")["data"])
+    await ctl.resync()
+    assert (NS, "creds") not in ctl.inv.secrets
+    await drain(ctl)
+    assert provider == ["NEWKEY"]
+    assert kube.objects["st"]["status"]["observedSecretVersion"] == "70"

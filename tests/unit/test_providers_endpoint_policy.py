@@ -1,7 +1,8 @@
-"""The endpoint allow/deny decision (SSRF guard), without a network."""
+"""The endpoint allow/deny decision of the connect-time guard (SSRF), without a network."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
 from typing import Any
@@ -10,8 +11,15 @@ import pytest
 
 from callstorage.providers import endpoint_policy
 from callstorage.providers.base import ProviderError, Reason
-from callstorage.providers.endpoint_policy import Rules, check_url, decide
-from callstorage.settings import DEFAULT_DENIED_ENDPOINTS
+from callstorage.providers.endpoint_policy import (
+    ConnectionDenied,
+    Policy,
+    Rules,
+    decide,
+    embedded_ipv4,
+    validate_url,
+)
+from callstorage.settings import DEFAULT_DENIED_ENDPOINTS, Settings
 
 DENY = Rules.parse(DEFAULT_DENIED_ENDPOINTS)
 NO_RULES = Rules.parse([])
@@ -55,44 +63,57 @@ def _no_dns(*_: Any, **__: Any) -> Any:
     raise AssertionError("resolved a name that the deny list already refuses")
 
 
+def policy(allow: list[str] | None = None, deny: list[str] | None = None,
+           timeout: float = 1.0) -> Policy:
+    return Policy.of(allow or [], DEFAULT_DENIED_ENDPOINTS if deny is None else deny,
+                     timeout)
+
+
 def test_denied_name_is_not_even_resolved(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(socket, "getaddrinfo", _no_dns)
-    with pytest.raises(ProviderError) as info:
-        check_url("http://metadata.google.internal/computeMetadata", "spec.gcs.endpoint",
-                  [], DEFAULT_DENIED_ENDPOINTS)
-    assert info.value.reason is Reason.ENDPOINT_NOT_ALLOWED
-    assert info.value.message.startswith("spec.gcs.endpoint: ")
+    monkeypatch.setattr(endpoint_policy.socket, "getaddrinfo", _no_dns)
+    with pytest.raises(ConnectionDenied) as info:
+        policy().check("metadata.google.internal", 80)
+    assert "deny list" in str(info.value)
 
 
-@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data",
-                                 "http://[fe80::1]:8080", "http://2852039166/",
-                                 "http://0xa9.0xfe.0xa9.0xfe/"])
-def test_numeric_spellings_of_metadata_are_refused(url: str) -> None:
-    with pytest.raises(ProviderError) as info:
-        check_url(url, "spec.s3.endpoint", [], DEFAULT_DENIED_ENDPOINTS)
-    assert info.value.reason is Reason.ENDPOINT_NOT_ALLOWED
+@pytest.mark.parametrize("host", ["169.254.169.254", "fe80::1", "2852039166",
+                                  "0xa9.0xfe.0xa9.0xfe", "127.0.0.1", "0.0.0.0",  # noqa: S104
+                                  "::1",
+                                  "::", "localhost"])
+def test_numeric_spellings_and_loopback_are_refused(host: str) -> None:
+    with pytest.raises(ConnectionDenied):
+        policy().check(host, 80)
 
 
-def test_loopback_is_allowed_by_default() -> None:
-    check_url("http://127.0.0.1:9000", "spec.s3.endpoint", [], DEFAULT_DENIED_ENDPOINTS)
+def test_default_keyword_expands_in_settings() -> None:
+    settings = Settings(endpoint_denylist=["default", "10.0.0.0/8"])
+    assert settings.endpoint_denylist == [*DEFAULT_DENIED_ENDPOINTS, "10.0.0.0/8"]
+    assert Settings(endpoint_denylist="default").endpoint_denylist == list(
+        DEFAULT_DENIED_ENDPOINTS)
 
 
-@pytest.mark.parametrize("url", ["ftp://host/x", "http://", "https://host:99999/"])
+def test_private_ranges_are_allowed_by_default_and_can_be_denied() -> None:
+    assert decide("minio", ["10.1.2.3"], NO_RULES, DENY) is None
+    assert decide("minio", ["fd12::1"], NO_RULES, DENY) is None
+    denied = Rules.parse([*DEFAULT_DENIED_ENDPOINTS, "10.0.0.0/8"])
+    assert decide("minio", ["10.1.2.3"], NO_RULES, denied) is not None
+
+
+@pytest.mark.parametrize("url", ["ftp://host/x", "http://", "https://host:99999/",
+                                 "http://[::1"])
 def test_malformed_urls_are_invalid_spec(url: str) -> None:
     with pytest.raises(ProviderError) as info:
-        check_url(url, "spec.s3.endpoint", [], [])
+        validate_url(url, "spec.s3.endpoint")
     assert info.value.reason is Reason.INVALID_SPEC
 
 
-def test_unknown_host_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_host_raises_the_resolvers_error(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: Any, **__: Any) -> Any:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr(socket, "getaddrinfo", fail)
-    with pytest.raises(ProviderError) as info:
-        check_url("https://nope.example/", "spec.s3.endpoint", [], [])
-    assert info.value.reason is Reason.ENDPOINT_UNREACHABLE
-    assert info.value.message == "cannot resolve host nope.example: no such host"
+    monkeypatch.setattr(endpoint_policy.socket, "getaddrinfo", fail)
+    with pytest.raises(socket.gaierror):
+        policy(deny=[]).check("nope.example", 443)
 
 
 def test_a_hanging_resolver_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,7 +123,52 @@ def test_a_hanging_resolver_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(endpoint_policy.socket, "getaddrinfo", hang)
     started = time.monotonic()
-    with pytest.raises(ProviderError) as info:
-        check_url("https://slow.example/", "spec.s3.endpoint", [], [], timeout=0.3)
-    assert info.value.reason is Reason.TIMEOUT
+    with pytest.raises(TimeoutError):
+        policy(deny=[], timeout=0.3).check("slow.example", 443)
     assert time.monotonic() - started < 2
+
+
+# --- IPv6 forms that embed an IPv4 address: each reaches 169.254.169.254 -----------------
+
+EMBEDDED_METADATA = [
+    "::ffff:169.254.169.254",  # IPv4-mapped ::ffff:0:0/96
+    "::ffff:0:a9fe:a9fe",  # IPv4-translated ::ffff:0:0:0/96
+    "::a9fe:a9fe",  # IPv4-compatible ::/96
+    "64:ff9b::a9fe:a9fe",  # NAT64 well-known prefix 64:ff9b::/96
+    "64:ff9b:1::a9fe:a9fe",  # local-use NAT64 64:ff9b:1::/48 with a /96 prefix
+    "64:ff9b:1:a9fe:a9:fe00::",  # ... with a /48 prefix (RFC 6052: skips bits 64..71)
+    "64:ff9b:1:a9:fe:a9fe::",  # ... with a /56 prefix
+    "64:ff9b:1:0:a9:fea9:fe00:0",  # ... with a /64 prefix
+    "2002:a9fe:a9fe::",  # 6to4 2002::/16
+    "2002:a9fe:a9fe:1234::1",
+    "2001:0:a9fe:a9fe::",  # Teredo 2001::/32, server address
+    "2001:0:4136:e378:8000:63bf:5601:5601",  # Teredo, client address (obfuscated)
+    "fe99::5efe:a9fe:a9fe".replace("fe99", "2001:db8"),  # ISATAP interface id
+    "2001:db8::200:5efe:a9fe:a9fe",
+]
+
+
+@pytest.mark.parametrize("address", EMBEDDED_METADATA)
+def test_ipv6_embedding_a_denied_ipv4_is_refused(address: str) -> None:
+    problem = decide("x.example", [address], NO_RULES, DENY)
+    assert problem is not None, address
+    assert "169.254.0.0/16" in problem
+    assert decide("x.example", [address], NO_RULES, NO_RULES) is None
+
+
+@pytest.mark.parametrize("address", ["::ffff:127.0.0.1", "64:ff9b::7f00:1",
+                                     "2002:7f00:1::", "::ffff:0:0.0.0.0"])
+def test_ipv6_embedding_loopback_or_unspecified_is_refused(address: str) -> None:
+    assert decide("x.example", [address], NO_RULES, DENY) is not None
+
+
+@pytest.mark.parametrize("address", ["2600:1f18::1", "64:ff9b::808:808", "2002:808:808::1",
+                                     "2001:db8::1", "::ffff:10.0.0.1"])
+def test_ipv6_embedding_an_allowed_ipv4_is_allowed(address: str) -> None:
+    assert decide("x.example", [address], NO_RULES, DENY) is None
+
+
+def test_teredo_client_is_deobfuscated() -> None:
+    ip = ipaddress.IPv6Address("2001:0:4136:e378:8000:63bf:5601:5601")
+    assert set(embedded_ipv4(ip)) == {ipaddress.IPv4Address("65.54.227.120"),
+                                      ipaddress.IPv4Address("169.254.169.254")}

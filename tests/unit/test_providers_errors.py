@@ -117,7 +117,8 @@ def test_only_spec_defects_are_permanent_and_the_policy_covers_every_reason() ->
     assert stalled == {Reason.INVALID_SPEC, Reason.SECRET_NOT_FOUND, Reason.SECRET_KEY_MISSING,
                        Reason.AMBIENT_CREDENTIALS_DISABLED, Reason.INVALID_CREDENTIALS,
                        Reason.ACCESS_DENIED, Reason.BUCKET_NOT_FOUND,
-                       Reason.ENDPOINT_NOT_ALLOWED}
+                       Reason.ENDPOINT_NOT_ALLOWED, Reason.ENDPOINT_NOT_BOUND,
+                       Reason.CA_BUNDLE_TOO_LARGE}
 
 
 def test_a_host_name_that_does_not_exist_needs_a_person_a_refused_port_does_not() -> None:

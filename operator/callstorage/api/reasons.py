@@ -27,6 +27,8 @@ class Reason(StrEnum):
     TIMEOUT = "Timeout"
     SERVICE_ERROR = "ServiceError"
     ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
+    ENDPOINT_NOT_BOUND = "EndpointNotBound"  # the credentials Secret does not name it
+    CA_BUNDLE_TOO_LARGE = "CABundleTooLarge"
     INTERNAL_ERROR = "InternalError"
     SUSPENDED = "Suspended"
 
@@ -53,6 +55,10 @@ POLICY: dict[Reason, ReasonPolicy] = {
     Reason.ACCESS_DENIED: ReasonPolicy(stalled=True),
     Reason.BUCKET_NOT_FOUND: ReasonPolicy(stalled=True),
     Reason.ENDPOINT_NOT_ALLOWED: ReasonPolicy(stalled=True),
+    # the spec names an endpoint its credentials Secret does not: fix either one
+    Reason.ENDPOINT_NOT_BOUND: ReasonPolicy(stalled=True),
+    # spec.tls.caSecretRef holds more than the installation's cap
+    Reason.CA_BUNDLE_TOO_LARGE: ReasonPolicy(stalled=True),
     # the network or the service failed: it may work on the next attempt
     Reason.ENDPOINT_UNREACHABLE: ReasonPolicy(stalled=False),
     Reason.TIMEOUT: ReasonPolicy(stalled=False),

@@ -68,6 +68,7 @@ from callstorage.kube import (
     REQUEST_TIMEOUT,
 )
 from callstorage.storagetypes.azure import AzureRequest
+from callstorage.storagetypes.base import ENDPOINT_KEY
 from callstorage.storagetypes.s3 import S3Request
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,28 @@ class Client:
                                                  _request_timeout=REQUEST_TIMEOUT)
         log.info("replaced Secret %s/%s", self.namespace, name)
         return False
+
+    def _rebind_secret(self, storage: str, endpoint: str) -> None:
+        """Bind the credentials Secret this client made for ``storage`` to a new custom
+        endpoint (the operator sends its credentials nowhere else); a Secret someone else
+        made is theirs to bind."""
+        name = self.secret_name(storage)
+        with api_errors():
+            try:
+                existing = self._core.read_namespaced_secret(
+                    name, self.namespace, _request_timeout=REQUEST_TIMEOUT)
+            except client.ApiException as exc:
+                if exc.status == 404:
+                    return
+                raise
+        labels = existing.metadata.labels or {}
+        if labels.get(STORAGE_LABEL) != storage or labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+            return
+        with api_errors():
+            self._core.patch_namespaced_secret(
+                name, self.namespace, {"stringData": {ENDPOINT_KEY: endpoint}},
+                _request_timeout=REQUEST_TIMEOUT)
+        log.info("bound Secret %s/%s to the new endpoint", self.namespace, name)
 
     def _adopt_secret(self, storage_obj: Mapping[str, Any]) -> None:
         """Make the ExternalStorage own its credentials Secret, so deleting the storage
@@ -369,6 +392,8 @@ class Client:
         _validate_locally({**obj, "spec": merge_patched(spec, patch)})
         if creds is not None:  # credentials first: the new spec must find them
             self._write_secret(name, creds, owner=obj)
+        elif isinstance(patch.get(new_type), Mapping) and "endpoint" in patch[new_type]:
+            self._rebind_secret(name, patch[new_type]["endpoint"])
         with api_errors(self._storage_not_found(name)):
             updated: dict[str, Any] = self._custom.patch_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, EXTERNALSTORAGE_PLURAL, name,

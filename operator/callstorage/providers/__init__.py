@@ -27,6 +27,7 @@ from callstorage.providers.base import (
     Reason,
     StorageClient,
 )
+from callstorage.providers.binding import check_destinations
 from callstorage.settings import Settings
 from callstorage.storagetypes import PROVIDERS
 
@@ -101,10 +102,12 @@ PROBE_BODY = b"callstorage write probe: proves these credentials can write here\
 def build_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                  ) -> StorageClient:
     """A client for the spec's bucket with the Secret's credentials; raises ProviderError
-    (SecretKeyMissing, EndpointNotAllowed, ...) before any connection to the storage."""
+    (SecretKeyMissing, EndpointNotBound, EndpointNotAllowed, ...) before any connection to
+    the storage."""
     builder = BUILDERS.get(spec.storage_type)
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
+    _check_inputs(spec, inputs, settings)
     return builder(spec, inputs, settings)
 
 
@@ -115,7 +118,22 @@ def build_media_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settin
     builder = MEDIA_BUILDERS.get(spec.storage_type)
     if builder is None:
         raise ProviderError(Reason.INVALID_SPEC, f"unknown storageType {spec.storage_type!r}")
+    _check_inputs(spec, inputs, settings)
     return builder(spec, inputs, settings, connections)
+
+
+def _check_inputs(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
+                  ) -> None:
+    """What every provider's inputs must pass before a client is built: credentials go
+    only where their Secret says, and a CA bundle fits the installation's cap (each
+    distinct bundle in use is a file in the operator's temp space)."""
+    check_destinations(spec, inputs, settings)
+    size, cap = len(inputs.ca_bundle or b""), settings.max_ca_bundle_bytes
+    if size > cap:
+        raise ProviderError(Reason.CA_BUNDLE_TOO_LARGE, (
+            f"spec.tls.caSecretRef: the CA bundle is {size} bytes, more than this "
+            f"installation accepts ({cap} bytes, CALLSTORAGE_MAX_CA_BUNDLE_BYTES); keep only "
+            "the CA certificates the endpoint needs (public roots are trusted anyway)"))
 
 
 def _prefixes(spec: ExternalStorageSpec) -> list[str]:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 import threading
 import urllib.parse
 from typing import Any
 
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import ClientSecretCredential
 from azure.storage.blob import (
     BlobBlock,
@@ -39,25 +41,35 @@ from callstorage.providers.base import (
     Reason,
     lookup_error,
     part_bytes,
+    safe_code,
 )
 from callstorage.providers.clientcache import ClientCache, Closer, digest
 from callstorage.providers.credentials import SecretKeys, redact
-from callstorage.providers.endpoint_policy import check_url
-from callstorage.providers.transport import CABundle, network_error
+from callstorage.providers.endpoint_policy import Policy, validate_url
+from callstorage.providers.guard import guarded_session
+from callstorage.providers.transport import CABundle, network_error, refusal
 from callstorage.settings import Settings
 from callstorage.storagetypes.azure import (
     ACCOUNT_KEY,
     CLIENT_ID,
     CLIENT_SECRET,
     ERROR_TABLE,
+    KNOWN_AUTHORITY_HOSTS,
+    PUBLIC_AUTHORITY,
     TENANT_ID,
     ABSSpec,
 )
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
-PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
-KNOWN_AUTHORITY_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us",
-                                   "login.chinacloudapi.cn"})
+
+#: What a reason means, in our words (Azure's own message is never published).
+_WORDS = {
+    Reason.INVALID_CREDENTIALS: "the credentials were refused",
+    Reason.ACCESS_DENIED: "the credentials may not do this",
+    Reason.BUCKET_NOT_FOUND: "the container does not exist",
+}
+_AADSTS = re.compile(r"\bAADSTS\d{1,10}\b")
+
 
 def reason_for_error(status: int, code: str, message: str) -> Reason:
     """The reason an Azure Storage error stands for."""
@@ -184,29 +196,39 @@ class AzureStorageClient:
         try:
             self._credential.get_token(STORAGE_SCOPE)
         except ClientAuthenticationError as exc:
-            detail = str(exc.message or "").splitlines()[0] if exc.message else ""
-            raise ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
-                f"{what}: the service principal could not get a token: {detail}"
-            )) from None
+            raise self._auth_error(f"{what}: token request", exc) from None
         except Exception as exc:
             raise self._error(f"{what}: token request", exc) from None
         self._token_checked = True
 
     def _error(self, what: str, exc: BaseException) -> ProviderError:
         if isinstance(exc, HttpResponseError) and exc.status_code is not None:
+            # the status and Azure's error code; the server's message only classifies
             status = int(exc.status_code)
-            raw_code = getattr(exc, "error_code", None) or ""
-            code = str(getattr(raw_code, "value", raw_code))  # a StorageErrorCode enum
-            message = str(exc.message or exc.reason or "").splitlines()[0] if (
-                exc.message or exc.reason) else ""
-            reason = reason_for_error(status, code, message)
+            code = safe_code(getattr(exc, "error_code", None))  # a StorageErrorCode enum
+            reason = reason_for_error(status, code, str(exc.message or exc.reason or ""))
             head = f"{what} returned {status}" + (f" {code}" if code else "")
-            return ProviderError(reason, self._clean(f"{head}: {message}" if message else head))
+            words = _WORDS.get(reason, "")
+            return ProviderError(reason, self._clean(f"{head}: {words}" if words else head))
         if isinstance(exc, ClientAuthenticationError):
-            return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
-                f"{what}: {str(exc.message or '').splitlines()[0] if exc.message else ''}"))
+            return self._auth_error(what, exc)
         return network_error(what, exc, self._settings.connect_timeout,
                              self._settings.read_timeout, self._clean)
+
+    def _auth_error(self, what: str, exc: ClientAuthenticationError) -> ProviderError:
+        """azure-identity wraps every failure of a token request in this error: a refusal
+        by the guard or a network failure is that; else Entra ID refused the principal
+        (named by its AADSTS code: its description is never published)."""
+        refused = refusal(exc)
+        if refused is not None:
+            return ProviderError(refused[0], self._clean(f"{what}: {refused[1]}"))
+        if exc.__cause__ is not None and exc.status_code is None:
+            return network_error(what, exc.__cause__, self._settings.connect_timeout,
+                                 self._settings.read_timeout, self._clean)
+        found = _AADSTS.search(str(exc.message or ""))
+        code = f" ({found.group(0)})" if found else ""
+        return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
+            f"{what}: the service principal could not get a token{code}"))
 
     def _clean(self, text: str) -> str:
         return redact(text, self._sensitive)
@@ -275,8 +297,7 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     keys = SecretKeys(inputs, f"Secret {abs_.credentials_secret_ref.name}")
     account_url = abs_.endpoint or f"https://{abs_.account_name}.blob.core.windows.net"
     if abs_.endpoint:
-        check_url(abs_.endpoint, "spec.abs.endpoint", settings.endpoint_allowlist,
-                  settings.endpoint_denylist, timeout=settings.connect_timeout)
+        validate_url(abs_.endpoint, "spec.abs.endpoint")
     sp_keys = (CLIENT_ID, CLIENT_SECRET, TENANT_ID)
     use_key = keys.present(ACCOUNT_KEY) or not any(keys.present(k) for k in sp_keys)
     if use_key and not keys.present(ACCOUNT_KEY):
@@ -288,17 +309,21 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     if not use_key and urllib.parse.urlsplit(authority).scheme != "https":
         raise ProviderError(Reason.INVALID_SPEC, "spec.abs.authorityHost must be an https URL "
                             "(Azure identity refuses to send a client secret over plain HTTP)")
-    if not use_key and authority_host not in KNOWN_AUTHORITY_HOSTS:
-        check_url(authority, "spec.abs.authorityHost", settings.endpoint_allowlist,
-                  settings.endpoint_denylist, timeout=settings.connect_timeout)
+    if not use_key:
+        validate_url(authority, "spec.abs.authorityHost")
+    # Every connection (blob endpoint, authority) is checked by the guard when it opens
+    policy = Policy.of(settings.endpoint_allowlist, settings.endpoint_denylist,
+                       settings.connect_timeout)
 
     def make() -> tuple[tuple[Any, ...], Closer]:
         ca = CABundle(inputs.ca_bundle)
-        transport: dict[str, Any] = {
-            "connection_timeout": settings.connect_timeout,
-            "read_timeout": settings.read_timeout,
-            "connection_verify": ca.verify,
-        }
+
+        def transport() -> RequestsTransport:
+            """A transport of our own session: guarded connections, no redirects."""
+            return RequestsTransport(session=guarded_session(policy), session_owner=True,
+                                     connection_timeout=settings.connect_timeout,
+                                     read_timeout=settings.read_timeout,
+                                     connection_verify=ca.verify)
         credential: Any
         sp_credential: ClientSecretCredential | None = None
         account_key: str | None = None
@@ -321,7 +346,7 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                         # instance discovery would ask the public cloud about a private
                         # authority
                         disable_instance_discovery=authority_host not in KNOWN_AUTHORITY_HOSTS,
-                        retry_total=settings.max_attempts - 1, **transport)
+                        retry_total=settings.max_attempts - 1, transport=transport())
                 except ValueError as exc:  # an invalid tenant id or authority
                     raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
                         f"{keys.what}: {exc}", keys.sensitive)) from None
@@ -330,7 +355,9 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                 account_url, credential=credential,
                 retry_policy=LinearRetry(backoff=1, random_jitter_range=0,
                                          retry_total=settings.max_attempts - 1),
-                **transport)
+                permit_redirects=False, transport=transport(),
+                connection_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout)
         except ProviderError:
             ca.close()
             raise
@@ -350,7 +377,8 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
         return (service, sp_credential, ca, account_key), close
 
     if cached:
-        key = (account_url, abs_.account_name, authority, use_key,
+        # the policy is part of the key: a client guarded by another policy is never reused
+        key = (policy, account_url, abs_.account_name, authority, use_key,
                digest(*[(inputs.secret or {}).get(k) for k in
                         (ACCOUNT_KEY, CLIENT_ID, CLIENT_SECRET, TENANT_ID)]),
                digest(inputs.ca_bundle), settings.connect_timeout, settings.read_timeout,

@@ -3,13 +3,16 @@
 Provider code is synchronous (boto3, google-cloud-storage and azure-storage-blob block);
 the operator runs it in a thread pool, never on kopf's event loop. Every message a
 provider puts in a ``ProviderError`` ends up in status and events, so it must never carry
-a credential, a signature or anything derived from one.
+a credential, a signature or anything derived from one; nor any text a server sent (an
+error message, a response body): our own words, the HTTP status and the provider's error
+code (through ``safe_code``) only.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
@@ -19,7 +22,18 @@ from callstorage.api.reasons import Reason, is_stalled
 from callstorage.storagetypes.base import ErrorRule, lookup_error
 
 __all__ = ["Capabilities", "ErrorRule", "ProviderError", "ProviderInputs", "Reason",
-           "StorageClient", "lookup_error"]
+           "StorageClient", "lookup_error", "safe_code"]
+
+#: An error code as providers spell them (NoSuchBucket, notFound, invalid_grant,
+#: AADSTS7000215): anything else a server puts where a code belongs is dropped.
+MAX_CODE_LENGTH = 64
+_CODE = re.compile(rf"[A-Za-z][A-Za-z0-9_.:-]{{0,{MAX_CODE_LENGTH - 1}}}")
+
+
+def safe_code(value: object) -> str:
+    """``value`` if it looks like a provider's error code, else "" (never server prose)."""
+    text = str(getattr(value, "value", value) or "")  # an SDK's enum of codes
+    return text if _CODE.fullmatch(text) else ""
 
 
 class ProviderError(Exception):
@@ -42,11 +56,14 @@ class ProviderInputs:
     """What a provider needs besides the spec: the referenced Secrets' decoded data.
 
     ``secret`` is None when the spec names no credentials Secret (ambient credentials).
-    ``ca_bundle`` is the PEM from ``spec.tls.caSecretRef``, if any.
+    ``ca_bundle`` is the PEM from ``spec.tls.caSecretRef``, if any. ``namespace`` is the
+    storage's (None: not known, e.g. a storage checked outside a cluster), which decides
+    whether ambient credentials may be used.
     """
 
     secret: Mapping[str, bytes] | None
     ca_bundle: bytes | None = None
+    namespace: str | None = None
 
     def __repr__(self) -> str:  # never let a traceback or log line print the Secret
         keys = sorted(self.secret) if self.secret is not None else None

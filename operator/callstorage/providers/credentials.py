@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
+from callstorage.storagetypes.base import AUTHORITY_HOST_KEY, ENDPOINT_KEY, TOKEN_URI_KEY
 
 REDACTED = "***"
 # Shorter values (a one-letter test secret) would redact ordinary words out of messages.
 _MIN_REDACT_LENGTH = 4
+# Keys that say where the credentials may go, not what they are: messages name endpoints.
+NOT_SENSITIVE_KEYS = frozenset({ENDPOINT_KEY, AUTHORITY_HOST_KEY, TOKEN_URI_KEY})
 
 
 class SecretKeys:
@@ -23,7 +26,9 @@ class SecretKeys:
         self._data = dict(inputs.secret or {})
         self.what = what
         self.sensitive: list[str] = []
-        for raw in self._data.values():  # the whole Secret is sensitive, read or not
+        for key, raw in self._data.items():  # the whole Secret is sensitive, read or not
+            if key in NOT_SENSITIVE_KEYS:
+                continue
             text = raw.decode("utf-8", errors="replace")
             self.sensitive += [text, text.strip()]
 

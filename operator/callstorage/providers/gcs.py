@@ -5,7 +5,9 @@ Secret key: ``credentials.json`` (the key file as downloaded). The access token 
 explicitly, once, before any storage call, with the configured timeouts: a wrong or revoked
 key then fails as InvalidCredentials from the token endpoint, never as a storage error,
 and google-auth's own unbounded defaults never apply. The key's ``token_uri`` is a URL the
-operator will POST to, so unless it is Google's own it goes through the endpoint policy.
+operator will POST to: the token requests, like every storage request, go through sessions
+whose connections the endpoint policy checks (``callstorage.providers.guard``) and which
+follow no redirect.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import functools
 import json
 import threading
 import time
-import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import google.auth.exceptions
@@ -38,16 +38,21 @@ from callstorage.providers.base import (
     Reason,
     lookup_error,
     part_bytes,
+    safe_code,
 )
 from callstorage.providers.clientcache import ClientCache, Closer, digest
 from callstorage.providers.credentials import SecretKeys, redact
-from callstorage.providers.endpoint_policy import check_url
+from callstorage.providers.endpoint_policy import Policy, validate_url
+from callstorage.providers.guard import guarded_session
 from callstorage.providers.transport import CABundle, network_error
 from callstorage.settings import Settings
-from callstorage.storagetypes.gcs import CREDENTIALS_JSON, ERROR_TABLE, GCSSpec
+from callstorage.storagetypes.gcs import (
+    CREDENTIALS_JSON,
+    ERROR_TABLE,
+    GCSSpec,
+)
 
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
-GOOGLE_TOKEN_HOSTS = frozenset({"oauth2.googleapis.com", "accounts.google.com"})
 _REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
 
 T = TypeVar("T")
@@ -77,7 +82,7 @@ class GCSStorageClient:
     part_rules = GCS_PART_RULES
 
     def __init__(self, client: storage.Client, credentials: service_account.Credentials,
-                 auth_request: Callable[..., Any], bucket: str, ca: CABundle,
+                 auth_request: TokenRequest, bucket: str, ca: CABundle,
                  sensitive: list[str], settings: Settings,
                  http: AuthorizedSession | None = None, endpoint: str | None = None,
                  release: Closer | None = None) -> None:
@@ -161,11 +166,9 @@ class GCSStorageClient:
         try:
             self._credentials.refresh(self._auth_request)  # type: ignore[no-untyped-call]
         except google.auth.exceptions.RefreshError as exc:
-            # args[0] is the token endpoint's "error: error_description"
-            detail = str(exc.args[0]) if exc.args else type(exc).__name__
             raise ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
-                f"{what}: the token endpoint refused the service-account key: {detail}"
-            )) from None
+                f"{what}: the token endpoint refused the service-account key"
+                f"{self._auth_request.answer(exc)}")) from None
         except Exception as exc:
             raise self._network_error(f"{what}: token request", exc) from None
 
@@ -183,16 +186,17 @@ class GCSStorageClient:
 
     def _error(self, what: str, exc: BaseException) -> ProviderError:
         if isinstance(exc, api_exceptions.GoogleAPICallError) and exc.code is not None:
-            status = int(exc.code)
-            message = _api_message(exc)
-            if status == 404 and not message:
-                message = "the bucket does not exist"
-            return ProviderError(reason_for_status(status, _api_code(exc)), self._clean(
-                f"{what} returned {status} {_STATUS_NAMES.get(status, '')}".rstrip()
-                + (f": {message}" if message else "")))
+            # the status and GCS's error reason; the server's message is never published
+            status, code = int(exc.code), _api_code(exc)
+            reason = reason_for_status(status, code)
+            words = "the bucket does not exist" if reason is Reason.BUCKET_NOT_FOUND else ""
+            head = f"{what} returned {status} {_STATUS_NAMES.get(status, '')}".rstrip()
+            head += f" ({code})" if code else ""
+            return ProviderError(reason, self._clean(f"{head}: {words}" if words else head))
         if isinstance(exc, google.auth.exceptions.RefreshError):
-            detail = str(exc.args[0]) if exc.args else type(exc).__name__
-            return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(f"{what}: {detail}"))
+            return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
+                f"{what}: the token endpoint refused the service-account key"
+                f"{self._auth_request.answer(exc)}"))
         return self._network_error(what, exc)
 
     def _network_error(self, what: str, exc: BaseException) -> ProviderError:
@@ -260,27 +264,36 @@ def _api_code(exc: api_exceptions.GoogleAPICallError) -> str:
     """The first error's ``reason`` (GCS's error code, e.g. ``invalid``), if any."""
     for error in exc.errors or []:
         if isinstance(error, dict) and error.get("reason"):
-            return str(error["reason"])
+            return safe_code(error["reason"])
     return ""
 
 
-def _api_message(exc: api_exceptions.GoogleAPICallError) -> str:
-    """The server's own message, without the request line api_core puts before it."""
-    for error in exc.errors or []:
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    message = str(exc.message or "")
-    # Upload errors read "POST <url>: <response body>: (<what the client expected>)".
-    request_line, sep, rest = message.partition(": ")
-    if sep and request_line.split(" ", 1)[0] in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        message = rest
-    if message.startswith("{"):
-        try:
-            body, _ = json.JSONDecoder().raw_decode(message)
-            return str(body["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    return message[:300]
+class TokenRequest:
+    """google-auth's transport for the token endpoint with our timeouts, remembering the
+    status of the last answer: a RefreshError carries the endpoint's body, which is never
+    published, but not its status, which is."""
+
+    def __init__(self, session: requests.Session, timeout: tuple[float, float]) -> None:
+        self._request = AuthRequest(session=session)
+        self._timeout = timeout
+        self.last_status: int | None = None
+
+    def __call__(self, url: str, method: str = "GET", body: Any = None,
+                 headers: Mapping[str, str] | None = None, timeout: Any = None,
+                 **kwargs: Any) -> Any:
+        # google-auth would wait up to 120s for the token endpoint; bound it like the rest
+        response = self._request(url, method=method, body=body, headers=headers,
+                                 timeout=self._timeout, **kwargs)
+        self.last_status = int(response.status)
+        return response
+
+    def answer(self, exc: google.auth.exceptions.RefreshError) -> str:
+        """`` (HTTP 400 invalid_grant)``: the status and the OAuth error code, if known."""
+        data = exc.args[1] if len(exc.args) > 1 else None
+        code = safe_code(data.get("error")) if isinstance(data, dict) else ""
+        parts = [f"HTTP {self.last_status}" if self.last_status else "", code]
+        shown = " ".join(p for p in parts if p)
+        return f" ({shown})" if shown else ""
 
 
 def _load_key(keys: SecretKeys) -> dict[str, Any]:
@@ -332,14 +345,12 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
         raise ProviderError(Reason.INVALID_SPEC, "spec.gcs is required when storageType is gcs")
     keys = SecretKeys(inputs, f"Secret {gcs.credentials_secret_ref.name}")
     info = _load_key(keys)
-    token_host = (urllib.parse.urlsplit(info["token_uri"]).hostname or "").lower()
-    if token_host not in GOOGLE_TOKEN_HOSTS:
-        check_url(info["token_uri"], f"token_uri of {CREDENTIALS_JSON}",
-                  settings.endpoint_allowlist, settings.endpoint_denylist,
-                  timeout=settings.connect_timeout)
+    validate_url(info["token_uri"], f"token_uri of {CREDENTIALS_JSON}")
     if gcs.endpoint:
-        check_url(gcs.endpoint, "spec.gcs.endpoint", settings.endpoint_allowlist,
-                  settings.endpoint_denylist, timeout=settings.connect_timeout)
+        validate_url(gcs.endpoint, "spec.gcs.endpoint")
+    # Every connection, token endpoint included, is checked by the guard when it opens
+    policy = Policy.of(settings.endpoint_allowlist, settings.endpoint_denylist,
+                       settings.connect_timeout)
 
     def make() -> tuple[tuple[Any, ...], Closer]:
         try:
@@ -351,15 +362,13 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                 f"key ({type(exc).__name__})", keys.sensitive)) from None
         ca = CABundle(inputs.ca_bundle)
         try:
-            auth_session = requests.Session()
+            auth_session = guarded_session(policy)
             auth_session.verify = ca.verify
-            # google-auth would wait up to 120s for the token endpoint; bound it like the
-            # rest.
-            auth_request = functools.partial(
-                AuthRequest(session=auth_session),
-                timeout=(settings.connect_timeout, settings.read_timeout))
+            auth_request = TokenRequest(auth_session,
+                                        (settings.connect_timeout, settings.read_timeout))
             http = AuthorizedSession(  # type: ignore[no-untyped-call]
                 credentials, auth_request=auth_request)
+            guarded_session(policy, http)
             http.verify = ca.verify
             options = {"api_endpoint": gcs.endpoint} if gcs.endpoint else None
             client = storage.Client(project=info.get("project_id") or "-",
@@ -379,7 +388,8 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
         return (client, credentials, auth_request, http, ca), close
 
     if cached:
-        key = (gcs.endpoint or "", digest(json.dumps(info, sort_keys=True)),
+        # the policy is part of the key: a client guarded by another policy is never reused
+        key = (policy, gcs.endpoint or "", digest(json.dumps(info, sort_keys=True)),
                digest(inputs.ca_bundle), settings.connect_timeout, settings.read_timeout,
                settings.max_attempts)
         parts, release = _CLIENTS.lease(key, make)

@@ -33,10 +33,12 @@ from callstorage.providers.base import (
     ProviderInputs,
     Reason,
     lookup_error,
+    safe_code,
 )
 from callstorage.providers.clientcache import ClientCache, Closer, digest
 from callstorage.providers.credentials import SecretKeys, redact
-from callstorage.providers.endpoint_policy import check_url
+from callstorage.providers.endpoint_policy import Policy, validate_url
+from callstorage.providers.guard import guard_boto_client
 from callstorage.providers.transport import CABundle, classify
 from callstorage.settings import Settings
 from callstorage.storagetypes.s3 import (
@@ -144,10 +146,11 @@ class S3StorageClient:
             self._client.get_bucket_location(Bucket=self.bucket)
             proof = "GetBucketLocation on it succeeded"
         except botocore.exceptions.ClientError as exc:
-            code, _, message = _parts(exc)
+            code, _ = _parts(exc)
             if code in CREDENTIAL_ERROR_CODES:
                 return ProviderError(Reason.INVALID_CREDENTIALS, self._clean(
-                    f"HeadBucket on {self.bucket} returned 403 {code}: {message}"))
+                    f"HeadBucket on {self.bucket} returned 403 {code}: the credentials were "
+                    "refused"))
             if code != "AccessDenied":
                 return head_error
             proof = "GetBucketLocation was refused with AccessDenied, not a credential error"
@@ -159,22 +162,21 @@ class S3StorageClient:
 
     def _error(self, operation: str, target: str, exc: BaseException) -> ProviderError:
         if isinstance(exc, botocore.exceptions.ClientError):
-            code, status, message = _parts(exc)
+            # Our words, the status and S3's error code: never the server's message text
+            code, status = _parts(exc)
             reason = reason_for_code(code, status)
+            words = _WORDS.get(reason, "")
             if reason is Reason.INVALID_SPEC:
-                actual = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(
-                    "x-amz-bucket-region")
+                actual = safe_code(exc.response.get("ResponseMetadata", {}).get(
+                    "HTTPHeaders", {}).get("x-amz-bucket-region"))
                 hint = f" (the bucket is in {actual})" if actual else ""
-                message = f"{message}; check spec.s3.region ({self.region}){hint}"
-            elif reason is Reason.ACCESS_DENIED and not message:
-                message = ("the credentials were refused; they may be wrong or lack "
-                           "permission")
-            elif reason is Reason.BUCKET_NOT_FOUND and not message:
-                message = "the bucket does not exist"
+                words = f"check spec.s3.region ({self.region}){hint}"
+            elif reason is Reason.ACCESS_DENIED and code == str(status):  # HEAD: no body
+                words = "the credentials were refused; they may be wrong or lack permission"
             text = f"{operation} {target} returned {status}"
             if code != str(status):
                 text += f" {code}"
-            return ProviderError(reason, self._clean(f"{text}: {message}" if message else text))
+            return ProviderError(reason, self._clean(f"{text}: {words}" if words else text))
         if isinstance(exc, botocore.exceptions.ParamValidationError):  # e.g. a bucket name
             return ProviderError(Reason.INVALID_SPEC, self._clean(f"{operation} {target}: {exc}"))
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
@@ -238,14 +240,19 @@ class S3Upload:
                                              UploadId=self._upload_id)
 
 
-def _parts(exc: botocore.exceptions.ClientError) -> tuple[str, int, str]:
-    error = exc.response.get("Error", {})
+#: What a reason means, in our words (an S3 error's own message is never published).
+_WORDS = {
+    Reason.INVALID_CREDENTIALS: "the credentials were refused",
+    Reason.ACCESS_DENIED: "the credentials may not do this",
+    Reason.BUCKET_NOT_FOUND: "the bucket does not exist",
+}
+
+
+def _parts(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
+    """S3's error code (the status for a HEAD, which has no body) and the HTTP status."""
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    code = str(error.get("Code") or status)
-    message = str(error.get("Message") or "")
-    if message in ("Forbidden", "Not Found", "Moved Permanently"):  # HEAD: no body
-        message = ""
-    return code, status, message
+    code = safe_code(exc.response.get("Error", {}).get("Code")) or str(status)
+    return code, status
 
 
 def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
@@ -285,18 +292,22 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
             aws_session_token=keys.optional(SESSION_TOKEN),
         )
     if s3.endpoint:
-        check_url(s3.endpoint, "spec.s3.endpoint", settings.endpoint_allowlist,
-                  settings.endpoint_denylist, timeout=settings.connect_timeout)
+        validate_url(s3.endpoint, "spec.s3.endpoint")
+    # Every connection of the client, to the endpoint or the public S3 hosts, is checked
+    policy = Policy.of(settings.endpoint_allowlist, settings.endpoint_denylist,
+                       settings.connect_timeout)
     # Validations with a Secret share one client per endpoint whatever the keys: each
     # request is signed with its own validation's keys (_signer), so N storages with N
     # distinct Secrets cost one client build, not N (~20 ms of CPU each). Uploads and
-    # ambient credentials keep a client per key.
+    # ambient credentials keep a client per key. The binding of keys to endpoints is
+    # checked before any client is taken (providers.build_client), so a shared client
+    # never carries a storage's keys to an endpoint its Secret does not bind.
     signing = None
     if inputs.secret is not None and media_connections is None:
         signing = botocore.credentials.ReadOnlyCredentials(
             session_kwargs.pop("aws_access_key_id"), session_kwargs.pop("aws_secret_access_key"),
             session_kwargs.pop("aws_session_token"))
-    key = (s3.endpoint or "", s3.region, s3.force_path_style, digest(inputs.ca_bundle),
+    key = (policy, s3.endpoint or "", s3.region, s3.force_path_style, digest(inputs.ca_bundle),
            "per-request keys" if signing is not None else
            digest(*(session_kwargs.get(k) for k in
                     ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"))),
@@ -314,6 +325,7 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                                connections),
                 verify=ca.verify,
                 **session_kwargs)
+            guard_boto_client(client, policy)
         except BaseException:
             ca.close()
             raise

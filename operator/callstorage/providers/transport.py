@@ -1,5 +1,5 @@
 """What every provider needs from the network layer: a CA bundle file, and a plain-words
-reason for a failed connection.
+reason for a failed connection (or one the connect-time guard refused).
 
 The three SDKs wrap the same few socket-level failures (refused, no such host, timeout,
 untrusted certificate) in their own exception types, several layers deep; ``classify``
@@ -8,19 +8,31 @@ walks an exception's chain to the underlying cause so each provider maps them al
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import hashlib
 import os
+import shutil
 import socket
 import ssl
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 
 from callstorage.providers.base import ProviderError, Reason
+from callstorage.providers.guard import ConnectionDenied, RedirectRefused
 
 
 class CABundle:
     """A private CA (``spec.tls.caSecretRef``) as the file SDKs want, trusted *in addition
-    to* the public roots, so a custom endpoint and a public token service both verify."""
+    to* the public roots, so a custom endpoint and a public token service both verify.
+
+    Files are content-addressed and shared: one file per distinct bundle (named by its
+    SHA-256) in a private directory, counted by the clients using it and removed when the
+    last one closes. So the operator's temp space holds at most one file per distinct CA
+    among its live clients, each at most the public roots plus the size cap
+    (``Settings.max_ca_bundle_bytes``, checked before any client is built).
+    """
 
     def __init__(self, pem: bytes | None) -> None:
         self.path: str | None = None
@@ -33,17 +45,7 @@ class CABundle:
                 Reason.INVALID_SPEC,
                 "spec.tls.caSecretRef: the referenced key does not hold a PEM CA certificate",
             ) from None
-        public = b""
-        try:
-            import certifi
-
-            with open(certifi.where(), "rb") as fh:
-                public = fh.read()
-        except (ImportError, OSError):  # no certifi: the private CA alone
-            pass
-        fd, self.path = tempfile.mkstemp(prefix="callstorage-ca-", suffix=".pem")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(public + b"\n" + pem + b"\n")
+        self.path = _CA_STORE.acquire(_public_roots() + b"\n" + pem + b"\n")
 
     @property
     def verify(self) -> str | bool:
@@ -51,10 +53,86 @@ class CABundle:
         return self.path if self.path is not None else True
 
     def close(self) -> None:
+        """Release the file (removed when no other client uses it); safe to repeat."""
         if self.path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+            _CA_STORE.release(self.path)
             self.path = None
+
+
+def _public_roots() -> bytes:
+    try:
+        import certifi
+
+        with open(certifi.where(), "rb") as fh:
+            return fh.read()
+    except (ImportError, OSError):  # no certifi: the private CA alone
+        return b""
+
+
+class CAStore:
+    """Reference-counted, content-addressed CA files in one private directory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dir: str | None = None
+        self._refs: dict[str, int] = {}  # path -> clients using it
+
+    @property
+    def directory(self) -> str | None:
+        """The directory (None until the first bundle): what tests and benchmarks measure."""
+        return self._dir
+
+    def files(self) -> dict[str, int]:
+        """Each file held, with its number of users."""
+        with self._lock:
+            return dict(self._refs)
+
+    def acquire(self, content: bytes) -> str:
+        """The path of a file holding ``content``, written if no client holds it yet."""
+        with self._lock:
+            if self._dir is None or not os.path.isdir(self._dir):
+                self._dir = tempfile.mkdtemp(prefix="callstorage-ca-")  # mode 0700
+                self._refs.clear()
+            path = os.path.join(self._dir, hashlib.sha256(content).hexdigest() + ".pem")
+            if self._refs.get(path, 0) == 0:
+                fd, tmp = tempfile.mkstemp(dir=self._dir, suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(content)
+                    os.replace(tmp, path)  # readers never see half a file
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+            self._refs[path] = self._refs.get(path, 0) + 1
+            return path
+
+    def release(self, path: str) -> None:
+        with self._lock:
+            left = self._refs.get(path, 0) - 1
+            if left > 0:
+                self._refs[path] = left
+                return
+            self._refs.pop(path, None)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def remove_all(self) -> None:
+        """Remove the directory (at exit)."""
+        with self._lock:
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+            self._refs.clear()
+
+
+_CA_STORE = CAStore()
+atexit.register(_CA_STORE.remove_all)
+
+
+def ca_store() -> CAStore:
+    """The process's CA file store."""
+    return _CA_STORE
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -90,10 +168,24 @@ def _is_timeout(exc: BaseException) -> str | None:
     return None
 
 
+def refusal(exc: BaseException) -> tuple[Reason, str] | None:
+    """The reason and message when the connect-time guard refused ``exc``'s connection
+    (EndpointNotAllowed) or a redirect (ServiceError, naming the status), else None."""
+    for e in _chain(exc):
+        if isinstance(e, ConnectionDenied):
+            return Reason.ENDPOINT_NOT_ALLOWED, str(e)
+        if isinstance(e, RedirectRefused):
+            return Reason.SERVICE_ERROR, str(e)
+    return None
+
+
 def classify(exc: BaseException, settings_connect: float, settings_read: float
              ) -> tuple[Reason, str] | None:
     """The reason and a short description of a network-level failure, or None if ``exc``
     is not one (then it is the provider's to map)."""
+    refused = refusal(exc)
+    if refused is not None:  # the guard's refusals first: they are not network failures
+        return refused
     chain = list(_chain(exc))
     for e in chain:
         if isinstance(e, ssl.SSLCertVerificationError):

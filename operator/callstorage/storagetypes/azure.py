@@ -2,13 +2,14 @@
 storage type. The SDK client (azure-storage-blob) is ``callstorage.providers.azure``.
 
 Secret keys: ``accountKey`` (SharedKey), or ``clientId`` + ``clientSecret`` + ``tenantId``
-(a service principal, authenticated against ``spec.abs.authorityHost`` or Entra ID).
+(a service principal, authenticated against ``spec.abs.authorityHost`` or Entra ID); and
+``endpoint`` / ``authorityHost``: the custom endpoint and authority they may be sent to.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import SecretStr, field_validator
@@ -18,10 +19,13 @@ from callstorage.api import names
 from callstorage.api.model import ProviderSpec, SecretRef, problem, too_long, url
 from callstorage.api.reasons import Reason
 from callstorage.storagetypes.base import (
+    AUTHORITY_HOST_KEY,
+    ENDPOINT_KEY,
     READ_WRITE,
     REQUEST_CONFIG,
     WRITE_ONLY,
     BlockAndSecret,
+    Destination,
     ErrorRule,
     Policy,
     PolicyRequest,
@@ -30,6 +34,7 @@ from callstorage.storagetypes.base import (
     check_pattern,
     distinct_prefixes,
     probe_notes,
+    public_https,
     request_from_mapping,
     secret_text,
 )
@@ -216,13 +221,45 @@ def _from_request(value: Any) -> BlockAndSecret:
     if account_key and any(principal):
         raise ValueError("give abs_account_key or a service principal "
                          "(abs_client_id, abs_client_secret, abs_tenant_id), not both")
+    bound = {ENDPOINT_KEY: request.abs_endpoint} if request.abs_endpoint else {}
     if account_key:
-        return block, {ACCOUNT_KEY: account_key}
+        return block, {ACCOUNT_KEY: account_key, **bound}
     if client_id and client_secret and tenant_id:
         return block, {CLIENT_ID: client_id, CLIENT_SECRET: client_secret,
-                       TENANT_ID: tenant_id}
+                       TENANT_ID: tenant_id, **bound}
     raise ValueError("azure_blob needs abs_account_key, or abs_client_id, "
                      "abs_client_secret and abs_tenant_id together")
+
+
+#: Entra ID's public authorities (global, US Government, China) and the default one.
+KNOWN_AUTHORITY_HOSTS = frozenset({"login.microsoftonline.com", "login.microsoftonline.us",
+                                   "login.chinacloudapi.cn"})
+PUBLIC_AUTHORITY = "https://login.microsoftonline.com"
+ABS_PUBLIC = public_https(
+    r"[a-z0-9]{3,24}\.blob\.core\.(windows\.net|usgovcloudapi\.net|chinacloudapi\.cn)")
+AUTHORITY_PUBLIC = public_https(*(re.escape(h) for h in sorted(KNOWN_AUTHORITY_HOSTS)))
+
+
+def uses_account_key(secret: Mapping[str, bytes] | None) -> bool:
+    """Whether the Secret authenticates with the account key (SharedKey): it has one, or
+    has no service-principal key at all."""
+    data = secret or {}
+
+    def present(key: str) -> bool:
+        return bool(data.get(key, b"").strip())
+    return present(ACCOUNT_KEY) or not any(present(k) for k in (CLIENT_ID, CLIENT_SECRET,
+                                                                 TENANT_ID))
+
+
+def _destinations(block: ABSSpec, secret: Mapping[str, bytes] | None) -> list[Destination]:
+    found = []
+    if block.endpoint:
+        found.append(Destination("spec.abs.endpoint", block.endpoint, (ENDPOINT_KEY,),
+                                 ABS_PUBLIC))
+    if block.authority_host and not uses_account_key(secret):  # the client secret goes there
+        found.append(Destination("spec.abs.authorityHost", block.authority_host,
+                                 (AUTHORITY_HOST_KEY,), AUTHORITY_PUBLIC))
+    return found
 
 
 PROVIDER = StorageProvider(
@@ -230,7 +267,8 @@ PROVIDER = StorageProvider(
     title="Azure Blob Storage",
     spec_model=ABSSpec,
     bucket_problems=abs_container_problems,
-    secret_keys=(ACCOUNT_KEY, CLIENT_ID, CLIENT_SECRET, TENANT_ID),
+    secret_keys=(ACCOUNT_KEY, CLIENT_ID, CLIENT_SECRET, TENANT_ID, ENDPOINT_KEY,
+                 AUTHORITY_HOST_KEY),
     error_table=ERROR_TABLE,
     client_module="callstorage.providers.azure",
     policy=_policy,
@@ -240,4 +278,5 @@ PROVIDER = StorageProvider(
     example_block={"accountName": "recordings",
                    "credentialsSecretRef": {"name": "abs-credentials"}},
     default_host=lambda block: f"{block.get('accountName') or ''}.blob.core.windows.net",
+    destinations=_destinations,
 )

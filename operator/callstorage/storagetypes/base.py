@@ -13,7 +13,9 @@ the SDK module the descriptor names.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Generic, TypeVar
@@ -199,6 +201,132 @@ def secret_text(value: SecretStr | None) -> str | None:
 BlockAndSecret = tuple[dict[str, Any], dict[str, str] | None]
 
 
+# --- where credentials may go ------------------------------------------------------------
+
+#: Characters no URL the operator sends credentials to may hold: each is a way for two URL
+#: parsers to disagree about the host (``http://a\\@b/``), or for a header to be split.
+_UNSAFE_URL_CHARS = re.compile(r"[\s\\\x00-\x1f\x7f]")
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a URL's requests go: scheme, host and port, normalised (lowercase host without
+    a trailing dot, IP literals in canonical form, the scheme's default port filled in).
+    Two URLs send to the same place exactly when their origins are equal; paths do not
+    matter (the same server answers every path)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def origin_of(url: str) -> Origin | None:
+    """The origin of an absolute http(s) URL; None for anything else, and for a URL that
+    parsers may read differently: user info (``user@host``), backslashes, whitespace or
+    control characters, a port out of range."""
+    if not isinstance(url, str) or _UNSAFE_URL_CHARS.search(url):
+        return None
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or "@" in parts.netloc:
+        return None
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        return None
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        return None
+    try:
+        host = str(ipaddress.ip_address(host))  # one spelling per address
+    except ValueError:
+        if not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", host):
+            return None  # not a plain DNS name (percent-escapes, unicode, a zone id)
+    return Origin(scheme, host, port)
+
+
+def public_https(*patterns: str) -> Callable[[Origin], bool]:
+    """A test for a provider's own public service: https on port 443 to a host matching
+    one of ``patterns`` (regular expressions over the whole host name)."""
+    compiled = [re.compile(p) for p in patterns]
+
+    def public(origin: Origin) -> bool:
+        return origin.scheme == "https" and origin.port == 443 and any(
+            p.fullmatch(origin.host) for p in compiled)
+    return public
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A URL a storage's credentials would be sent to, other than the storage type's
+    default: ``field`` names where it came from (for messages), ``bound_by`` the Secret
+    keys that may name it, ``public`` whether an origin is the provider's own service
+    (where any credentials of that provider may go)."""
+
+    field: str
+    url: str
+    bound_by: tuple[str, ...]
+    public: Callable[[Origin], bool]
+
+
+#: The Secret keys that bind a storage's custom destinations (see ``unbound_destination``).
+ENDPOINT_KEY: Final = "endpoint"
+AUTHORITY_HOST_KEY: Final = "authorityHost"
+TOKEN_URI_KEY: Final = "tokenUri"  # noqa: S105 - the name of a Secret key
+
+
+def bound_urls(secret: Mapping[str, bytes] | None, key: str) -> list[str]:
+    """The URLs a Secret key binds: one, or several separated by commas or whitespace."""
+    raw = (secret or {}).get(key)
+    if raw is None:
+        return []
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return []
+    return [part for part in re.split(r"[,\s]+", text) if part]
+
+
+def unbound_destination(destinations: Iterable[Destination],
+                        secret: Mapping[str, bytes] | None, what: str) -> str | None:
+    """Why one of ``destinations`` may not receive the credentials, or None if all may.
+
+    A destination may receive them when its origin is the provider's public service, or
+    when it equals the origin of a URL the credentials Secret itself holds under one of
+    the destination's ``bound_by`` keys (one URL, or several separated by commas): only
+    whoever may write the Secret chooses where its credentials go, never whoever may
+    write the storage. ``what`` names the Secret
+    (None data: no Secret, the operator's own ambient identity, which nothing binds).
+    """
+    for dest in destinations:
+        origin = origin_of(dest.url)
+        if origin is None:
+            return (f"{dest.field} is not a plain http(s) URL (user info, backslashes and "
+                    "whitespace are refused); no credentials are sent to it")
+        if dest.public(origin):
+            continue
+        if secret is None:
+            return (f"{dest.field} ({origin}) is not the provider's public service, and "
+                    "the operator's own (ambient) credentials are never sent anywhere "
+                    "else; reference a credentials Secret that names this endpoint")
+        bound = {key: bound_urls(secret, key) for key in dest.bound_by}
+        if any(origin_of(url) == origin for urls in bound.values() for url in urls):
+            continue
+        keys = " or ".join(repr(k) for k in dest.bound_by)
+        named = [f"{k!r} names " + ", ".join(str(origin_of(u) or "no valid URL") for u in urls)
+                 for k, urls in bound.items() if urls]
+        return (f"{dest.field} ({origin}) is not bound to {what}: its credentials go only "
+                f"to the provider's public service or to the endpoint the Secret names "
+                f"under key {keys} (" + ("; ".join(named) if named else "it names none")
+                + ")")
+    return None
+
+
 # --- the descriptor -----------------------------------------------------------------------
 
 
@@ -237,6 +365,11 @@ class StorageProvider(Generic[B]):
     #: the host provider calls go to when the block names no ``endpoint`` (wire form,
     #: read leniently); validations share the workers fairly per host (fairness.py)
     default_host: Callable[[Mapping[str, Any]], str] = lambda block: ""
+    #: where a parsed block (and its Secret's data, None without a Secret) would send
+    #: the credentials besides the default host: each must be public or bound by the
+    #: Secret (``unbound_destination``)
+    destinations: Callable[[Any, Mapping[str, bytes] | None], list[Destination]] = \
+        lambda block, secret: []
 
     def endpoint_host(self, block: Mapping[str, Any]) -> str:
         """The host (``host[:port]``) this block's provider calls go to."""
@@ -246,6 +379,11 @@ class StorageProvider(Generic[B]):
             host = (parts.hostname or endpoint).lower()
             return f"{host}:{parts.port}" if parts.port else host
         return self.default_host(block) or self.name
+
+    def unbound(self, block: B, secret: Mapping[str, bytes] | None, what: str) -> str | None:
+        """Why the parsed ``block`` may not send ``secret``'s credentials where it says
+        (None: it may); ``what`` names the Secret in the message."""
+        return unbound_destination(self.destinations(block, secret), secret, what)
 
     def secret_names(self, block: Mapping[str, Any]) -> set[str]:
         """Secrets a block (wire form) refers to, read leniently: a spec that fails to

@@ -1,7 +1,9 @@
 """Google Cloud Storage, with a service-account key: every fact of the ``gcs`` storage
 type. The SDK client (google-cloud-storage) is ``callstorage.providers.gcs``.
 
-Secret key: ``credentials.json`` (the key file as downloaded).
+Secret keys: ``credentials.json`` (the key file as downloaded) and, for a custom endpoint
+(``spec.gcs.endpoint``) or a key whose ``token_uri`` is not Google's, ``endpoint`` (and
+``tokenUri``): where the key may be used.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from callstorage.api import names
 from callstorage.api.model import ProviderSpec, SecretRef, url
 from callstorage.api.reasons import Reason
 from callstorage.storagetypes.base import (
+    ENDPOINT_KEY,
     READ_WRITE,
     REQUEST_CONFIG,
+    TOKEN_URI_KEY,
     BlockAndSecret,
+    Destination,
     ErrorRule,
     Policy,
     PolicyRequest,
@@ -29,6 +34,7 @@ from callstorage.storagetypes.base import (
     check_pattern,
     distinct_prefixes,
     probe_notes,
+    public_https,
 )
 
 CREDENTIALS_JSON = "credentials.json"
@@ -179,7 +185,40 @@ def gcs_request(credentials: str | bytes | Mapping[str, Any] | GCSRequest,
 def _from_request(value: Any) -> BlockAndSecret:
     request = gcs_request(value)
     block = {"endpoint": request.endpoint} if request.endpoint else {}
-    return block, {CREDENTIALS_JSON: request.credentials.get_secret_value()}
+    data = {CREDENTIALS_JSON: request.credentials.get_secret_value()}
+    if request.endpoint:  # the Secret binds its key to the endpoint (and token_uri there)
+        data[ENDPOINT_KEY] = request.endpoint
+    return block, data
+
+
+#: Google's own token endpoints (a downloaded key's ``token_uri``) and storage API.
+GOOGLE_TOKEN_HOSTS = frozenset({"oauth2.googleapis.com", "accounts.google.com"})
+GCS_PUBLIC = public_https(r"storage\.googleapis\.com")
+GOOGLE_TOKEN_PUBLIC = public_https(*(re.escape(h) for h in sorted(GOOGLE_TOKEN_HOSTS)))
+
+
+def key_token_uri(secret: Mapping[str, bytes] | None) -> str | None:
+    """The ``token_uri`` of the Secret's key file, if it has one (read leniently: a key
+    that does not parse is the client's to report)."""
+    raw = (secret or {}).get(CREDENTIALS_JSON)
+    try:
+        info = json.loads(raw) if raw is not None else None
+    except (ValueError, RecursionError):
+        return None
+    token_uri = info.get("token_uri") if isinstance(info, dict) else None
+    return token_uri if isinstance(token_uri, str) and token_uri else None
+
+
+def _destinations(block: GCSSpec, secret: Mapping[str, bytes] | None) -> list[Destination]:
+    found = []
+    if block.endpoint:
+        found.append(Destination("spec.gcs.endpoint", block.endpoint, (ENDPOINT_KEY,),
+                                 GCS_PUBLIC))
+    token_uri = key_token_uri(secret)
+    if token_uri is not None:  # the signed assertion is POSTed there
+        found.append(Destination(f"the token_uri of {CREDENTIALS_JSON}", token_uri,
+                                 (TOKEN_URI_KEY, ENDPOINT_KEY), GOOGLE_TOKEN_PUBLIC))
+    return found
 
 
 PROVIDER = StorageProvider(
@@ -187,7 +226,7 @@ PROVIDER = StorageProvider(
     title="Google Cloud Storage",
     spec_model=GCSSpec,
     bucket_problems=gcs_bucket_problems,
-    secret_keys=(CREDENTIALS_JSON,),
+    secret_keys=(CREDENTIALS_JSON, ENDPOINT_KEY, TOKEN_URI_KEY),
     error_table=ERROR_TABLE,
     client_module="callstorage.providers.gcs",
     policy=_policy,
@@ -196,4 +235,5 @@ PROVIDER = StorageProvider(
     from_request=_from_request,
     example_block={"credentialsSecretRef": {"name": "gcs-credentials"}},
     default_host=lambda block: "storage.googleapis.com",
+    destinations=_destinations,
 )

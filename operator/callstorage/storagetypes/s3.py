@@ -1,15 +1,17 @@
 """Amazon S3 and S3-compatible servers (MinIO, R2, Ceph, ...): every fact of the ``s3``
 storage type. The SDK client (boto3) is ``callstorage.providers.s3``.
 
-Secret keys: ``accessKeyId``, ``secretAccessKey`` and optionally ``sessionToken``. Without
-a Secret the operator's own (ambient) identity is used, only if the installation allows it.
+Secret keys: ``accessKeyId``, ``secretAccessKey``, optionally ``sessionToken``, and
+``endpoint``: the custom endpoint (``spec.s3.endpoint``) these keys may be sent to. Without
+a Secret the operator's own (ambient) identity is used, only if the installation allows it,
+only in the namespaces it names, and only with AWS's public endpoints.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import SecretStr, field_validator
@@ -19,9 +21,11 @@ from callstorage.api import names
 from callstorage.api.model import ProviderSpec, SecretRef, problem, too_long, url
 from callstorage.api.reasons import Reason
 from callstorage.storagetypes.base import (
+    ENDPOINT_KEY,
     READ_WRITE,
     REQUEST_CONFIG,
     BlockAndSecret,
+    Destination,
     ErrorRule,
     Policy,
     PolicyRequest,
@@ -31,6 +35,7 @@ from callstorage.storagetypes.base import (
     distinct_prefixes,
     probe_keys,
     probe_notes,
+    public_https,
     request_from_mapping,
     secret_text,
 )
@@ -216,8 +221,22 @@ def _from_request(value: Any) -> BlockAndSecret:
         raise ValueError("give both s3_api_key and s3_secret, or neither "
                          "(ambient IAM credentials)")
     if key_id and secret:
-        return block, {ACCESS_KEY_ID: key_id, SECRET_ACCESS_KEY: secret}
+        data = {ACCESS_KEY_ID: key_id, SECRET_ACCESS_KEY: secret}
+        if request.s3_custom_endpoint_url:  # the Secret binds its keys to the endpoint
+            data[ENDPOINT_KEY] = request.s3_custom_endpoint_url
+        return block, data
     return block, None
+
+
+# AWS's own S3 endpoints (regional, legacy dash-style, dual-stack, FIPS, China): the only
+# places S3 credentials go without a Secret naming the endpoint.
+S3_PUBLIC = public_https(r"s3(-fips)?(\.dualstack)?([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?")
+
+
+def _destinations(block: S3Spec, secret: Mapping[str, bytes] | None) -> list[Destination]:
+    if not block.endpoint:
+        return []  # boto3's default: AWS's regional endpoint
+    return [Destination("spec.s3.endpoint", block.endpoint, (ENDPOINT_KEY,), S3_PUBLIC)]
 
 
 PROVIDER = StorageProvider(
@@ -225,7 +244,7 @@ PROVIDER = StorageProvider(
     title="Amazon S3 (or S3-compatible)",
     spec_model=S3Spec,
     bucket_problems=s3_bucket_problems,
-    secret_keys=(ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN),
+    secret_keys=(ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, ENDPOINT_KEY),
     error_table=ERROR_TABLE,
     client_module="callstorage.providers.s3",
     policy=_policy,
@@ -234,4 +253,5 @@ PROVIDER = StorageProvider(
     from_request=_from_request,
     example_block={"region": "us-east-1", "credentialsSecretRef": {"name": "s3-credentials"}},
     default_host=lambda block: f"s3.{block.get('region') or 'us-east-1'}.amazonaws.com",
+    destinations=_destinations,
 )
