@@ -66,11 +66,11 @@ RESTORE_WINDOW = 60.0
 WRITE = "write"
 SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
 CALL_TYPE_WORKERS = 4
-# kopf replays a watch's LIST as events of type None. A listing event is a relist (after
-# 410 Gone) when it comes more than STARTUP_LISTING_GRACE seconds after our start, or more
-# than LISTING_GAP seconds after the previous listing event of its kind (a listing arrives
-# as one burst): an API server restart right after ours must not pass for the first one.
-STARTUP_LISTING_GRACE = 10.0
+# kopf replays a watch's LIST as events of type None, as one burst. A listing event is a
+# relist (after 410 Gone) when it comes more than LISTING_GAP seconds after the previous
+# listing event of its kind, our own start-up LIST counting as the first: an API server
+# restart right after ours must not pass for the first listing, and a first listing whose
+# replay outlasts any fixed grace (10,000 objects) must not pass for a relist per event.
 LISTING_GAP = 2.0
 # After a relist or a 404 a resync follows this soon, and never more often than
 # RESYNC_MIN_GAP apart (a storm of 404s makes one LIST per kind, not one each).
@@ -260,12 +260,10 @@ class Controller:
         if self._started_at is None:
             return  # our own start-up LIST
         now = time.monotonic()
-        previous = self._listing_events.get(kind)
+        previous = self._listing_events.get(kind, self._started_at)
         self._listing_events[kind] = now
-        if now - self._started_at > STARTUP_LISTING_GRACE or \
-                (previous is not None and now - previous > LISTING_GAP):
-            if previous is None or now - previous > LISTING_GAP:  # once per relist
-                log.debug("%s relisted: resync requested", kind)
+        if now - previous > LISTING_GAP:  # the first event of a burst: once per relist
+            log.debug("%s relisted: resync requested", kind)
             self.request_resync()
 
     async def _resync_loop(self) -> None:
@@ -352,16 +350,22 @@ class Controller:
 
     def _forget_gone(self, exc: ObjectGone) -> None:
         """A write answered 404: the object is gone; forget it as a DELETED event would,
-        and resync, since whatever hid this deletion may have hidden others."""
+        and resync, since whatever hid this deletion may have hidden others. A deletion we
+        already knew of (its DELETED event came first, or it was being deleted: the last
+        finalizer went and the write raced the removal) hid nothing: no resync."""
         key = (exc.namespace, exc.name)
-        if exc.plural == EXTERNALSTORAGE_PLURAL:
-            held = self.inv.storages.get(key)
-            if held is not None:
+        storage = exc.plural == EXTERNALSTORAGE_PLURAL
+        held = (self.inv.storages if storage else self.inv.call_types).get(key)
+        known = held is None or bool(_meta(held).get("deletionTimestamp"))
+        if held is not None:
+            if storage:
                 self.on_storage_event("DELETED", held)
-        else:
-            held = self.inv.call_types.get(key)
-            if held is not None:
+            else:
                 self.on_call_type_event("DELETED", held)
+        if known:
+            log.debug("%s %s/%s is gone (404 on write), as its deletion said", exc.plural,
+                      *key)
+            return
         log.info("%s %s/%s is gone (404 on write); forgotten, resync requested",
                  exc.plural, *key)
         self.request_resync()
