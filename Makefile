@@ -42,9 +42,10 @@ lint: deps ## ruff and mypy only
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: deps ## benchmarks; prints one JSON document (N=100,1000; BENCH_SIZES to change)
+bench: deps ## benchmarks, one JSON document (SCENARIO=default|distinct|restart|churn|all N=... RUNS=...)
 	@$(BIN)/python -m testbed prepare >&2
-	@$(BIN)/python -m bench
+	@$(if $(SCENARIO),BENCH_SCENARIOS=$(SCENARIO)) $(if $(N),BENCH_SIZES=$(N)) \
+	  $(if $(RUNS),BENCH_RUNS=$(RUNS)) $(BIN)/python -m bench
 
 bench-media: deps ## media upload benchmark (builds MinIO once; BENCH_MEDIA_* to change)
 	@$(BIN)/python -m bench.media

@@ -46,18 +46,24 @@ class KubeHTTP:
     async def _call(self, method: str, verb: str, resource: str, path: str,
                     body: Any = None, content_type: str = "application/json",
                     ok_missing: bool = False) -> dict[str, Any] | None:
-        self.counts[(verb, resource)] += 1
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else None
-        async with self._session.request(method, self._server + path, data=data,
-                                         headers=headers) as resp:
-            text = await resp.text()
-            if ok_missing and resp.status == 404:
-                return None
-            if resp.status >= 300:
-                raise ApiError(resp.status, text)
-            result: dict[str, Any] = json.loads(text) if text else {}
-            return result
+        for attempt in range(30):
+            self.counts[(verb, resource)] += 1
+            async with self._session.request(method, self._server + path, data=data,
+                                             headers=headers) as resp:
+                text = await resp.text()
+                if ok_missing and resp.status == 404:
+                    return None
+                # a fresh API server answers 429 while a new CRD's storage initialises
+                if resp.status == 429 and attempt < 29:
+                    await asyncio.sleep(1.0)
+                    continue
+                if resp.status >= 300:
+                    raise ApiError(resp.status, text)
+                result: dict[str, Any] = json.loads(text) if text else {}
+                return result
+        raise AssertionError("unreachable")
 
     # --- callstorage objects ---------------------------------------------------------------
     @staticmethod
@@ -77,6 +83,23 @@ class KubeHTTP:
         result = await self._call("PATCH", "PATCH", f"{plural}/status",
                                   self._custom_path(namespace, plural, name) + "/status",
                                   {"status": dict(status)}, MERGE_PATCH)
+        assert result is not None
+        return result
+
+    async def patch(self, namespace: str, plural: str, name: str,
+                    body: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A merge patch of the object (None: it is gone)."""
+        return await self._call("PATCH", "PATCH", plural,
+                                self._custom_path(namespace, plural, name), dict(body),
+                                MERGE_PATCH, ok_missing=True)
+
+    async def delete(self, namespace: str, plural: str, name: str) -> None:
+        await self._call("DELETE", "DELETE", plural,
+                         self._custom_path(namespace, plural, name), ok_missing=True)
+
+    async def list_path(self, path: str, resource: str) -> dict[str, Any]:
+        """A LIST of any path (e.g. every namespace's objects of a kind)."""
+        result = await self._call("GET", "LIST", resource, path)
         assert result is not None
         return result
 

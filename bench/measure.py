@@ -48,6 +48,15 @@ def parse_request_totals(text: str) -> RequestCounts:
     return counts
 
 
+def metric_sum(text: str, name: str) -> float:
+    """The sum of every sample of ``name`` in a Prometheus text exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def delta(after: RequestCounts, before: RequestCounts,
           own: RequestCounts | None = None) -> RequestCounts:
     """Requests between two scrapes, minus the ones the benchmark itself made."""

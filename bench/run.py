@@ -30,9 +30,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,11 +42,13 @@ from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.credentials import ReadOnlyCredentials
 
 from bench import measure
 from bench.kubehttp import KubeHTTP
 from callstorage.api import effective_prefixes, parse_external_storage
 from callstorage.api.readiness import is_ready
+from callstorage.providers import s3 as s3_provider
 from callstorage.providers.base import Capabilities, Reason
 from callstorage.reconcile import externalstorage as es_reconcile
 from testbed import binaries, kubeutil
@@ -60,9 +64,16 @@ EXS = "externalstorages"
 SECRET = "creds"  # the name of the shared Secret
 
 
+# What `make bench` runs without SCENARIO, and each scenario's sizes without N.
+DEFAULT_SCENARIOS = ("default",)
+DEFAULT_SIZES = {"default": (100, 1000), "distinct": (1000,), "restart": (1000,),
+                 "churn": (5000,)}
+
+
 @dataclass(frozen=True)
 class Config:
-    sizes: tuple[int, ...]
+    scenarios: tuple[str, ...]
+    sizes: tuple[int, ...] | None  # None: each scenario's DEFAULT_SIZES
     runs: int
     concurrency: int
     idle_s: float
@@ -70,12 +81,23 @@ class Config:
     phase_timeout_s: float
     profile_dir: str | None
     keep: bool
+    baseline_watch: bool
+    baseline_client_per_object: bool
 
     @classmethod
     def from_env(cls) -> Config:
         env = os.environ
-        sizes = tuple(int(s) for s in env.get("BENCH_SIZES", "100,1000").split(",") if s)
+        sizes = tuple(int(s) for s in env.get("BENCH_SIZES", "").split(",") if s) or None
+        scenarios = tuple(s.strip() for s in env.get("BENCH_SCENARIOS", "").split(",")
+                          if s.strip()) or DEFAULT_SCENARIOS
+        if "all" in scenarios:
+            scenarios = tuple(DEFAULT_SIZES)
+        unknown = [s for s in scenarios if s not in DEFAULT_SIZES]
+        if unknown:
+            raise SystemExit(f"unknown scenario(s) {unknown}; known: "
+                             f"{', '.join(DEFAULT_SIZES)}, all")
         return cls(
+            scenarios=scenarios,
             sizes=sizes,
             runs=int(env.get("BENCH_RUNS", "3")),
             concurrency=int(env.get("CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS", "16")),
@@ -85,11 +107,19 @@ class Config:
             profile_dir=str(Path(env["BENCH_PROFILE"]).resolve())
             if env.get("BENCH_PROFILE") else None,
             keep=env.get("BENCH_KEEP", "") not in ("", "0"),
+            baseline_watch=env.get("BENCH_BASELINE_WATCH", "1") != "0",
+            baseline_client_per_object=env.get("BENCH_BASELINE_CLIENTS", "") == "each",
         )
 
 
-def storage_body(name: str, bucket: str, endpoint: str) -> dict[str, Any]:
-    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(bucket, endpoint, SECRET))
+def storage_body(name: str, bucket: str, endpoint: str, secret: str = SECRET
+                 ) -> dict[str, Any]:
+    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(bucket, endpoint, secret))
+
+
+def distinct_secret(index: int) -> str:
+    """The Secret of storage ``index`` in the ``distinct`` scenario."""
+    return f"creds-{index:05d}"
 
 
 class Tracker:
@@ -136,15 +166,17 @@ class Operator:
     """The operator as a subprocess (optionally sampled by py-spy), with /proc readings."""
 
     def __init__(self, cp: ControlPlane, log_dir: Path, concurrency: int,
-                 profile: Path | None) -> None:
+                 profile: Path | None, name: str = "operator") -> None:
         health = free_port()
-        self.server = Server("operator", [sys.executable, "-m", "callstorage"], log_dir,
+        self.metrics_port = free_port()
+        self.started = time.perf_counter()
+        self.server = Server(name, [sys.executable, "-m", "callstorage"], log_dir,
                              cwd=ROOT, env={
                                  "KUBECONFIG": str(cp.kubeconfig),
                                  "CALLSTORAGE_NAMESPACE": OPERATOR_NAMESPACE,
                                  "CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS": str(concurrency),
                                  "CALLSTORAGE_HEALTH_PORT": str(health),
-                                 "CALLSTORAGE_METRICS_PORT": str(free_port()),
+                                 "CALLSTORAGE_METRICS_PORT": str(self.metrics_port),
                                  "CALLSTORAGE_LOG_LEVEL": "INFO",
                                  # dev only: the emulator listens on loopback
                                  "CALLSTORAGE_ENDPOINT_DENYLIST": ",".join(dev_denylist()),
@@ -165,6 +197,13 @@ class Operator:
 
     def cpu(self) -> float:
         return measure.cpu_seconds(self.pid)
+
+    def validations(self) -> int:
+        """Validations the operator finished so far (its own metrics)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        return int(measure.metric_sum(text, "callstorage_validations_total"))
 
     def memory(self) -> dict[str, float]:
         return measure.memory_mb(self.pid)
@@ -197,18 +236,29 @@ class Bench:
         return measure.parse_request_totals(text)
 
     async def run_all(self) -> dict[str, Any]:
+        from bench import scenarios
+
+        runners: dict[str, Callable[[int, int], Awaitable[dict[str, Any]]]] = {
+            "default": self.one_run,
+            "distinct": lambda n, i: self.one_run(n, i, distinct=True),
+            "restart": lambda n, i: scenarios.restart(self, n, i),
+            "churn": lambda n, i: scenarios.churn(self, n, i),
+        }
         results: dict[str, Any] = {}
         try:
             await self.warm_up()
-            for n in self.cfg.sizes:
-                runs = []
-                for i in range(self.cfg.runs):
-                    log.info("N=%d run %d/%d", n, i + 1, self.cfg.runs)
-                    run = await self.one_run(n, i)
-                    log.info("N=%d run %d: %s", n, i + 1, json.dumps(
-                        {k: v for k, v in run.items() if not isinstance(v, dict)}))
-                    runs.append(run)
-                results[str(n)] = {**measure.summarise_runs(runs), "runs": runs}
+            for scenario in self.cfg.scenarios:
+                results[scenario] = {}
+                for n in self.cfg.sizes or DEFAULT_SIZES[scenario]:
+                    runs = []
+                    for i in range(self.cfg.runs):
+                        log.info("%s N=%d run %d/%d", scenario, n, i + 1, self.cfg.runs)
+                        run = await runners[scenario](n, i)
+                        log.info("%s N=%d run %d: %s", scenario, n, i + 1, json.dumps(
+                            {k: v for k, v in run.items() if not isinstance(v, dict)}))
+                        runs.append(run)
+                    results[scenario][str(n)] = {**measure.summarise_runs(runs),
+                                                 "runs": runs}
         finally:
             await self.kube.close()
         return results
@@ -225,22 +275,47 @@ class Bench:
         await self.kube.delete_namespace(bucket)
 
     # --- one run ------------------------------------------------------------------------
-    async def one_run(self, n: int, index: int) -> dict[str, Any]:
+    async def distinct_users(self, tag: str, bucket: str, n: int) -> list[S3Keys]:
+        """N emulator users, each with its own key and the same bucket policy."""
+        log.info("  creating %d emulator users (one per storage)", n)
+        policy = readwrite_policy(bucket)
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="iam") as pool:
+            return list(await asyncio.gather(*(
+                loop.run_in_executor(pool, self.s3.create_user, f"bench-{tag}-{i:05d}", policy)
+                for i in range(n))))
+
+    async def put_distinct_secrets(self, ns: str, keys: list[S3Keys]) -> list[str]:
+        """One Secret per storage; their resourceVersions."""
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def put(i: int) -> str:
+            async with sem:
+                return await self.kube.put_secret(ns, distinct_secret(i),
+                                                  keys[i].as_secret_data())
+        return list(await asyncio.gather(*(put(i) for i in range(len(keys)))))
+
+    async def one_run(self, n: int, index: int, distinct: bool = False) -> dict[str, Any]:
+        """The default scenario (one shared Secret), or ``distinct`` (a Secret and an
+        emulator user per storage; no rotation phase)."""
         tag = f"{n}-{index}-{secrets.token_hex(3)}"
         bucket = f"bench-{tag}"
         await asyncio.to_thread(self.s3.create_bucket, bucket)
         user = f"bench-{tag}"
         keys = await asyncio.to_thread(self.s3.create_user, user, readwrite_policy(bucket))
+        many = await self.distinct_users(tag, bucket, n) if distinct else None
 
         base_ns = f"bench-base-{tag}"
         log.info("  baseline: %d objects, one HeadBucket and one status patch each", n)
-        baseline_s = await self.baseline(base_ns, bucket, keys, n)
+        baseline_s = await self.baseline(base_ns, bucket, keys, n, many)
         log.info("  baseline: %.2fs; deleting its namespace", baseline_s)
         await self.kube.delete_namespace(base_ns)
 
         ns = f"bench-{tag}"
         await self.kube.create_namespace(ns)
         await self.kube.put_secret(ns, SECRET, keys.as_secret_data())
+        if many is not None:
+            await self.put_distinct_secrets(ns, many)
         tracker = Tracker()
         listed = await self.kube.list(ns, EXS)
         watch = self.watch = asyncio.create_task(self.kube.watch(
@@ -251,7 +326,8 @@ class Bench:
         operator = await asyncio.to_thread(
             Operator, self.cp, self.run_dir / "logs" / ns, self.cfg.concurrency, profile)
         try:
-            result = await self.measure_operator(operator, tracker, ns, n, bucket, user)
+            result = await self.measure_operator(operator, tracker, ns, n, bucket, user,
+                                                 distinct=distinct, rotate=not distinct)
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -263,50 +339,118 @@ class Bench:
                 "ratio": round(result["_convergence"] / baseline_s, 3), **{
                     k: v for k, v in result.items() if not k.startswith("_")}}
 
-    async def baseline(self, ns: str, bucket: str, keys: S3Keys, n: int) -> float:
-        """Create N objects, HeadBucket and patch each one's status: no operator."""
+    async def baseline(self, ns: str, bucket: str, keys: S3Keys, n: int,
+                       many: list[S3Keys] | None = None) -> float:
+        """Create N objects, HeadBucket and patch each one's status: no operator.
+
+        ``many``: each object has its own Secret and keys, so each HeadBucket goes
+        through a client built for its keys (from one shared boto3 Session, the cheapest
+        way botocore allows; the client is closed after use).
+        """
         await self.kube.create_namespace(ns)
         secret_rv = await self.kube.put_secret(ns, SECRET, keys.as_secret_data())
+        secret_rvs = await self.put_distinct_secrets(ns, many) if many is not None else []
         conc = self.cfg.concurrency
-        s3 = boto3.client(
+        boto_config = BotoConfig(max_pool_connections=conc, s3={"addressing_style": "path"},
+                                 retries={"mode": "standard", "total_max_attempts": 2},
+                                 connect_timeout=5, read_timeout=10)
+        session = boto3.session.Session()
+        session_lock = threading.Lock()  # building clients from a Session is not thread-safe
+        s3 = session.client(
             "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
             aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
-            config=BotoConfig(max_pool_connections=conc, s3={"addressing_style": "path"},
-                              retries={"mode": "standard", "total_max_attempts": 2},
-                              connect_timeout=5, read_timeout=10))
+            config=boto_config)
+
+        # Distinct keys: one client signing each request with its object's keys (the way
+        # the operator does it, the cheapest botocore allows; BENCH_BASELINE_CLIENTS=each:
+        # one client built per object from one shared Session instead).
+        shared = None
+        if many is not None and not self.cfg.baseline_client_per_object:
+            shared = s3_provider._signer_session().client(
+                "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
+                config=boto_config)
+
+        def head(index: int) -> None:
+            if many is None:
+                s3.head_bucket(Bucket=bucket)
+                return
+            keys = many[index]
+            if shared is not None:
+                with s3_provider._signing_as(ReadOnlyCredentials(
+                        keys.access_key_id, keys.secret_access_key, None)):
+                    shared.head_bucket(Bucket=bucket)
+                return
+            with session_lock:
+                own = session.client(
+                    "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
+                    aws_access_key_id=keys.access_key_id,
+                    aws_secret_access_key=keys.secret_access_key, config=boto_config)
+            try:
+                own.head_bucket(Bucket=bucket)
+            finally:
+                own.close()
         body0 = storage_body("x", bucket, self.s3.endpoint)
         prefixes = effective_prefixes(parse_external_storage(body0))
         pool = ThreadPoolExecutor(max_workers=conc, thread_name_prefix="baseline-s3")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))  # warm-up
+        await loop.run_in_executor(pool, head, 0)  # warm-up
 
-        def status(generation: int) -> dict[str, Any]:
+        def status(generation: int, index: int) -> dict[str, Any]:
             now = dt.datetime.now(dt.UTC)
             return es_reconcile.desired_status(None, es_reconcile.Observed(
                 generation=generation, now=now, effective_prefixes=prefixes,
                 validation=es_reconcile.Validation(
                     Reason.VALIDATED, f"bucket {bucket} is reachable with these credentials",
-                    Capabilities(list=True), secret_rv),
+                    Capabilities(list=True), secret_rvs[index] if many else secret_rv),
                 next_validation=now + dt.timedelta(hours=1)))
 
-        names = iter(f"s-{i:05d}" for i in range(n))
-        created: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
+        indices = iter(range(n))
+        created: asyncio.Queue[tuple[str, int, int] | None] = asyncio.Queue()
+        finished = 0
+        all_finished = asyncio.Event()
 
         # The same shape as the operator's run: CONCURRENCY creators, and CONCURRENCY
-        # workers validating what was created, with nothing else to do.
+        # workers validating what was created, with nothing else to do. The workers learn
+        # of each object from a watch, as any controller must (and as the operator run's
+        # own watch, which records Ready, is there in both runs); BENCH_BASELINE_WATCH=0
+        # hands them each object straight from its creator instead.
+        def on_event(event_type: str, obj: dict[str, Any]) -> None:
+            meta = obj.get("metadata") or {}
+            if event_type == "ADDED":
+                name = str(meta.get("name"))
+                created.put_nowait((name, int(meta.get("generation") or 1), int(name[2:])))
+
+        watch: asyncio.Task[None] | None = None
+        observer: asyncio.Task[None] | None = None
+        if self.cfg.baseline_watch:
+            listed = await self.kube.list(ns, EXS)
+            rv = str(listed["metadata"]["resourceVersion"])
+            watch = asyncio.create_task(self.kube.watch(ns, EXS, rv, on_event))
+            # The operator run's driver watches for Ready (its instrument); the API server
+            # serves that watch in both runs.
+            observer = asyncio.create_task(self.kube.watch(ns, EXS, rv, lambda *_: None))
+
         async def creator() -> None:
-            for name in names:
-                obj = await self.kube.create(
-                    ns, EXS, storage_body(name, bucket, self.s3.endpoint))
-                created.put_nowait((name, int(obj["metadata"]["generation"])))
+            for i in indices:
+                name = f"s-{i:05d}"
+                obj = await self.kube.create(ns, EXS, storage_body(
+                    name, bucket, self.s3.endpoint,
+                    distinct_secret(i) if many is not None else SECRET))
+                if watch is None:
+                    created.put_nowait((name, int(obj["metadata"]["generation"]), i))
 
         async def worker() -> None:
+            nonlocal finished
             while (item := await created.get()) is not None:
-                await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))
-                await self.kube.patch_status(ns, EXS, item[0], status(item[1]))
+                await loop.run_in_executor(pool, head, item[2])
+                await self.kube.patch_status(ns, EXS, item[0], status(item[1], item[2]))
+                finished += 1
+                if finished >= n:
+                    all_finished.set()
 
         async def create_all() -> None:
             await asyncio.gather(*(creator() for _ in range(conc)))
+            await all_finished.wait()
             for _ in range(conc):
                 created.put_nowait(None)
 
@@ -318,11 +462,19 @@ class Bench:
             self.baseline_cpu = measure.cpu_delta(measure.cpu_by_process(), cpu0)
             return elapsed
         finally:
+            if shared is not None:
+                shared.close()
+            for task in (watch, observer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             pool.shutdown(wait=False)
             s3.close()
 
     async def measure_operator(self, op: Operator, tracker: Tracker, ns: str, n: int,
-                               bucket: str, user: str) -> dict[str, Any]:
+                               bucket: str, user: str, distinct: bool = False,
+                               idle: bool = True, rotate: bool = True) -> dict[str, Any]:
         cfg = self.cfg
         await asyncio.sleep(2)  # let the operator finish its start-up LISTs and watches
         op.alive()
@@ -338,7 +490,9 @@ class Bench:
 
         async def create() -> None:
             for name in names:
-                await self.kube.create(ns, EXS, storage_body(name, bucket, self.s3.endpoint))
+                secret = distinct_secret(int(name[2:])) if distinct else SECRET
+                await self.kube.create(ns, EXS, storage_body(name, bucket, self.s3.endpoint,
+                                                             secret))
                 created[name] = time.perf_counter()
 
         started = time.perf_counter()
@@ -356,7 +510,30 @@ class Bench:
         converge_requests, other = measure.split(
             measure.delta(after, before, self.kube.counts - own0))
 
-        # --- idle ---
+        result: dict[str, Any] = {
+            "_convergence": convergence,
+            "time_to_all_ready_s": round(convergence, 3),
+            "latency_p50_s": round(measure.percentile(latencies, 0.5), 3),
+            "latency_p99_s": round(measure.percentile(latencies, 0.99), 3),
+            "api_requests_per_object": round(sum(converge_requests.values()) / n, 3),
+            "api_requests_by_kind_per_object": {
+                k: round(v / n, 3) for k, v in measure.by_label(converge_requests).items()},
+            "control_plane_background_requests": sum(other.values()),
+            "operator_cpu_s": {"convergence": round(cpu_ready - cpu0, 2)},
+            "cpu_s_by_process": {"baseline": self.baseline_cpu, "convergence": processes},
+        }
+        if idle:
+            _merge(result, await self._idle(op))
+        if rotate:
+            _merge(result, await self._rotate(op, tracker, ns, n, bucket, user))
+        memory = op.memory()
+        result["operator_rss_mb"] = {"peak": round(memory["peak"], 1),
+                                     **result.get("operator_rss_mb", {})}
+        result["operator_cpu_s"]["total"] = round(op.cpu(), 2)
+        return result
+
+    async def _idle(self, op: Operator) -> dict[str, Any]:
+        cfg = self.cfg
         log.info("  idle: counting writes for %.0fs", cfg.idle_s)
         cpu_idle0 = op.cpu()
         own1 = Counter(self.kube.counts)
@@ -366,8 +543,35 @@ class Bench:
         idle_requests = measure.delta(idle_after, idle_before, self.kube.counts - own1)
         steady = op.memory()["current"]
         cpu_idle = op.cpu() - cpu_idle0
+        return {
+            "idle_writes_per_min": round(measure.writes(idle_requests) * 60 / cfg.idle_s, 2),
+            "idle_requests_by_kind": measure.by_label(measure.split(idle_requests)[0]),
+            "operator_rss_mb": {"steady": round(steady, 1)},
+            "operator_cpu_s": {"idle": round(cpu_idle, 2)},
+        }
 
-        # --- Secret rotation: a new access key of the same user ---
+    def heads(self, bucket: str, keys: S3Keys, n: int) -> float:
+        """Seconds for N HeadBuckets at the operator's concurrency (one shared client):
+        the floor under a rotation, which must revalidate all N storages."""
+        conc = self.cfg.concurrency
+        s3 = boto3.client(
+            "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
+            aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
+            config=BotoConfig(max_pool_connections=conc, s3={"addressing_style": "path"},
+                              retries={"mode": "standard", "total_max_attempts": 2},
+                              connect_timeout=5, read_timeout=10))
+        s3.head_bucket(Bucket=bucket)  # warm-up
+        with ThreadPoolExecutor(max_workers=conc, thread_name_prefix="heads") as pool:
+            started = time.perf_counter()
+            list(pool.map(lambda _: s3.head_bucket(Bucket=bucket), range(n)))
+            elapsed = time.perf_counter() - started
+        s3.close()
+        return elapsed
+
+    async def _rotate(self, op: Operator, tracker: Tracker, ns: str, n: int, bucket: str,
+                      user: str) -> dict[str, Any]:
+        """The shared Secret gets a new access key of the same emulator user."""
+        cfg = self.cfg
         op.alive()
         iam = self.s3.client("iam")
         new = await asyncio.to_thread(iam.create_access_key, UserName=user)
@@ -394,27 +598,14 @@ class Bench:
         await asyncio.sleep(min(cfg.settle_s, 2.0))
         rot_requests, _ = measure.split(measure.delta(await self.scrape(), rot_before,
                                                       self.kube.counts - own2))
-        memory = op.memory()
-        total = sum(converge_requests.values())
+        heads = await asyncio.to_thread(self.heads, bucket, keys, n)
+        log.info("  rotation baseline: %d HeadBuckets in %.2fs", n, heads)
         return {
-            "_convergence": convergence,
-            "time_to_all_ready_s": round(convergence, 3),
-            "latency_p50_s": round(measure.percentile(latencies, 0.5), 3),
-            "latency_p99_s": round(measure.percentile(latencies, 0.99), 3),
-            "api_requests_per_object": round(total / n, 3),
-            "api_requests_by_kind_per_object": {
-                k: round(v / n, 3) for k, v in measure.by_label(converge_requests).items()},
-            "control_plane_background_requests": sum(other.values()),
-            "idle_writes_per_min": round(measure.writes(idle_requests) * 60 / cfg.idle_s, 2),
-            "idle_requests_by_kind": measure.by_label(measure.split(idle_requests)[0]),
-            "operator_rss_mb": {"peak": round(memory["peak"], 1), "steady": round(steady, 1)},
-            "operator_cpu_s": {"convergence": round(cpu_ready - cpu0, 2),
-                               "idle": round(cpu_idle, 2),
-                               "rotation": round(cpu_rot, 2),
-                               "total": round(op.cpu(), 2)},
+            "operator_cpu_s": {"rotation": round(cpu_rot, 2)},
             "secret_rotation_to_ready_s": round(rotation, 3),
+            "rotation_baseline_heads_s": round(heads, 3),
+            "rotation_ratio": round(rotation / heads, 3),
             "rotation_api_requests_per_object": round(sum(rot_requests.values()) / n, 3),
-            "cpu_s_by_process": {"baseline": self.baseline_cpu, "convergence": processes},
         }
 
     async def _wait(self, tracker: Tracker, op: Operator, what: str) -> None:
@@ -433,6 +624,15 @@ class Bench:
 
 async def _run(cfg: Config, cp: ControlPlane, s3: S3Server, run_dir: Path) -> dict[str, Any]:
     return await Bench(cfg, cp, s3, run_dir).run_all()  # aiohttp wants a running loop
+
+
+def _merge(into: dict[str, Any], more: Mapping[str, Any]) -> None:
+    """``into.update(more)``, merging (not replacing) nested dicts of figures."""
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key].update(value)
+        else:
+            into[key] = value
 
 
 def dumps(value: Any, level: int = 0) -> str:
@@ -493,9 +693,13 @@ def main() -> int:
             log.info("logs kept in %s", run_dir)
     document = {
         "benchmark": "callstorage operator: ExternalStorage convergence",
+        "layout": "results.<scenario>.<N>: figures as {median, min, max} over runs, and "
+                  "the raw runs",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "settings": {"sizes": list(cfg.sizes), "runs": cfg.runs,
+        "settings": {"scenarios": {sc: list(cfg.sizes or DEFAULT_SIZES[sc])
+                                   for sc in cfg.scenarios},
+                     "runs": cfg.runs,
                      "max_concurrent_validations": cfg.concurrency,
                      "idle_window_s": cfg.idle_s, "storage": "S3 emulator (moto), ReadWrite",
                      "figures": "median, min and max over runs; each run in its own "

@@ -636,14 +636,13 @@ def _run_operator(flags: dict[str, str], rest: list[str], err: TextIO) -> int:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
     """Entry point of ``callstorage`` and ``kubectl-callstorage``; returns the exit code."""
-    from callstorage.client import CallStorageError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     out = out or sys.stdout
     err = err or sys.stderr
     run = _split_run(argv)
-    if run is not None:
+    if run is not None:  # before the client package: the operator never loads `kubernetes`
         return _run_operator(*run, err=err)
+    from callstorage.client import CallStorageError
     asked = _asked_output(argv)
     usage = io.StringIO()
     try:

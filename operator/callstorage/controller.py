@@ -16,7 +16,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from callstorage import metrics
@@ -34,7 +34,7 @@ from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
 from callstorage.fairness import FairShare, Group, groups_of
-from callstorage.inventory import CachedSecret, Inventory, ObjectKey, vanished
+from callstorage.inventory import CachedSecret, Inventory, ObjectKey, compact, vanished
 from callstorage.kube import Kube, ObjectGone, decode_secret
 from callstorage.providers import (
     build_client,
@@ -66,11 +66,11 @@ RESTORE_WINDOW = 60.0
 WRITE = "write"
 SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
 CALL_TYPE_WORKERS = 4
-# kopf replays a watch's LIST as events of type None. A listing event is a relist (after
-# 410 Gone) when it comes more than STARTUP_LISTING_GRACE seconds after our start, or more
-# than LISTING_GAP seconds after the previous listing event of its kind (a listing arrives
-# as one burst): an API server restart right after ours must not pass for the first one.
-STARTUP_LISTING_GRACE = 10.0
+# kopf replays a watch's LIST as events of type None, as one burst. A listing event is a
+# relist (after 410 Gone) when it comes more than LISTING_GAP seconds after the previous
+# listing event of its kind, our own start-up LIST counting as the first: an API server
+# restart right after ours must not pass for the first listing, and a first listing whose
+# replay outlasts any fixed grace (10,000 objects) must not pass for a relist per event.
 LISTING_GAP = 2.0
 # After a relist or a 404 a resync follows this soon, and never more often than
 # RESYNC_MIN_GAP apart (a storm of 404s makes one LIST per kind, not one each).
@@ -149,6 +149,11 @@ class _Parked(Exception):
         self.group = group
 
 
+def _held(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The copy the inventory keeps (``inventory.compact``)."""
+    return compact(obj)
+
+
 def _with_kind(obj: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """Items of a LIST carry no kind; events posted on them need it."""
     from callstorage.api import GROUP, VERSION
@@ -196,6 +201,9 @@ class Controller:
         self._terminating: dict[str, tuple[bool, float]] = {}
         # (kind, key) -> (restores in a row, when the last one was due)
         self._restores: dict[tuple[str, ObjectKey], tuple[int, float]] = {}
+        # storage types whose SDK is loaded (or loading): one import each, on first sight
+        self._sdk_types: set[str] = set()
+        self._sdk_loads: list[Future[None]] = []
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -204,10 +212,11 @@ class Controller:
         Without the full list of CallTypes, a storage could look unreferenced right
         after a restart and lose its in-use finalizer while being deleted.
         """
-        await asyncio.get_running_loop().run_in_executor(self._providers, load_client_modules)
         namespaces = self.watched_namespaces()
         for obj in await self.kube.list_objects(EXTERNALSTORAGE_PLURAL, namespaces):
             self.on_storage_event(None, _with_kind(obj, "ExternalStorage"))
+        if self._sdk_loads:  # the SDKs of the listed storages, before any worker needs one
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in self._sdk_loads))
         for obj in await self.kube.list_objects(CALLTYPE_PLURAL, namespaces):
             self.on_call_type_event(None, _with_kind(obj, "CallType"))
         n = self.settings.max_concurrent_validations
@@ -251,12 +260,10 @@ class Controller:
         if self._started_at is None:
             return  # our own start-up LIST
         now = time.monotonic()
-        previous = self._listing_events.get(kind)
+        previous = self._listing_events.get(kind, self._started_at)
         self._listing_events[kind] = now
-        if now - self._started_at > STARTUP_LISTING_GRACE or \
-                (previous is not None and now - previous > LISTING_GAP):
-            if previous is None or now - previous > LISTING_GAP:  # once per relist
-                log.debug("%s relisted: resync requested", kind)
+        if now - previous > LISTING_GAP:  # the first event of a burst: once per relist
+            log.debug("%s relisted: resync requested", kind)
             self.request_resync()
 
     async def _resync_loop(self) -> None:
@@ -343,16 +350,22 @@ class Controller:
 
     def _forget_gone(self, exc: ObjectGone) -> None:
         """A write answered 404: the object is gone; forget it as a DELETED event would,
-        and resync, since whatever hid this deletion may have hidden others."""
+        and resync, since whatever hid this deletion may have hidden others. A deletion we
+        already knew of (its DELETED event came first, or it was being deleted: the last
+        finalizer went and the write raced the removal) hid nothing: no resync."""
         key = (exc.namespace, exc.name)
-        if exc.plural == EXTERNALSTORAGE_PLURAL:
-            held = self.inv.storages.get(key)
-            if held is not None:
+        storage = exc.plural == EXTERNALSTORAGE_PLURAL
+        held = (self.inv.storages if storage else self.inv.call_types).get(key)
+        known = held is None or bool(_meta(held).get("deletionTimestamp"))
+        if held is not None:
+            if storage:
                 self.on_storage_event("DELETED", held)
-        else:
-            held = self.inv.call_types.get(key)
-            if held is not None:
+            else:
                 self.on_call_type_event("DELETED", held)
+        if known:
+            log.debug("%s %s/%s is gone (404 on write), as its deletion said", exc.plural,
+                      *key)
+            return
         log.info("%s %s/%s is gone (404 on write); forgotten, resync requested",
                  exc.plural, *key)
         self.request_resync()
@@ -382,11 +395,18 @@ class Controller:
             self._touch_call_types(key)
             return
         old = self.inv.storages.get(key)
+        rv = _meta(obj).get("resourceVersion")
+        if old is not None and rv and _meta(old).get("resourceVersion") == rv:
+            return  # this very version again (the watch echoing our own write, a relist)
         if not self._accept(STORAGE, key, old, obj):
             return
-        new = dict(obj)
+        new = _held(obj)
         self.inv.storages[key] = new
         self.inv.set_secret_refs(key, _secret_refs(new))
+        storage_type = (new.get("spec") or {}).get("storageType")
+        if storage_type not in self._sdk_types and storage_type in PROVIDERS:
+            self._sdk_types.add(storage_type)
+            self._sdk_loads.append(self._providers.submit(load_client_modules, [storage_type]))
         meta, status = _meta(new), new.get("status") or {}
         generation = meta.get("generation")
         if old is None:
@@ -407,8 +427,11 @@ class Controller:
         if old is not None:
             if self._status_overwritten(key, new):
                 self.storages.add(key, REFS, self._restore_delay(STORAGE, key))
-            elif self._finalizer_wrong(key, new):
-                self.storages.add(key, REFS)
+            else:
+                if key in self._written:  # equal: hold the watch's copy, not a second one
+                    self._written[key] = status
+                if self._finalizer_wrong(key, new):
+                    self.storages.add(key, REFS)
         if pending_check(new):
             self.storages.add(key, CHECK)
         if old is None or es_reconcile.ready_state(old.get("status")) != \
@@ -452,7 +475,7 @@ class Controller:
         old = self.inv.call_types.get(key)
         if not self._accept(CALL_TYPE, key, old, obj):
             return
-        new = dict(obj)
+        new = _held(obj)
         self.inv.call_types[key] = new
         target, _ = ct_reconcile.storage_target(
             key[0], (new.get("spec") or {}).get("externalStorage"), *self.platform)
@@ -615,6 +638,10 @@ class Controller:
         """Record the server's answer to our status write, then feed it in as an event."""
         self._written[key] = dict(updated.get("status") or {})
         self.on_storage_event("MODIFIED", updated)
+        held = self.inv.storages.get(key)
+        if held is not None and _meta(held).get("resourceVersion") == \
+                _meta(updated).get("resourceVersion"):
+            self._written[key] = held.get("status") or {}  # one copy of it, not two
 
     def _restore_delay(self, kind: str, key: ObjectKey) -> float:
         """The first restore is immediate; a key that keeps being overwritten (a second
@@ -662,6 +689,10 @@ class Controller:
 
         if not await self._sync_finalizer(key, obj, used_by, deleting):
             return  # the finalizer was removed from a deleted object: it is gone now
+        if reasons == {REFS} and status == actual and not deleting and \
+                key not in self._unwritten and not pending_check(obj) and \
+                _settled(status, generation, used_by):
+            return  # e.g. every storage after a restart: nothing to validate or write
 
         spec: ExternalStorageSpec | None = None
         invalid: str | None = None
@@ -746,7 +777,7 @@ class Controller:
                                                    patch)
             self._wrote_storage(key, updated)
         else:
-            self._written[key] = desired
+            self._written[key] = dict(actual)  # equal to desired; shares the held copy
         self._unwritten.pop(key, None)
         await self._post(obj, es_reconcile.storage_events(status, desired, check))
 
@@ -1033,6 +1064,20 @@ def _describe(exc: BaseException) -> str:
     status; never its text, which may quote a request body."""
     status = getattr(exc, "status", None)
     return f"{type(exc).__name__}" + (f" (HTTP {status})" if isinstance(status, int) else "")
+
+
+def _settled(status: Mapping[str, Any], generation: int, used_by: tuple[str, ...]) -> bool:
+    """The status already answers a reference-only round: a final Ready for this
+    generation (not Validating), the users as they are, and no deletion waiting. A full
+    round would compute this very status and write nothing."""
+    conditions = status.get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return ready is not None and ready.get("status") in ("True", "False") and \
+        ready.get("observedGeneration") == generation and \
+        status.get("observedGeneration") == generation and \
+        status.get("usedBy") == list(used_by[:es_reconcile.USED_BY_SAMPLE]) and \
+        status.get("usedByCount") == len(used_by) and \
+        not any(c.get("type") == "DeletionBlocked" for c in conditions)
 
 
 def _parse_datetime(value: object) -> dt.datetime | None:

@@ -7,6 +7,7 @@ seen on the watch is dropped at once.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +19,31 @@ ObjectKey = tuple[str, str]
 # How long a deletion is remembered, so that an older copy of the object (a GET or a
 # patch answer that was in flight) cannot bring it back.
 TOMBSTONE_SECONDS = 600.0
+# Strings up to this long are interned in held objects (names, reasons, timestamps).
+INTERN_MAX = 64
+
+
+def compact(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of an object to hold for long: without ``metadata.managedFields`` (field
+    ownership, which the operator never reads), and with keys and short strings interned:
+    thousands of held objects repeat them, and a decoded watch event holds its own copy of
+    each. About a third of the memory of the decoded object."""
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping) and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    result: dict[str, Any] = _compact(obj)
+    return result
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: _compact(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    if isinstance(value, str) and len(value) <= INTERN_MAX:
+        return sys.intern(value)
+    return value
 
 
 def resource_version(obj: Mapping[str, Any] | None) -> int | None:

@@ -1,36 +1,37 @@
-"""The operator's writes and point reads against the Kubernetes API.
+"""The operator's writes and point reads against the Kubernetes API, and the kubeconfig
+loader of the CLI and the Python client.
 
-kopf does the watching; these few calls go through the official ``kubernetes`` client,
-which blocks, so each runs in a thread pool of its own and never on kopf's event loop.
-Every call has a request timeout. Nothing here logs a Secret's data.
+kopf does the watching; the operator's few calls of its own go through
+``callstorage.apiserver`` (aiohttp, asynchronous: never blocking kopf's event loop), so
+the operator process never loads the ``kubernetes`` package (~65 MB). Every call has a
+request timeout. Nothing here logs a Secret's data.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
-import json
 import logging
 import os
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, TypeVar
-
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote
 
 from callstorage.api import EXTERNALSTORAGE_PLURAL, GROUP, VERSION
-from callstorage.inventory import CachedSecret
+from callstorage.apiserver import CONNECT_TIMEOUT, READ_TIMEOUT, ApiError, ApiServer
+from callstorage.inventory import CachedSecret, compact
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-REQUEST_TIMEOUT: Final = (5.0, 30.0)  # (connect, read) seconds of an API call
+REQUEST_TIMEOUT: Final = (CONNECT_TIMEOUT, READ_TIMEOUT)  # (connect, read) seconds
 # The operator's point calls (a write, a GET) answer in milliseconds; when a pooled
 # connection went silent (a frozen middlebox) such a call fails after 10 s, not 30, and
 # is retried on a fresh connection. LISTs keep REQUEST_TIMEOUT: a big cluster is slower.
-POINT_TIMEOUT: Final = (5.0, 10.0)
+POINT_TIMEOUT: Final = (CONNECT_TIMEOUT, 10.0)
+LIST_PAGE: Final = 500  # objects per page of a LIST
 COMPONENT = "callstorage-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
 METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
@@ -72,8 +73,11 @@ def load_api_client(
     context: str | None = None,
 ) -> client.ApiClient:
     """An ApiClient in kubectl's order: ``kubeconfig``, else ``KUBECONFIG``, else
-    ``~/.kube/config``, else the in-cluster service account. The one loader of the
-    operator, the CLI and the Python client. Raises ``KubeconfigError``."""
+    ``~/.kube/config``, else the in-cluster service account. The loader of the CLI and
+    the Python client (the operator's is ``callstorage.apiserver``). Raises
+    ``KubeconfigError``."""
+    from kubernetes import client, config
+
     cfg = client.Configuration()
     try:
         if kubeconfig is not None or kubeconfig_present():
@@ -96,26 +100,34 @@ def load_api_client(
 
 
 class Kube:
-    """Thin async facade over the blocking client."""
+    """The operator's own API calls (asynchronous, on kopf's event loop)."""
 
-    def __init__(self, api_client: client.ApiClient, workers: int) -> None:
-        self._api = api_client
-        self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+    def __init__(self, api: ApiServer) -> None:
+        self._api = api
         self.requests = 0  # writes and reads issued, for benchmarks
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        self.requests += 1
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to drop synchronously: ``aclose`` closes the connection pool."""
 
     async def aclose(self) -> None:
-        """Drop queued calls and wait for those already sent: a leader hands its Lease
-        over only after its last write has landed (no write from it after a successor's)."""
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        """Close the connection pool. The controller's workers are stopped first, so the
+        last write has landed before a leader hands its Lease over."""
+        await self._api.close()
+
+    async def _call(self, method: str, path: str, body: Any = None,
+                    content_type: str = "application/json",
+                    params: Mapping[str, str] | None = None,
+                    parse: bool = True, read_timeout: float = READ_TIMEOUT,
+                    accept: str | None = None) -> dict[str, Any]:
+        self.requests += 1
+        return await self._api.request(method, path, body=body, content_type=content_type,
+                                       params=params, parse=parse,
+                                       read_timeout=read_timeout, accept=accept)
+
+    @staticmethod
+    def _path(namespace: str, plural: str, name: str = "") -> str:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}"
+        return f"{path}/{quote(name)}" if name else path
 
     async def patch_status(self, plural: str, namespace: str, name: str,
                            status_patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,17 +135,14 @@ class Kube:
 
         Raises ``ObjectGone`` on 404.
         """
-        def call() -> dict[str, Any]:
-            try:
-                result: dict[str, Any] = self._custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, plural, name, {"status": dict(status_patch)},
-                    _content_type=MERGE_PATCH, _request_timeout=POINT_TIMEOUT)
-                return result
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise ObjectGone(plural, namespace, name) from None
-                raise
-        return await self._run(call)
+        try:
+            return await self._call("PATCH", self._path(namespace, plural, name) + "/status",
+                                    {"status": dict(status_patch)}, MERGE_PATCH,
+                                    read_timeout=POINT_TIMEOUT[1])
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ObjectGone(plural, namespace, name) from None
+            raise
 
     async def set_finalizers(self, namespace: str, name: str, finalizers: list[str],
                              resource_version: str) -> bool:
@@ -145,43 +154,40 @@ class Kube:
         ``ObjectGone`` on 404, which no retry can fix.
         """
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
-
-        def call() -> bool:
-            try:
-                self._custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, EXTERNALSTORAGE_PLURAL, name, body,
-                    _content_type=MERGE_PATCH, _request_timeout=POINT_TIMEOUT)
-                return True
-            except ApiException as exc:
-                if exc.status == 404:
-                    raise ObjectGone(EXTERNALSTORAGE_PLURAL, namespace, name) from None
-                if exc.status == 409:
-                    return False
-                raise
-        return await self._run(call)
+        try:
+            await self._call("PATCH", self._path(namespace, EXTERNALSTORAGE_PLURAL, name),
+                             body, MERGE_PATCH, parse=False, read_timeout=POINT_TIMEOUT[1])
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ObjectGone(EXTERNALSTORAGE_PLURAL, namespace, name) from None
+            if exc.status == 409:
+                return False
+            raise
 
     async def read_secret(self, namespace: str, name: str, label_selector: str = ""
                           ) -> CachedSecret | None:
         """One Secret of ``namespace``, decoded; None when it does not exist, or does not
         match ``label_selector`` (then it is a LIST of that one name, filtered by the API
         server: the selector means what it means on the watch, with no parser of ours)."""
-        def call() -> CachedSecret | None:
-            if label_selector:
-                found = self._core.list_namespaced_secret(
-                    namespace, field_selector=f"metadata.name={name}",
-                    label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
-                if not found:
-                    return None
-                return decode_secret(found[0].metadata.resource_version, found[0].data)
-            try:
-                secret = self._core.read_namespaced_secret(
-                    name, namespace, _request_timeout=POINT_TIMEOUT)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-            return decode_secret(secret.metadata.resource_version, secret.data)
-        return await self._run(call)
+        secrets = f"/api/v1/namespaces/{quote(namespace)}/secrets"
+        if label_selector:
+            found = (await self._call(
+                "GET", secrets, params={"fieldSelector": f"metadata.name={name}",
+                                        "labelSelector": label_selector})).get("items") or []
+            if not found:
+                return None
+            return decode_secret(str((found[0].get("metadata") or {}).get("resourceVersion", "")),
+                                 found[0].get("data"))
+        try:
+            secret = await self._call("GET", f"{secrets}/{quote(name)}",
+                                      read_timeout=POINT_TIMEOUT[1])
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return decode_secret(str((secret.get("metadata") or {}).get("resourceVersion", "")),
+                             secret.get("data"))
 
     async def list_objects(self, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
         """Every object of a kind (in the watched namespaces; [] = cluster-wide)."""
@@ -190,46 +196,48 @@ class Kube:
 
     async def list_snapshot(self, plural: str, namespaces: list[str]) -> \
             tuple[list[dict[str, Any]], str | None]:
-        """Every object of a kind, and the list's resourceVersion (the oldest of the
-        per-namespace lists): what existed at that version is in the list."""
-        def call() -> tuple[list[dict[str, Any]], str | None]:
-            if not namespaces:
-                result = self._custom.list_cluster_custom_object(
-                    GROUP, VERSION, plural, _request_timeout=REQUEST_TIMEOUT)
-                return list(result.get("items", [])), \
-                    (result.get("metadata") or {}).get("resourceVersion")
-            items: list[dict[str, Any]] = []
-            versions: list[int] = []
-            for ns in namespaces:
-                result = self._custom.list_namespaced_custom_object(
-                    GROUP, VERSION, ns, plural, _request_timeout=REQUEST_TIMEOUT)
-                items.extend(result.get("items", []))
-                rv = str((result.get("metadata") or {}).get("resourceVersion", ""))
-                if rv.isdigit():
-                    versions.append(int(rv))
-            return items, str(min(versions)) if versions else None
-        return await self._run(call)
+        """Every object of a kind (compacted: ``inventory.compact``), and the list's
+        resourceVersion (the oldest of the per-namespace lists): what existed at that
+        version is in the list."""
+        if not namespaces:
+            return await self._list_pages(f"/apis/{GROUP}/{VERSION}/{plural}")
+        items: list[dict[str, Any]] = []
+        versions: list[int] = []
+        for ns in namespaces:
+            page_items, rv = await self._list_pages(self._path(ns, plural))
+            items.extend(page_items)
+            if rv is not None and rv.isdigit():
+                versions.append(int(rv))
+        return items, str(min(versions)) if versions else None
+
+    async def _list_pages(self, path: str) -> tuple[list[dict[str, Any]], str | None]:
+        """A LIST in pages of LIST_PAGE (one consistent snapshot, the first page's
+        resourceVersion): 10,000 storages never sit in memory as one answer."""
+        items: list[dict[str, Any]] = []
+        params = {"limit": str(LIST_PAGE)}
+        version: str | None = None
+        while True:
+            result = await self._call("GET", path, params=params)
+            meta = result.get("metadata") or {}
+            if version is None:
+                version = meta.get("resourceVersion")
+            items.extend(compact(o) for o in result.get("items") or [])
+            if not meta.get("continue"):
+                return items, version
+            params = {"limit": str(LIST_PAGE), "continue": str(meta["continue"])}
 
     async def list_secret_versions(self, namespace: str, label_selector: str = "") -> \
             tuple[dict[str, str], str | None]:
         """Name -> resourceVersion of every Secret in ``namespace`` (matching
         ``label_selector``, as the watch does), and the list's resourceVersion. Metadata
         only (PartialObjectMetadataList): no Secret data for a check that needs none."""
-        def call() -> tuple[dict[str, str], str | None]:
-            response = self._api.call_api(
-                f"/api/v1/namespaces/{namespace}/secrets", "GET",
-                query_params=[("labelSelector", label_selector)] if label_selector else [],
-                header_params={"Accept": METADATA_LIST}, auth_settings=["BearerToken"],
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-            try:
-                body = json.loads(response.data)
-            finally:
-                response.release_conn()
-            versions = {str(item["metadata"]["name"]):
-                        str(item["metadata"].get("resourceVersion", ""))
-                        for item in body.get("items") or []}
-            return versions, (body.get("metadata") or {}).get("resourceVersion")
-        return await self._run(call)
+        body = await self._call("GET", f"/api/v1/namespaces/{quote(namespace)}/secrets",
+                                params={"labelSelector": label_selector}
+                                if label_selector else None, accept=METADATA_LIST)
+        versions = {str(item["metadata"]["name"]):
+                    str(item["metadata"].get("resourceVersion", ""))
+                    for item in body.get("items") or []}
+        return versions, (body.get("metadata") or {}).get("resourceVersion")
 
     async def namespace_terminating(self, namespace: str) -> bool:
         """Whether ``namespace`` is being deleted (or gone).
@@ -249,27 +257,20 @@ class Kube:
             "type": "Normal", "reason": "NamespaceProbe", "message": "dry run",
             "source": {"component": COMPONENT},
         }
-
-        def call() -> bool:
-            try:
-                response = self._core.create_namespaced_event(
-                    namespace, event, dry_run="All", _request_timeout=POINT_TIMEOUT,
-                    _preload_content=False)
-                response.read()
-                response.release_conn()
-                return False
-            except ApiException as exc:
-                return exc.status == 404 or _terminating(exc)
-        return await self._run(call)
+        try:
+            await self._call("POST", f"/api/v1/namespaces/{quote(namespace)}/events", event,
+                             params={"dryRun": "All"}, parse=False,
+                             read_timeout=POINT_TIMEOUT[1])
+            return False
+        except ApiError as exc:
+            return exc.status == 404 or _terminating(exc)
 
     async def post_event(self, obj: Mapping[str, Any], type_: str, reason: str,
                          message: str) -> bool:
         """Record a core/v1 Event on ``obj``; failures are logged, never raised. False
         when the namespace is being deleted (nothing can be created there)."""
         meta = obj.get("metadata") or {}
-        now = dt.datetime.now(dt.UTC)
-        # A plain dict, and the answer left unparsed: the client's model classes deep-copy
-        # its Configuration per instance, which made events the dearest call we make.
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name', 'object')}.",
@@ -283,28 +284,21 @@ class Kube:
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT, "reportingInstance": COMPONENT,
         }
-
-        def call() -> bool:
-            try:
-                response = self._core.create_namespaced_event(
-                    meta.get("namespace"), event, _request_timeout=POINT_TIMEOUT,
-                    _preload_content=False)
-                response.read()
-                response.release_conn()
-            except ApiException as exc:
-                if _terminating(exc):
-                    return False
-                log.warning("could not post event %s on %s/%s: HTTP %s", reason,
-                            meta.get("namespace"), meta.get("name"), exc.status)
-            return True
-        return await self._run(call)
+        try:
+            await self._call("POST", f"/api/v1/namespaces/{quote(str(meta.get('namespace')))}"
+                                     "/events", event, parse=False,
+                             read_timeout=POINT_TIMEOUT[1])
+        except ApiError as exc:
+            if _terminating(exc):
+                return False
+            log.warning("could not post event %s on %s/%s: HTTP %s", reason,
+                        meta.get("namespace"), meta.get("name"), exc.status)
+        return True
 
 
-def _terminating(exc: ApiException) -> bool:
+def _terminating(exc: ApiError) -> bool:
     """A 403 from NamespaceLifecycle admission: the namespace is being deleted."""
-    body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) \
-        else str(exc.body or "")
-    return exc.status == 403 and "being terminated" in body
+    return exc.status == 403 and "being terminated" in exc.body
 
 
 def decode_secret(resource_version: str, data: Mapping[str, str] | None) -> CachedSecret:

@@ -7,20 +7,17 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-import kopf
 from aiohttp import web
 
 from callstorage import __version__, metrics
 from callstorage.handlers import build_registry
-from callstorage.leader import (
-    LeaderElector,
-    LeaseConfig,
-    default_identity,
-    pod_owner,
-    run_elected,
-)
+from callstorage.kopfloader import kopf
 from callstorage.settings import Settings
+
+if TYPE_CHECKING:
+    from callstorage.leader import LeaderElector
 
 
 class DemoteKopfRetries(logging.Filter):
@@ -119,6 +116,13 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
                        namespaces: list[str]) -> int:
     """One of several replicas: serve health, wait for the Lease, then run kopf."""
     from callstorage.kube import load_api_client
+    from callstorage.leader import (
+        LeaderElector,
+        LeaseConfig,
+        default_identity,
+        pod_owner,
+        run_elected,
+    )
 
     api = load_api_client(2)
     elector = LeaderElector(api, LeaseConfig(

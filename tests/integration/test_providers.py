@@ -184,6 +184,37 @@ def test_s3_wrong_secret(s3_server: S3Server, s3_bucket: str, s3_rw: dict[str, s
     assert s3_rw["accessKeyId"] not in error.message  # the key id counts as a credential
 
 
+def test_s3_validations_sharing_a_client_each_sign_with_their_own_keys(
+    s3_server: S3Server, s3_bucket: str, s3_rw: dict[str, str],
+) -> None:
+    """Validations of one endpoint share a client (one build for N distinct Secrets);
+    run at once on many threads, each still signs with its own keys: the good ones
+    pass, the wrong and the unknown ones fail, every time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from callstorage.providers import s3
+
+    spec = s3_spec(s3_bucket, s3_server.endpoint)
+    bad = {**s3_rw, "secretAccessKey": "wrong" + s3_rw["secretAccessKey"][5:]}
+    unknown = S3Keys("AKIA" + secrets.token_hex(8).upper(),
+                     secrets.token_urlsafe(30)).as_secret_data()
+    other = s3_server.create_user(_name("rw"), readwrite_policy(s3_bucket)).as_secret_data()
+    cases = [s3_rw, bad, unknown, other] * 12
+
+    def outcome(data: dict[str, str]) -> str:
+        try:
+            validate(spec, inputs_of(data))
+            return "ok"
+        except ProviderError as exc:
+            return str(exc.reason)
+
+    builds = s3._CLIENTS.builds
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(outcome, cases))
+    assert results == ["ok", "InvalidCredentials", "InvalidCredentials", "ok"] * 12
+    assert s3._CLIENTS.builds - builds <= 1
+
+
 def test_s3_unknown_access_key(s3_server: S3Server, s3_bucket: str) -> None:
     bad = S3Keys("AKIA" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)).as_secret_data()
     error = expect(Reason.INVALID_CREDENTIALS,
@@ -580,3 +611,43 @@ def test_hanging_endpoint_times_out(network_target: tuple[SpecAt, dict[str, str]
     started = time.monotonic()
     expect(Reason.TIMEOUT, lambda: validate(spec, inputs_of(data)), data)
     assert time.monotonic() - started < CONNECT + READ + 2
+
+
+def test_gcs_and_azure_clients_are_kept_between_validations(
+    gcs_server: GCSServer, gcs_bucket: str, azurite: AzuriteServer, container: str,
+) -> None:
+    """Like S3's: N validations with one Secret build one SDK client (a GCS client keeps
+    its token: one token request, not N); other credentials build their own."""
+    from callstorage.providers import azure, gcs
+
+    azure._CLIENTS.clear()  # earlier tests used the same account key
+    data = gcs_account(gcs_server, gcs_bucket, "admin")
+    spec = gcs_spec(gcs_bucket, gcs_server.endpoint)
+    builds = gcs._CLIENTS.builds
+    for _ in range(3):
+        assert validate(spec, inputs_of(data)) == Capabilities(list=True)
+    assert gcs._CLIENTS.builds == builds + 1
+    other = gcs_account(gcs_server, gcs_bucket, "admin")
+    assert validate(spec, inputs_of(other)) == Capabilities(list=True)
+    assert gcs._CLIENTS.builds == builds + 2
+
+    aspec = abs_spec(container, azurite.endpoint_for(ACCOUNT))
+    builds = azure._CLIENTS.builds
+    for _ in range(3):
+        assert validate(aspec, inputs_of({"accountKey": azurite.key_for(ACCOUNT)},
+                                         azurite.ca_pem)) == Capabilities(list=True)
+    assert azure._CLIENTS.builds == builds + 1
+    # another key is another client, and fails as before
+    wrong = {"accountKey": azurite.key_for("callstorage2")}
+    expect(Reason.INVALID_CREDENTIALS,
+           lambda: validate(aspec, inputs_of(wrong, azurite.ca_pem)), wrong)
+    assert azure._CLIENTS.builds == builds + 2
+
+
+def test_gcs_deleted_account_after_a_cached_validation(gcs_server: GCSServer,
+                                                       gcs_bucket: str) -> None:
+    data = gcs_account(gcs_server, gcs_bucket, "admin")
+    spec = gcs_spec(gcs_bucket, gcs_server.endpoint)
+    assert validate(spec, inputs_of(data)) == Capabilities(list=True)
+    gcs_server.delete_service_account(json.loads(data["credentials.json"])["client_email"])
+    expect(Reason.INVALID_CREDENTIALS, lambda: validate(spec, inputs_of(data)), data)

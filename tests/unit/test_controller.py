@@ -374,6 +374,36 @@ async def test_a_404_on_a_finalizer_write_forgets_the_storage_and_never_retries(
     assert ctl._resync_at < before, "a 404 must ask for a resync"
 
 
+async def test_a_404_on_the_status_write_of_a_storage_being_deleted_asks_for_no_resync(
+    provider: list[str],
+) -> None:
+    """Its deletion was known (deletionTimestamp, the last finalizer gone): the 404 is
+    the expected end and hid no other deletion, so no resync LIST."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    body = storage(ready=True)
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    ctl.on_storage_event("MODIFIED", body)  # never in kube.objects: gone by the write
+    key = (NS, "st")
+    ctl.storages.forget(key)
+    before = ctl._resync_at
+    await ctl.storage_round(key, {"refs"})
+    assert "patch_status externalstorages" in kube.calls
+    assert key not in ctl.inv.storages
+    assert ctl.storages.due_at(key) is None
+    assert ctl._resync_at == before, "a 404 after a known deletion asked for a resync"
+
+
+async def test_a_404_after_the_deleted_event_asks_for_no_resync() -> None:
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ctl.on_storage_event("ADDED", storage(ready=True))
+    ctl.on_storage_event("DELETED", storage(ready=True, rv="12"))  # while a round ran
+    before = ctl._resync_at
+    ctl._forget_gone(ObjectGone("externalstorages", NS, "st"))
+    assert ctl._resync_at == before
+
+
 async def test_a_404_on_a_status_write_forgets_the_call_type() -> None:
     kube = ScriptedKube()
     ctl = make(kube)
@@ -402,9 +432,29 @@ async def test_a_relist_after_startup_asks_for_a_resync_and_the_first_listing_do
         first = ctl._resync_at
         ctl.on_call_type_event(None, call_type())  # kopf's first listing
         assert ctl._resync_at == first
-        ctl._started_at = time.monotonic() - 60  # a minute later: a relist
+        ctl._started_at -= 60  # a minute later: a relist
+        ctl._listing_events["calltype"] -= 60
         ctl.on_call_type_event(None, call_type(rv="12"))
         assert ctl._resync_at - time.monotonic() < 10
+    finally:
+        await ctl.stop()
+
+
+async def test_a_first_listing_replayed_for_longer_than_a_grace_asks_for_no_resync(
+) -> None:
+    """10,000 storages: kopf's first listing replays for a minute, its events close
+    together. With a fixed startup grace every event after it asked for a resync (one
+    full LIST every RESYNC_MIN_GAP for the rest of the replay)."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    await ctl.start()
+    try:
+        first = ctl._resync_at
+        ctl.on_call_type_event(None, call_type())  # the replay's start
+        ctl._started_at -= 60  # ... still replaying a minute later
+        for i in range(20):
+            ctl.on_call_type_event(None, call_type(f"ct-{i + 3}"))
+        assert ctl._resync_at == first
     finally:
         await ctl.stop()
 
@@ -481,7 +531,7 @@ async def test_a_status_overwritten_by_someone_else_is_restored_without_revalida
     await drain(ctl)
     assert kube.objects["st"]["status"] == good
     assert len(provider) == 1, "restoring status must not validate again"
-    assert kube.events.count(("Normal", "Validated")) == 1
+    assert kube.events.count(("Normal", "Validated")) == 0, "a first success posts none"
 
 
 async def test_a_stripped_in_use_finalizer_is_put_back() -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import botocore.exceptions
+import pytest
+
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import s3
 from callstorage.providers.base import ProviderInputs
@@ -58,6 +61,8 @@ def _spec(endpoint: str) -> ExternalStorageSpec:
 
 
 def test_s3_clients_are_shared_only_for_identical_inputs() -> None:
+    """Validation clients are shared by endpoint whatever the keys, each validation
+    signing with its own keys; upload clients are shared only with the same keys."""
     settings = Settings(endpoint_allowlist=[], endpoint_denylist=[])
     keys = ProviderInputs(secret={"accessKeyId": b"AKIAONE", "secretAccessKey": b"s1"})
     rotated = ProviderInputs(secret={"accessKeyId": b"AKIAONE", "secretAccessKey": b"s2"})
@@ -66,9 +71,28 @@ def test_s3_clients_are_shared_only_for_identical_inputs() -> None:
     assert first._client is second._client
     other_secret = s3.build(spec, rotated, settings)
     other_endpoint = s3.build(_spec("http://127.0.0.1:10"), keys, settings)
-    assert other_secret._client is not first._client
+    assert other_secret._client is first._client
     assert other_endpoint._client is not first._client
-    creds = other_secret._client._request_signer._credentials
-    assert creds.secret_key == "s2"
-    for client in (first, second, other_secret, other_endpoint):
+    assert other_secret._signing is not None
+    assert other_secret._signing.secret_key == "s2"
+    assert first._signing is not None
+    assert first._signing.secret_key == "s1"
+    media = s3.build_media(spec, keys, settings, 4)
+    media_rotated = s3.build_media(spec, rotated, settings, 4)
+    assert media._client is not media_rotated._client
+    assert media_rotated._client._request_signer._credentials.secret_key == "s2"
+    for client in (first, second, other_secret, other_endpoint, media, media_rotated):
+        client.close()
+
+
+def test_a_shared_s3_client_signs_with_nothing_outside_a_validation() -> None:
+    """Fail closed: a request on a shared client without its validation's keys set on
+    the thread is refused before anything is sent, never signed with other keys."""
+    settings = Settings(endpoint_allowlist=[], endpoint_denylist=[])
+    keys = ProviderInputs(secret={"accessKeyId": b"AKIAONE", "secretAccessKey": b"s1"})
+    client = s3.build(_spec("http://127.0.0.1:9"), keys, settings)
+    try:
+        with pytest.raises(botocore.exceptions.NoCredentialsError):
+            client._client.head_bucket(Bucket="bucket")
+    finally:
         client.close()

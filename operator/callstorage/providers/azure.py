@@ -43,6 +43,7 @@ from callstorage.providers.base import (
     part_bytes,
     safe_code,
 )
+from callstorage.providers.clientcache import ClientCache, Closer, digest
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import Policy, validate_url
 from callstorage.providers.guard import guarded_session
@@ -100,8 +101,10 @@ class AzureStorageClient:
     def __init__(self, service: BlobServiceClient, container: str, account_url: str,
                  credential: ClientSecretCredential | None, ca: CABundle,
                  sensitive: list[str], settings: Settings,
-                 account_name: str = "", account_key: str | None = None) -> None:
+                 account_name: str = "", account_key: str | None = None,
+                 release: Closer | None = None) -> None:
         self._service = service
+        self._release = release  # a client leased from _CLIENTS: hand it back
         self.account_name = account_name
         self._account_key = account_key
         self._container = service.get_container_client(container)
@@ -177,6 +180,9 @@ class AzureStorageClient:
         return f"{self.object_url(key)}?{sas}"
 
     def close(self) -> None:
+        if self._release is not None:
+            self._release()
+            return
         try:
             self._service.close()
             if self._credential is not None:
@@ -264,9 +270,27 @@ class AzureUpload:
         """Nothing to do: uncommitted blocks are invisible and expire after a week."""
 
 
+# Validation clients by account URL, credentials, CA and timeouts, as S3's
+# (providers/clientcache.py): a cached service principal keeps its token, and a cached
+# client its connections. A changed Secret is a new key.
+_CLIENTS: ClientCache[tuple[Any, ...]] = ClientCache(size=64)
+
+
 def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
           ) -> AzureStorageClient:
-    """A blob client for ``spec`` with an account key or a service principal."""
+    """A blob client for ``spec`` with an account key or a service principal (its SDK
+    client kept between validations)."""
+    return _build(spec, inputs, settings, cached=True)
+
+
+def build_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+                connections: int) -> AzureStorageClient:
+    """A client of its own for one upload (never shared with validations)."""
+    return _build(spec, inputs, settings, cached=False)
+
+
+def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+           cached: bool) -> AzureStorageClient:
     abs_ = spec.provider if isinstance(spec.provider, ABSSpec) else None
     if abs_ is None:
         raise ProviderError(Reason.INVALID_SPEC, "spec.abs is required when storageType is abs")
@@ -290,54 +314,79 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     # Every connection (blob endpoint, authority) is checked by the guard when it opens
     policy = Policy.of(settings.endpoint_allowlist, settings.endpoint_denylist,
                        settings.connect_timeout)
-    ca = CABundle(inputs.ca_bundle)
 
-    def transport() -> RequestsTransport:
-        """A transport of our own session: guarded connections, no redirects."""
-        return RequestsTransport(session=guarded_session(policy), session_owner=True,
-                                 connection_timeout=settings.connect_timeout,
-                                 read_timeout=settings.read_timeout,
-                                 connection_verify=ca.verify)
-    credential: Any
-    sp_credential: ClientSecretCredential | None = None
-    account_key: str | None = None
-    try:
-        if use_key:
-            account_key = keys.require(ACCOUNT_KEY)
+    def make() -> tuple[tuple[Any, ...], Closer]:
+        ca = CABundle(inputs.ca_bundle)
+
+        def transport() -> RequestsTransport:
+            """A transport of our own session: guarded connections, no redirects."""
+            return RequestsTransport(session=guarded_session(policy), session_owner=True,
+                                     connection_timeout=settings.connect_timeout,
+                                     read_timeout=settings.read_timeout,
+                                     connection_verify=ca.verify)
+        credential: Any
+        sp_credential: ClientSecretCredential | None = None
+        account_key: str | None = None
+        try:
+            if use_key:
+                account_key = keys.require(ACCOUNT_KEY)
+                try:
+                    base64.b64decode(account_key, validate=True)
+                except (binascii.Error, ValueError):
+                    raise ProviderError(Reason.INVALID_CREDENTIALS,
+                                        f"key {ACCOUNT_KEY!r} of {keys.what} is not base64, "
+                                        "as Azure account keys are") from None
+                credential = AzureNamedKeyCredential(abs_.account_name, account_key)
+            else:
+                client_id, secret = keys.require(CLIENT_ID), keys.require(CLIENT_SECRET)
+                tenant_id = keys.require(TENANT_ID)
+                try:
+                    sp_credential = ClientSecretCredential(
+                        tenant_id, client_id, secret, authority=authority,
+                        # instance discovery would ask the public cloud about a private
+                        # authority
+                        disable_instance_discovery=authority_host not in KNOWN_AUTHORITY_HOSTS,
+                        retry_total=settings.max_attempts - 1, transport=transport())
+                except ValueError as exc:  # an invalid tenant id or authority
+                    raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
+                        f"{keys.what}: {exc}", keys.sensitive)) from None
+                credential = sp_credential
+            service = BlobServiceClient(
+                account_url, credential=credential,
+                retry_policy=LinearRetry(backoff=1, random_jitter_range=0,
+                                         retry_total=settings.max_attempts - 1),
+                permit_redirects=False, transport=transport(),
+                connection_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout)
+        except ProviderError:
+            ca.close()
+            raise
+        except Exception as exc:
+            ca.close()
+            raise ProviderError(Reason.INVALID_SPEC, redact(
+                f"cannot build an Azure Blob client: {type(exc).__name__}: {exc}",
+                keys.sensitive)) from None
+
+        def close() -> None:
             try:
-                base64.b64decode(account_key, validate=True)
-            except (binascii.Error, ValueError):
-                raise ProviderError(Reason.INVALID_CREDENTIALS,
-                                    f"key {ACCOUNT_KEY!r} of {keys.what} is not base64, as "
-                                    "Azure account keys are") from None
-            credential = AzureNamedKeyCredential(abs_.account_name, account_key)
-        else:
-            client_id, secret = keys.require(CLIENT_ID), keys.require(CLIENT_SECRET)
-            tenant_id = keys.require(TENANT_ID)
-            try:
-                sp_credential = ClientSecretCredential(
-                    tenant_id, client_id, secret, authority=authority,
-                    # instance discovery would ask the public cloud about a private authority
-                    disable_instance_discovery=authority_host not in KNOWN_AUTHORITY_HOSTS,
-                    retry_total=settings.max_attempts - 1, transport=transport())
-            except ValueError as exc:  # an invalid tenant id or authority
-                raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
-                    f"{keys.what}: {exc}", keys.sensitive)) from None
-            credential = sp_credential
-        service = BlobServiceClient(
-            account_url, credential=credential,
-            retry_policy=LinearRetry(backoff=1, random_jitter_range=0,
-                                     retry_total=settings.max_attempts - 1),
-            permit_redirects=False, transport=transport(),
-            connection_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
-    except ProviderError:
-        ca.close()
-        raise
-    except Exception as exc:
-        ca.close()
-        raise ProviderError(Reason.INVALID_SPEC, redact(
-            f"cannot build an Azure Blob client: {type(exc).__name__}: {exc}", keys.sensitive)
-        ) from None
+                service.close()
+                if sp_credential is not None:
+                    sp_credential.close()
+            finally:
+                ca.close()
+        return (service, sp_credential, ca, account_key), close
+
+    if cached:
+        # the policy is part of the key: a client guarded by another policy is never reused
+        key = (policy, account_url, abs_.account_name, authority, use_key,
+               digest(*[(inputs.secret or {}).get(k) for k in
+                        (ACCOUNT_KEY, CLIENT_ID, CLIENT_SECRET, TENANT_ID)]),
+               digest(inputs.ca_bundle), settings.connect_timeout, settings.read_timeout,
+               settings.max_attempts)
+        parts, release = _CLIENTS.lease(key, make)
+    else:
+        parts, release = make()
+    service, sp_credential, ca, account_key = parts
     return AzureStorageClient(service, spec.bucket, account_url, sp_credential, ca,
                               keys.sensitive, settings, account_name=abs_.account_name,
-                              account_key=account_key)
+                              account_key=account_key, release=release)

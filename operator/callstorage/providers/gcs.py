@@ -40,6 +40,7 @@ from callstorage.providers.base import (
     part_bytes,
     safe_code,
 )
+from callstorage.providers.clientcache import ClientCache, Closer, digest
 from callstorage.providers.credentials import SecretKeys, redact
 from callstorage.providers.endpoint_policy import Policy, validate_url
 from callstorage.providers.guard import guarded_session
@@ -83,8 +84,10 @@ class GCSStorageClient:
     def __init__(self, client: storage.Client, credentials: service_account.Credentials,
                  auth_request: TokenRequest, bucket: str, ca: CABundle,
                  sensitive: list[str], settings: Settings,
-                 http: AuthorizedSession | None = None, endpoint: str | None = None) -> None:
+                 http: AuthorizedSession | None = None, endpoint: str | None = None,
+                 release: Closer | None = None) -> None:
         self._client = client
+        self._release = release  # a client leased from _CLIENTS: hand it back
         self._http = http
         self.endpoint = endpoint
         self._credentials = credentials
@@ -149,6 +152,9 @@ class GCSStorageClient:
         return url
 
     def close(self) -> None:
+        if self._release is not None:
+            self._release()
+            return
         try:
             self._client.close()
         finally:
@@ -313,9 +319,27 @@ def _load_key(keys: SecretKeys) -> dict[str, Any]:
     return info
 
 
+# Validation clients by endpoint, key, CA and timeouts, as S3's (providers/clientcache.py):
+# a cached client keeps its access token, so a validation costs one request instead of
+# a token request, a key parse and a new TLS session. A changed Secret is a new key.
+_CLIENTS: ClientCache[tuple[Any, ...]] = ClientCache(size=64)
+
+
 def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
           ) -> GCSStorageClient:
-    """A GCS client for ``spec`` with the service-account key from the Secret."""
+    """A GCS client for ``spec`` with the service-account key from the Secret (its SDK
+    client kept between validations)."""
+    return _build(spec, inputs, settings, cached=True)
+
+
+def build_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+                connections: int) -> GCSStorageClient:
+    """A client of its own for one upload (never shared with validations)."""
+    return _build(spec, inputs, settings, cached=False)
+
+
+def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+           cached: bool) -> GCSStorageClient:
     gcs = spec.provider if isinstance(spec.provider, GCSSpec) else None
     if gcs is None:
         raise ProviderError(Reason.INVALID_SPEC, "spec.gcs is required when storageType is gcs")
@@ -327,31 +351,51 @@ def build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     # Every connection, token endpoint included, is checked by the guard when it opens
     policy = Policy.of(settings.endpoint_allowlist, settings.endpoint_denylist,
                        settings.connect_timeout)
-    try:
-        credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-            info, scopes=list(SCOPES))
-    except (ValueError, TypeError) as exc:  # e.g. a private key that does not parse
-        raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
-            f"key {CREDENTIALS_JSON!r} of {keys.what} is not a usable service-account key "
-            f"({type(exc).__name__})", keys.sensitive)) from None
-    ca = CABundle(inputs.ca_bundle)
-    try:
-        auth_session = guarded_session(policy)
-        auth_session.verify = ca.verify
-        auth_request = TokenRequest(auth_session,
-                                    (settings.connect_timeout, settings.read_timeout))
-        http = AuthorizedSession(  # type: ignore[no-untyped-call]
-            credentials, auth_request=auth_request)
-        guarded_session(policy, http)
-        http.verify = ca.verify
-        options = {"api_endpoint": gcs.endpoint} if gcs.endpoint else None
-        client = storage.Client(project=info.get("project_id") or "-",
-                                credentials=credentials, _http=http,
-                                client_options=options)
-    except Exception as exc:
-        ca.close()
-        raise ProviderError(Reason.INVALID_SPEC, redact(
-            f"cannot build a GCS client: {type(exc).__name__}: {exc}", keys.sensitive)
-        ) from None
+
+    def make() -> tuple[tuple[Any, ...], Closer]:
+        try:
+            credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=list(SCOPES))
+        except (ValueError, TypeError) as exc:  # e.g. a private key that does not parse
+            raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
+                f"key {CREDENTIALS_JSON!r} of {keys.what} is not a usable service-account "
+                f"key ({type(exc).__name__})", keys.sensitive)) from None
+        ca = CABundle(inputs.ca_bundle)
+        try:
+            auth_session = guarded_session(policy)
+            auth_session.verify = ca.verify
+            auth_request = TokenRequest(auth_session,
+                                        (settings.connect_timeout, settings.read_timeout))
+            http = AuthorizedSession(  # type: ignore[no-untyped-call]
+                credentials, auth_request=auth_request)
+            guarded_session(policy, http)
+            http.verify = ca.verify
+            options = {"api_endpoint": gcs.endpoint} if gcs.endpoint else None
+            client = storage.Client(project=info.get("project_id") or "-",
+                                    credentials=credentials, _http=http,
+                                    client_options=options)
+        except Exception as exc:
+            ca.close()
+            raise ProviderError(Reason.INVALID_SPEC, redact(
+                f"cannot build a GCS client: {type(exc).__name__}: {exc}", keys.sensitive)
+            ) from None
+
+        def close() -> None:
+            try:
+                client.close()
+            finally:
+                ca.close()
+        return (client, credentials, auth_request, http, ca), close
+
+    if cached:
+        # the policy is part of the key: a client guarded by another policy is never reused
+        key = (policy, gcs.endpoint or "", digest(json.dumps(info, sort_keys=True)),
+               digest(inputs.ca_bundle), settings.connect_timeout, settings.read_timeout,
+               settings.max_attempts)
+        parts, release = _CLIENTS.lease(key, make)
+    else:
+        parts, release = make()
+    client, credentials, auth_request, http, ca = parts
     return GCSStorageClient(client, credentials, auth_request, spec.bucket, ca,
-                            keys.sensitive, settings, http=http, endpoint=gcs.endpoint)
+                            keys.sensitive, settings, http=http, endpoint=gcs.endpoint,
+                            release=release)

@@ -16,11 +16,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import botocore.credentials
 import botocore.exceptions
+import botocore.session
 from botocore.config import Config
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
@@ -70,8 +72,10 @@ class S3StorageClient:
     part_rules = S3_PART_RULES
 
     def __init__(self, client: Any, bucket: str, region: str, release: Callable[[], None],
-                 sensitive: list[str], settings: Settings) -> None:
+                 sensitive: list[str], settings: Settings,
+                 signing: botocore.credentials.ReadOnlyCredentials | None = None) -> None:
         self._client = client
+        self._signing = signing  # the keys of a client shared by credentials (see _signer)
         self.bucket = bucket
         self.region = region
         self._release = release  # the client is shared (see _CLIENTS): give it back
@@ -82,20 +86,22 @@ class S3StorageClient:
         return f"S3StorageClient(bucket={self.bucket!r}, region={self.region!r})"
 
     def head_bucket(self) -> None:
-        try:
-            self._client.head_bucket(Bucket=self.bucket)
-        except Exception as exc:
-            error = self._error("HeadBucket", f"on {self.bucket}", exc)
-            if error.reason is Reason.ACCESS_DENIED:
-                error = self._disambiguate_403(error)
-            raise error from None
+        with _signing_as(self._signing):
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except Exception as exc:
+                error = self._error("HeadBucket", f"on {self.bucket}", exc)
+                if error.reason is Reason.ACCESS_DENIED:
+                    error = self._disambiguate_403(error)
+                raise error from None
 
     def put_object(self, key: str, body: bytes, content_type: str) -> None:
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
-                                    ContentType=content_type)
-        except Exception as exc:
-            raise self._error("PutObject", f"on {self.bucket}/{key}", exc) from None
+        with _signing_as(self._signing):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                        ContentType=content_type)
+            except Exception as exc:
+                raise self._error("PutObject", f"on {self.bucket}/{key}", exc) from None
 
     def object_url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -290,18 +296,33 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     # Every connection of the client, to the endpoint or the public S3 hosts, is checked
     policy = Policy.of(settings.endpoint_allowlist, settings.endpoint_denylist,
                        settings.connect_timeout)
+    # Validations with a Secret share one client per endpoint whatever the keys: each
+    # request is signed with its own validation's keys (_signer), so N storages with N
+    # distinct Secrets cost one client build, not N (~20 ms of CPU each). Uploads and
+    # ambient credentials keep a client per key. The binding of keys to endpoints is
+    # checked before any client is taken (providers.build_client), so a shared client
+    # never carries a storage's keys to an endpoint its Secret does not bind.
+    signing = None
+    if inputs.secret is not None and media_connections is None:
+        signing = botocore.credentials.ReadOnlyCredentials(
+            session_kwargs.pop("aws_access_key_id"), session_kwargs.pop("aws_secret_access_key"),
+            session_kwargs.pop("aws_session_token"))
     key = (policy, s3.endpoint or "", s3.region, s3.force_path_style, digest(inputs.ca_bundle),
+           "per-request keys" if signing is not None else
            digest(*(session_kwargs.get(k) for k in
                     ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"))),
            settings.connect_timeout, settings.read_timeout, settings.max_attempts,
            media_connections)
+    connections = media_connections if media_connections is not None else \
+        settings.max_concurrent_validations
 
     def make() -> tuple[Any, Closer]:
         ca = CABundle(inputs.ca_bundle)
         try:
-            client = _shared_session().client(
+            client = (_signer_session() if signing is not None else _shared_session()).client(
                 "s3", endpoint_url=s3.endpoint or None,
-                config=_config(s3.force_path_style, settings, media_connections),
+                config=_config(s3.force_path_style, settings, media_connections,
+                               connections),
                 verify=ca.verify,
                 **session_kwargs)
             guard_boto_client(client, policy)
@@ -323,7 +344,8 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     except Exception as exc:
         raise ProviderError(Reason.INVALID_SPEC, redact(
             f"cannot build an S3 client: {type(exc).__name__}: {exc}", sensitive)) from None
-    return S3StorageClient(client, spec.bucket, s3.region, release, sensitive, settings)
+    return S3StorageClient(client, spec.bucket, s3.region, release, sensitive, settings,
+                           signing)
 
 
 # Clients by endpoint, region, addressing style, CA, credentials digest and timeouts. A
@@ -342,15 +364,67 @@ def _shared_session() -> boto3.session.Session:
     return _SESSION[0]
 
 
+_SIGNING = threading.local()
+_SIGNER_SESSION: list[boto3.session.Session] = []
+
+
+@contextlib.contextmanager
+def _signing_as(keys: botocore.credentials.ReadOnlyCredentials | None) -> Iterator[None]:
+    """Requests made on this thread inside the block are signed with ``keys`` (clients of
+    the signer session only; None: nothing to set, the client has its own keys)."""
+    if keys is None:
+        yield
+        return
+    _SIGNING.keys = keys
+    try:
+        yield
+    finally:
+        _SIGNING.keys = None
+
+
+class _PerThreadCredentials(botocore.credentials.Credentials):  # type: ignore[misc]
+    """The credentials of a shared validation client: whatever ``_signing_as`` set on the
+    signing thread. None set: the request is refused (NoCredentialsError), never signed
+    with another storage's keys."""
+
+    def __init__(self) -> None:
+        super().__init__("", "")
+
+    def get_frozen_credentials(self) -> botocore.credentials.ReadOnlyCredentials:
+        keys: botocore.credentials.ReadOnlyCredentials | None = getattr(_SIGNING, "keys", None)
+        if keys is None:
+            raise botocore.exceptions.NoCredentialsError()
+        return keys
+
+
+class _PerThreadProvider(botocore.credentials.CredentialProvider):  # type: ignore[misc]
+    METHOD = "callstorage-per-request"
+
+    def load(self) -> botocore.credentials.Credentials:
+        return _PerThreadCredentials()
+
+
+def _signer_session() -> boto3.session.Session:
+    """The Session of clients shared by credentials (only under _CLIENTS' lock): its only
+    credential source is the signing thread's keys, never the environment or a profile."""
+    if not _SIGNER_SESSION:
+        core = botocore.session.Session()
+        core.register_component("credential_provider",
+                                botocore.credentials.CredentialResolver([_PerThreadProvider()]))
+        _SIGNER_SESSION.append(boto3.session.Session(botocore_session=core))
+    return _SIGNER_SESSION[0]
+
+
 def _config(force_path_style: bool, settings: Settings,
-            media_connections: int | None = None) -> Config:
+            media_connections: int | None = None, connections: int | None = None) -> Config:
     s3: dict[str, Any] = {"addressing_style": "path" if force_path_style else "auto"}
     extra: dict[str, Any] = {}
+    if connections is not None:  # one per concurrent validation or upload part
+        extra["max_pool_connections"] = max(10, connections)
     if media_connections is not None:
         # Media bodies carry a CRC32C the server verifies; hashing every part with SHA-256
         # for the signature as well would cost more CPU than the transfer itself.
         s3["payload_signing_enabled"] = False
-        extra["max_pool_connections"] = max(10, media_connections)
         extra["signature_version"] = "s3v4"  # presigned URLs too (botocore may pick v2)
     return Config(
         connect_timeout=settings.connect_timeout,

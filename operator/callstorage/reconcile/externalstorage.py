@@ -315,12 +315,17 @@ class Event:
 
 def storage_events(before: Mapping[str, Any], after: Mapping[str, Any],
                    check: CheckOutcome | None) -> list[Event]:
-    """Events for what changed between two statuses: Ready transitions to a result (not
-    to "validating"), check results, and a deletion that starts waiting."""
+    """Events for what a person should hear about: Ready turning False (a Warning per new
+    reason), a recovery from False to True, check results, and a deletion that starts
+    waiting. A first success (or a spec change that validates) gets no Event: status says
+    it, and at thousands of storages one Event each would double the API writes."""
     events: list[Event] = []
     old, new = ready_state(before), ready_state(after)
-    if new[:2] != old[:2] and new[0] != "Unknown":
-        events.append(Event("Normal" if new[0] == "True" else "Warning", new[1], new[2]))
+    if new[:2] != old[:2]:
+        if new[0] == "False":
+            events.append(Event("Warning", new[1], new[2]))
+        elif new[0] == "True" and old[0] == "False":
+            events.append(Event("Normal", new[1], new[2]))
     if check is not None:
         events.append(Event("Normal" if check.succeeded else "Warning",
                             "CheckSucceeded" if check.succeeded else "CheckFailed",
