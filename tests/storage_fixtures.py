@@ -95,14 +95,15 @@ def rw_keys(s3_server: S3Server, bucket: str, namespace: str,
 
 
 class CountingListener:
-    """A TCP listener on 127.0.0.1 that counts the connections it accepts (and closes
-    them at once): what a host of the attacker's would see."""
+    """A TCP listener (127.0.0.1 unless told) that counts the connections it accepts (and
+    closes them at once): what a host of the attacker's would see."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind((host, port))
         self._sock.listen(64)
         self._sock.settimeout(0.2)
+        self.host = host
         self.port: int = self._sock.getsockname()[1]
         self.connections = 0
         self._stop = threading.Event()
@@ -121,13 +122,15 @@ class CountingListener:
             self.connections += 1
             conn.close()
 
-    def url(self, scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}"
+    def url(self, scheme: str = "http", path: str = "") -> str:
+        return f"{scheme}://{self.host}:{self.port}{path}"
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
         self._sock.close()
+
+    stop = close
 
 
 @pytest.fixture

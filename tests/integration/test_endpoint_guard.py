@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import secrets
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import build_client, validate_storage
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.settings import Settings
+from storage_fixtures import CountingListener
 from testbed import kubeutil
 from testbed.azurite import AzuriteServer
 from testbed.endpoints import DENIED_HOST, TEST_DENYLIST
@@ -38,45 +38,9 @@ ACCOUNT = "callstorage1"
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-class CountingListener:
-    """A TCP listener that counts the connections it accepts (and closes them at once)."""
-
-    def __init__(self, host: str = DENIED_HOST, port: int = 0) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((host, port))
-        self._sock.listen(64)
-        self._sock.settimeout(0.2)
-        self.host = host
-        self.port: int = self._sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="counting-listener",
-                                        daemon=True)
-        self._thread.start()
-
-    def url(self, scheme: str = "http", path: str = "") -> str:
-        return f"{scheme}://{self.host}:{self.port}{path}"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
-
-
 @pytest.fixture
 def denied() -> Iterator[CountingListener]:
-    listener = CountingListener()
+    listener = CountingListener(DENIED_HOST)
     yield listener
     listener.stop()
 
