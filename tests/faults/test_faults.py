@@ -487,8 +487,12 @@ def test_a_frozen_api_connection_is_noticed_within_the_watch_inactivity_timeout(
     report("API connection frozen (watches silent, kept open)", seen_s=round(seen, 1),
            seen_bound_s=bound, answered_s=round(answered, 1),
            answered_bound_s=bound + write_bound, requests=dict(requests))
-    # far sooner would mean something ended the frozen stream: no freeze was tested
-    assert bound - 3 <= seen <= bound + 2, seen  # + 2: the round itself, on a busy machine
+    assert seen <= bound + 2, seen  # + 2: the round itself, on a busy machine
+    # Far sooner means something else delivered the change: legitimately, a resync LIST on
+    # a fresh connection (another, quiet watch's inactivity timeout ended, kopf relisted
+    # that kind, and a relist asks for a resync); otherwise the freeze did not hold.
+    found_by_resync = requests.get("list externalstorages 200", 0) > 0
+    assert found_by_resync or seen >= bound - 3, (seen, requests)
     assert sum(requests.values()) <= 12, requests
 
 
