@@ -4,10 +4,13 @@ tests/integration/test_credential_binding.py)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from callstorage.api import parse_external_storage
 from callstorage.providers import build_client
@@ -54,7 +57,7 @@ def _refusal(spec: Any, secret: dict[str, str] | None, **settings: Any) -> Provi
     return info.value
 
 
-S3_KEYS = {"accessKeyId": "AKIAEXAMPLEKEY1", "secretAccessKey": "s3cr3t-value-never-shown"}
+S3_KEYS = {"accessKeyId": "test-key-id-1", "secretAccessKey": "s3cr3t-value-never-shown"}
 S3_BLOCK = {"region": "us-east-1", "endpoint": "http://127.0.0.1:9",
             "credentialsSecretRef": {"name": "creds"}}
 
@@ -107,10 +110,18 @@ def test_aws_public_endpoints_need_no_binding() -> None:
         assert origin is None or not S3_PUBLIC(origin), url
 
 
-def _gcs_key(token_uri: str) -> str:
+@functools.cache
+def _throwaway_pem() -> str:
+    """A key made for this run: no key material is ever committed."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _gcs_key(token_uri: str, private_key: str | None = None) -> str:
     return json.dumps({"type": "service_account", "client_email": "a@b.iam.gserviceaccount.com",
-                       "private_key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE "
-                       "KEY-----\n", "private_key_id": "k1", "token_uri": token_uri})
+                       "private_key": private_key or _throwaway_pem(), "private_key_id": "k1",
+                       "token_uri": token_uri})
 
 
 @pytest.mark.parametrize("token_uri", [
@@ -131,8 +142,9 @@ def test_a_gcs_endpoint_is_bound_by_the_secret() -> None:
     key = _gcs_key("https://oauth2.googleapis.com/token")
     assert _refusal(spec, {"credentials.json": key}).reason is Reason.ENDPOINT_NOT_BOUND
     # Bound (the emulator serves its token endpoint on the same origin): the binding
-    # passes and what fails next is the made-up key itself.
-    bound = _refusal(spec, {"credentials.json": _gcs_key("http://127.0.0.1:9/token"),
+    # passes and what fails next is the broken key itself.
+    broken = _gcs_key("http://127.0.0.1:9/token", private_key="not a key")
+    bound = _refusal(spec, {"credentials.json": broken,
                             "endpoint": "http://127.0.0.1:9"})
     assert bound.reason is Reason.INVALID_CREDENTIALS
 
