@@ -83,6 +83,7 @@ class Config:
     keep: bool
     baseline_watch: bool
     baseline_client_per_object: bool
+    baseline_announce: bool
 
     @classmethod
     def from_env(cls) -> Config:
@@ -109,12 +110,23 @@ class Config:
             keep=env.get("BENCH_KEEP", "") not in ("", "0"),
             baseline_watch=env.get("BENCH_BASELINE_WATCH", "1") != "0",
             baseline_client_per_object=env.get("BENCH_BASELINE_CLIENTS", "") == "each",
+            baseline_announce=env.get("BENCH_BASELINE_ANNOUNCE", "1") != "0",
         )
 
 
 def storage_body(name: str, bucket: str, endpoint: str, secret: str = SECRET
                  ) -> dict[str, Any]:
     return kubeutil.external_storage(name, kubeutil.s3_storage_spec(bucket, endpoint, secret))
+
+
+def validating_status(generation: int, prefixes: Mapping[str, str]) -> dict[str, Any]:
+    """The status the API's contract requires before the first network call of a new
+    generation (Ready=Unknown, reason Validating; docs/api.md "Status"): a controller
+    that skipped it would let kstatus, Flux and Argo CD read a new object as Current
+    before it was validated. The baselines write it too (BENCH_BASELINE_ANNOUNCE=0: not)."""
+    return es_reconcile.desired_status(None, es_reconcile.Observed(
+        generation=generation, now=dt.datetime.now(dt.UTC), effective_prefixes=prefixes,
+        spec_hash=None))
 
 
 def distinct_secret(index: int) -> str:
@@ -442,6 +454,9 @@ class Bench:
         async def worker() -> None:
             nonlocal finished
             while (item := await created.get()) is not None:
+                if self.cfg.baseline_announce:
+                    await self.kube.patch_status(ns, EXS, item[0],
+                                                 validating_status(item[1], prefixes))
                 await loop.run_in_executor(pool, head, item[2])
                 await self.kube.patch_status(ns, EXS, item[0], status(item[1], item[2]))
                 finished += 1

@@ -260,7 +260,7 @@ async def _apply(b: Bench, ns: str, bucket: str, plan: list[Op], rate: float,
 
 
 async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
-    from bench.run import SECRET, storage_body
+    from bench.run import SECRET, storage_body, validating_status
 
     seconds = float(os.environ.get("BENCH_CHURN_S", "60"))
     rate = float(os.environ.get("BENCH_CHURN_RATE", "100"))
@@ -307,6 +307,10 @@ async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
         while True:
             name, generation = await work.get()
             try:
+                if b.cfg.baseline_announce:
+                    with contextlib.suppress(ApiError):  # deleted meanwhile
+                        await b.kube.patch_status(base_ns, EXS, name,
+                                                  validating_status(generation, prefixes))
                 await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))
                 with contextlib.suppress(ApiError):  # deleted meanwhile
                     await b.kube.patch_status(base_ns, EXS, name, status(generation))

@@ -204,6 +204,10 @@ class Controller:
         # storage types whose SDK is loaded (or loading): one import each, on first sight
         self._sdk_types: set[str] = set()
         self._sdk_loads: list[Future[None]] = []
+        # shared_check_key -> the answer of that validation request, while in flight
+        self._flights: dict[str, asyncio.Future[Validation | None]] = {}
+        # a referenced Secret's GET in flight, shared by every round that needs it
+        self._secret_reads: dict[ObjectKey, asyncio.Future[CachedSecret | None]] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -914,6 +918,28 @@ class Controller:
         cached = self.inv.secrets.get(key)
         if cached is not None:
             return cached
+        pending = self._secret_reads.get(key)
+        if pending is not None:  # the rounds of N storages sharing a Secret: one GET
+            return await asyncio.shield(pending)
+        read = asyncio.get_running_loop().create_future()
+        self._secret_reads[key] = read
+        try:
+            secret = await self._read_secret(key)
+        except asyncio.CancelledError:
+            read.cancel()
+            raise
+        except Exception as exc:
+            read.set_exception(exc)
+            read.exception()  # retrieved: nobody else may be waiting
+            raise
+        else:
+            read.set_result(secret)
+            return secret
+        finally:
+            del self._secret_reads[key]
+
+    async def _read_secret(self, key: ObjectKey) -> CachedSecret | None:
+        namespace, name = key
         selector = self.settings.secret_label_selector
         secret = await (self.kube.read_secret(namespace, name, selector) if selector
                         else self.kube.read_secret(namespace, name))
@@ -994,16 +1020,57 @@ class Controller:
                         if validate else None,
                         CheckOutcome(check_value, False, msg) if check_value else None)
 
+        # A validation identical to one in flight (same namespace, Secrets at the same
+        # versions, same requests: reconcile.externalstorage.shared_check_key) takes that
+        # request's answer instead of sending its own: a Secret shared by N storages of one
+        # bucket is revalidated with one HeadBucket, not N. Only a request already sent
+        # and not yet answered is shared, never a remembered result; on-demand checks
+        # (which upload their own object) are never shared.
+        # Waiting for it holds a worker, so it takes a fair-share slot like a request.
+        share_key = es_reconcile.shared_check_key(key[0], spec.to_dict(), version) \
+            if validate and not check_value else None
         groups = groups_of(key[0], (self.inv.storages.get(key) or {}).get("spec") or {})
         full = self._fair.try_acquire(groups)
         if full is not None:
             raise _Parked(full)
         self._woken.pop(key, None)
+        flight = None
         try:
-            return await self._run_provider(key, spec, guarded, version, validate,
-                                            check_value, started)
+            if share_key is not None and (shared := self._flights.get(share_key)) is not None:
+                answer = await asyncio.shield(shared)
+                if answer is not None:
+                    return self._joined(key, spec, answer, version, started), None
+            if share_key is not None and share_key not in self._flights:
+                flight = asyncio.get_running_loop().create_future()
+                self._flights[share_key] = flight
+            validation, check = await self._run_provider(key, spec, guarded, version,
+                                                         validate, check_value, started)
+            if flight is not None:
+                flight.set_result(validation)
+            return validation, check
         finally:
+            if flight is not None:
+                if not flight.done():
+                    flight.set_result(None)  # no answer: whoever waited checks for itself
+                if self._flights.get(share_key or "") is flight:
+                    del self._flights[share_key or ""]
             self._requeue(self._fair.release(groups))
+
+    def _joined(self, key: ObjectKey, spec: ExternalStorageSpec, answer: Validation,
+                version: str | None, started: float) -> Validation:
+        """This storage's validation from the answer to an identical request in flight."""
+        validation = answer
+        if answer.ok and answer.capabilities is not None:
+            validation = Validation(Reason.VALIDATED,
+                                    _success_message(spec, answer.capabilities),
+                                    answer.capabilities, version)
+        metrics.record_validation(spec.storage_type,
+                                  "success" if validation.ok else "failure",
+                                  str(validation.reason), time.monotonic() - started)
+        metrics.SHARED_CHECKS.labels(storage_type=spec.storage_type).inc()
+        log.info("validated ExternalStorage %s/%s: %s (answered by an identical check in "
+                 "flight)", *key, validation.reason)
+        return validation
 
     async def _run_provider(
             self, key: ObjectKey, spec: ExternalStorageSpec,

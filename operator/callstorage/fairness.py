@@ -1,13 +1,18 @@
 """Fair shares of the validation workers: one slow endpoint or one busy tenant cannot
-take them all (head-of-line blocking).
+take them all (head-of-line blocking), and a lone one is not held back either.
 
 The rule, with W = ``CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS``: while its provider calls
-run, a validation (or on-demand check) holds one slot of its endpoint host and one of its
-namespace. At most ``max(1, W // 4)`` run against one endpoint host and at most
-``max(1, W // 2)`` in one namespace. A round that finds either full does not wait inside a
-worker: it is parked, and queued again (oldest first) when a slot of that group frees. So
-20 storages on a hanging endpoint hold 4 of 16 workers for as long as their timeouts, and
-the other 12 serve every other endpoint and tenant.
+run (or while it waits for an identical request in flight), a validation (or on-demand
+check) holds one slot of its endpoint host and one of its namespace. Each endpoint host's
+share is ``max(1, W // 4)`` and each namespace's ``max(1, W // 2)``. A group under its share
+always gets a slot; a group at or over it may borrow more only while fewer than
+``W - W // 4`` validations run in all, so the last quarter of the workers is always kept
+for groups under their share. A round that finds a group full does not wait inside a
+worker: it is parked, and queued again (oldest first) when a slot of that group frees.
+
+So one endpoint that every storage uses (all on AWS S3, say) gets up to 12 of 16 workers,
+not 4; 20 storages on a hanging endpoint hold at most those 12 for as long as their
+timeouts, and at least 4 serve every other endpoint and tenant at once.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ class FairShare(Generic[K]):
 
     def __init__(self, workers: int) -> None:
         self.limits = {HOST: max(1, workers // 4), NAMESPACE: max(1, workers // 2)}
+        # groups at or over their share may borrow only below this many running in all
+        self.borrow_below = workers - workers // 4
+        self._running = 0
         self._busy: Counter[Group] = Counter()
         self._parked: dict[Group, dict[K, set[str]]] = {}
 
@@ -51,7 +59,8 @@ class FairShare(Generic[K]):
         return self._busy[group]
 
     def _full(self, group: Group) -> bool:
-        return self._busy[group] >= self.limits[group[0]]
+        return self._busy[group] >= self.limits[group[0]] and \
+            self._running >= self.borrow_below
 
     def try_acquire(self, groups: tuple[Group, ...]) -> Group | None:
         """Take a slot of every group and return None, or return the first full group
@@ -61,6 +70,7 @@ class FairShare(Generic[K]):
                 return group
         for group in groups:
             self._busy[group] += 1
+        self._running += 1
         return None
 
     def park(self, group: Group, key: K, reasons: set[str]) -> None:
@@ -73,6 +83,7 @@ class FairShare(Generic[K]):
             self._busy[group] -= 1
             if self._busy[group] <= 0:
                 del self._busy[group]
+        self._running -= 1
         return self.wake(groups)
 
     def wake(self, groups: tuple[Group, ...]) -> list[tuple[K, set[str], Group]]:

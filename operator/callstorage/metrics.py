@@ -50,6 +50,13 @@ VALIDATION_DURATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
     registry=REGISTRY,
 )
+SHARED_CHECKS = Counter(
+    "callstorage_validations_shared",
+    "Validations answered by an identical validation request already in flight (same "
+    "namespace, Secret versions and requests), included in callstorage_validations_total.",
+    ["storage_type"],
+    registry=REGISTRY,
+)
 LEADER = Gauge(
     "callstorage_leader",
     "1 while this replica holds the leader Lease and handles objects, else 0.",

@@ -14,6 +14,7 @@ from callstorage.reconcile.externalstorage import (
     failures_after,
     needs_validation,
     ready_state,
+    shared_check_key,
     spec_hash,
     status_patch,
     storage_events,
@@ -238,3 +239,26 @@ def test_never_reconciling_and_stalled_together() -> None:
     failing = desired_status(stalled, observed(reconcile_error="ApiException (HTTP 500)"))
     assert conds(failing)["Stalled"] == ("True", "AccessDenied")
     assert "Reconciling" not in conds(failing)
+
+
+def test_shared_check_key_tells_which_validations_send_the_same_request() -> None:
+    base = {"storageType": "s3", "bucket": "b", "accessMode": "ReadWrite", "path": "t1",
+            "validationInterval": "1h", "suspend": False,
+            "s3": {"region": "us-east-1", "credentialsSecretRef": {"name": "creds"}}}
+    key = shared_check_key("ns", base, "7")
+    # a ReadWrite HeadBucket never sends the path, prefixes, interval or suspend
+    assert key == shared_check_key("ns", {**base, "path": "t2", "prefixes": {"audio": "a"},
+                                          "validationInterval": "5m", "suspend": True}, "7")
+    # other credentials, another namespace's Secret, another bucket or endpoint: never
+    assert key != shared_check_key("ns", base, "8")  # the Secret changed
+    assert key != shared_check_key("other", base, "7")
+    assert key != shared_check_key("ns", {**base, "bucket": "c"}, "7")
+    assert key != shared_check_key("ns", {**base, "s3": {**base["s3"],  # type: ignore[dict-item]
+                                                         "endpoint": "https://x"}}, "7")
+    assert key != shared_check_key("ns", {**base, "s3": {**base["s3"],  # type: ignore[dict-item]
+                                          "credentialsSecretRef": {"name": "other"}}}, "7")
+    # WriteOnly probes write under each prefix: the path is part of the request
+    wo = {**base, "accessMode": "WriteOnly"}
+    assert shared_check_key("ns", wo, "7") != shared_check_key("ns", {**wo, "path": "t2"},
+                                                               "7")
+    assert shared_check_key("ns", wo, "7") != key

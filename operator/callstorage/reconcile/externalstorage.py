@@ -57,6 +57,25 @@ def spec_hash(spec: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Spec fields a ReadWrite validation (one HeadBucket or its provider's equivalent) never
+# sends: two storages differing only in them get the same answer from the same request.
+# A WriteOnly validation writes under each prefix, so there they count.
+_NOT_SENT_READ_WRITE = ("path", "prefixes")
+
+
+def shared_check_key(namespace: str, spec: Mapping[str, Any],
+                     secret_versions: str | None) -> str:
+    """Equal keys: the two validations would send the same requests with the same
+    credentials (the same Secrets at the same resourceVersions, in the same namespace),
+    so one request in flight may answer both (the controller's shared checks)."""
+    skip: tuple[str, ...] = _NOT_VALIDATED_FIELDS
+    if spec.get("accessMode", "ReadWrite") != "WriteOnly":
+        skip += _NOT_SENT_READ_WRITE
+    relevant = {k: v for k, v in spec.items() if k not in skip}
+    return json.dumps([namespace, secret_versions, relevant], sort_keys=True,
+                      separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class Validation:
     """The outcome of one validation round."""
