@@ -212,10 +212,16 @@ class Operator:
 
     def validations(self) -> int:
         """Validations the operator finished so far (its own metrics)."""
+        return self.validation_counts()[0]
+
+    def validation_counts(self) -> tuple[int, int]:
+        """Validations finished so far, and how many of them took the answer of an
+        identical request in flight (sent no request of their own)."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as resp:
             text = resp.read().decode()
-        return int(measure.metric_sum(text, "callstorage_validations_total"))
+        return (int(measure.metric_sum(text, "callstorage_validations_total")),
+                int(measure.metric_sum(text, "callstorage_validations_shared_total")))
 
     def memory(self) -> dict[str, float]:
         return measure.memory_mb(self.pid)
@@ -496,6 +502,7 @@ class Bench:
         own0 = Counter(self.kube.counts)
         before, cpu0 = await self.scrape(), op.cpu()
         processes0 = measure.cpu_by_process()
+        checks0 = await asyncio.to_thread(op.validation_counts)
 
         # --- convergence ---
         log.info("  operator: creating %d ExternalStorages (%d at a time)", n, cfg.concurrency)
@@ -520,6 +527,7 @@ class Bench:
         log.info("  operator: all Ready after %.2fs", convergence)
         cpu_ready = op.cpu()
         processes = measure.cpu_delta(measure.cpu_by_process(), processes0)
+        checks = await asyncio.to_thread(op.validation_counts)
         await asyncio.sleep(cfg.settle_s)  # trailing Events belong to the convergence
         after = await self.scrape()
         converge_requests, other = measure.split(
@@ -536,6 +544,7 @@ class Bench:
             "control_plane_background_requests": sum(other.values()),
             "operator_cpu_s": {"convergence": round(cpu_ready - cpu0, 2)},
             "cpu_s_by_process": {"baseline": self.baseline_cpu, "convergence": processes},
+            "validations": _checks(checks, checks0),
         }
         if idle:
             _merge(result, await self._idle(op))
@@ -594,6 +603,8 @@ class Bench:
                       self.s3.endpoint)
         own2 = Counter(self.kube.counts)
         rot_before, cpu_rot0 = await self.scrape(), op.cpu()
+        checks0 = await asyncio.to_thread(op.validation_counts)
+        processes0 = measure.cpu_by_process()
         version: list[str] = []
 
         def rotated(obj: Mapping[str, Any]) -> bool:
@@ -610,6 +621,8 @@ class Bench:
         rotation = max(tracker.hits.values()) - rotation_started
         log.info("  rotation: all Ready with the new Secret after %.2fs", rotation)
         cpu_rot = op.cpu() - cpu_rot0
+        processes = measure.cpu_delta(measure.cpu_by_process(), processes0)
+        checks = await asyncio.to_thread(op.validation_counts)
         await asyncio.sleep(min(cfg.settle_s, 2.0))
         rot_requests, _ = measure.split(measure.delta(await self.scrape(), rot_before,
                                                       self.kube.counts - own2))
@@ -621,6 +634,8 @@ class Bench:
             "rotation_baseline_heads_s": round(heads, 3),
             "rotation_ratio": round(rotation / heads, 3),
             "rotation_api_requests_per_object": round(sum(rot_requests.values()) / n, 3),
+            "rotation_validations": _checks(checks, checks0),
+            "cpu_s_by_process": {"rotation": processes},
         }
 
     async def _wait(self, tracker: Tracker, op: Operator, what: str) -> None:
@@ -635,6 +650,12 @@ class Bench:
             await waiter
         finally:
             waiter.cancel()
+
+
+def _checks(now: tuple[int, int], before: tuple[int, int]) -> dict[str, int]:
+    """Validations in a phase: all, those sharing a request in flight, requests sent."""
+    total, shared = now[0] - before[0], now[1] - before[1]
+    return {"total": total, "shared": shared, "sent": total - shared}
 
 
 async def _run(cfg: Config, cp: ControlPlane, s3: S3Server, run_dir: Path) -> dict[str, Any]:

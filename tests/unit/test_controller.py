@@ -107,6 +107,7 @@ class ScriptedKube:
         return True
 
     async def read_secret(self, namespace: str, name: str) -> CachedSecret | None:
+        self.calls.append(f"read_secret {name}")
         if self.read_secret_gate is not None:
             await self.read_secret_gate.wait()
         return self.read_secret_result
@@ -189,6 +190,56 @@ async def test_a_newer_secret_from_the_watch_beats_an_older_get_in_flight(
     assert ctl.inv.secrets[(NS, "creds")].resource_version == "6"
     assert provider == ["NEWKEY"]
     assert kube.objects["st"]["status"]["observedSecretVersion"] == "6"
+
+
+async def test_storages_sharing_a_secret_and_bucket_share_one_get_and_one_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14: N storages of one platform bucket (a path each) and one Secret: one GET of
+    the Secret and one validation request in flight answer them all."""
+    import threading
+
+    from callstorage.kube import decode_secret
+
+    release, calls = threading.Event(), []
+
+    def validate(client: FakeClient, spec: Any) -> Capabilities:
+        calls.append(spec.path)
+        release.wait(10)
+        return Capabilities(list=True)
+
+    monkeypatch.setattr(controller_module, "build_client", lambda *_: FakeClient())
+    monkeypatch.setattr(controller_module, "validate_storage", validate)
+    kube = ScriptedKube()
+    ctl = make(kube)
+    kube.read_secret_gate = asyncio.Event()
+    kube.read_secret_result = decode_secret("5", secret("5", "KEY")["data"])
+    rounds = []
+    for i in range(4):
+        body = storage()
+        body["metadata"] = {**body["metadata"], "name": f"t{i}", "uid": f"u{i}"}
+        body["spec"] = {**body["spec"], "path": f"tenant-{i}"}
+        kube.objects[f"t{i}"] = body
+        ctl.on_storage_event("ADDED", copy.deepcopy(body))
+        rounds.append(asyncio.create_task(ctl.reconcile_storage((NS, f"t{i}"), {VALIDATE})))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    kube.read_secret_gate.set()
+    for _ in range(100):  # the first request is in flight, the others wait for its answer
+        await asyncio.sleep(0.01)
+        if calls and len(ctl._flights) == 1 and ctl._fair.busy(("namespace", NS)) == 4:
+            break
+    release.set()
+    await asyncio.gather(*rounds)
+    assert kube.calls.count("read_secret creds") == 1
+    assert len(calls) == 1, calls
+    for i in range(4):
+        st = kube.objects[f"t{i}"]["status"]
+        ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("True", "Validated")
+        assert st["observedSecretVersion"] == "5"
+        assert st["effectivePrefixes"]["video"] == f"tenant-{i}"
+    assert not ctl._flights
 
 
 async def test_a_deleted_secret_is_not_brought_back_by_a_late_get(provider: list[str]) -> None:
