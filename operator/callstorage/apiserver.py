@@ -1,7 +1,7 @@
 """The operator's own connection to the API server: credentials and a small async client.
 
-kopf watches; the few calls the operator makes itself (status patches, Secret reads,
-LISTs, Events) go through this aiohttp client, which kopf brings anyway. The official
+The operator's watches (``callstorage.watching``) and its own calls (status patches,
+Secret reads, LISTs, Events) go through this aiohttp client, which kopf brings anyway. The official
 ``kubernetes`` package is not loaded by the operator: importing it costs ~65 MB of memory
 (every API model class), more than everything else the operator holds for 1,000
 storages. The CLI and the Python client still use it (``callstorage.kube``).
@@ -18,7 +18,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -221,6 +221,35 @@ class ApiServer:
                 result: dict[str, Any] = json.loads(await resp.read())
                 return result
         raise AssertionError("unreachable")
+
+    async def stream(self, path: str, params: Mapping[str, str], *, inactivity: float,
+                     total: float) -> AsyncIterator[dict[str, Any]]:
+        """The JSON lines of a streaming GET (a watch), each decoded once. No byte for
+        ``inactivity`` seconds raises TimeoutError (a frozen stream); ``total`` caps the
+        request. Lines are split here, not by aiohttp's readline, which refuses lines
+        over 128 KiB (an object with a big status or Secret)."""
+        timeout = aiohttp.ClientTimeout(connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT,
+                                        sock_read=inactivity, total=total)
+        for attempt in (1, 2):
+            session, server = await self._connect(reload=attempt == 2)
+            async with session.get(server + path, params=params, timeout=timeout,
+                                   proxy=self._info.proxy_url if self._info else None
+                                   ) as resp:
+                if resp.status == 401 and attempt == 1:
+                    continue
+                if resp.status >= 400:
+                    raise ApiError(resp.status, resp.reason or "",
+                                   (await resp.read()).decode(errors="replace"))
+                buffer = b""
+                async for chunk in resp.content.iter_any():
+                    buffer += chunk
+                    while (end := buffer.find(b"\n")) >= 0:
+                        line, buffer = buffer[:end], buffer[end + 1:]
+                        if line.strip():
+                            yield json.loads(line)
+                if buffer.strip():
+                    yield json.loads(buffer)
+                return
 
     async def close(self) -> None:
         if self._session is not None:

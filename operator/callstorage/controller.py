@@ -204,6 +204,8 @@ class Controller:
         # storage types whose SDK is loaded (or loading): one import each, on first sight
         self._sdk_types: set[str] = set()
         self._sdk_loads: list[Future[None]] = []
+        # plural -> resourceVersion of the start-up LIST: the watches resume from it
+        self.listed_versions: dict[str, str | None] = {}
         # shared_check_key -> the answer of that validation request, while in flight
         self._flights: dict[str, asyncio.Future[Validation | None]] = {}
         # a referenced Secret's GET in flight, shared by every round that needs it
@@ -217,12 +219,18 @@ class Controller:
         after a restart and lose its in-use finalizer while being deleted.
         """
         namespaces = self.watched_namespaces()
-        for obj in await self.kube.list_objects(EXTERNALSTORAGE_PLURAL, namespaces):
+        items, self.listed_versions[EXTERNALSTORAGE_PLURAL] = await self.kube.list_snapshot(
+            EXTERNALSTORAGE_PLURAL, namespaces)
+        for obj in items:
             self.on_storage_event(None, _with_kind(obj, "ExternalStorage"))
+        del items
         if self._sdk_loads:  # the SDKs of the listed storages, before any worker needs one
             await asyncio.gather(*(asyncio.wrap_future(f) for f in self._sdk_loads))
-        for obj in await self.kube.list_objects(CALLTYPE_PLURAL, namespaces):
+        items, self.listed_versions[CALLTYPE_PLURAL] = await self.kube.list_snapshot(
+            CALLTYPE_PLURAL, namespaces)
+        for obj in items:
             self.on_call_type_event(None, _with_kind(obj, "CallType"))
+        del items
         n = self.settings.max_concurrent_validations
         self._tasks += [asyncio.create_task(self._storage_worker(), name=f"storage-{i}")
                         for i in range(n)]

@@ -438,10 +438,10 @@ def test_twenty_storages_on_a_hanging_endpoint_do_not_delay_another_tenant(
 
 # --- 7: a frozen watch -------------------------------------------------------------------------
 
-# docs/install.md "Watches" (handlers/__init__.py): a watch silent for WATCH_INACTIVITY
-# seconds is reconnected after WATCH_RECONNECT_BACKOFF.
+# docs/install.md "Watches" (watching.py): a watch silent for WATCH_INACTIVITY seconds is
+# reconnected at once; WATCH_RECONNECT_BACKOFF is the slack.
 def _watch_recovery_bound() -> float:
-    from callstorage.handlers import WATCH_INACTIVITY, WATCH_RECONNECT_BACKOFF
+    from callstorage.watching import WATCH_INACTIVITY, WATCH_RECONNECT_BACKOFF
 
     return WATCH_INACTIVITY + WATCH_RECONNECT_BACKOFF
 
