@@ -54,6 +54,10 @@ class Kind:
     prefix: str  # "/apis/callstorage.io/v1alpha1" or "/api/v1"
     plural: str
 
+    @property
+    def api_version(self) -> str:
+        return self.prefix.removeprefix("/apis/").removeprefix("/api/")
+
     def path(self, namespace: str | None) -> str:
         if namespace is None:
             return f"{self.prefix}/{self.plural}"
@@ -117,6 +121,8 @@ class Watch:
             if version is None:
                 version = str(meta.get("resourceVersion") or "") or None
             for obj in page.get("items") or []:
+                if "kind" not in obj:  # list items may lack it; Events posted on them need it
+                    obj = {"apiVersion": self.kind.api_version, "kind": self.kind.what, **obj}
                 self._hand_on(None, obj)
             if not meta.get("continue"):
                 break

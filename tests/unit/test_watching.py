@@ -69,9 +69,12 @@ async def test_gone_in_the_stream_or_as_the_answer_relists_and_pages_are_followe
     api = ApiServer(loader=lambda: kopf.ConnectionInfo(
         server=str(server.make_url("")).rstrip("/")))
     seen: list[tuple[str | None, str]] = []
+    listed_as: set[tuple[Any, Any]] = set()
 
     def handler(kind: str | None, obj: Mapping[str, Any]) -> None:
         seen.append((kind, obj["metadata"]["name"]))
+        if kind is None:  # list items lack apiVersion and kind; Events on them need both
+            listed_as.add((obj.get("apiVersion"), obj.get("kind")))
 
     task = asyncio.create_task(Watch(api, KIND, "ns", handler).run())
     try:
@@ -91,4 +94,5 @@ async def test_gone_in_the_stream_or_as_the_answer_relists_and_pages_are_followe
     assert lists[1]["continue"] == "p2"
     assert lists[1]["limit"] == "500"
     assert [w.get("resourceVersion") for w in watches] == ["5", "5", "9"]
+    assert listed_as == {("v1", "ConfigMap")}
     assert all(w["allowWatchBookmarks"] == "true" for w in watches)
