@@ -15,6 +15,7 @@ import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -66,7 +67,15 @@ RESTORE_WINDOW = 60.0
 WRITE = "write"
 SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
 CALL_TYPE_WORKERS = 4
-# kopf replays a watch's LIST as events of type None, as one burst. A listing event is a
+# Secrets no storage refers to yet, as the watch delivered them: a storage applied just
+# after its Secret (one `kubectl apply` of both, an Argo CD sync, 1,000 tenants onboarded)
+# then needs no GET of it. Only small ones (credentials, not TLS bundles or Helm release
+# Secrets), at most RECENT_SECRETS of them, each for RECENT_SECRET_TTL seconds; a change
+# or deletion on the watch replaces or drops the copy.
+RECENT_SECRET_TTL = 120.0
+RECENT_SECRETS = 10_000
+RECENT_SECRET_BYTES = 8192  # of base64 data
+# The watch replays a LIST as events of type None, as one burst. A listing event is a
 # relist (after 410 Gone) when it comes more than LISTING_GAP seconds after the previous
 # listing event of its kind, our own start-up LIST counting as the first: an API server
 # restart right after ours must not pass for the first listing, and a first listing whose
@@ -208,6 +217,9 @@ class Controller:
         self.listed_versions: dict[str, str | None] = {}
         # shared_check_key -> the answer of that validation request, while in flight
         self._flights: dict[str, asyncio.Future[Validation | None]] = {}
+        # unreferenced Secrets recently seen on the watch (oldest first), with their expiry
+        self._recent_secrets: OrderedDict[ObjectKey, tuple[float, CachedSecret]] = \
+            OrderedDict()
         # a referenced Secret's GET in flight, shared by every round that needs it
         self._secret_reads: dict[ObjectKey, asyncio.Future[CachedSecret | None]] = {}
 
@@ -306,6 +318,8 @@ class Controller:
         event would forget them; then the referenced Secrets (``_resync_secrets``)."""
         namespaces = self.watched_namespaces()
         self.resyncs += 1
+        # a relist may have hidden a deletion of a Secret no storage referred to yet
+        self._recent_secrets.clear()
         for plural, kind in ((EXTERNALSTORAGE_PLURAL, "ExternalStorage"),
                              (CALLTYPE_PLURAL, "CallType")):
             items, list_rv = await self.kube.list_snapshot(plural, namespaces)
@@ -511,7 +525,8 @@ class Controller:
         if event_type == "DELETED":
             self.inv.versions.bury(SECRET, key, rv)
         if not self.inv.secret_is_referenced(key):
-            return  # never keep data of Secrets no storage needs
+            self._remember_recent(key, None if event_type == "DELETED" else obj)
+            return  # no storage needs it (yet): at most a short-lived small copy
         previous = self.inv.secrets.get(key)
         if event_type == "DELETED":
             self.inv.secrets.pop(key, None)
@@ -531,6 +546,35 @@ class Controller:
                 self.storages.add(storage, SECRET_GONE)
             elif rv not in seen.split(","):
                 self.storages.add(storage, VALIDATE)
+
+    def _remember_recent(self, key: ObjectKey, obj: Mapping[str, Any] | None) -> None:
+        """Keep (or drop, for None or a large Secret) the recent copy of an unreferenced
+        Secret, expiring old ones and holding at most RECENT_SECRETS."""
+        recent = self._recent_secrets
+        recent.pop(key, None)
+        now = time.monotonic()
+        while recent and (len(recent) >= RECENT_SECRETS or
+                          next(iter(recent.values()))[0] <= now):
+            recent.popitem(last=False)
+        data = (obj or {}).get("data") or {}
+        if obj is None or not isinstance(data, Mapping) or \
+                sum(len(str(v)) for v in data.values()) > RECENT_SECRET_BYTES:
+            return
+        rv = str(_meta(obj).get("resourceVersion", ""))
+        recent[key] = (now + RECENT_SECRET_TTL, decode_secret(rv, data))
+
+    def _recent_secret(self, key: ObjectKey) -> CachedSecret | None:
+        """The recent copy of a Secret a storage now refers to, taken out of the recent
+        ones (into the referenced cache, which the watch keeps current from now on)."""
+        entry = self._recent_secrets.pop(key, None)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        secret = entry[1]
+        if self.inv.versions.is_stale(SECRET, key, secret.resource_version, None):
+            return None
+        if self.inv.secret_is_referenced(key):
+            self.inv.secrets[key] = secret
+        return secret
 
     def _touch_call_types(self, storage: ObjectKey) -> None:
         for ct in self.inv.call_types_using(storage):
@@ -923,7 +967,7 @@ class Controller:
         flight; the GET's answer then loses, whatever order the two arrive in.
         """
         key = (namespace, name)
-        cached = self.inv.secrets.get(key)
+        cached = self.inv.secrets.get(key) or self._recent_secret(key)
         if cached is not None:
             return cached
         pending = self._secret_reads.get(key)

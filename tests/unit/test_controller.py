@@ -242,6 +242,50 @@ async def test_storages_sharing_a_secret_and_bucket_share_one_get_and_one_reques
     assert not ctl._flights
 
 
+async def test_a_secret_seen_on_the_watch_before_its_storage_needs_no_get(
+    provider: list[str],
+) -> None:
+    """Issue 14 (`distinct`: a GET per storage, 3 requests per object): a small Secret the
+    watch delivered shortly before a storage refers to it is used as delivered."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ctl.on_secret_event("ADDED", secret("5", "SEEN"))  # no storage refers to it yet
+    kube.objects["st"] = storage()
+    ctl.on_storage_event("ADDED", storage())
+    await ctl.reconcile_storage((NS, "st"), {VALIDATE})
+    assert "read_secret creds" not in kube.calls
+    assert provider == ["SEEN"]
+    assert kube.objects["st"]["status"]["observedSecretVersion"] == "5"
+    assert ctl.inv.secrets[(NS, "creds")].resource_version == "5"  # referenced from now on
+
+
+@pytest.mark.parametrize("case", ["deleted", "large", "expired", "resynced"])
+async def test_a_recent_secret_copy_is_never_used_once_deleted_large_old_or_resynced(
+    provider: list[str], monkeypatch: pytest.MonkeyPatch, case: str,
+) -> None:
+    from callstorage.kube import decode_secret
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    seen = secret("5", "SEEN")
+    if case == "large":
+        seen["data"]["padding"] = "A" * (controller_module.RECENT_SECRET_BYTES + 4)
+    if case == "expired":
+        monkeypatch.setattr(controller_module, "RECENT_SECRET_TTL", -1.0)
+    ctl.on_secret_event("ADDED", seen)
+    if case == "deleted":
+        ctl.on_secret_event("DELETED", secret("6", "SEEN"))
+    if case == "resynced":
+        await ctl.resync()
+    kube.read_secret_result = None if case == "deleted" else \
+        decode_secret("7", secret("7", "READ")["data"])
+    kube.objects["st"] = storage()
+    ctl.on_storage_event("ADDED", storage())
+    await ctl.reconcile_storage((NS, "st"), {VALIDATE})
+    assert "read_secret creds" in kube.calls
+    assert provider == ([] if case == "deleted" else ["READ"])
+
+
 async def test_a_deleted_secret_is_not_brought_back_by_a_late_get(provider: list[str]) -> None:
     kube = ScriptedKube()
     ctl = make(kube)
