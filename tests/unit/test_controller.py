@@ -286,6 +286,26 @@ async def test_a_recent_secret_copy_is_never_used_once_deleted_large_old_or_resy
     assert provider == ([] if case == "deleted" else ["READ"])
 
 
+async def test_at_most_recent_secrets_copies_are_held_the_oldest_go_first(
+    provider: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from callstorage.kube import decode_secret
+
+    monkeypatch.setattr(controller_module, "RECENT_SECRETS", 3)
+    kube = ScriptedKube()
+    ctl = make(kube)
+    for name in ("creds", "b", "c", "d"):  # "creds" is the oldest: dropped for "d"
+        ctl.on_secret_event("ADDED", {**secret("5", "SEEN"), "metadata": {
+            "name": name, "namespace": NS, "resourceVersion": "5"}})
+    assert len(ctl._recent_secrets) == 3
+    kube.read_secret_result = decode_secret("7", secret("7", "READ")["data"])
+    kube.objects["st"] = storage()
+    ctl.on_storage_event("ADDED", storage())
+    await ctl.reconcile_storage((NS, "st"), {VALIDATE})
+    assert "read_secret creds" in kube.calls
+    assert provider == ["READ"]
+
+
 async def test_a_deleted_secret_is_not_brought_back_by_a_late_get(provider: list[str]) -> None:
     kube = ScriptedKube()
     ctl = make(kube)
