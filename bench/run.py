@@ -119,6 +119,22 @@ def storage_body(name: str, bucket: str, endpoint: str, secret: str = SECRET
     return kubeutil.external_storage(name, kubeutil.s3_storage_spec(bucket, endpoint, secret))
 
 
+def boto_config(concurrency: int) -> BotoConfig:
+    """The S3 client settings of every baseline: the operator's (path style, 2 attempts,
+    5 s connect, 10 s read), a connection per worker."""
+    return BotoConfig(max_pool_connections=concurrency, s3={"addressing_style": "path"},
+                      retries={"mode": "standard", "total_max_attempts": 2},
+                      connect_timeout=5, read_timeout=10)
+
+
+def s3_client(server: S3Server, keys: S3Keys, concurrency: int) -> Any:
+    """A boto3 S3 client of ``keys`` on the emulator, for a baseline's HeadBuckets."""
+    return boto3.client(
+        "s3", endpoint_url=server.endpoint, region_name=server.region,
+        aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
+        config=boto_config(concurrency))
+
+
 def validating_status(generation: int, prefixes: Mapping[str, str]) -> dict[str, Any]:
     """The status the API's contract requires before the first network call of a new
     generation (Ready=Unknown, reason Validating; docs/api.md "Status"): a controller
@@ -369,15 +385,13 @@ class Bench:
         secret_rv = await self.kube.put_secret(ns, SECRET, keys.as_secret_data())
         secret_rvs = await self.put_distinct_secrets(ns, many) if many is not None else []
         conc = self.cfg.concurrency
-        boto_config = BotoConfig(max_pool_connections=conc, s3={"addressing_style": "path"},
-                                 retries={"mode": "standard", "total_max_attempts": 2},
-                                 connect_timeout=5, read_timeout=10)
+        config = boto_config(conc)
         session = boto3.session.Session()
         session_lock = threading.Lock()  # building clients from a Session is not thread-safe
         s3 = session.client(
             "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
             aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
-            config=boto_config)
+            config=config)
 
         # Distinct keys: one client signing each request with its object's keys (the way
         # the operator does it, the cheapest botocore allows; BENCH_BASELINE_CLIENTS=each:
@@ -386,7 +400,7 @@ class Bench:
         if many is not None and not self.cfg.baseline_client_per_object:
             shared = s3_provider._signer_session().client(
                 "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
-                config=boto_config)
+                config=config)
 
         def head(index: int) -> None:
             if many is None:
@@ -402,7 +416,7 @@ class Bench:
                 own = session.client(
                     "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
                     aws_access_key_id=keys.access_key_id,
-                    aws_secret_access_key=keys.secret_access_key, config=boto_config)
+                    aws_secret_access_key=keys.secret_access_key, config=config)
             try:
                 own.head_bucket(Bucket=bucket)
             finally:
@@ -578,12 +592,7 @@ class Bench:
         """Seconds for N HeadBuckets at the operator's concurrency (one shared client):
         the floor under a rotation, which must revalidate all N storages."""
         conc = self.cfg.concurrency
-        s3 = boto3.client(
-            "s3", endpoint_url=self.s3.endpoint, region_name=self.s3.region,
-            aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
-            config=BotoConfig(max_pool_connections=conc, s3={"addressing_style": "path"},
-                              retries={"mode": "standard", "total_max_attempts": 2},
-                              connect_timeout=5, read_timeout=10))
+        s3 = s3_client(self.s3, keys, conc)
         s3.head_bucket(Bucket=bucket)  # warm-up
         with ThreadPoolExecutor(max_workers=conc, thread_name_prefix="heads") as pool:
             started = time.perf_counter()

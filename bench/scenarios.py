@@ -29,9 +29,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import boto3
-from botocore.config import Config as BotoConfig
-
 from bench import measure
 from bench.kubehttp import ApiError
 from callstorage.api import effective_prefixes, parse_external_storage
@@ -261,7 +258,7 @@ async def _apply(b: Bench, ns: str, bucket: str, plan: list[Op], rate: float,
 
 
 async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
-    from bench.run import SECRET, storage_body, validating_status
+    from bench.run import SECRET, s3_client, storage_body, validating_status
 
     seconds = float(os.environ.get("BENCH_CHURN_S", "60"))
     rate = float(os.environ.get("BENCH_CHURN_RATE", "100"))
@@ -282,12 +279,7 @@ async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
     base_watch = asyncio.create_task(b.kube.watch(
         base_ns, EXS, str(listed["metadata"]["resourceVersion"]), base_lag.on_event))
     conc = b.cfg.concurrency
-    s3 = boto3.client(
-        "s3", endpoint_url=b.s3.endpoint, region_name=b.s3.region,
-        aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
-        config=BotoConfig(max_pool_connections=conc, s3={"addressing_style": "path"},
-                          retries={"mode": "standard", "total_max_attempts": 2},
-                          connect_timeout=5, read_timeout=10))
+    s3 = s3_client(b.s3, keys, conc)
     pool = ThreadPoolExecutor(max_workers=conc, thread_name_prefix="churn-s3")
     work: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
     loop = asyncio.get_running_loop()

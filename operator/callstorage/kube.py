@@ -189,11 +189,6 @@ class Kube:
         return decode_secret(str((secret.get("metadata") or {}).get("resourceVersion", "")),
                              secret.get("data"))
 
-    async def list_objects(self, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
-        """Every object of a kind (in the watched namespaces; [] = cluster-wide)."""
-        items, _ = await self.list_snapshot(plural, namespaces)
-        return items
-
     async def list_snapshot(self, plural: str, namespaces: list[str]) -> \
             tuple[list[dict[str, Any]], str | None]:
         """Every object of a kind (compacted: ``inventory.compact``), and the list's

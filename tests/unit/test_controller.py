@@ -121,9 +121,6 @@ class ScriptedKube:
         self.calls.append(f"namespace_terminating {namespace}")
         return namespace in self.terminating
 
-    async def list_objects(self, plural: str, namespaces: list[str]) -> list[dict[str, Any]]:
-        return (await self.list_snapshot(plural, namespaces))[0]
-
     async def list_snapshot(self, plural: str, namespaces: list[str]) -> \
             tuple[list[dict[str, Any]], str | None]:
         self.calls.append(f"list {plural}")
