@@ -362,6 +362,12 @@ class Bench:
         try:
             result = await self.measure_operator(operator, tracker, ns, n, bucket, user,
                                                  distinct=distinct, rotate=not distinct)
+            if not distinct:
+                await asyncio.to_thread(operator.stop)
+                _merge(result, await self.rotation_floor(ns, bucket, keys, n,
+                                                         result["rotation_baseline_heads_s"]))
+                result["rotation_ratio_vs_plain"] = round(
+                    result["secret_rotation_to_ready_s"] / result["rotation_baseline_plain_s"], 3)
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -600,6 +606,51 @@ class Bench:
             elapsed = time.perf_counter() - started
         s3.close()
         return elapsed
+
+    async def rotation_floor(self, ns: str, bucket: str, keys: S3Keys, n: int,
+                             heads_s: float) -> dict[str, Any]:
+        """After the operator stopped, with the driver's watch still open: N status patches
+        alone (the writes a rotation must make: each storage reports the new
+        ``observedSecretVersion``), then a plain controller's rotation (one HeadBucket and
+        one status patch per storage, no sharing), both at the operator's concurrency."""
+        conc = self.cfg.concurrency
+        s3 = s3_client(self.s3, keys, conc)
+        body = storage_body("x", bucket, self.s3.endpoint)
+        prefixes = effective_prefixes(parse_external_storage(body))
+        sem = asyncio.Semaphore(conc)
+        pool = ThreadPoolExecutor(max_workers=conc, thread_name_prefix="floor-s3")
+        loop = asyncio.get_running_loop()
+
+        async def one(i: int, version: str, head: bool) -> None:
+            async with sem:
+                if head:
+                    await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))
+                now = dt.datetime.now(dt.UTC)
+                await self.kube.patch_status(ns, EXS, f"s-{i:05d}", es_reconcile.desired_status(
+                    None, es_reconcile.Observed(
+                        generation=1, now=now, effective_prefixes=prefixes,
+                        validation=es_reconcile.Validation(
+                            Reason.VALIDATED, f"bucket {bucket} is reachable with these "
+                            "credentials", Capabilities(list=True), version),
+                        next_validation=now + dt.timedelta(hours=1))))
+
+        async def timed(version: str, head: bool) -> float:
+            started = time.perf_counter()
+            await asyncio.gather(*(one(i, version, head) for i in range(n)))
+            return time.perf_counter() - started
+
+        try:
+            await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))  # warm-up
+            writes = await timed("floor-1", head=False)
+            plain = await timed("floor-2", head=True)
+        finally:
+            pool.shutdown(wait=False)
+            s3.close()
+        log.info("  rotation floor: %d status writes in %.2fs; HeadBucket + write each in "
+                 "%.2fs", n, writes, plain)
+        return {"rotation_baseline_writes_s": round(writes, 3),
+                "rotation_writes_vs_heads": round(writes / heads_s, 3),
+                "rotation_baseline_plain_s": round(plain, 3)}
 
     async def _rotate(self, op: Operator, tracker: Tracker, ns: str, n: int, bucket: str,
                       user: str) -> dict[str, Any]:

@@ -85,6 +85,10 @@ LISTING_GAP = 2.0
 # RESYNC_MIN_GAP apart (a storm of 404s makes one LIST per kind, not one each).
 RESYNC_SETTLE = 1.0
 RESYNC_MIN_GAP = 5.0
+# A write answering 404 for an object whose deletion we had not seen: usually its DELETED
+# event is on its way (deleted after our last event, before our write). Only if it has not
+# come this soon may the watch have lost it, and others with it: then a resync.
+GONE_GRACE = 10.0
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -201,6 +205,8 @@ class Controller:
         self._last_resync = float("-inf")
         self._resync_failures = 0
         self._resync_wake = asyncio.Event()
+        # 404s on write whose DELETED event has not come yet: the resync due if it never does
+        self._unseen_deletions: dict[tuple[str, ObjectKey], asyncio.TimerHandle] = {}
         self._listing_events: dict[str, float] = {}  # kind -> its last listing event
         self.resyncs = 0
         # fair shares of the provider workers per endpoint host and namespace (fairness.py)
@@ -260,6 +266,7 @@ class Controller:
         self.call_types.close()
         for task in self._tasks:
             task.cancel()
+        self._deletions_covered()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._providers.shutdown(wait=False, cancel_futures=True)
 
@@ -318,6 +325,7 @@ class Controller:
         event would forget them; then the referenced Secrets (``_resync_secrets``)."""
         namespaces = self.watched_namespaces()
         self.resyncs += 1
+        self._deletions_covered()
         # a relist may have hidden a deletion of a Secret no storage referred to yet
         self._recent_secrets.clear()
         for plural, kind in ((EXTERNALSTORAGE_PLURAL, "ExternalStorage"),
@@ -375,10 +383,11 @@ class Controller:
                             self.storages.add(storage, VALIDATE)
 
     def _forget_gone(self, exc: ObjectGone) -> None:
-        """A write answered 404: the object is gone; forget it as a DELETED event would,
-        and resync, since whatever hid this deletion may have hidden others. A deletion we
-        already knew of (its DELETED event came first, or it was being deleted: the last
-        finalizer went and the write raced the removal) hid nothing: no resync."""
+        """A write answered 404: the object is gone; forget it as a DELETED event would.
+        A deletion we already knew of (its DELETED event came first, or it was being
+        deleted: the last finalizer went and the write raced the removal) hid nothing.
+        Otherwise its DELETED event should follow on the watch within GONE_GRACE; if it
+        does not, whatever hid this deletion may have hidden others: resync."""
         key = (exc.namespace, exc.name)
         storage = exc.plural == EXTERNALSTORAGE_PLURAL
         held = (self.inv.storages if storage else self.inv.call_types).get(key)
@@ -392,9 +401,29 @@ class Controller:
             log.debug("%s %s/%s is gone (404 on write), as its deletion said", exc.plural,
                       *key)
             return
-        log.info("%s %s/%s is gone (404 on write); forgotten, resync requested",
-                 exc.plural, *key)
+        log.debug("%s %s/%s is gone (404 on write); forgotten, its deletion awaited on the "
+                  "watch", exc.plural, *key)
+        kind = STORAGE if storage else CALL_TYPE
+        self._deletion_seen(kind, key)
+        self._unseen_deletions[(kind, key)] = asyncio.get_running_loop().call_later(
+            GONE_GRACE, self._deletion_unseen, kind, key, exc.plural)
+
+    def _deletion_seen(self, kind: str, key: ObjectKey) -> None:
+        timer = self._unseen_deletions.pop((kind, key), None)
+        if timer is not None:
+            timer.cancel()
+
+    def _deletion_unseen(self, kind: str, key: ObjectKey, plural: str) -> None:
+        del self._unseen_deletions[(kind, key)]
+        log.info("%s %s/%s was gone (404 on write) and the watch has not said so in %.0fs; "
+                 "resync requested", plural, *key, GONE_GRACE)
         self.request_resync()
+
+    def _deletions_covered(self) -> None:
+        """A resync (or the end) covers every deletion still awaited."""
+        for timer in self._unseen_deletions.values():
+            timer.cancel()
+        self._unseen_deletions.clear()
 
     # --- events -------------------------------------------------------------------------
     def _accept(self, kind: str, key: ObjectKey, held: Mapping[str, Any] | None,
@@ -408,6 +437,8 @@ class Controller:
         key = _key(obj)
         if event_type is None:
             self._listing_seen(STORAGE)
+        elif self._unseen_deletions and event_type in ("DELETED", "ADDED"):
+            self._deletion_seen(STORAGE, key)  # ADDED: re-created, after its deletion
         if event_type == "DELETED":
             self.inv.versions.bury(STORAGE, key, _meta(obj).get("resourceVersion"))
             self.inv.forget_storage(key)
@@ -488,6 +519,8 @@ class Controller:
         key = _key(obj)
         if event_type is None:
             self._listing_seen(CALL_TYPE)
+        elif self._unseen_deletions and event_type in ("DELETED", "ADDED"):
+            self._deletion_seen(CALL_TYPE, key)
         if event_type == "DELETED":
             self.inv.versions.bury(CALL_TYPE, key, _meta(obj).get("resourceVersion"))
             self.inv.call_types.pop(key, None)
