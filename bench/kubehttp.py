@@ -12,13 +12,18 @@ import asyncio
 import json
 import ssl
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
 GROUP, VERSION = "callstorage.io", "v1alpha1"
 MERGE_PATCH = "application/merge-patch+json"
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
 
 
 class ApiError(Exception):
@@ -109,31 +114,50 @@ class KubeHTTP:
         return result
 
     async def watch(self, namespace: str, plural: str, resource_version: str,
-                    on_event: Callable[[str, dict[str, Any]], None]) -> None:
-        """Call ``on_event(type, object)`` for every change until cancelled."""
+                    on_event: Callable[[str, dict[str, Any]], None],
+                    on_relist: Callable[[Sequence[dict[str, Any]]], None] | None = None) -> None:
+        """Call ``on_event(type, object)`` for every change until cancelled.
+
+        A watch the server ends, or a dropped connection, resumes from the last version
+        seen. 410 Gone (that version left the server's window: it drops a watcher that
+        falls behind, as this single-threaded driver may under load) is an ApiError
+        unless ``on_relist`` is given: then it gets a fresh LIST's items (to replace
+        what it holds) and the watch goes on from that LIST.
+        """
         rv = resource_version
         path = self._custom_path(namespace, plural)
         while True:
             params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
                       "timeoutSeconds": "3600"}
+            gone = False
             try:
                 async with self._session.get(
                         self._server + path, params=params,
                         timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
-                    if resp.status != 200:
+                    gone = resp.status == 410
+                    if resp.status != 200 and not (gone and on_relist is not None):
                         raise ApiError(resp.status, await resp.text())
-                    async for line in resp.content:
+                    async for line in resp.content if not gone else _nothing():
                         if not line.strip():
                             continue
                         event = json.loads(line)
                         obj = event.get("object") or {}
                         if event.get("type") == "ERROR":
+                            gone = int(obj.get("code") or 0) == 410
+                            if gone and on_relist is not None:
+                                break
                             raise ApiError(int(obj.get("code") or 0), str(obj))
                         rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                         if event.get("type") != "BOOKMARK":
                             on_event(str(event.get("type")), obj)
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+                await asyncio.sleep(0.5)  # resume from rv
             finally:
                 self.counts[("WATCH", plural)] += 1  # the server counts it when it ends
+            if gone and on_relist is not None:
+                listed = await self.list(namespace, plural)
+                on_relist(listed.get("items") or [])
+                rv = str(listed["metadata"]["resourceVersion"])
 
     # --- core objects -------------------------------------------------------------------
     async def create_namespace(self, name: str) -> None:

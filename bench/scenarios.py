@@ -25,7 +25,7 @@ import random
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -214,6 +214,14 @@ class LagTracker:
             self.lags.append(time.perf_counter() - want[1])
             del self.pending[name]
 
+    def on_relist(self, items: Sequence[dict[str, Any]]) -> None:
+        """The watch's 410 Gone: a LIST replaces what was seen (vanished = deleted)."""
+        names = {str((o.get("metadata") or {}).get("name")) for o in items}
+        for name in (set(self.latest) | set(self.pending)) - names:
+            self.on_event("DELETED", {"metadata": {"name": name}})
+        for obj in items:
+            self.on_event("MODIFIED", obj)
+
     def unreconciled(self) -> int:
         return len(self.pending) + sum(1 for o in self.latest.values() if not is_ready(o))
 
@@ -277,7 +285,8 @@ async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
     for obj in listed.get("items", []):
         base_lag.on_event("ADDED", obj)
     base_watch = asyncio.create_task(b.kube.watch(
-        base_ns, EXS, str(listed["metadata"]["resourceVersion"]), base_lag.on_event))
+        base_ns, EXS, str(listed["metadata"]["resourceVersion"]), base_lag.on_event,
+        base_lag.on_relist))
     conc = b.cfg.concurrency
     s3 = s3_client(b.s3, keys, conc)
     pool = ThreadPoolExecutor(max_workers=conc, thread_name_prefix="churn-s3")
@@ -317,7 +326,7 @@ async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
     try:
         base_rate = await _apply(b, base_ns, bucket, plan, rate, base_lag, enqueue)
         await work.join()
-        await _settle(base_lag, b.cfg.phase_timeout_s)
+        await _settle(base_lag, b.cfg.phase_timeout_s, watch=base_watch)
     finally:
         for w in workers:
             w.cancel()
@@ -341,12 +350,12 @@ async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
         for obj in listed.get("items", []):
             lag.on_event("ADDED", obj)
         watch = b.watch = asyncio.create_task(b.kube.watch(
-            ns, EXS, str(listed["metadata"]["resourceVersion"]), lag.on_event))
+            ns, EXS, str(listed["metadata"]["resourceVersion"]), lag.on_event, lag.on_relist))
         own0 = Counter(b.kube.counts)
         before, cpu0 = await b.scrape(), op.cpu()
         log.info("  churn: %d changes at %.0f/s", len(plan), rate)
         op_rate = await _apply(b, ns, bucket, plan, rate, lag, None)
-        settled = await _settle(lag, b.cfg.phase_timeout_s, op)
+        settled = await _settle(lag, b.cfg.phase_timeout_s, op, watch)
         cpu = op.cpu() - cpu0
         requests, _ = measure.split(measure.delta(await b.scrape(), before,
                                                   b.kube.counts - own0))
@@ -378,12 +387,17 @@ async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
     }
 
 
-async def _settle(lag: LagTracker, limit: float, op: Operator | None = None) -> float:
-    """Wait until every change is Ready (or ``limit``); seconds waited."""
+async def _settle(lag: LagTracker, limit: float, op: Operator | None = None,
+                  watch: asyncio.Task[None] | None = None) -> float:
+    """Wait until every change is Ready (or ``limit``); seconds waited. A watch that
+    ended fails the run at once (it would wait the whole ``limit`` for nothing)."""
     started = time.perf_counter()
     while time.perf_counter() - started < limit:
         if op is not None:
             op.alive()
+        if watch is not None and watch.done():
+            watch.result()
+            raise RuntimeError("the watch on ExternalStorages ended")
         if lag.unreconciled() == 0:
             break
         await asyncio.sleep(0.25)
