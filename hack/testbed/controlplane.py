@@ -84,13 +84,15 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager on loopback, for one run."""
 
     def __init__(self, run_dir: Path | None = None, *, audit: bool = False,
-                 address: str = "127.0.0.1", for_node: bool = False) -> None:
+                 address: str = "127.0.0.1", for_node: bool = False,
+                 profiling: bool = False) -> None:
         """``address``: where the API server listens and what it advertises (a real node's
         Pods reach it there through the ``kubernetes`` Service). ``for_node``: also run
         kube-scheduler and the workload controllers, with the Node authorizer and the
         ServiceAccount admission plugin on, as a cluster with kubelets needs."""
         self.address = address
         self.for_node = for_node
+        self.profiling = profiling  # the API server's /debug/pprof (benchmarks)
         self.run_dir = run_dir or Path(tempfile.mkdtemp(prefix="callstorage-cp-"))
         self._own_dir = run_dir is None
         self.audit_log: Path | None = self.run_dir / "audit.log" if audit else None
@@ -181,7 +183,7 @@ class ControlPlane:
                f"--kubelet-client-key={admin_key}"] if self.for_node
               else ["--disable-admission-plugins=ServiceAccount"]),
             "--allow-privileged=true",
-            "--profiling=false",
+            f"--profiling={'true' if self.profiling else 'false'}",
             f"--cert-dir={self.run_dir / 'apiserver-certs'}",
         ]
         if self.audit_log is not None:
