@@ -491,7 +491,14 @@ class Bench:
 
         async def create_all() -> None:
             await asyncio.gather(*(creator() for _ in range(conc)))
-            await all_finished.wait()
+            finished_all = asyncio.create_task(all_finished.wait())
+            await asyncio.wait({finished_all, *([watch] if watch is not None else [])},
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not finished_all.done():  # the watch feeding the workers ended: fail, not hang
+                finished_all.cancel()
+                assert watch is not None
+                watch.result()
+                raise RuntimeError("the baseline's watch on ExternalStorages ended")
             for _ in range(conc):
                 created.put_nowait(None)
 
