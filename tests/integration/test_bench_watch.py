@@ -15,13 +15,7 @@ from bench.kubehttp import ApiError, KubeHTTP
 from bench.run import EXS, storage_body
 from bench.scenarios import LagTracker
 from testbed.controlplane import ControlPlane
-
-
-async def _until(predicate: Any, limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+from waiting import until
 
 
 async def test_a_watch_from_a_version_too_old_relists_and_goes_on(
@@ -52,13 +46,13 @@ async def test_a_watch_from_a_version_too_old_relists_and_goes_on(
         lag.pending["s-09999"] = (1, time.perf_counter())
         task = asyncio.create_task(kube.watch(namespace, EXS, "1", on_event, on_relist))
         try:
-            await _until(lambda: bool(relisted))
+            await until(lambda: bool(relisted))
             assert sorted(o["metadata"]["name"] for o in relisted[0]) == ["s-00000", "s-00001"]
             assert "s-09999" not in lag.latest
             assert "s-09999" not in lag.pending
             assert set(lag.latest) == {"s-00000", "s-00001"}
             await kube.create(namespace, EXS, storage_body("s-00002", "bkt", "https://s3.test"))
-            await _until(lambda: ("ADDED", "s-00002") in events)
+            await until(lambda: ("ADDED", "s-00002") in events)
             assert not task.done()
         finally:
             task.cancel()

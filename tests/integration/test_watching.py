@@ -6,7 +6,6 @@ ConfigMaps stand in for the operator's kinds: the LIST/WATCH protocol is the sam
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from kubernetes import client
 from callstorage.apiserver import ApiServer, _from_kubeconfig
 from callstorage.watching import Kind, Watch
 from testbed.controlplane import ControlPlane
+from waiting import until
 
 CONFIGMAPS = Kind("ConfigMap", "/api/v1", "configmaps")
 
@@ -23,13 +23,6 @@ def _configmap(api: Any, ns: str, name: str, data: dict[str, str]) -> str:
     body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data=data)
     made = client.CoreV1Api(api).create_namespaced_config_map(ns, body)
     return str(made.metadata.resource_version)
-
-
-async def _until(predicate: Any, limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_watch_lists_then_streams_and_survives_a_failing_handler_and_big_objects(
@@ -47,16 +40,16 @@ async def test_a_watch_lists_then_streams_and_survives_a_failing_handler_and_big
     api = ApiServer(loader=lambda: _from_kubeconfig([control_plane.kubeconfig], False))
     task = asyncio.create_task(Watch(api, CONFIGMAPS, namespace, handler).run())
     try:
-        await _until(lambda: (None, "before") in seen)
+        await until(lambda: (None, "before") in seen)
         _configmap(kube_api, namespace, "bad", {"k": "v"})
         # one line of ~300 KiB: more than aiohttp's readline accepts
         _configmap(kube_api, namespace, "big", {"k": "x" * 300_000})
         _configmap(kube_api, namespace, "after", {"k": "v"})
-        await _until(lambda: ("ADDED", "after") in seen)
+        await until(lambda: ("ADDED", "after") in seen)
         assert ("ADDED", "bad") in seen
         assert ("ADDED", "big") in seen
         client.CoreV1Api(kube_api).delete_namespaced_config_map("after", namespace)
-        await _until(lambda: ("DELETED", "after") in seen)
+        await until(lambda: ("DELETED", "after") in seen)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -22,6 +22,7 @@ from callstorage.controller import VALIDATE, WRITE, Controller
 from callstorage.inventory import CachedSecret
 from callstorage.kube import ObjectGone
 from callstorage.settings import Settings
+from waiting import until
 
 NS = "app"
 
@@ -465,14 +466,6 @@ def test_vanished_keeps_what_is_newer_than_the_list() -> None:
     assert vanished(held, [(NS, "here")], None) == [(NS, "new"), (NS, "old")]
 
 
-async def wait_until(check: Any, within: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_404_on_a_finalizer_write_forgets_the_storage_and_never_retries(
     provider: list[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -493,7 +486,7 @@ async def test_a_404_on_a_finalizer_write_forgets_the_storage_and_never_retries(
     assert ctl.storages.due_at(key) is None, "a write to a gone object was queued again"
     assert ctl._errors == {}
     assert provider == []
-    await wait_until(lambda: ctl._resync_at < before)  # a 404 the watch never confirmed
+    await until(lambda: ctl._resync_at < before)  # a 404 the watch never confirmed
 
 
 async def test_a_404_whose_deleted_event_follows_asks_for_no_resync(
