@@ -12,7 +12,6 @@ of the API server during round 2 of each variant (``go tool pprof -top BINARY FI
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import os
@@ -28,9 +27,7 @@ import yaml
 
 from bench import measure
 from bench.kubehttp import KubeHTTP
-from bench.run import EXS, ROOT, storage_body
-from callstorage.providers.base import Capabilities, Reason
-from callstorage.reconcile import externalstorage as es_reconcile
+from bench.run import EXS, ROOT, storage_body, validated_status
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane
 
@@ -49,13 +46,7 @@ def without_cel(node: Any) -> Any:
 
 
 def _status(version: str) -> dict[str, Any]:
-    now = dt.datetime.now(dt.UTC)
-    return es_reconcile.desired_status(None, es_reconcile.Observed(
-        generation=1, now=now, effective_prefixes={"audio": "a/", "video": "v/"},
-        validation=es_reconcile.Validation(
-            Reason.VALIDATED, "bucket bkt is reachable with these credentials",
-            Capabilities(list=True), version),
-        next_validation=now + dt.timedelta(hours=1)))
+    return validated_status(1, {"audio": "a/", "video": "v/"}, "bkt", version)
 
 
 async def _rounds(cp: ControlPlane, n: int, pprof: Path | None) -> list[float]:

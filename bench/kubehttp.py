@@ -21,7 +21,8 @@ GROUP, VERSION = "callstorage.io", "v1alpha1"
 MERGE_PATCH = "application/merge-patch+json"
 
 
-async def _nothing() -> AsyncIterator[bytes]:
+async def _no_lines() -> AsyncIterator[bytes]:
+    """An answer other than 200 has no watch events to read."""
     return
     yield b""
 
@@ -129,32 +130,32 @@ class KubeHTTP:
         while True:
             params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
                       "timeoutSeconds": "3600"}
-            gone = False
+            code = 200
+            obj: dict[str, Any] = {}  # the ERROR event's status, if one ends the watch
             try:
                 async with self._session.get(
                         self._server + path, params=params,
                         timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as resp:
-                    gone = resp.status == 410
-                    if resp.status != 200 and not (gone and on_relist is not None):
-                        raise ApiError(resp.status, await resp.text())
-                    async for line in resp.content if not gone else _nothing():
+                    code = resp.status
+                    async for line in resp.content if code == 200 else _no_lines():
                         if not line.strip():
                             continue
                         event = json.loads(line)
                         obj = event.get("object") or {}
                         if event.get("type") == "ERROR":
-                            gone = int(obj.get("code") or 0) == 410
-                            if gone and on_relist is not None:
-                                break
-                            raise ApiError(int(obj.get("code") or 0), str(obj))
+                            code = int(obj.get("code") or 0)
+                            break
                         rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                         if event.get("type") != "BOOKMARK":
                             on_event(str(event.get("type")), obj)
+                    if code != 200 and (code != 410 or on_relist is None):
+                        raise ApiError(code, await resp.text() if code == resp.status
+                                       else str(obj))
             except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
                 await asyncio.sleep(0.5)  # resume from rv
             finally:
                 self.counts[("WATCH", plural)] += 1  # the server counts it when it ends
-            if gone and on_relist is not None:
+            if code == 410 and on_relist is not None:
                 listed = await self.list(namespace, plural)
                 on_relist(listed.get("items") or [])
                 rv = str(listed["metadata"]["resourceVersion"])

@@ -145,6 +145,19 @@ def validating_status(generation: int, prefixes: Mapping[str, str]) -> dict[str,
         spec_hash=None))
 
 
+def validated_status(generation: int, prefixes: Mapping[str, str], bucket: str,
+                     secret_version: str | None) -> dict[str, Any]:
+    """The status of a successful validation (Ready=True, reason Validated), as the
+    operator writes it: what every baseline writes after its HeadBucket."""
+    now = dt.datetime.now(dt.UTC)
+    return es_reconcile.desired_status(None, es_reconcile.Observed(
+        generation=generation, now=now, effective_prefixes=prefixes,
+        validation=es_reconcile.Validation(
+            Reason.VALIDATED, f"bucket {bucket} is reachable with these credentials",
+            Capabilities(list=True), secret_version),
+        next_validation=now + dt.timedelta(hours=1)))
+
+
 def distinct_secret(index: int) -> str:
     """The Secret of storage ``index`` in the ``distinct`` scenario."""
     return f"creds-{index:05d}"
@@ -434,13 +447,8 @@ class Bench:
         await loop.run_in_executor(pool, head, 0)  # warm-up
 
         def status(generation: int, index: int) -> dict[str, Any]:
-            now = dt.datetime.now(dt.UTC)
-            return es_reconcile.desired_status(None, es_reconcile.Observed(
-                generation=generation, now=now, effective_prefixes=prefixes,
-                validation=es_reconcile.Validation(
-                    Reason.VALIDATED, f"bucket {bucket} is reachable with these credentials",
-                    Capabilities(list=True), secret_rvs[index] if many else secret_rv),
-                next_validation=now + dt.timedelta(hours=1)))
+            return validated_status(generation, prefixes, bucket,
+                                    secret_rvs[index] if many else secret_rv)
 
         indices = iter(range(n))
         created: asyncio.Queue[tuple[str, int, int] | None] = asyncio.Queue()
@@ -632,14 +640,8 @@ class Bench:
             async with sem:
                 if head:
                     await loop.run_in_executor(pool, lambda: s3.head_bucket(Bucket=bucket))
-                now = dt.datetime.now(dt.UTC)
-                await self.kube.patch_status(ns, EXS, f"s-{i:05d}", es_reconcile.desired_status(
-                    None, es_reconcile.Observed(
-                        generation=1, now=now, effective_prefixes=prefixes,
-                        validation=es_reconcile.Validation(
-                            Reason.VALIDATED, f"bucket {bucket} is reachable with these "
-                            "credentials", Capabilities(list=True), version),
-                        next_validation=now + dt.timedelta(hours=1))))
+                await self.kube.patch_status(ns, EXS, f"s-{i:05d}",
+                                             validated_status(1, prefixes, bucket, version))
 
         async def timed(version: str, head: bool) -> float:
             started = time.perf_counter()

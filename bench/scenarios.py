@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import os
 import random
@@ -33,8 +32,6 @@ from bench import measure
 from bench.kubehttp import ApiError
 from callstorage.api import effective_prefixes, parse_external_storage
 from callstorage.api.readiness import is_ready
-from callstorage.providers.base import Capabilities, Reason
-from callstorage.reconcile import externalstorage as es_reconcile
 from testbed.s3 import readwrite_policy
 
 if TYPE_CHECKING:
@@ -266,7 +263,7 @@ async def _apply(b: Bench, ns: str, bucket: str, plan: list[Op], rate: float,
 
 
 async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
-    from bench.run import SECRET, s3_client, storage_body, validating_status
+    from bench.run import SECRET, s3_client, storage_body, validated_status, validating_status
 
     seconds = float(os.environ.get("BENCH_CHURN_S", "60"))
     rate = float(os.environ.get("BENCH_CHURN_RATE", "100"))
@@ -297,13 +294,7 @@ async def churn(b: Bench, n: int, index: int) -> dict[str, Any]:
         storage_body("x", bucket, b.s3.endpoint, SECRET)))
 
     def status(generation: int) -> dict[str, Any]:
-        now = dt.datetime.now(dt.UTC)
-        return es_reconcile.desired_status(None, es_reconcile.Observed(
-            generation=generation, now=now, effective_prefixes=prefixes,
-            validation=es_reconcile.Validation(
-                Reason.VALIDATED, f"bucket {bucket} is reachable with these credentials",
-                Capabilities(list=True), None),
-            next_validation=now + dt.timedelta(hours=1)))
+        return validated_status(generation, prefixes, bucket, None)
 
     async def worker() -> None:
         while True:
