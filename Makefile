@@ -7,18 +7,34 @@ export PYTHONPATH := $(CURDIR)/hack
 # Every process a run starts inherits this id, so `testbed leftovers` can find strays.
 export CALLSTORAGE_TESTBED_RUN ?= $(shell date +%s%N)
 
-.PHONY: help deps testbed demo demo-cluster test lint bench bench-media clean image
+.PHONY: help deps lock lock-upgrade testbed demo demo-cluster test lint bench bench-media clean image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=25,<27"
-	$(BIN)/pip install --quiet -e ".[test,dev]"
+# The development and test environment is locked: pyproject.toml keeps ranges for people
+# who install the package, `make deps` installs exactly the hash-pinned versions of the lock,
+# and only `make lock` / `make lock-upgrade` move them.
+LOCK      := hack/requirements-dev.lock
+LOCK_ARGS := --extra test --extra dev --universal --python-version 3.11 --generate-hashes \
+             --no-header --quiet -o $(LOCK)
+# what installing the package itself needs (no build isolation, so no unpinned download)
+LOCK_TOOLS := pip>=25,<27\nhatchling>=1.25,<2\neditables>=0.5,<1\n
+
+$(STAMP): $(LOCK) pyproject.toml
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	@touch $@
 
-deps: $(STAMP) ## virtualenv with the package and its test/dev dependencies
+deps: $(STAMP) ## virtualenv with exactly the locked packages (hack/requirements-dev.lock)
+
+lock: deps ## after editing pyproject.toml's dependencies: re-resolve the lock, keeping pins
+	printf '$(LOCK_TOOLS)' | $(BIN)/uv pip compile pyproject.toml - $(LOCK_ARGS)
+
+lock-upgrade: deps ## move every pin to the newest version pyproject.toml allows
+	printf '$(LOCK_TOOLS)' | $(BIN)/uv pip compile pyproject.toml - $(LOCK_ARGS) --upgrade
 
 testbed: deps ## find or build the Go tools (kube-apiserver, kubelet, etcd, helm, ...); Azurite, node packages, the image
 	$(BIN)/python -m testbed prepare

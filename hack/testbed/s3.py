@@ -11,6 +11,7 @@ and authorised. It runs through ``testbed.moto_s3``, which makes a missing bucke
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
 import sys
@@ -84,20 +85,35 @@ def put_only_policy(bucket: str, prefixes: list[str]) -> dict[str, Any]:
     }
 
 
+# What moto checks instead of (or beside) AWS's action for the same request. AWS authorises
+# HeadBucket with s3:ListBucket; moto asks for s3:HeadBucket. AWS authorises
+# CreateMultipartUpload, UploadPart and CompleteMultipartUpload with s3:PutObject; moto
+# 5.2.6 asks for actions named after those calls (5.2.1 still asked for s3:PutObject).
+_MOTO_ALIASES: dict[str, tuple[str, ...]] = {
+    "s3:listbucket": ("s3:HeadBucket",),
+    "s3:putobject": ("s3:CreateMultipartUpload", "s3:UploadPart", "s3:CompleteMultipartUpload"),
+}
+
+
 def as_moto_policy(policy_document: dict[str, Any]) -> dict[str, Any]:
     """``policy_document`` with AWS's action names translated where moto differs.
 
-    AWS authorises HeadBucket with ``s3:ListBucket``; moto checks an ``s3:HeadBucket``
-    action instead. Adding it beside every ``s3:ListBucket`` (in Allow and Deny alike) makes
-    an AWS policy mean in moto what it means in AWS.
+    Every statement (Allow and Deny alike) whose ``Action`` covers an AWS action in
+    ``_MOTO_ALIASES`` (by name or by wildcard, case-insensitively, as IAM matches) also
+    names moto's action for the same request, so an AWS policy means in moto what it means
+    in AWS. ``NotAction`` statements are left as written.
     """
     doc = copy.deepcopy(policy_document)
     statements = doc.get("Statement", [])
     for statement in statements if isinstance(statements, list) else [statements]:
         actions = statement.get("Action")
         listed = [actions] if isinstance(actions, str) else list(actions or [])
-        if "s3:ListBucket" in listed and "s3:HeadBucket" not in listed:
-            statement["Action"] = [*listed, "s3:HeadBucket"]
+        patterns = [a.lower() for a in listed]
+        extra = [alias for aws, aliases in _MOTO_ALIASES.items()
+                 if any(fnmatch.fnmatchcase(aws, p) for p in patterns)
+                 for alias in aliases if alias.lower() not in patterns]
+        if extra:
+            statement["Action"] = [*listed, *dict.fromkeys(extra)]
     return doc
 
 

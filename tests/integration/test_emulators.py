@@ -83,6 +83,28 @@ def test_s3_put_only_user_is_confined_to_its_prefix(s3_server: S3Server) -> None
     assert _code(info.value) == (403, "AccessDenied")
 
 
+def test_s3_put_only_user_may_run_a_multipart_upload_as_on_aws(s3_server: S3Server) -> None:
+    """AWS authorises CreateMultipartUpload, UploadPart and CompleteMultipartUpload with
+    s3:PutObject. moto after 5.2.1 checks call-named actions instead; the test bed's policy
+    translation (``as_moto_policy``) keeps the AWS meaning. If a moto upgrade changes what it
+    checks again, this fails by name instead of the media tests failing on a 403."""
+    bucket = _name("emu")
+    s3_server.create_bucket(bucket)
+    keys = s3_server.create_user(_name("wo"), put_only_policy(bucket, ["recordings/"]))
+    client = s3_server.client(keys=keys)
+    key = "recordings/call_recording.mp4"
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    part = client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1,
+                              Body=b"media")
+    client.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert s3_server.list_keys(bucket) == [key]
+    with pytest.raises(ClientError) as info:  # still confined to its prefix
+        client.create_multipart_upload(Bucket=bucket, Key="elsewhere/x.mp4")
+    assert _code(info.value) == (403, "AccessDenied")
+
+
 def test_s3_missing_bucket_is_404_even_without_rights_on_it(s3_server: S3Server) -> None:
     """As in S3: authenticate, then look the bucket up, then authorise."""
     bucket = _name("emu")
