@@ -30,11 +30,17 @@ $(STAMP): $(LOCK) pyproject.toml
 
 deps: $(STAMP) ## virtualenv with exactly the locked packages (hack/requirements-dev.lock)
 
-lock: deps ## after editing pyproject.toml's dependencies: re-resolve the lock, keeping pins
-	printf '$(LOCK_TOOLS)' | $(BIN)/uv pip compile pyproject.toml - $(LOCK_ARGS)
+# Azurite (npm) is locked the same way: hack/testbed/azurite/package{,-lock}.json, `npm ci`.
+NPM_LOCK := cd hack/testbed/azurite && npm install --package-lock-only --no-audit --no-fund \
+            --omit-lockfile-registry-resolved --loglevel=error
 
-lock-upgrade: deps ## move every pin to the newest version pyproject.toml allows
+lock: deps ## after editing pyproject.toml's dependencies or Azurite's version: re-lock, keeping pins
+	printf '$(LOCK_TOOLS)' | $(BIN)/uv pip compile pyproject.toml - $(LOCK_ARGS)
+	$(NPM_LOCK)
+
+lock-upgrade: deps ## move every pin to the newest version pyproject.toml (and package.json) allow
 	printf '$(LOCK_TOOLS)' | $(BIN)/uv pip compile pyproject.toml - $(LOCK_ARGS) --upgrade
+	rm -f hack/testbed/azurite/package-lock.json && $(NPM_LOCK)
 
 testbed: deps ## find or build the Go tools (kube-apiserver, kubelet, etcd, helm, ...); Azurite, node packages, the image
 	$(BIN)/python -m testbed prepare

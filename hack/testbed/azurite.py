@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import fcntl
+import hashlib
+import json
 import secrets
 import shutil
 import socket
@@ -31,8 +33,11 @@ from testbed.procs import Server, free_port, wait_for
 from testbed.tlscerts import ThrowawayCA
 from testbed.tokens import EntraTokenServer, ServicePrincipal
 
-# 3.36+ require Node >= 21; Debian's Node 20 runs 3.35 fine.
-AZURITE_VERSION = "3.35.0"
+# 3.36+ require Node >= 21; Debian's Node 20 runs 3.35 fine. The version and every
+# transitive package are locked (with integrity hashes) in azurite/package-lock.json:
+# `make lock` / `make lock-upgrade` move them, `npm ci` installs exactly them.
+AZURITE_DIR = Path(__file__).resolve().parent / "azurite"
+AZURITE_VERSION = json.loads((AZURITE_DIR / "package.json").read_text())["dependencies"]["azurite"]
 # The well-known development account every Azure SDK and tool knows.
 DEV_ACCOUNT = "devstoreaccount1"
 DEV_ACCOUNT_KEY = (
@@ -40,28 +45,34 @@ DEV_ACCOUNT_KEY = (
 )
 
 
-def install_azurite(version: str = AZURITE_VERSION) -> Path:
-    """Install Azurite from npm into the cache once; returns its ``azurite-blob`` script."""
-    home = cache_root() / "npm" / f"azurite-{version}"
+def install_azurite() -> Path:
+    """Install the locked Azurite into the cache once; returns its ``azurite-blob`` script.
+
+    The cache folder is named by the lock's digest, so a refreshed lock installs anew."""
+    lock_file = AZURITE_DIR / "package-lock.json"
+    digest = hashlib.sha256(lock_file.read_bytes()).hexdigest()[:12]
+    home = cache_root() / "npm" / f"azurite-{AZURITE_VERSION}-{digest}"
     script = home / "node_modules" / ".bin" / "azurite-blob"
     if script.exists():
         return script
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError(f"Azurite {version} is not cached and npm is not installed")
+        raise RuntimeError(f"Azurite {AZURITE_VERSION} is not cached and npm is not installed")
     home.parent.mkdir(parents=True, exist_ok=True)
-    with open(home.parent / f"azurite-{version}.lock", "w") as lock:
+    with open(home.parent / f"{home.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel runs install once
         if script.exists():
             return script
-        print(f"[testbed] installing azurite {version} from npm into {home}",
+        print(f"[testbed] installing azurite {AZURITE_VERSION} (locked) from npm into {home}",
               file=sys.stderr, flush=True)
         # Install beside the target and rename, so a killed install never looks complete.
-        staging = Path(tempfile.mkdtemp(prefix=f"azurite-{version}-", dir=home.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f"{home.name}-", dir=home.parent))
         try:
+            for name in ("package.json", "package-lock.json"):
+                shutil.copy(AZURITE_DIR / name, staging / name)
             subprocess.run(
-                [npm, "install", "--prefix", str(staging), "--no-audit", "--no-fund",
-                 "--omit=dev", "--no-save", "--loglevel=error", f"azurite@{version}"],
+                [npm, "ci", "--prefix", str(staging), "--no-audit", "--no-fund",
+                 "--omit=dev", "--loglevel=error"],
                 check=True, stdin=subprocess.DEVNULL, timeout=900,
             )
             staging.rename(home)
