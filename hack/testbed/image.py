@@ -156,8 +156,14 @@ def build(tag: str | None = None) -> BuiltImage:
         data = json.loads(meta.read_text())
         if data["name"] == name and Path(data["archive"]).is_file():
             return BuiltImage(name, data["digest"], Path(data["archive"]))
-    with binaries._locked(_cache() / f"{key}.lock"), \
+    # One build at a time in the shared buildah store, whatever the checkout: a build's
+    # closing `rmi --prune` removed another checkout's build container mid-COPY.
+    with binaries._locked(_cache() / "buildah-store.lock"), \
             tempfile.TemporaryDirectory(prefix="callstorage-buildah-") as runroot_s:
+        if meta.is_file():  # built by another run while we waited
+            data = json.loads(meta.read_text())
+            if data["name"] == name and Path(data["archive"]).is_file():
+                return BuiltImage(name, data["digest"], Path(data["archive"]))
         runroot = Path(runroot_s)
         base = build_base(runroot)
         _log(f"building {name} from the Dockerfile with buildah (base {base})")
