@@ -94,7 +94,7 @@ def test_object_key_refuses_call_ids_outside_the_allowed_set(call_id: str) -> No
 
 
 @pytest.mark.parametrize("call_id", [
-    "a", "0", "a" * layout.MAX_CALL_ID_LENGTH, "9f2b7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4",
+    "a", "0", "a" * 128, "9f2b7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4",
     "Call-2026.01.02", "abc..x",
 ])
 def test_object_key_accepts_call_ids_of_the_allowed_set(call_id: str) -> None:
