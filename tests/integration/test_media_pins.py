@@ -6,10 +6,13 @@ two tenants' calls with the same id on the shared platform storage never share a
 from __future__ import annotations
 
 import base64
+import io
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +23,13 @@ from callstorage.client import InvalidRequest
 from callstorage.media import (
     Artifact,
     InvalidPin,
+    PinKeyUnavailable,
     PinNotForCaller,
     StoredLocation,
     presigned_url,
     upload_artifacts,
 )
-from callstorage.pins import PIN_KEY_ENTRY, PIN_KEY_SECRET
+from callstorage.pins import PIN_KEY_ENTRY, PIN_KEY_SECRET, load_pin_key
 from callstorage.settings import Settings
 from conftest import OPERATOR_NAMESPACE
 from testbed import kubeutil
@@ -86,10 +90,12 @@ def requests_for(s3_server: S3Server, bucket: str) -> list[str]:
             if f" /{bucket}" in line]
 
 
-def pin_key(kube_api: Any) -> str:
+def pin_key_forms(kube_api: Any) -> set[str]:
+    """The platform's pin key as the Secret holds it (base64) and as hex."""
     secret = client.CoreV1Api(kube_api).read_namespaced_secret(PIN_KEY_SECRET,
                                                                OPERATOR_NAMESPACE)
-    return base64.b64decode(secret.data[PIN_KEY_ENTRY]).hex()
+    encoded = secret.data[PIN_KEY_ENTRY]
+    return {encoded, base64.b64decode(encoded).hex()}
 
 
 def test_a_forged_or_edited_pin_gets_no_url_and_nothing_reaches_the_bucket(
@@ -99,7 +105,9 @@ def test_a_forged_or_edited_pin_gets_no_url_and_nothing_reaches_the_bucket(
     set_call_type(kube_api, namespace, "allhands", "stream-s3")
     genuine = upload_artifacts(namespace, "allhands", "c1", {"audio.wav": b"mine"},
                                api_client=kube_api, settings=platform.settings)
-    credential_values.add(pin_key(kube_api))  # the leak guard looks for it everywhere
+    keys = pin_key_forms(kube_api)
+    credential_values.update(keys)  # the leak guard looks for it everywhere
+    assert not any(k in genuine.to_json() for k in keys)
     url = presigned_url(genuine.to_json(), "audio.wav", namespace=namespace,
                         api_client=kube_api, settings=platform.settings)
     assert Backend("s3", s3_server, set()).fetch(url).content == b"mine"
@@ -191,3 +199,65 @@ def test_bad_call_ids_are_refused_before_anything_is_sent(
                              api_client=kube_api)
     assert len(requests_for(s3_server, bucket)) == before
     assert s3_server.list_keys(bucket) == []
+
+
+def test_the_pin_key_lives_in_a_secret_that_rotates(kube_api: Any, namespace: str) -> None:
+    # this test's namespace plays the operator's, so the real key is left alone
+    settings = Settings(namespace=namespace)
+    with pytest.raises(PinKeyUnavailable) as caught:
+        load_pin_key(kube_api, settings)
+    assert caught.value.reason == "PinKeyMissing"
+    first = load_pin_key(kube_api, settings, create=True)  # what the first upload does
+    assert len(first.current) >= 32
+    assert load_pin_key(kube_api, settings) == first
+    sealed = _sealable().sealed(first)
+    # rotation: the old key moves to `previous`, a new one becomes `key`
+    new = os.urandom(32)
+    client.CoreV1Api(kube_api).patch_namespaced_secret(PIN_KEY_SECRET, namespace, {"data": {
+        "key": base64.b64encode(new).decode(),
+        "previous": base64.b64encode(first.current).decode()}})
+    rotated = load_pin_key(kube_api, settings)
+    assert rotated.current == new
+    sealed.check_seal(rotated)  # still accepted
+    assert sealed.sealed(rotated).seal != sealed.seal
+    client.CoreV1Api(kube_api).patch_namespaced_secret(PIN_KEY_SECRET, namespace, {
+        "data": {"previous": None}})
+    with pytest.raises(InvalidPin, match="seal does not match"):
+        sealed.check_seal(load_pin_key(kube_api, settings))
+
+
+def _sealable() -> StoredLocation:
+    return StoredLocation(
+        call_id="c", call_type="t", namespace="a", storage_namespace="a", storage_name="s",
+        storage_uid="u", source="CallType", provider="s3", endpoint=None, account=None,
+        bucket="b", access_mode="ReadWrite", uploaded_at="2026-01-01T00:00:00Z",
+        manifest_key="c_manifest.json")
+
+
+def test_cli_url_refuses_an_edited_pin_and_another_namespace(
+    kube_api: Any, namespace: str, second_namespace: str, s3_server: S3Server,
+    credential_values: set[str], control_plane: Any, tmp_path: Path,
+) -> None:
+    from callstorage.cli import main
+
+    backend = Backend("s3", s3_server, credential_values)
+    bucket = backend.new_bucket()
+    make_storage(kube_api, namespace, backend, "media", bucket)
+    set_call_type(kube_api, namespace, "allhands", "media")
+    pin = upload_artifacts(namespace, "allhands", "x1", {"audio.wav": b"a"},
+                           api_client=kube_api).to_dict()
+    (tmp_path / "pin.json").write_text(json.dumps(pin))
+    (tmp_path / "edited.json").write_text(json.dumps(pin | {"bucket": "elsewhere"}))
+    kc = ["--kubeconfig", str(control_plane.kubeconfig), "url"]
+    for args, code, reason in (
+        (["-n", namespace, str(tmp_path / "pin.json")], 0, None),
+        (["-n", namespace, str(tmp_path / "edited.json")], 2, "(PinTampered)"),
+        (["-n", second_namespace, str(tmp_path / "pin.json")], 1, "(PinNotForCaller)"),
+    ):
+        out, err = io.StringIO(), io.StringIO()
+        assert main([*kc, *args, "audio.wav"], out=out, err=err) == code, err.getvalue()
+        if reason is None:
+            assert backend.fetch(out.getvalue().strip()).content == b"a"
+        else:
+            assert out.getvalue() == ""
+            assert reason in err.getvalue()
