@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from callstorage.client import AlreadyExists, CallStorageError, NotFoundError
+from callstorage.client import AlreadyExists, ApiError, NotFoundError
 from callstorage.client.errors import api_errors
 from callstorage.kube import REQUEST_TIMEOUT
 from callstorage.media_errors import InvalidPin, PinKeyUnavailable, PinNotForCaller, UnknownArtifact
@@ -101,13 +101,12 @@ def load_pin_key(api: ApiClient, settings: Settings, *, create: bool = False) ->
         except NotFoundError:
             if not create:
                 raise PinKeyUnavailable("PinKeyMissing", f"{where}, the pin key, does not "
-                                        "exist: no pin can be valid; upload again (which "
-                                        "creates it) or restore it") from None
+                                        "exist, so no pin can be verified: restore it (a "
+                                        "new key, which the next upload creates, makes "
+                                        "every earlier pin invalid)") from None
             secret = _create_key_secret(core, settings.namespace)
-    except PinKeyUnavailable:
-        raise
-    except CallStorageError as exc:
-        raise PinKeyUnavailable(None, f"cannot read {where}, the pin key ({exc.message}): "
+    except ApiError as exc:  # forbidden, mostly; ApiUnreachable passes as it is
+        raise PinKeyUnavailable(None, f"cannot read {where}, the pin key: {exc.message}; "
                                 "the caller needs get on it, and create for the first "
                                 "upload") from None
     data = {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
@@ -157,9 +156,12 @@ class StoredObject:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StoredObject:
-        return cls(file=str(data["file"]), category=str(data["category"]),
-                   key=str(data["key"]), size=int(data["size"]), crc32c=str(data["crc32c"]),
-                   content_type=str(data.get("contentType") or "application/octet-stream"))
+        size = data["size"]
+        if type(size) is not int:
+            raise TypeError("size is not an integer")
+        return cls(file=_text(data, "file"), category=_text(data, "category"),
+                   key=_text(data, "key"), size=size, crc32c=_text(data, "crc32c"),
+                   content_type=_text(data, "contentType"))
 
 
 @dataclass(frozen=True)
@@ -269,26 +271,31 @@ class StoredLocation:
         if version != PIN_VERSION:
             raise InvalidPin("InvalidLocation", f"not a stored location: unsupported "
                              f"version {version!r}")
-        location = cls._parse(data, str(data.get("seal") or ""))
+        seal = data.get("seal") or ""
+        location = cls._parse(data, seal if isinstance(seal, str) else "")
         if not location.storage_uid:
             raise InvalidPin("InvalidLocation", "not a stored location: no storage uid")
         return location
 
     @classmethod
     def _parse(cls, data: Mapping[str, Any], seal: str) -> StoredLocation:
+        # Strict types: what is sealed is exactly what was received (no "3" for 3).
         try:
             storage = data["storage"]
+            objects = data["objects"]
+            if not isinstance(objects, list):
+                raise TypeError("objects is not a list")
             return cls(
-                call_id=str(data["callId"]), call_type=str(data["callType"]),
-                namespace=str(data["namespace"]),
-                storage_namespace=str(storage["namespace"]), storage_name=str(storage["name"]),
-                storage_uid=str(storage["uid"]), source=str(storage.get("source", "")),
-                provider=str(data["provider"]), endpoint=_optional(data.get("endpoint")),
-                account=_optional(data.get("account")), bucket=str(data["bucket"]),
-                access_mode=str(data["accessMode"]), uploaded_at=str(data["uploadedAt"]),
-                manifest_key=str(data["manifest"]),
-                objects=tuple(StoredObject.from_dict(o) for o in data["objects"]),
-                seal=seal)
+                call_id=_text(data, "callId"), call_type=_text(data, "callType"),
+                namespace=_text(data, "namespace"),
+                storage_namespace=_text(storage, "namespace"),
+                storage_name=_text(storage, "name"), storage_uid=_text(storage, "uid"),
+                source=_text(storage, "source"), provider=_text(data, "provider"),
+                endpoint=_optional_text(data, "endpoint"),
+                account=_optional_text(data, "account"), bucket=_text(data, "bucket"),
+                access_mode=_text(data, "accessMode"), uploaded_at=_text(data, "uploadedAt"),
+                manifest_key=_text(data, "manifest"),
+                objects=tuple(StoredObject.from_dict(o) for o in objects), seal=seal)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidPin("InvalidLocation", f"not a stored location: {exc!r}") from None
 
@@ -303,8 +310,17 @@ class StoredLocation:
         return cls.from_dict(data)
 
 
-def _optional(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _text(data: Mapping[str, Any], key: str) -> str:
+    """``data[key]``, which must be a string."""
+    value = data[key]
+    if not isinstance(value, str):
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _optional_text(data: Mapping[str, Any], key: str) -> str | None:
+    """``data[key]``: a string, null or absent."""
+    return None if data.get(key) is None else _text(data, key)
 
 
 def as_location(location: StoredLocation | Mapping[str, Any] | str) -> StoredLocation:

@@ -261,3 +261,42 @@ def test_cli_url_refuses_an_edited_pin_and_another_namespace(
         else:
             assert out.getvalue() == ""
             assert reason in err.getvalue()
+
+
+def test_a_tenant_without_the_pin_key_gets_a_clear_error_and_no_url(
+    kube_api: Any, namespace: str, s3_server: S3Server, credential_values: set[str],
+    control_plane: Any,
+) -> None:
+    """A tenant may read everything of its own namespace, Secrets included, but nothing of
+    the operator's: it can neither seal nor verify a pin, so it gets no URL."""
+    backend = Backend("s3", s3_server, credential_values)
+    bucket = backend.new_bucket()
+    make_storage(kube_api, namespace, backend, "media", bucket)
+    set_call_type(kube_api, namespace, "allhands", "media")
+    pin = upload_artifacts(namespace, "allhands", "c1", {"audio.wav": b"a"},
+                           api_client=kube_api)
+    user = f"tenant-{namespace}"
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    rbac.create_namespaced_role(namespace, {
+        "metadata": {"name": "tenant-admin"},
+        "rules": [{"apiGroups": ["callstorage.io"], "verbs": ["get", "list"],
+                   "resources": ["externalstorages", "calltypes"]},
+                  {"apiGroups": [""], "resources": ["secrets"], "verbs": ["*"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "tenant-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "tenant-admin"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": user}]})
+    tenant = control_plane.api_client(control_plane.user_kubeconfig(user, group="tenants"))
+    try:
+        for attempt in (
+            lambda: presigned_url(pin, "audio.wav", namespace=namespace, api_client=tenant),
+            lambda: upload_artifacts(namespace, "allhands", "c2", {"audio.wav": b"b"},
+                                     api_client=tenant),
+        ):
+            with pytest.raises(PinKeyUnavailable, match="needs get on it"):
+                attempt()
+    finally:
+        tenant.close()
+    assert s3_server.list_keys(bucket) == ["c1_audio.wav", "c1_manifest.json"]

@@ -127,3 +127,18 @@ def test_the_key_never_shows() -> None:
     assert secret.decode() not in repr(key) + sealed.to_json() + repr(sealed)
     with pytest.raises(PinKeyUnavailable, match="at least 32"):
         PinKey(b"short")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d | {"objects": [d["objects"][0] | {"size": "3"}]},
+    lambda d: d | {"objects": [d["objects"][0] | {"size": 3.0}]},
+    lambda d: d | {"bucket": ["b"]},
+    lambda d: d | {"endpoint": 1},
+    lambda d: d | {"objects": {"0": d["objects"][0]}},
+], ids=["size as text", "size as float", "bucket as list", "endpoint as number",
+        "objects as map"])
+def test_a_pin_whose_values_change_type_is_not_a_pin(edit: Any) -> None:
+    """The seal covers what was received: no value is coerced into another type."""
+    with pytest.raises(InvalidPin) as caught:
+        StoredLocation.from_dict(edit(pin().to_dict()))
+    assert caught.value.reason == "InvalidLocation"
