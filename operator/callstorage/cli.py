@@ -213,10 +213,9 @@ def _media_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
         "url", "print a time-limited download URL for an uploaded file",
         "Sign a URL (S3 presign, GCS signed URL, Azure SAS) for FILE of the call whose "
         "stored location 'upload' printed, from the bucket it was written to, with the "
-        "storage's current credentials, for the namespace the call was uploaded for. "
-        "Exit 2 if the location is not one 'upload' printed (forged, edited, old format), "
-        "1 if it belongs to another namespace or the storage is WriteOnly (the error says "
-        "where the file is), 3 if the storage was deleted.")
+        "storage's current credentials, for the call's own namespace (-n) only. Exit 2 for "
+        "a forged, edited or old location, 1 for another namespace or a WriteOnly storage "
+        "(the error says where the file is), 3 if the storage was deleted.")
     url.add_argument("location", metavar="LOCATION",
                      help="the stored location JSON: a file, or '-' for stdin")
     url.add_argument("file", metavar="FILE", help="file of the call (audio.wav, ...)")
