@@ -213,11 +213,13 @@ def _media_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
         "url", "print a time-limited download URL for an uploaded file",
         "Sign a URL (S3 presign, GCS signed URL, Azure SAS) for FILE of the call whose "
         "stored location 'upload' printed, from the bucket it was written to, with the "
-        "storage's current credentials. Exit 1 if the storage is WriteOnly (the error "
-        "says where the file is), 3 if it was deleted.")
+        "storage's current credentials, for the call's own namespace (-n) only. Exit 2 for "
+        "a forged, edited or old location, 1 for another namespace or a WriteOnly storage "
+        "(the error says where the file is), 3 if the storage was deleted.")
     url.add_argument("location", metavar="LOCATION",
                      help="the stored location JSON: a file, or '-' for stdin")
     url.add_argument("file", metavar="FILE", help="file of the call (audio.wav, ...)")
+    namespace_flag(url)
     url.add_argument("--expires", type=int, default=3600, metavar="SECONDS",
                      help="validity of the URL (default: 3600)")
     url.add_argument("-o", "--output", choices=("text", *MACHINE_OUTPUTS), default="text",
@@ -532,7 +534,8 @@ def _cmd_url(ctx: _Context) -> int:
         raise InvalidRequest("InvalidLocation", f"cannot read {args.location}: "
                              f"{exc.strerror or exc}") from None
     location = StoredLocation.from_json(raw)
-    signed = presigned_url(location, args.file, args.expires, api_client=ctx.api)
+    signed = presigned_url(location, args.file, args.expires, namespace=ctx.namespace,
+                           api_client=ctx.api)
     if args.output in MACHINE_OUTPUTS:
         ctx.document({"url": signed, "expiresIn": args.expires,
                       "object": location.object_url(args.file)})

@@ -3,9 +3,15 @@
 Objects sit directly in the effective prefix of their category, with the call (bot) id as a
 file-name prefix, so many calls share one folder without a bare ``{id}/`` folder:
 ``{prefix}/{id}_audio.wav``. Multi-file collections (``screenshots/``,
-``transcription/<provider>/<id>/``) keep one ``{id}_<collection>/`` folder. The functions
-here are pure: the uploader calls them once per file and records the key it got, which is
-what pins a call's media to the location used at upload time.
+``transcription/<provider>/<id>/``) keep one ``{id}_<collection>/`` folder. On a storage
+shared by tenants (the platform storage) the tenant's namespace is a folder of its own:
+``{prefix}/{namespace}/{id}_audio.wav``. The functions here are pure: the uploader calls
+them once per file and records the key it got, which is what pins a call's media to the
+location used at upload time.
+
+Keys are unambiguous: a call id never holds ``_`` (nor ``/``), so the first ``_`` of a
+key's last part ends the call id, and two (call, file) pairs never share a key; a
+namespace (a DNS label) holds neither, so it cannot pass for a call's file either.
 """
 
 from __future__ import annotations
@@ -40,7 +46,17 @@ _COLLECTIONS: Final[Mapping[str, str]] = {
 }
 # Segments of a split recording are named ``<stem>_part<N><ext>`` (see segment_file_name).
 _PART = re.compile(r"^(?P<stem>.+)_part\d{3,}(?P<ext>\.[^./]+)$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL and C1 controls, and the Unicode bidi marks and overrides (Trojan Source): a key
+# holding them reads differently from what it is, in a console, a log or a bucket listing.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: Longest call id (characters; a UUID has 36).
+MAX_CALL_ID_LENGTH: Final = 128
+# ASCII letters, digits, '-' and '.', starting with a letter or digit. No '_': it separates
+# the call id from the file name in keys (``abc_meeting`` + ``recording.mp4`` would be
+# ``abc``'s ``meeting_recording.mp4``); no '/': one path segment.
+CALL_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
+# A tenant folder on a shared storage: a namespace name (RFC 1123 label).
+_TENANT = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def category_of(file_name: str) -> str:
@@ -74,17 +90,23 @@ def category_of(file_name: str) -> str:
 
 
 def object_key(
-    prefixes: Mapping[str, str], category: str | None, call_id: str, file_name: str
+    prefixes: Mapping[str, str], category: str | None, call_id: str, file_name: str,
+    tenant: str | None = None,
 ) -> str:
-    """The object key of ``file_name`` of call ``call_id``: ``{prefix}/{call_id}_{file_name}``.
+    """The object key of ``file_name`` of call ``call_id``: ``{prefix}/{call_id}_{file_name}``,
+    or ``{prefix}/{tenant}/{call_id}_{file_name}`` with a ``tenant`` (the namespace whose
+    call it is, on a storage several tenants share).
 
     ``prefixes`` maps each category to its effective prefix (``status.effectivePrefixes``
     or ``ResolvedStorage.prefixes``); an empty prefix means the bucket root. ``category``
     None infers it from the file name (``category_of``); give it for files the table does
     not list. A ``file_name`` inside a collection (``screenshots/a.png``) yields
-    ``{prefix}/{call_id}_screenshots/a.png``.
+    ``{prefix}/{call_id}_screenshots/a.png``. Raises ``ValueError`` for a call id outside
+    ``CALL_ID`` or longer than ``MAX_CALL_ID_LENGTH``.
     """
-    _check_call_id(call_id)
+    check_call_id(call_id)
+    if tenant is not None and not _TENANT.fullmatch(tenant):
+        raise ValueError(f"invalid tenant folder {tenant!r}: must be a namespace name")
     parts = _split_relative(file_name, "file name")
     if category is None:
         category = category_of(file_name)
@@ -98,7 +120,8 @@ def object_key(
     if prefix:
         _split_relative(prefix, "prefix")
     name = f"{call_id}_{'/'.join(parts)}"
-    return f"{prefix}/{name}" if prefix else name
+    folder = "/".join(p for p in (prefix, tenant) if p)
+    return f"{folder}/{name}" if folder else name
 
 
 def split_recording(
@@ -153,7 +176,13 @@ def _split_relative(value: str, what: str) -> list[str]:
     return parts
 
 
-def _check_call_id(call_id: str) -> None:
-    if not call_id or "/" in call_id or "\\" in call_id or call_id in (".", "..") \
-            or _CONTROL.search(call_id):
-        raise ValueError(f"invalid call id {call_id!r}: must be one non-empty path segment")
+def check_call_id(call_id: str) -> None:
+    """Refuse a call id that is empty, longer than ``MAX_CALL_ID_LENGTH`` or not made of
+    ASCII letters, digits, ``-`` and ``.`` (starting with a letter or digit)."""
+    if len(call_id) > MAX_CALL_ID_LENGTH:
+        raise ValueError(f"invalid call id {call_id[:40]!r}...: longer than "
+                         f"{MAX_CALL_ID_LENGTH} characters")
+    if not CALL_ID.fullmatch(call_id):
+        raise ValueError(f"invalid call id {call_id!r}: use 1 to {MAX_CALL_ID_LENGTH} ASCII "
+                         "letters, digits, '-' and '.', starting with a letter or digit "
+                         "('_' separates the call id from the file name in keys)")

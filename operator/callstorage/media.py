@@ -3,13 +3,15 @@ them back with short-lived URLs when the tenant granted read access.
 
 ``upload_artifacts(namespace, call_type, call_id, artifacts)`` resolves the storage (call
 > call type > platform default, ``callstorage.resolve``), writes every artifact to the key
-the layout gives (``callstorage.layout``: ``{prefix}/{call_id}_audio.wav``, ...), then a
-``{call_id}_manifest.json`` listing them, and returns a ``StoredLocation``: the pin. The
-caller keeps it (it is JSON); ``presigned_url(location, artifact)`` later serves from
-exactly that bucket and key, whatever became of the storage's spec since, with the
-storage's current credentials and access mode (MeetStream: "media written before a change
-remains fetchable at its original location"; a switch from write-only to read-write needs
-no re-upload).
+the layout gives (``callstorage.layout``: ``{prefix}/{call_id}_audio.wav``, ...; on the
+platform storage ``{prefix}/{namespace}/{call_id}_audio.wav``), then a
+``{call_id}_manifest.json`` listing them, and returns a ``StoredLocation``: the pin, sealed
+by the platform (``callstorage.pins``). The caller keeps it (it is JSON);
+``presigned_url(location, artifact, namespace=...)`` later serves from exactly that bucket
+and key, whatever became of the storage's spec since, with the storage's current
+credentials and access mode (MeetStream: "media written before a change remains fetchable
+at its original location"; a switch from write-only to read-write needs no re-upload), and
+only for a pin the platform sealed, to the namespace it was made for.
 
 Credentials come from the storage's Secrets, read from the storage's own namespace, and
 go through the same client builders as validation (same endpoint policy, CA bundle,
@@ -25,19 +27,30 @@ import mimetypes
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from callstorage import layout
 from callstorage.client import (
     CallStorageError,
     InvalidRequest,
-    NotFoundError,
     api_client_from_config,
     get_external_storage_object,
 )
 from callstorage.client.errors import api_errors
 from callstorage.kube import REQUEST_TIMEOUT
+from callstorage.media_errors import (
+    InvalidPin,
+    LocationUnavailable,
+    MediaError,
+    PinKeyUnavailable,
+    PinNotForCaller,
+    ReadAccessNotGranted,
+    StorageDeleted,
+    UnknownArtifact,
+    UploadFailed,
+)
+from callstorage.pins import PinKey, StoredLocation, StoredObject, as_location, load_pin_key
 from callstorage.providers.base import MediaClient, ProviderError, ProviderInputs
 from callstorage.storagetypes.azure import ABSSpec
 from callstorage.transfer import Source, TransferOptions, TransferResult, upload
@@ -46,14 +59,19 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
     from callstorage.api.v1alpha1 import ExternalStorageSpec
+    from callstorage.resolution import ResolvedStorage
     from callstorage.settings import Settings
 
 __all__ = [
     "DEFAULT_EXPIRES",
     "MAX_EXPIRES",
     "Artifact",
+    "InvalidPin",
     "LocationUnavailable",
     "MediaError",
+    "PinKey",
+    "PinKeyUnavailable",
+    "PinNotForCaller",
     "ReadAccessNotGranted",
     "StorageDeleted",
     "StoredLocation",
@@ -67,189 +85,10 @@ __all__ = [
 MANIFEST: Final = "manifest.json"
 DEFAULT_EXPIRES: Final = 3600  # seed: "Presigned URL from your bucket (1-hour expiry)"
 MAX_EXPIRES: Final = 7 * 24 * 3600  # the longest S3 SigV4 and GCS V4 URLs may live
-LOCATION_VERSION: Final = 1
-# What the seed calls each provider's place in its 403 message.
-_PLACE: Final = {"s3": "S3 bucket", "gcs": "GCS bucket", "abs": "Azure Blob Storage container"}
 _CONTENT_TYPES: Final = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".mp4": "video/mp4",
                          ".json": "application/json", ".png": "image/png",
                          ".jpg": "image/jpeg", ".txt": "text/plain", ".vtt": "text/vtt",
                          ".srt": "application/x-subrip"}
-
-
-# --- errors ------------------------------------------------------------------------------
-
-
-class MediaError(CallStorageError):
-    """A media operation failed; ``reason`` is the provider's (``AccessDenied``, ...)."""
-
-    default_reason = "MediaError"
-
-
-class UploadFailed(MediaError):
-    """An artifact could not be written. Nothing partial is left under its key; calling
-    ``upload_artifacts`` again with the same arguments is safe."""
-
-    default_reason = "UploadFailed"
-
-
-class ReadAccessNotGranted(MediaError):
-    """The storage is ``WriteOnly``: no read URL. ``http_status`` and ``body`` are what
-    MeetStream's fetch endpoints answer, for a platform API to return unchanged."""
-
-    default_reason = "ReadAccessNotGranted"
-    http_status: Final = 403
-
-    def __init__(self, provider: str, object_url: str, storage: str) -> None:
-        place = _PLACE.get(provider, "bucket")
-        self.body: dict[str, str] = {
-            "message": f"Media is stored in your {place}, but only write access was "
-                       "granted. Update your storage configuration to read+write to fetch "
-                       "media via the API.",
-            "access_mode": "write_only",
-        }
-        self.object_url = object_url
-        super().__init__(None, f"{self.body['message']} The file is {object_url} "
-                               f"(ExternalStorage {storage}, accessMode WriteOnly).")
-
-
-class StorageDeleted(MediaError, NotFoundError):
-    """The storage the media was pinned to no longer exists (or was deleted and created
-    again: another object, maybe other credentials). The objects are still where the pin
-    says; nothing here can read them any more."""
-
-    default_reason = "StorageDeleted"
-
-
-class LocationUnavailable(MediaError):
-    """The storage still exists but can no longer reach the pinned location with its
-    current settings (another provider, endpoint or account)."""
-
-    default_reason = "LocationUnavailable"
-
-
-class UnknownArtifact(MediaError, NotFoundError):
-    """The pin holds no object of that name."""
-
-    default_reason = "UnknownArtifact"
-
-
-# --- the pin -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    """One object written for a call: its file name in the call (``audio.wav``,
-    ``screenshots/a.png``, ``meeting_recording_part002.mp4``), category, key, size,
-    CRC32C (base64, as ``gsutil hash`` and S3 print it) and content type."""
-
-    file: str
-    category: str
-    key: str
-    size: int
-    crc32c: str
-    content_type: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "category": self.category, "key": self.key,
-                "size": self.size, "crc32c": self.crc32c, "contentType": self.content_type}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StoredObject:
-        return cls(file=str(data["file"]), category=str(data["category"]),
-                   key=str(data["key"]), size=int(data["size"]), crc32c=str(data["crc32c"]),
-                   content_type=str(data.get("contentType") or "application/octet-stream"))
-
-
-@dataclass(frozen=True)
-class StoredLocation:
-    """Where a call's media was written: the pin the caller keeps (``to_json``).
-
-    It names the storage object (namespace, name and uid, so a deleted-and-recreated
-    storage is told apart), the provider, endpoint (None: the provider's public one),
-    Azure account, bucket, the access mode at write time, and every object with its size
-    and checksum. The manifest (``manifest_key``) is among ``objects`` as ``manifest.json``.
-    """
-
-    call_id: str
-    call_type: str
-    namespace: str
-    storage_namespace: str
-    storage_name: str
-    storage_uid: str
-    source: str
-    provider: str
-    endpoint: str | None
-    account: str | None
-    bucket: str
-    access_mode: str
-    uploaded_at: str
-    manifest_key: str
-    objects: tuple[StoredObject, ...] = field(default_factory=tuple)
-
-    @property
-    def storage(self) -> str:
-        return f"{self.storage_namespace}/{self.storage_name}"
-
-    def object(self, artifact: str) -> StoredObject:
-        """The object written for ``artifact`` (its file name, or its key)."""
-        for obj in self.objects:
-            if artifact in (obj.file, obj.key):
-                return obj
-        known = ", ".join(o.file for o in self.objects)
-        raise UnknownArtifact(None, f"call {self.call_id} has no artifact {artifact!r}; "
-                              f"it has: {known}")
-
-    def object_url(self, artifact: str) -> str:
-        """``s3://bucket/key``, ``gs://bucket/key`` or the blob's https URL."""
-        key = self.object(artifact).key
-        if self.provider == "abs":
-            base = (self.endpoint or f"https://{self.account}.blob.core.windows.net")
-            return f"{base.rstrip('/')}/{self.bucket}/{key}"
-        return f"{'gs' if self.provider == 'gcs' else self.provider}://{self.bucket}/{key}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": LOCATION_VERSION, "callId": self.call_id, "callType": self.call_type,
-            "namespace": self.namespace,
-            "storage": {"namespace": self.storage_namespace, "name": self.storage_name,
-                        "uid": self.storage_uid, "source": self.source},
-            "provider": self.provider, "endpoint": self.endpoint, "account": self.account,
-            "bucket": self.bucket, "accessMode": self.access_mode,
-            "uploadedAt": self.uploaded_at, "manifest": self.manifest_key,
-            "objects": [o.to_dict() for o in self.objects],
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StoredLocation:
-        try:
-            if int(data.get("version", 0)) != LOCATION_VERSION:
-                raise ValueError(f"unsupported version {data.get('version')!r}")
-            storage = data["storage"]
-            return cls(
-                call_id=str(data["callId"]), call_type=str(data["callType"]),
-                namespace=str(data["namespace"]),
-                storage_namespace=str(storage["namespace"]), storage_name=str(storage["name"]),
-                storage_uid=str(storage["uid"]), source=str(storage.get("source", "")),
-                provider=str(data["provider"]), endpoint=data.get("endpoint"),
-                account=data.get("account"), bucket=str(data["bucket"]),
-                access_mode=str(data["accessMode"]), uploaded_at=str(data["uploadedAt"]),
-                manifest_key=str(data["manifest"]),
-                objects=tuple(StoredObject.from_dict(o) for o in data["objects"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidRequest("InvalidLocation", f"not a stored location: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> StoredLocation:
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise InvalidRequest("InvalidLocation", f"not JSON: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise InvalidRequest("InvalidLocation", "not a JSON object")
-        return cls.from_dict(data)
 
 
 # --- what to upload ----------------------------------------------------------------------
@@ -306,9 +145,15 @@ def _as_artifacts(artifacts: Mapping[str, Any] | Iterable[Artifact]) -> list[Art
 
 
 def plan(prefixes: Mapping[str, str], call_id: str,
-         artifacts: Mapping[str, Any] | Iterable[Artifact]) -> list[_Planned]:
+         artifacts: Mapping[str, Any] | Iterable[Artifact], tenant: str | None = None
+         ) -> list[_Planned]:
     """Every object to write (pure): file name, category, key and content type, with
-    recordings in parts numbered. Raises ``InvalidRequest`` before anything is sent."""
+    recordings in parts numbered; under a ``tenant`` folder on a shared storage
+    (``layout.object_key``). Raises ``InvalidRequest`` before anything is sent."""
+    try:
+        layout.check_call_id(call_id)
+    except ValueError as exc:
+        raise InvalidRequest("InvalidCallId", str(exc)) from None
     planned: list[_Planned] = []
     seen: dict[str, str] = {}
     for art in _as_artifacts(artifacts):
@@ -325,7 +170,7 @@ def plan(prefixes: Mapping[str, str], call_id: str,
             try:
                 file_name = layout.segment_file_name(art.name, index, len(sources))
                 category = art.category or layout.category_of(art.name)
-                key = layout.object_key(prefixes, category, call_id, file_name)
+                key = layout.object_key(prefixes, category, call_id, file_name, tenant)
             except ValueError as exc:
                 raise InvalidRequest("InvalidArtifact", str(exc)) from None
             if key in seen:
@@ -432,19 +277,23 @@ def upload_artifacts(
     settings: Settings | None = None,
     options: TransferOptions | None = None,
     require_ready: bool = True,
+    pin_key: PinKey | None = None,
 ) -> StoredLocation:
-    """Write a call's artifacts to its storage and return where they went (the pin).
+    """Write a call's artifacts to its storage and return where they went (the pin, sealed
+    with ``pin_key``, by default the key in Secret ``callstorage-pin-key`` of the
+    operator's namespace, created if missing; see ``callstorage.pins``).
 
     ``artifacts`` maps file names of the layout to sources (``{"audio.wav": path,
     "meeting_recording.mp4": open(...), "screenshots/a.png": b"..."}``; a list value is a
     recording in parts), or is a list of ``Artifact``. Large objects go in parallel parts
     with bounded memory (``options``). The manifest is written last, so its presence
     means every object it lists is complete. Calling again after a failure rewrites every
-    object whole: safe.
+    object whole: safe. Keys on the platform storage carry the namespace (``tenant_folder``).
 
     Raises ``CallTypeNotFound``/``StorageNotFound`` (resolution), ``StorageNotReady``
-    (with ``require_ready``), ``InvalidRequest`` (bad names or sources, before anything is
-    sent), ``UploadFailed`` (with the provider's reason), ``MediaError`` (Secrets).
+    (with ``require_ready``), ``InvalidRequest`` (bad call id, names or sources, before
+    anything is sent), ``PinKeyUnavailable``, ``UploadFailed`` (with the provider's
+    reason), ``MediaError`` (Secrets).
     """
     from callstorage.resolution import resolve_with_object
     from callstorage.settings import get_settings
@@ -454,39 +303,55 @@ def upload_artifacts(
     api = api_client if api_client is not None else api_client_from_config()
     resolved, obj = resolve_with_object(namespace, call_type, call_storage, api_client=api,
                                         settings=settings, require_ready=require_ready)
-    where = f"{resolved.namespace}/{resolved.name}"
-    spec = _parse(obj, where)
-    planned = plan(resolved.prefixes, call_id, artifacts)
+    spec = _parse(obj, f"{resolved.namespace}/{resolved.name}")
+    tenant = tenant_folder(namespace, resolved.namespace, resolved.name, settings)
+    planned = plan(resolved.prefixes, call_id, artifacts, tenant)
     for item in planned:  # a missing file is the caller's mistake: say so before sending
         if isinstance(item.source, str | os.PathLike) and not os.path.isfile(item.source):
             raise InvalidRequest("InvalidArtifact", f"{item.file}: no such file "
                                  f"{os.fspath(item.source)!r}")
+    # Before anything is written: media nobody can pin would be lost to the caller.
+    key = pin_key or load_pin_key(api, settings, create=True)
     client = _media_client(api, resolved.namespace, spec, settings, options.concurrency,
                            UploadFailed)
-    azure = _azure(spec)
     try:
         objects = _upload_all(client, planned, options)
-        manifest_key = layout.object_key(resolved.prefixes, layout.METADATA, call_id,
-                                         MANIFEST)
-        location = StoredLocation(
-            call_id=call_id, call_type=call_type, namespace=namespace,
-            storage_namespace=resolved.namespace, storage_name=resolved.name,
-            storage_uid=str((obj.get("metadata") or {}).get("uid", "")),
-            source=str(resolved.source), provider=spec.storage_type,
-            endpoint=_endpoint(spec),
-            account=azure.account_name if azure else None, bucket=spec.bucket,
-            access_mode=spec.access_mode,
-            uploaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            .replace("+00:00", "Z"),
-            manifest_key=manifest_key, objects=tuple(objects))
-        body = manifest_body(location)
-        result = _send(client, _Planned(MANIFEST, layout.METADATA, manifest_key,
-                                        "application/json", body), options, None)
-        return replace(location, objects=(*objects, _stored(
-            _Planned(MANIFEST, layout.METADATA, manifest_key, "application/json", body),
-            result)))
+        location = _location(namespace, call_type, call_id, resolved, obj, spec, tenant,
+                             objects)
+        manifest = _Planned(MANIFEST, layout.METADATA, location.manifest_key,
+                            "application/json", manifest_body(location))
+        result = _send(client, manifest, options, None)
+        return replace(location, objects=(*objects, _stored(manifest, result))).sealed(key)
     finally:
         client.close()
+
+
+def _location(namespace: str, call_type: str, call_id: str, resolved: ResolvedStorage,
+              obj: Mapping[str, Any], spec: ExternalStorageSpec, tenant: str | None,
+              objects: list[StoredObject]) -> StoredLocation:
+    """The pin of an upload (before the manifest is written and the pin sealed)."""
+    return StoredLocation(
+        call_id=call_id, call_type=call_type, namespace=namespace,
+        storage_namespace=resolved.namespace, storage_name=resolved.name,
+        storage_uid=str((obj.get("metadata") or {}).get("uid", "")),
+        source=str(resolved.source), provider=spec.storage_type, endpoint=_endpoint(spec),
+        account=getattr(_azure(spec), "account_name", None), bucket=spec.bucket,
+        access_mode=spec.access_mode,
+        uploaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+        manifest_key=layout.object_key(resolved.prefixes, layout.METADATA, call_id,
+                                       MANIFEST, tenant),
+        objects=tuple(objects))
+
+
+def tenant_folder(namespace: str, storage_namespace: str, storage_name: str,
+                  settings: Settings) -> str | None:
+    """The folder a namespace's calls get on a storage: its own name on a storage other
+    namespaces use too (the platform storage), so two tenants' calls with the same id
+    never share a key; none on a tenant's own storage (the seed's layout as it is)."""
+    shared = (storage_namespace, storage_name) == (settings.namespace,
+                                                   settings.platform_storage)
+    return namespace if shared or storage_namespace != namespace else None
 
 
 def _stored(item: _Planned, result: TransferResult) -> StoredObject:
@@ -550,49 +415,39 @@ def presigned_url(
     artifact: str,
     expires: int = DEFAULT_EXPIRES,
     *,
+    namespace: str,
     api_client: ApiClient | None = None,
     settings: Settings | None = None,
+    pin_key: PinKey | None = None,
 ) -> str:
-    """A URL that downloads ``artifact`` of a pinned call for ``expires`` seconds.
+    """A URL that downloads ``artifact`` of a pinned call for ``expires`` seconds, for
+    the caller ``namespace`` (the application asking).
 
     Served from the pinned bucket and key, signed with the storage's current credentials
-    (S3 presign, GCS V4 signed URL, Azure SAS). Raises ``ReadAccessNotGranted`` (403, the
-    seed's body) when the storage is ``WriteOnly`` now, ``StorageDeleted`` when the
-    pinned storage is gone, ``LocationUnavailable`` when its provider, endpoint or account
-    changed, ``UnknownArtifact``.
+    (S3 presign, GCS V4 signed URL, Azure SAS). Before anything else, the pin must carry
+    the platform's seal (``pin_key``, by default read from Secret ``callstorage-pin-key``
+    of the operator's namespace) and have been made for ``namespace``. Raises
+    ``InvalidPin`` (forged, edited or an old format), ``PinNotForCaller``,
+    ``ReadAccessNotGranted`` (403, the seed's body) when the storage is ``WriteOnly`` now,
+    ``StorageDeleted`` when the pinned storage is gone, ``LocationUnavailable`` when its
+    provider, endpoint or account changed, ``UnknownArtifact``.
     """
     from callstorage.settings import get_settings
 
-    if isinstance(location, str):
-        location = StoredLocation.from_json(location)
-    elif not isinstance(location, StoredLocation):
-        location = StoredLocation.from_dict(location)
+    location = as_location(location)
     if not isinstance(expires, int) or not 1 <= expires <= MAX_EXPIRES:
         raise InvalidRequest("InvalidExpiry", f"expires must be 1..{MAX_EXPIRES} seconds, "
                              f"got {expires!r}")
-    stored = location.object(artifact)
     settings = settings or get_settings()
     api = api_client if api_client is not None else api_client_from_config()
-    where = location.storage
+    location.check_seal(pin_key or load_pin_key(api, settings))
+    location.check_caller(namespace)
+    stored = location.object(artifact)
     place = location.object_url(artifact)
-
-    def gone() -> CallStorageError:
-        return StorageDeleted(None, f"ExternalStorage {where}, where call "
-                              f"{location.call_id}'s media was written, was deleted; the "
-                              f"file is still at {place}, but no storage holds credentials "
-                              "to read it")
-
-    obj = get_external_storage_object(api, location.storage_namespace,
-                                      location.storage_name, not_found=gone)
-    uid = str((obj.get("metadata") or {}).get("uid", ""))
-    if location.storage_uid and uid != location.storage_uid:
-        raise StorageDeleted(None, f"ExternalStorage {where}, where call "
-                             f"{location.call_id}'s media was written, was deleted and "
-                             f"created again (another object); the file is still at {place}")
-    spec = _parse(obj, where)
+    spec = _pinned_storage(api, location, place)
     if spec.access_mode == "WriteOnly":
-        raise ReadAccessNotGranted(location.provider, place, where)
-    _check_same_place(location, spec, where)
+        raise ReadAccessNotGranted(location.provider, place, location.storage)
+    _check_same_place(location, spec, location.storage)
     pinned = spec.model_copy(update={"bucket": location.bucket})
     client = _media_client(api, location.storage_namespace, pinned, settings, 1,
                            LocationUnavailable)
@@ -602,6 +457,26 @@ def presigned_url(
         raise MediaError(str(exc.reason), exc.message) from None
     finally:
         client.close()
+
+
+def _pinned_storage(api: ApiClient, location: StoredLocation, place: str
+                    ) -> ExternalStorageSpec:
+    """The spec of the very storage object the pin names (same uid), or ``StorageDeleted``."""
+    where = location.storage
+
+    def gone() -> CallStorageError:
+        return StorageDeleted(None, f"ExternalStorage {where}, where call "
+                              f"{location.call_id}'s media was written, was deleted; the "
+                              f"file is still at {place}, but no storage holds credentials "
+                              "to read it")
+
+    obj = get_external_storage_object(api, location.storage_namespace,
+                                      location.storage_name, not_found=gone)
+    if str((obj.get("metadata") or {}).get("uid", "")) != location.storage_uid:
+        raise StorageDeleted(None, f"ExternalStorage {where}, where call "
+                             f"{location.call_id}'s media was written, was deleted and "
+                             f"created again (another object); the file is still at {place}")
+    return _parse(obj, where)
 
 
 def _check_same_place(location: StoredLocation, spec: ExternalStorageSpec, where: str

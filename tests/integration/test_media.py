@@ -213,7 +213,8 @@ def test_upload_lands_at_documented_keys_and_read_url_returns_the_bytes(
     # the pin is JSON and survives a round trip
     assert StoredLocation.from_json(location.to_json()) == location
 
-    manifest = backend.fetch(presigned_url(location, "manifest.json", api_client=kube_api))
+    manifest = backend.fetch(presigned_url(location, "manifest.json", namespace=namespace,
+                                           api_client=kube_api))
     assert manifest.status_code == 200, manifest.text
     listed = {f["file"]: f for f in manifest.json()["files"]}
     assert set(listed) == set(expected)
@@ -221,7 +222,8 @@ def test_upload_lands_at_documented_keys_and_read_url_returns_the_bytes(
         assert (listed[file]["key"], listed[file]["size"], listed[file]["crc32c"]) == (
             key, len(data), crc(data))
     for file in ("audio.wav", "meeting_recording_part001.mp4", "screenshots/9f2b.png"):
-        got = backend.fetch(presigned_url(location, file, api_client=kube_api))
+        got = backend.fetch(presigned_url(location, file, namespace=namespace,
+                                          api_client=kube_api))
         assert got.status_code == 200, got.text
         assert got.content == expected[file][1]
 
@@ -236,7 +238,7 @@ def test_write_only_storage_refuses_read_urls_with_the_seed_body(
                                 api_client=kube_api)
     assert "calls/c1_audio.wav" in backend.keys(bucket)
     with pytest.raises(ReadAccessNotGranted) as caught:
-        presigned_url(location, "audio.wav", api_client=kube_api)
+        presigned_url(location, "audio.wav", namespace=namespace, api_client=kube_api)
     place = {"s3": "S3 bucket", "gcs": "GCS bucket",
              "abs": "Azure Blob Storage container"}[backend.kind]
     assert caught.value.http_status == 403
@@ -266,14 +268,15 @@ def test_pinned_location_survives_repointing_a_bucket_change_but_not_deletion(
     assert late.bucket == second
     assert "late_audio.wav" in backend.keys(second)
 
-    got = backend.fetch(presigned_url(pin, "audio.wav", api_client=kube_api))
+    got = backend.fetch(presigned_url(pin, "audio.wav", namespace=namespace,
+                                      api_client=kube_api))
     assert got.status_code == 200
     assert got.content == early
 
     # the storage moves to another bucket: earlier media is still served from its own
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
         "callstorage.io", "v1alpha1", namespace, EXS, "first", {"spec": {"bucket": moved}})
-    url = presigned_url(pin, "audio.wav", api_client=kube_api)
+    url = presigned_url(pin, "audio.wav", namespace=namespace, api_client=kube_api)
     assert first in url
     assert moved not in url
     got = backend.fetch(url)
@@ -285,7 +288,7 @@ def test_pinned_location_survives_repointing_a_bucket_change_but_not_deletion(
     kubeutil.wait_object(kube_api, EXS, namespace, "first", lambda o: o is None, 20,
                          "storage first deleted")
     with pytest.raises(StorageDeleted, match="was deleted") as caught:
-        presigned_url(pin, "audio.wav", api_client=kube_api)
+        presigned_url(pin, "audio.wav", namespace=namespace, api_client=kube_api)
     assert caught.value.reason == "StorageDeleted"
 
 
@@ -319,7 +322,7 @@ def test_interrupted_upload_leaves_no_partial_object_and_a_retry_completes(
     assert backend.keys(bucket) == ["calls/c9_manifest.json",
                                     "calls/c9_meeting_recording.mp4"]
     got = backend.fetch(presigned_url(location, "meeting_recording.mp4",
-                                      api_client=kube_api))
+                                      namespace=namespace, api_client=kube_api))
     assert got.status_code == 200
     assert got.content == video
     assert location.object("meeting_recording.mp4").crc32c == crc(video)
@@ -369,7 +372,8 @@ def test_cli_upload_then_url(
         "rec/x1_audio.wav", "rec/x1_meeting_recording_part001.mp4",
         "rec/x1_meeting_recording_part002.mp4", "rec/x1_manifest.json"]
     out = io.StringIO()
-    code = main([*kc, "url", str(tmp_path / "pin.json"), "meeting_recording_part001.mp4",
+    code = main([*kc, "url", "-n", namespace, str(tmp_path / "pin.json"),
+                 "meeting_recording_part001.mp4",
                  "--expires", "60"], out=out, err=err)
     assert code == 0, err.getvalue()
     assert backend.fetch(out.getvalue().strip()).content == part1
@@ -378,7 +382,8 @@ def test_cli_upload_then_url(
         "callstorage.io", "v1alpha1", namespace, EXS, "media",
         {"spec": {"accessMode": "WriteOnly"}})
     out, err = io.StringIO(), io.StringIO()
-    code = main([*kc, "url", str(tmp_path / "pin.json"), "audio.wav"], out=out, err=err)
+    code = main([*kc, "url", "-n", namespace, str(tmp_path / "pin.json"), "audio.wav"],
+                out=out, err=err)
     assert code == 1
     assert out.getvalue() == ""
     assert f"s3://{bucket}/rec/x1_audio.wav" in err.getvalue()

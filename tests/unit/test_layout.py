@@ -6,7 +6,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from callstorage import layout
@@ -80,10 +80,75 @@ def test_explicit_category_routes_unknown_files() -> None:
         "recordings/video/abc_recording.webm"
 
 
-@pytest.mark.parametrize("call_id", ["", "a/b", "..", ".", "a\\b", "a\x00b"])
-def test_object_key_refuses_call_ids_that_escape(call_id: str) -> None:
+@pytest.mark.parametrize("call_id", [
+    "", "a/b", "..", ".", "a\\b", "a\x00b",
+    "a" * 129,  # longer than MAX_CALL_ID_LENGTH
+    "abc_meeting",  # '_' ends the call id in a key
+    "a\x85b", "a\x9bb",  # C1 controls (NEL, CSI)
+    "a\u202eb", "a\u2066b", "a\u200fb", "a\u061cb",  # bidi override, isolate, marks
+    "caf\u00e9", "a b", "a:b", "-a", ".a",
+])
+def test_object_key_refuses_call_ids_outside_the_allowed_set(call_id: str) -> None:
     with pytest.raises(ValueError, match="call id"):
         layout.object_key(PREFIXES, None, call_id, "audio.wav")
+
+
+@pytest.mark.parametrize("call_id", [
+    "a", "0", "a" * 128, "9f2b7c1e-3d4a-4b5c-8d6e-7f8091a2b3c4",
+    "Call-2026.01.02", "abc..x",
+])
+def test_object_key_accepts_call_ids_of_the_allowed_set(call_id: str) -> None:
+    assert layout.object_key(PREFIXES, None, call_id, "audio.wav") == \
+        f"recordings/audio/{call_id}_audio.wav"
+
+
+def test_a_call_id_and_an_explicit_category_cannot_make_another_calls_key() -> None:
+    """``abc_meeting`` + ``recording.mp4`` (category video) was ``abc``'s
+    ``meeting_recording.mp4``."""
+    theirs = layout.object_key(PREFIXES, None, "abc", "meeting_recording.mp4")
+    assert theirs == "recordings/video/abc_meeting_recording.mp4"
+    with pytest.raises(ValueError, match="call id"):
+        layout.object_key(PREFIXES, "video", "abc_meeting", "recording.mp4")
+
+
+def test_a_tenant_folder_goes_between_the_prefix_and_the_call() -> None:
+    assert layout.object_key(PREFIXES, None, "abc", "audio.wav", tenant="app-1") == \
+        "recordings/audio/app-1/abc_audio.wav"
+    assert layout.object_key(dict.fromkeys(CATEGORIES, ""), None, "abc", "audio.wav",
+                             tenant="app-1") == "app-1/abc_audio.wav"
+    for bad in ("", "App", "a/b", "a_b", "-a"):
+        with pytest.raises(ValueError, match="tenant"):
+            layout.object_key(PREFIXES, None, "abc", "audio.wav", tenant=bad)
+
+
+# Call ids as callers write them (old rules: '_' allowed), files of the layout and free
+# names given with a category, tenants or none; all with one prefix for every category.
+_ANY_CALL_ID = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,8}", fullmatch=True)
+_FILE = st.one_of(
+    st.sampled_from(["audio.wav", "meeting_recording.mp4", "meeting_recording_part002.mp4",
+                     "raw_transcript.json", "processed_transcript.json", "chats.json",
+                     "screenshots/a.png", "transcription/d/x/raw_transcript.json"]),
+    st.from_regex(r"[A-Za-z0-9_-]{1,8}(\.[a-z0-9]{1,3})?(/[a-z0-9_]{1,4})?", fullmatch=True))
+_TENANT = st.one_of(st.none(), st.sampled_from(["app", "app-1", "a"]))
+_ONE_PREFIX = dict.fromkeys(CATEGORIES, "calls")
+
+
+def _key_or_none(call_id: str, file_name: str, tenant: str | None) -> str | None:
+    try:
+        if tenant is None:
+            return layout.object_key(_ONE_PREFIX, "audio", call_id, file_name)
+        return layout.object_key(_ONE_PREFIX, "audio", call_id, file_name, tenant=tenant)
+    except ValueError:
+        return None  # refused: it can collide with nothing
+
+
+@example(("abc_meeting", "recording.mp4", None), ("abc", "meeting_recording.mp4", None))
+@given(st.tuples(_ANY_CALL_ID, _FILE, _TENANT), st.tuples(_ANY_CALL_ID, _FILE, _TENANT))
+def test_two_different_calls_or_files_never_share_a_key(
+        one: tuple[str, str, str | None], other: tuple[str, str, str | None]) -> None:
+    key_one, key_other = _key_or_none(*one), _key_or_none(*other)
+    if key_one is not None and key_other is not None and one != other:
+        assert key_one != key_other
 
 
 def test_object_key_needs_a_prefix_for_the_category() -> None:
@@ -96,8 +161,7 @@ def test_object_key_refuses_unsafe_prefixes() -> None:
         layout.object_key({"audio": "a/../b"}, None, "abc", "audio.wav")
 
 
-@given(call_id=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
-       .filter(lambda s: s not in (".", "..")),
+@given(call_id=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9.-]{0,20}", fullmatch=True),
        category=st.sampled_from(CATEGORIES))
 def test_keys_always_start_with_their_prefix_and_hold_the_call_id(
         call_id: str, category: str) -> None:
