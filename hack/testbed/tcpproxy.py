@@ -6,7 +6,10 @@ upstream; ``revive()`` listens again on the same port; ``response_delay`` holds 
 answer back (the request has been served, the client does not know yet). ``freeze()``
 makes every open connection go silent both ways while staying open (a stuck middlebox, a
 half-dead API server: what a watch cannot tell from a quiet stream); new connections pass.
-``blackhole`` accepts new connections and never answers (a hanging endpoint); ``accepted``
+``mute()`` lets requests through and drops every answer from then on, on open and new
+connections alike (a hung API server: what a client sends lands, nothing comes back, not
+even a TLS handshake's). ``blackhole`` accepts new connections and never answers (a
+hanging endpoint); ``accepted``
 counts connections, so a test can count a client's attempts. TLS passes through untouched.
 """
 
@@ -32,6 +35,7 @@ class KillableProxy:
         self.upstream_bytes = 0
         self.accepted = 0  # connections accepted, blackholed ones included
         self.blackhole = False  # accept, never answer (until closed)
+        self.muted = False  # relay requests, drop answers (for good: see mute())
         self._frozen: set[socket.socket] = set()
         self.dead = threading.Event()
         self._listener = self._listen(port)
@@ -115,6 +119,8 @@ class KillableProxy:
                         self.kill()
                         return
                 else:
+                    if self.muted:
+                        continue  # the endpoint hangs: the request landed, no answer
                     if self.response_delay:  # the request has landed; the answer is late
                         time.sleep(self.response_delay)
                     dst.sendall(data)
@@ -133,6 +139,11 @@ class KillableProxy:
         """Every open connection stops relaying, both ways, and stays open."""
         with self._lock:
             self._frozen.update(self._conns)
+
+    def mute(self) -> None:
+        """Requests go on landing upstream; no answer comes back any more. For good:
+        a stream that lost bytes cannot resume (TLS would fail), so there is no unmute."""
+        self.muted = True
 
     def thaw(self) -> None:
         with self._lock:

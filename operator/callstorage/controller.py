@@ -35,6 +35,7 @@ from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
 from callstorage.fairness import FairShare, Group, groups_of
+from callstorage.fencing import NotLeader
 from callstorage.inventory import CachedSecret, Inventory, ObjectKey, compact, vanished
 from callstorage.kube import Kube, ObjectGone, decode_secret
 from callstorage.providers import (
@@ -637,7 +638,7 @@ class Controller:
         try:
             await self.reconcile_storage(key, reasons)
             self._errors.pop((STORAGE, key), None)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, NotLeader):  # NotLeader: the worker stops too
             raise
         except ObjectGone as exc:  # never retried: there is nothing left to write to
             self._forget_gone(exc)
@@ -704,7 +705,7 @@ class Controller:
             try:
                 await self.reconcile_call_type(key)
                 self._errors.pop((CALL_TYPE, key), None)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, NotLeader):
                 raise
             except ObjectGone as exc:
                 self._forget_gone(exc)

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from callstorage.api import EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from callstorage.apiserver import CONNECT_TIMEOUT, READ_TIMEOUT, ApiError, ApiServer
+from callstorage.fencing import Fence
 from callstorage.inventory import CachedSecret, compact
 
 if TYPE_CHECKING:
@@ -100,18 +101,22 @@ def load_api_client(
 
 
 class Kube:
-    """The operator's own API calls (asynchronous, on kopf's event loop)."""
+    """The operator's own API calls (asynchronous, on kopf's event loop). Writes pass the
+    ``fence`` (``callstorage.fencing``): refused, or cut off, once this replica may no
+    longer lead."""
 
-    def __init__(self, api: ApiServer) -> None:
+    def __init__(self, api: ApiServer, fence: Fence | None = None) -> None:
         self._api = api
+        self.fence = fence if fence is not None else Fence()
         self.requests = 0  # writes and reads issued, for benchmarks
 
     def close(self) -> None:
         """Nothing to drop synchronously: ``aclose`` closes the connection pool."""
 
     async def aclose(self) -> None:
-        """Close the connection pool. The controller's workers are stopped first, so the
-        last write has landed before a leader hands its Lease over."""
+        """Close the connection pool once the writes in flight have ended: the last write
+        has landed (or was cut off) before a leader hands its Lease over."""
+        await self.fence.drain()
         await self._api.close()
 
     async def _call(self, method: str, path: str, body: Any = None,
@@ -123,6 +128,14 @@ class Kube:
         return await self._api.request(method, path, body=body, content_type=content_type,
                                        params=params, parse=parse,
                                        read_timeout=read_timeout, accept=accept)
+
+    async def _write(self, method: str, path: str, body: Any, content_type: str,
+                     parse: bool = True, params: Mapping[str, str] | None = None
+                     ) -> dict[str, Any]:
+        """A write of the leader: through the fence, answered within POINT_TIMEOUT."""
+        return await self.fence.write(lambda left: self._call(
+            method, path, body, content_type, params=params, parse=parse,
+            read_timeout=min(POINT_TIMEOUT[1], left)))
 
     @staticmethod
     def _path(namespace: str, plural: str, name: str = "") -> str:
@@ -136,9 +149,8 @@ class Kube:
         Raises ``ObjectGone`` on 404.
         """
         try:
-            return await self._call("PATCH", self._path(namespace, plural, name) + "/status",
-                                    {"status": dict(status_patch)}, MERGE_PATCH,
-                                    read_timeout=POINT_TIMEOUT[1])
+            return await self._write("PATCH", self._path(namespace, plural, name) + "/status",
+                                     {"status": dict(status_patch)}, MERGE_PATCH)
         except ApiError as exc:
             if exc.status == 404:
                 raise ObjectGone(plural, namespace, name) from None
@@ -155,8 +167,8 @@ class Kube:
         """
         body = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
-            await self._call("PATCH", self._path(namespace, EXTERNALSTORAGE_PLURAL, name),
-                             body, MERGE_PATCH, parse=False, read_timeout=POINT_TIMEOUT[1])
+            await self._write("PATCH", self._path(namespace, EXTERNALSTORAGE_PLURAL, name),
+                              body, MERGE_PATCH, parse=False)
             return True
         except ApiError as exc:
             if exc.status == 404:
@@ -253,9 +265,9 @@ class Kube:
             "source": {"component": COMPONENT},
         }
         try:
-            await self._call("POST", f"/api/v1/namespaces/{quote(namespace)}/events", event,
-                             params={"dryRun": "All"}, parse=False,
-                             read_timeout=POINT_TIMEOUT[1])
+            # fenced like the Event it precedes: a replica that no longer leads asks nothing
+            await self._write("POST", f"/api/v1/namespaces/{quote(namespace)}/events", event,
+                              "application/json", parse=False, params={"dryRun": "All"})
             return False
         except ApiError as exc:
             return exc.status == 404 or _terminating(exc)
@@ -280,9 +292,8 @@ class Kube:
             "reportingComponent": COMPONENT, "reportingInstance": COMPONENT,
         }
         try:
-            await self._call("POST", f"/api/v1/namespaces/{quote(str(meta.get('namespace')))}"
-                                     "/events", event, parse=False,
-                             read_timeout=POINT_TIMEOUT[1])
+            await self._write("POST", f"/api/v1/namespaces/{quote(str(meta.get('namespace')))}"
+                                      "/events", event, "application/json", parse=False)
         except ApiError as exc:
             if _terminating(exc):
                 return False

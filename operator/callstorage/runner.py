@@ -10,8 +10,11 @@ import sys
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from callstorage import __version__, metrics
+from callstorage.apiserver import ApiServer
+from callstorage.fencing import Fence
 from callstorage.handlers import build_registry
 from callstorage.kopfloader import kopf
 from callstorage.settings import Settings
@@ -87,19 +90,28 @@ def main(argv: list[str] | None = None) -> int:
         overrides["metrics_port"] = args.metrics_port
     if args.health_port is not None:
         overrides["health_port"] = args.health_port
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:  # one line per setting, not a traceback
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            print(f"callstorage: invalid settings: {where + ': ' if where else ''}"
+                  f"{error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     configure_logging(settings)
     log = logging.getLogger("callstorage")
     log.info("callstorage %s starting (namespace %s, platform storage %s, watching %s)",
              __version__, settings.namespace, settings.platform_storage,
              ", ".join(settings.watch_namespaces) or "all namespaces")
     metrics.start_metrics_server(settings.metrics_port)
-    registry, _ = build_registry(settings)
+    # elected: no write until the Lease is ours, none after it could not be renewed
+    fence = Fence.closed() if settings.leader_election else None
+    registry, _ = build_registry(settings, fence)
     namespaces = list(settings.watch_namespaces)
     if namespaces and settings.namespace not in namespaces:
         namespaces.append(settings.namespace)
-    if settings.leader_election:
-        return asyncio.run(_run_elected(settings, registry, namespaces))
+    if fence is not None:
+        return asyncio.run(_run_elected(settings, registry, namespaces, fence))
     liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
                 if settings.health_port else None)
     asyncio.run(kopf.operator(
@@ -113,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
-                       namespaces: list[str]) -> int:
+                       namespaces: list[str], fence: Fence) -> int:
     """One of several replicas: serve health, wait for the Lease, then run kopf."""
-    from callstorage.kube import load_api_client
     from callstorage.leader import (
         LeaderElector,
         LeaseConfig,
@@ -124,11 +135,11 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
         run_elected,
     )
 
-    api = load_api_client(2)
+    api = ApiServer(pool=2)  # the Lease's own connections: never queued behind the workers'
     elector = LeaderElector(api, LeaseConfig(
         name=settings.lease_name, namespace=settings.namespace, identity=default_identity(),
         lease_duration=settings.lease_duration, renew_deadline=settings.lease_renew_deadline,
-        retry_period=settings.lease_retry_period, owner=pod_owner()))
+        retry_period=settings.lease_retry_period, owner=pod_owner()), fence)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -151,7 +162,7 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
     finally:
         if health is not None:
             await health.cleanup()
-        api.close()
+        await api.close()
 
 
 async def _serve_health(port: int, elector: LeaderElector) -> web.AppRunner:

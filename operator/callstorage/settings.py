@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The operator connects wherever a storage's spec or Secret points, from its own network
@@ -116,17 +116,38 @@ class Settings(BaseSettings):
                     "`lease_name` in `namespace` handles objects (the chart turns it on).",
     )
     lease_name: str = Field("callstorage-operator", description="The leader election Lease.")
-    lease_duration: float = Field(15.0, gt=0, description="Seconds a standby waits on a "
+    # renew_deadline < lease_duration: the leader stops writing before a standby may take
+    # over; retry_period < renew_deadline: a leader gets more than one try (_lease_order).
+    lease_duration: float = Field(15.0, ge=1, description="Seconds a standby waits on a "
                                   "silent leader before taking over.")
-    lease_renew_deadline: float = Field(10.0, gt=0, description="Seconds the leader keeps "
-                                        "trying to renew before it gives up and exits.")
-    lease_retry_period: float = Field(2.0, gt=0, description="Seconds between attempts.")
+    lease_renew_deadline: float = Field(10.0, gt=0, description="Seconds the leader may "
+                                        "go without a renewal before it stops handling "
+                                        "objects and exits; shorter than lease_duration.")
+    lease_retry_period: float = Field(2.0, gt=0, description="Seconds between attempts; "
+                                      "shorter than lease_renew_deadline.")
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def ambient_namespaces(self) -> list[str]:
         """The namespaces whose storages may use the operator's ambient credentials."""
         return list(self.ambient_credentials_namespaces) or [self.namespace]
+
+    @model_validator(mode="after")
+    def _lease_order(self) -> Settings:
+        """Leader election is safe only with retry period < renew deadline < lease
+        duration: a leader that stopped renewing must stop writing before a standby may
+        take the Lease over (the difference is the margin for its last write to land)."""
+        if not self.lease_renew_deadline < self.lease_duration:
+            raise ValueError(
+                f"CALLSTORAGE_LEASE_RENEW_DEADLINE ({self.lease_renew_deadline:g}) must be "
+                f"less than CALLSTORAGE_LEASE_DURATION ({self.lease_duration:g}): a leader "
+                "that cannot renew must stop before a standby may take over")
+        if not self.lease_retry_period < self.lease_renew_deadline:
+            raise ValueError(
+                f"CALLSTORAGE_LEASE_RETRY_PERIOD ({self.lease_retry_period:g}) must be less "
+                f"than CALLSTORAGE_LEASE_RENEW_DEADLINE ({self.lease_renew_deadline:g}): a "
+                "leader must get more than one try to renew")
+        return self
 
     @field_validator("endpoint_allowlist", "endpoint_denylist", "watch_namespaces",
                      "ambient_credentials_namespaces", mode="before")

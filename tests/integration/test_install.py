@@ -162,8 +162,16 @@ def test_helm_lint_is_clean(helm_home: dict[str, str], tmp_path: Path, values: O
     ({"setings": {}}, "setings"),
     ({"builtinCallTypes": {"create": True, "namespaces": ["elsewhere"]},
       "watchNamespaces": ["app-a"]}, "namespace elsewhere is not served"),
+    # the operator would refuse these at start-up (settings.py): helm says so first
+    ({"leaderElection": {"renewDeadline": 15}},
+     "leaderElection.renewDeadline (15) must be less than leaderElection.leaseDuration (15)"),
+    ({"leaderElection": {"leaseDuration": 8, "renewDeadline": 9}},
+     "leaderElection.renewDeadline (9) must be less than leaderElection.leaseDuration (8)"),
+    ({"leaderElection": {"retryPeriod": 10}},
+     "leaderElection.retryPeriod (10) must be less than leaderElection.renewDeadline (10)"),
 ], ids=["bucket-required", "log-format", "namespace-name", "reserved-name", "typo",
-        "calltypes-outside-watched"])
+        "calltypes-outside-watched", "renew-deadline-equal", "renew-deadline-longer",
+        "retry-period"])
 def test_chart_rejects_bad_values(helm_home: dict[str, str], tmp_path: Path, values: Obj,
                                   message: str) -> None:
     result = helm(helm_home, "template", "x", str(CHART), f"--kube-version={KUBE_VERSION}",

@@ -15,15 +15,18 @@ from typing import Any
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from callstorage.apiserver import ApiError, ApiServer, connection_info
 from callstorage.controller import Controller
+from callstorage.fencing import Fence
 from callstorage.kopfloader import kopf
 from callstorage.kube import Kube
 from callstorage.settings import Settings
 from callstorage.watching import Kind, Watch
 
 
-def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, Any]]:
+def build_registry(config: Settings, fence: Fence | None = None
+                   ) -> tuple[kopf.OperatorRegistry, dict[str, Any]]:
     """A registry with every handler, and a holder through which tests can reach the
-    running controller (``holder["controller"]``)."""
+    running controller (``holder["controller"]``). ``fence``: the leader election's,
+    which every write passes (none: a single replica, always allowed)."""
     registry = kopf.OperatorRegistry()
     holder: dict[str, Any] = {}
 
@@ -42,7 +45,7 @@ def build_registry(config: Settings) -> tuple[kopf.OperatorRegistry, dict[str, A
         settings.scanning.disabled = True
         settings.networking.request_timeout = 60
         workers = config.max_concurrent_validations + 4
-        kube = Kube(ApiServer(pool=workers))
+        kube = Kube(ApiServer(pool=workers), fence)
         controller = Controller(config, kube)
         try:
             await controller.start()
