@@ -90,15 +90,20 @@ def test_each_tenant_signs_a_directory_bucket_with_its_own_session(
     assert obj is not None
     assert obj["status"]["lastCheck"]["succeeded"] is True
 
-    sessions = {s.key_id for s in stand_in.seen if s.operation == "CreateSession"}
-    assert sessions == {a.access_key_id, b.access_key_id}  # each asked for its own
+    # Compared as counts and flags: key ids are credentials, kept out of test output.
     for ns, keys in tenants.items():
         writes = _writes_for(stand_in, ns)
-        assert writes, f"no writes for {ns}"
-        others = [w for w in writes if w.identity != keys.access_key_id]
-        assert others == [], f"{len(others)} of {ns}'s writes signed with another's keys"
-        assert {w.key_id for w in writes} <= stand_in.sessions_of(keys.access_key_id)
-        assert all(w.status == 200 for w in writes)
+        own = stand_in.sessions_of(keys.access_key_id)
+        signed = {"writes": len(writes),
+                  "as another tenant": sum(w.identity != keys.access_key_id for w in writes),
+                  "not with its own session": sum(w.key_id not in own for w in writes),
+                  "refused": sum(w.status != 200 for w in writes)}
+        assert signed == {"writes": len(writes), "as another tenant": 0,
+                          "not with its own session": 0, "refused": 0}, ns
+        assert writes, ns
+    asked = {s.key_id for s in stand_in.seen if s.operation == "CreateSession"}
+    assert {"A": a.access_key_id in asked, "B": b.access_key_id in asked, "n": len(asked)} \
+        == {"A": True, "B": True, "n": 2}  # each tenant asked for its own session
 
 
 def test_a_tenant_without_access_does_not_borrow_another_session(
@@ -113,8 +118,8 @@ def test_a_tenant_without_access_does_not_borrow_another_session(
     obj = kubeutil.wait_ready(kube_api, EXS, other_namespace, "media", "False",
                               "AccessDenied", timeout=30)
     assert kubeutil.condition(obj, "Stalled")["status"] == "True"
-    refused = [s for s in stand_in.seen
-               if s.operation == "CreateSession" and s.key_id == b.access_key_id]
-    assert refused
-    assert all(s.status == 403 for s in refused)
-    assert _writes_for(stand_in, other_namespace) == []  # nothing went out as A
+    asked = [s.status for s in stand_in.seen
+             if s.operation == "CreateSession" and s.key_id == b.access_key_id]
+    assert asked
+    assert set(asked) == {403}  # B asked with its own keys, and was refused
+    assert len(_writes_for(stand_in, other_namespace)) == 0  # nothing went out as A
