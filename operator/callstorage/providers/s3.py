@@ -289,9 +289,9 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                           if s3.credentials_secret_ref else "the credentials Secret")
         sensitive = keys.sensitive
         session_kwargs.update(
-            aws_access_key_id=keys.require(ACCESS_KEY_ID),
-            aws_secret_access_key=keys.require(SECRET_ACCESS_KEY),
-            aws_session_token=keys.optional(SESSION_TOKEN),
+            aws_access_key_id=keys.token(ACCESS_KEY_ID),
+            aws_secret_access_key=keys.token(SECRET_ACCESS_KEY),
+            aws_session_token=keys.optional_token(SESSION_TOKEN),
         )
     if s3.endpoint:
         validate_url(s3.endpoint, "spec.s3.endpoint")
