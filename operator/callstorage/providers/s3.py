@@ -270,13 +270,11 @@ def build_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Set
     return _build(spec, inputs, settings, media_connections=connections)
 
 
-def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
-           media_connections: int | None) -> S3StorageClient:
-    s3 = spec.provider if isinstance(spec.provider, S3Spec) else None
-    if s3 is None:
-        raise ProviderError(Reason.INVALID_SPEC, "spec.s3 is required when storageType is s3")
+def _credentials(s3: S3Spec, inputs: ProviderInputs, settings: Settings
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """The boto3 session arguments (region, and the Secret's keys if there is a Secret)
+    and the values to redact from messages."""
     session_kwargs: dict[str, Any] = {"region_name": s3.region}
-    sensitive: list[str] = []
     if inputs.secret is None:
         if not settings.allow_ambient_credentials:
             raise ProviderError(
@@ -284,15 +282,23 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                 "spec.s3.credentialsSecretRef is not set and this installation does not "
                 "allow the operator's own (ambient) credentials",
             )
-    else:
-        keys = SecretKeys(inputs, f"Secret {s3.credentials_secret_ref.name}"
-                          if s3.credentials_secret_ref else "the credentials Secret")
-        sensitive = keys.sensitive
-        session_kwargs.update(
-            aws_access_key_id=keys.token(ACCESS_KEY_ID),
-            aws_secret_access_key=keys.token(SECRET_ACCESS_KEY),
-            aws_session_token=keys.optional_token(SESSION_TOKEN),
-        )
+        return session_kwargs, []
+    keys = SecretKeys(inputs, f"Secret {s3.credentials_secret_ref.name}"
+                      if s3.credentials_secret_ref else "the credentials Secret")
+    session_kwargs.update(
+        aws_access_key_id=keys.token(ACCESS_KEY_ID),
+        aws_secret_access_key=keys.token(SECRET_ACCESS_KEY),
+        aws_session_token=keys.optional_token(SESSION_TOKEN),
+    )
+    return session_kwargs, keys.sensitive
+
+
+def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+           media_connections: int | None) -> S3StorageClient:
+    s3 = spec.provider if isinstance(spec.provider, S3Spec) else None
+    if s3 is None:
+        raise ProviderError(Reason.INVALID_SPEC, "spec.s3 is required when storageType is s3")
+    session_kwargs, sensitive = _credentials(s3, inputs, settings)
     if s3.endpoint:
         validate_url(s3.endpoint, "spec.s3.endpoint")
     # Every connection of the client, to the endpoint or the public S3 hosts, is checked
