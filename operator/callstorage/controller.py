@@ -838,7 +838,7 @@ class Controller:
                 interval = spec.interval_seconds if spec is not None else 0.0
                 delay = next_delay(validation.reason, interval, failures,
                                    self.settings.retry_base, self.settings.retry_max,
-                                   self.rand)
+                                   self.rand, validation.retried)
                 if delay is not None:
                     self.storages.add(key, VALIDATE, delay)
                     next_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
@@ -1046,7 +1046,8 @@ class Controller:
         try:
             inputs, version = await self._inputs(key[0], spec)
         except ProviderError as exc:
-            result = Validation(exc.reason, exc.message, stalled=exc.stalled) \
+            result = Validation(exc.reason, exc.message, stalled=exc.stalled,
+                                retry=exc.retry) \
                 if validate else None
             check = CheckOutcome(check_value, False, exc.message) if check_value else None
             if result is not None:
@@ -1060,7 +1061,7 @@ class Controller:
 
         def failed(exc: ProviderError) -> Validation:
             return Validation(exc.reason, exc.message, secret_version=version,
-                              stalled=exc.stalled)
+                              stalled=exc.stalled, retry=exc.retry)
 
         def work() -> tuple[Validation | None, CheckOutcome | None]:
             v: Validation | None = None

@@ -10,7 +10,7 @@ import pytest
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import s3
-from callstorage.providers.base import ProviderInputs
+from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.providers.clientcache import ClientCache, Closer, digest
 from callstorage.settings import Settings
 
@@ -96,3 +96,45 @@ def test_a_shared_s3_client_signs_with_nothing_outside_a_validation() -> None:
             client._client.head_bucket(Bucket="bucket")
     finally:
         client.close()
+
+
+def _directory_spec(endpoint: str) -> ExternalStorageSpec:
+    return ExternalStorageSpec.model_validate({
+        "storageType": "s3", "bucket": "media--use1-az4--x-s3",
+        "s3": {"region": "us-east-1", "endpoint": endpoint,
+               "credentialsSecretRef": {"name": "creds"}}})
+
+
+def test_directory_bucket_clients_are_shared_only_by_identical_keys() -> None:
+    """botocore signs a directory bucket's requests with a CreateSession session it keeps
+    per client and bucket name: such a client is never shared by other keys."""
+    settings = Settings(endpoint_allowlist=[], endpoint_denylist=[])
+    one = ProviderInputs(secret={"accessKeyId": b"AKIAONE", "secretAccessKey": b"s1"})
+    same = ProviderInputs(secret={"accessKeyId": b"AKIAONE", "secretAccessKey": b"s1"})
+    two = ProviderInputs(secret={"accessKeyId": b"AKIATWO", "secretAccessKey": b"s2"})
+    spec = _directory_spec("http://127.0.0.1:9")
+    clients = [s3.build(spec, inputs, settings) for inputs in (one, same, two)]
+    try:
+        assert clients[0]._client is clients[1]._client
+        assert clients[2]._client is not clients[0]._client
+        assert clients[2]._client._request_signer._credentials.access_key == "AKIATWO"
+        assert all(c._signing is None for c in clients)  # the client's own keys
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_a_shared_s3_client_refuses_session_auth() -> None:
+    """Fail closed: should a bucket that needs session authentication ever reach a client
+    shared by credentials, the request is refused before anything is sent."""
+    settings = Settings(endpoint_allowlist=[], endpoint_denylist=[])
+    keys = ProviderInputs(secret={"accessKeyId": b"AKIAONE", "secretAccessKey": b"s1"})
+    shared = s3.build(_spec("http://127.0.0.1:9"), keys, settings)
+    shared.bucket = "media--use1-az4--x-s3"  # as if the name check had missed it
+    try:
+        with pytest.raises(ProviderError) as info:
+            shared.head_bucket()
+        assert info.value.reason is Reason.INTERNAL_ERROR
+        assert "nothing was sent" in info.value.message
+    finally:
+        shared.close()

@@ -270,6 +270,20 @@ class AzureUpload:
         """Nothing to do: uncommitted blocks are invisible and expire after a week."""
 
 
+def _account_key(keys: SecretKeys) -> str:
+    """The account key: base64 of some bytes, as Azure's (64 bytes) and Azurite's are."""
+    value = keys.require(ACCOUNT_KEY)
+    if "AccountKey=" in value or ";" in value:
+        raise keys.malformed(ACCOUNT_KEY, "holds a connection string, not an account key; "
+                             "put only the value of its AccountKey= part there")
+    try:
+        if base64.b64decode(value, validate=True):
+            return value
+    except (binascii.Error, ValueError):
+        pass
+    raise keys.malformed(ACCOUNT_KEY, "is not base64, as Azure account keys are")
+
+
 # Validation clients by account URL, credentials, CA and timeouts, as S3's
 # (providers/clientcache.py): a cached service principal keeps its token, and a cached
 # client its connections. A changed Secret is a new key.
@@ -311,6 +325,10 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                             "(Azure identity refuses to send a client secret over plain HTTP)")
     if not use_key:
         validate_url(authority, "spec.abs.authorityHost")
+    # Read (and so checked) before any client: a malformed value is InvalidCredentials
+    account_key = _account_key(keys) if use_key else None
+    client_id, secret, tenant_id = ("", "", "") if use_key else \
+        (keys.token(CLIENT_ID), keys.token(CLIENT_SECRET), keys.token(TENANT_ID))
     # Every connection (blob endpoint, authority) is checked by the guard when it opens
     policy = Policy.of(settings.endpoint_allowlist, settings.endpoint_denylist,
                        settings.connect_timeout)
@@ -326,20 +344,10 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                                      connection_verify=ca.verify)
         credential: Any
         sp_credential: ClientSecretCredential | None = None
-        account_key: str | None = None
         try:
-            if use_key:
-                account_key = keys.require(ACCOUNT_KEY)
-                try:
-                    base64.b64decode(account_key, validate=True)
-                except (binascii.Error, ValueError):
-                    raise ProviderError(Reason.INVALID_CREDENTIALS,
-                                        f"key {ACCOUNT_KEY!r} of {keys.what} is not base64, "
-                                        "as Azure account keys are") from None
+            if account_key is not None:
                 credential = AzureNamedKeyCredential(abs_.account_name, account_key)
             else:
-                client_id, secret = keys.require(CLIENT_ID), keys.require(CLIENT_SECRET)
-                tenant_id = keys.require(TENANT_ID)
                 try:
                     sp_credential = ClientSecretCredential(
                         tenant_id, client_id, secret, authority=authority,
@@ -349,7 +357,7 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                         retry_total=settings.max_attempts - 1, transport=transport())
                 except ValueError as exc:  # an invalid tenant id or authority
                     raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
-                        f"{keys.what}: {exc}", keys.sensitive)) from None
+                        f"{keys.what}: {exc}", keys.sensitive), retry=False) from None
                 credential = sp_credential
             service = BlobServiceClient(
                 account_url, credential=credential,

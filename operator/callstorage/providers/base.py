@@ -39,13 +39,17 @@ def safe_code(value: object) -> str:
 class ProviderError(Exception):
     """A validation failure with a reason code and a message safe to publish."""
 
-    def __init__(self, reason: Reason, message: str, stalled: bool | None = None) -> None:
+    def __init__(self, reason: Reason, message: str, stalled: bool | None = None,
+                 retry: bool | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         # None: the reason's policy decides; True where this instance of a usually
         # transient reason needs a person (a host name that does not resolve)
         self.stalled = is_stalled(reason) if stalled is None else stalled
+        # None: the reason's policy decides; False where no retry can help until the
+        # Secret changes (a credential that does not even parse)
+        self.retry = retry
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"

@@ -7,6 +7,7 @@ access key ids, account names with keys, or request details in some of their err
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
@@ -17,6 +18,10 @@ REDACTED = "***"
 _MIN_REDACT_LENGTH = 4
 # Keys that say where the credentials may go, not what they are: messages name endpoints.
 NOT_SENSITIVE_KEYS = frozenset({ENDPOINT_KEY, AUTHORITY_HOST_KEY, TOKEN_URI_KEY})
+# What a key id, secret, token or client id is made of: visible ASCII. Whitespace, control
+# and non-ASCII characters inside one come from a bad paste; sent in a header they fail as
+# a "network" error (or split the header), so they are refused before any request.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 class SecretKeys:
@@ -51,9 +56,7 @@ class SecretKeys:
         try:
             value = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
-            raise ProviderError(
-                Reason.INVALID_CREDENTIALS, f"key {key!r} of {self.what} is not UTF-8 text"
-            ) from None
+            raise self.malformed(key, "is not UTF-8 text") from None
         return value or None
 
     def require(self, key: str) -> str:
@@ -63,6 +66,28 @@ class SecretKeys:
             state = "is empty" if key in self._data else "is missing"
             raise ProviderError(Reason.SECRET_KEY_MISSING, f"key {key!r} of {self.what} {state}")
         return value
+
+    def token(self, key: str) -> str:
+        """Like ``require``, for a value that is one token of visible ASCII (a key id,
+        secret, session token, client id); InvalidCredentials naming the key otherwise."""
+        return self._token(key, self.require(key))
+
+    def optional_token(self, key: str) -> str | None:
+        """Like ``optional``, with the check of ``token``."""
+        value = self.optional(key)
+        return None if value is None else self._token(key, value)
+
+    def _token(self, key: str, value: str) -> str:
+        if not _TOKEN.fullmatch(value):
+            raise self.malformed(key, "holds whitespace, control or non-ASCII characters, "
+                                 "which this credential cannot contain")
+        return value
+
+    def malformed(self, key: str, problem: str) -> ProviderError:
+        """InvalidCredentials for a value of ``key`` that cannot be a credential at all:
+        Stalled, and not retried until the Secret changes. ``problem`` never quotes it."""
+        return ProviderError(Reason.INVALID_CREDENTIALS, f"key {key!r} of {self.what} "
+                             f"{problem}", retry=False)
 
 
 def redact(text: str, sensitive: Iterable[str]) -> str:

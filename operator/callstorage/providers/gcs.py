@@ -16,11 +16,13 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import google.auth.crypt
 import google.auth.exceptions
 import requests
 from google.api_core import exceptions as api_exceptions
@@ -54,6 +56,10 @@ from callstorage.storagetypes.gcs import (
 
 SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 _REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
+# Fields google-auth or the storage client read when present: strings, or nothing
+_OPTIONAL_TEXT_FIELDS = ("project_id", "private_key_id", "client_id", "universe_domain",
+                         "quota_project_id")
+_ONE_LINE = re.compile(r"[\x21-\x7e]+")
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -297,26 +303,46 @@ class TokenRequest:
 
 
 def _load_key(keys: SecretKeys) -> dict[str, Any]:
+    """The service-account key file, checked field by field: anything google-auth or the
+    storage client would trip over later (as a "network" or spec error) is refused here
+    as InvalidCredentials naming the Secret key."""
     raw = keys.require(CREDENTIALS_JSON)
     try:
         info = json.loads(raw)
     except (ValueError, RecursionError):  # a key file is shallow; deep nesting is garbage
-        raise ProviderError(Reason.INVALID_CREDENTIALS,
-                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not a JSON "
-                            "service-account key") from None
+        raise keys.malformed(CREDENTIALS_JSON, "is not a JSON service-account key") from None
     if not isinstance(info, dict) or info.get("type") != "service_account":
-        raise ProviderError(Reason.INVALID_CREDENTIALS,
-                            f"key {CREDENTIALS_JSON!r} of {keys.what} is not a service-account "
-                            "key (\"type\": \"service_account\")")
+        raise keys.malformed(CREDENTIALS_JSON,
+                             "is not a service-account key (\"type\": \"service_account\")")
     missing = [f for f in _REQUIRED_FIELDS if not isinstance(info.get(f), str) or not info[f]]
     if missing:
-        raise ProviderError(Reason.INVALID_CREDENTIALS,
-                            f"key {CREDENTIALS_JSON!r} of {keys.what} lacks "
-                            + ", ".join(missing))
+        raise keys.malformed(CREDENTIALS_JSON, "lacks " + ", ".join(missing)
+                             + " (each a non-empty string)")
     for field in ("private_key", "private_key_id"):  # redact these even inside the JSON
         if isinstance(info.get(field), str):
             keys.sensitive.append(info[field])
+    wrong = [f for f in _OPTIONAL_TEXT_FIELDS if info.get(f) is not None
+             and not isinstance(info[f], str)]
+    if wrong:
+        raise keys.malformed(CREDENTIALS_JSON, "has " + ", ".join(wrong)
+                             + " of the wrong type (a string is expected)")
+    if not _ONE_LINE.fullmatch(info["client_email"]):
+        raise keys.malformed(CREDENTIALS_JSON, "has a client_email that is not one line "
+                             "of visible characters")
     return info
+
+
+def _check_private_key(keys: SecretKeys, info: dict[str, Any]) -> None:
+    """The key must sign as the token request will (RS256): an EC or DSA key parses, and
+    only fails when the first token is requested, in a way that reads as a network error."""
+    try:
+        signer = google.auth.crypt.RSASigner.from_string(  # type: ignore[no-untyped-call]
+            info["private_key"])
+        signer.sign(b"callstorage: can this key sign RS256?")
+    except Exception:  # whatever the parser or signer says, the key is unusable
+        raise keys.malformed(CREDENTIALS_JSON, "has a private_key that is not an RSA "
+                             "private key in PEM form, which service-account keys are"
+                             ) from None
 
 
 # Validation clients by endpoint, key, CA and timeouts, as S3's (providers/clientcache.py):
@@ -353,13 +379,13 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                        settings.connect_timeout)
 
     def make() -> tuple[tuple[Any, ...], Closer]:
+        _check_private_key(keys, info)  # on a miss only: a cached client's key passed
         try:
             credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                 info, scopes=list(SCOPES))
         except (ValueError, TypeError) as exc:  # e.g. a private key that does not parse
-            raise ProviderError(Reason.INVALID_CREDENTIALS, redact(
-                f"key {CREDENTIALS_JSON!r} of {keys.what} is not a usable service-account "
-                f"key ({type(exc).__name__})", keys.sensitive)) from None
+            raise keys.malformed(CREDENTIALS_JSON, "is not a usable service-account key "
+                                 f"({type(exc).__name__})") from None
         ca = CABundle(inputs.ca_bundle)
         try:
             auth_session = guarded_session(policy)

@@ -161,6 +161,8 @@ class S3StorageClient:
             f"valid ({proof}) but may not read the bucket (s3:ListBucket)"))
 
     def _error(self, operation: str, target: str, exc: BaseException) -> ProviderError:
+        if isinstance(exc, ProviderError):  # raised by one of our handlers on the client
+            return exc
         if isinstance(exc, botocore.exceptions.ClientError):
             # Our words, the status and S3's error code: never the server's message text
             code, status = _parts(exc)
@@ -268,13 +270,11 @@ def build_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Set
     return _build(spec, inputs, settings, media_connections=connections)
 
 
-def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
-           media_connections: int | None) -> S3StorageClient:
-    s3 = spec.provider if isinstance(spec.provider, S3Spec) else None
-    if s3 is None:
-        raise ProviderError(Reason.INVALID_SPEC, "spec.s3 is required when storageType is s3")
+def _credentials(s3: S3Spec, inputs: ProviderInputs, settings: Settings
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """The boto3 session arguments (region, and the Secret's keys if there is a Secret)
+    and the values to redact from messages."""
     session_kwargs: dict[str, Any] = {"region_name": s3.region}
-    sensitive: list[str] = []
     if inputs.secret is None:
         if not settings.allow_ambient_credentials:
             raise ProviderError(
@@ -282,15 +282,23 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                 "spec.s3.credentialsSecretRef is not set and this installation does not "
                 "allow the operator's own (ambient) credentials",
             )
-    else:
-        keys = SecretKeys(inputs, f"Secret {s3.credentials_secret_ref.name}"
-                          if s3.credentials_secret_ref else "the credentials Secret")
-        sensitive = keys.sensitive
-        session_kwargs.update(
-            aws_access_key_id=keys.require(ACCESS_KEY_ID),
-            aws_secret_access_key=keys.require(SECRET_ACCESS_KEY),
-            aws_session_token=keys.optional(SESSION_TOKEN),
-        )
+        return session_kwargs, []
+    keys = SecretKeys(inputs, f"Secret {s3.credentials_secret_ref.name}"
+                      if s3.credentials_secret_ref else "the credentials Secret")
+    session_kwargs.update(
+        aws_access_key_id=keys.token(ACCESS_KEY_ID),
+        aws_secret_access_key=keys.token(SECRET_ACCESS_KEY),
+        aws_session_token=keys.optional_token(SESSION_TOKEN),
+    )
+    return session_kwargs, keys.sensitive
+
+
+def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
+           media_connections: int | None) -> S3StorageClient:
+    s3 = spec.provider if isinstance(spec.provider, S3Spec) else None
+    if s3 is None:
+        raise ProviderError(Reason.INVALID_SPEC, "spec.s3 is required when storageType is s3")
+    session_kwargs, sensitive = _credentials(s3, inputs, settings)
     if s3.endpoint:
         validate_url(s3.endpoint, "spec.s3.endpoint")
     # Every connection of the client, to the endpoint or the public S3 hosts, is checked
@@ -301,9 +309,12 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     # distinct Secrets cost one client build, not N (~20 ms of CPU each). Uploads and
     # ambient credentials keep a client per key. The binding of keys to endpoints is
     # checked before any client is taken (providers.build_client), so a shared client
-    # never carries a storage's keys to an endpoint its Secret does not bind.
+    # never carries a storage's keys to an endpoint its Secret does not bind. A directory
+    # bucket's requests are signed with a session botocore keeps per client and bucket
+    # name: there, only identical keys share a client (and so a session).
     signing = None
-    if inputs.secret is not None and media_connections is None:
+    if inputs.secret is not None and media_connections is None and \
+            not spec.bucket.endswith(SESSION_AUTH_SUFFIXES):
         signing = botocore.credentials.ReadOnlyCredentials(
             session_kwargs.pop("aws_access_key_id"), session_kwargs.pop("aws_secret_access_key"),
             session_kwargs.pop("aws_session_token"))
@@ -326,6 +337,8 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                 verify=ca.verify,
                 **session_kwargs)
             guard_boto_client(client, policy)
+            if signing is not None:
+                client.meta.events.register_last("before-sign.s3", _refuse_session_auth)
         except BaseException:
             ca.close()
             raise
@@ -362,6 +375,21 @@ def _shared_session() -> boto3.session.Session:
     if not _SESSION:
         _SESSION.append(boto3.session.Session())
     return _SESSION[0]
+
+
+#: Buckets botocore signs for with session credentials from CreateSession, cached in the
+#: client by bucket name (S3 Express One Zone directory buckets and their access points).
+SESSION_AUTH_SUFFIXES = ("--x-s3", "--xa-s3")
+
+
+def _refuse_session_auth(request: Any, **_: Any) -> None:
+    """On a client shared by credentials, refuse a request botocore would sign from its
+    per-bucket session cache (a bucket that SESSION_AUTH_SUFFIXES missed): that session
+    may be another storage's. Registered last, after botocore's own resolver."""
+    if request.context.get("signing", {}).get("identity_cache") is not None:
+        raise ProviderError(Reason.INTERNAL_ERROR, (
+            "this bucket needs session authentication (CreateSession), which a client "
+            "shared by several credentials cannot keep apart; nothing was sent"))
 
 
 _SIGNING = threading.local()

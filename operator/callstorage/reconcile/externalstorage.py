@@ -85,10 +85,17 @@ class Validation:
     capabilities: Capabilities | None = None
     secret_version: str | None = None
     stalled: bool | None = None  # None: the reason's policy decides
+    retry: bool | None = None  # None: the reason's policy decides
 
     @property
     def ok(self) -> bool:
         return self.reason is Reason.VALIDATED
+
+    @property
+    def retried(self) -> bool:
+        """Whether the operator retries this failure on its own (else: only a new
+        generation or a changed Secret validates again)."""
+        return is_retried(self.reason) if self.retry is None else self.retry
 
     @property
     def needs_person(self) -> bool:

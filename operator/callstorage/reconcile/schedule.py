@@ -23,13 +23,15 @@ def next_delay(
     retry_base: float,
     retry_max: float,
     rand: Callable[[], float],
+    retried: bool | None = None,
 ) -> float | None:
-    """Seconds until the next validation, or None for "only when something changes"."""
+    """Seconds until the next validation, or None for "only when something changes".
+    ``retried``: whether this failure is retried (None: as its reason's policy says)."""
     if reason is Reason.VALIDATED:
         if interval <= 0:
             return None
         return interval * (1.0 - SUCCESS_JITTER * rand())
-    if reason in PERMANENT_REASONS:
+    if (reason in PERMANENT_REASONS) if retried is None else not retried:
         return None
     exponent = max(consecutive_failures - 1, 0)
     ceiling = min(retry_max, retry_base * (2.0 ** min(exponent, 30)))
