@@ -13,8 +13,11 @@ until every part has arrived, so an interrupted upload never leaves a partial ob
 where readers look. Each part is retried on network errors and timeouts (the bytes stay
 in memory until the part is acknowledged); a part that still fails aborts the upload.
 
-Every part carries its CRC32C for the provider to check, and the object's CRC32C is
-computed on the way, for the caller's record. No Kubernetes imports here: the benchmark
+Every part carries its CRC32C for the provider to check (the last one the object's as
+well), and the object's CRC32C is computed on the way, for the caller's record; a server
+that reports other bytes than were sent fails the part (``ChecksumMismatch``: sent again
+where that can repair it). At most ``concurrency`` requests are in flight, whatever
+mix of objects shares the pool. No Kubernetes imports here: the benchmark
 runs this module alone.
 """
 
@@ -232,8 +235,15 @@ def upload(client: MediaClient, key: str, source: Any, content_type: str,
             if not second:  # fits in one request: atomic by itself
                 crc = google_crc32c.value(first)
                 never = threading.Event()
-                _retrying(lambda: client.put_whole(key, first, content_type, crc), options,
-                          never)
+
+                def put() -> None:
+                    _retrying(lambda: client.put_whole(key, first, content_type, crc),
+                              options, never)
+
+                if pool is not None:  # a lent pool's size bounds the requests in flight
+                    pool.submit(put).result()
+                else:
+                    put()
                 return TransferResult(len(first), crc, 1)
             parts = _memory_parts(reader, first, second, part_size)
         return _multipart(client, key, parts, content_type, part_size, rules, options, pool)
@@ -281,23 +291,27 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
     if parallel and pool is None:
         own_pool = pool = ThreadPoolExecutor(options.concurrency,
                                              thread_name_prefix="callstorage-upload")
-    slots = _Slots(options.concurrency)
+    # A lent pool is shared with other objects' requests (``media._upload_all``): a part
+    # goes through it even when parts go one at a time, so that the pool's size bounds
+    # every request in flight. One slot keeps a GCS session's chunks in order.
+    slots = _Slots(options.concurrency if parallel else 1)
     futures: list[Future[None]] = []
     errors: list[BaseException] = []
 
     def send(number: int, data: PartData, offset: int, crc: int,
-             final_size: int | None) -> None:
+             final: tuple[int, int] | None) -> None:
         try:
             if slots.failed.is_set():
                 return
-            _retrying(lambda: session.upload_part(number, data, offset, crc, final_size),
+            size, whole = final if final is not None else (None, None)
+            _retrying(lambda: session.upload_part(number, data, offset, crc, size, whole),
                       options, slots.failed)
         except BaseException as exc:
             errors.append(exc)
             slots.failed.set()
             raise
         finally:
-            if parallel:
+            if pool is not None:
                 slots.release()
 
     whole = 0
@@ -310,9 +324,8 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
                 raise ProviderError(Reason.INVALID_SPEC, f"{key}: more than {rules.max_parts} "
                                     f"parts of {part_size} bytes; use a larger part size")
             crc, whole = _checksums(data, whole)
-            final = offset + length if last else None
-            if parallel:
-                assert pool is not None
+            final = (offset + length, whole) if last else None
+            if pool is not None:
                 slots.acquire()
                 if slots.failed.is_set():
                     break
