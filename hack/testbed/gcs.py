@@ -136,7 +136,7 @@ class GCSServer:
         self._grants: dict[tuple[str, str], str] = {}  # (bucket, email) -> role
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (principal, expiry)
         self._uploads: dict[str, _Upload] = {}
-        self._short_persist = 0  # see short_persist_once
+        self._short_persist = (0, False)  # see short_persist_once
         self.short_persisted = 0
         self._generation = int(time.time() * 1_000_000)
         self.token_lifetime = token_lifetime
@@ -499,9 +499,10 @@ class GCSServer:
                     return _error(400, "Invalid request. The chunk starts past the bytes "
                                   "received.", "invalid")
                 del upload.data[int(start):]
-            if self._short_persist and len(body) > self._short_persist:
-                body = body[:-self._short_persist]  # keep less than was sent: a 308 says so
-                self._short_persist = 0
+            short, final_only = self._short_persist
+            if short and len(body) > short and (total.isdigit() or not final_only):
+                body = body[:-short]  # keep less than was sent: a 308 says so
+                self._short_persist = (0, False)
                 self.short_persisted += 1
             upload.data.extend(body)
         if total == "*" or (total.isdigit() and len(upload.data) < int(total)):
@@ -520,12 +521,13 @@ class GCSServer:
             return _error(404, "The specified bucket does not exist.", "notFound")
         return self._store(principal, b, upload.meta, bytes(upload.data))
 
-    def short_persist_once(self, withheld: int) -> None:
-        """Fault: the next resumable chunk longer than ``withheld`` bytes is kept but for
-        its last ``withheld`` bytes, and answered 308 with the ``Range`` actually held
-        (GCS may persist less than a request carried); ``short_persisted`` counts it."""
+    def short_persist_once(self, withheld: int, last_chunk: bool = False) -> None:
+        """Fault: the next resumable chunk longer than ``withheld`` bytes (with
+        ``last_chunk``: the next one that states the object's size) is kept but for its
+        last ``withheld`` bytes, and answered 308 with the ``Range`` actually held (GCS
+        may persist less than a request carried); ``short_persisted`` counts them."""
         with self._lock:
-            self._short_persist = withheld
+            self._short_persist = (withheld, last_chunk)
 
     def _store(self, principal: str, b: _Bucket, meta: dict[str, Any], data: bytes
                ) -> Response:

@@ -5,11 +5,12 @@ Point a storage's endpoint at the relay instead of the emulator. Each request is
 whole (head and body, ``Content-Length`` or chunked) before it goes on, so a test can
 ``corrupt(marker)``: every request body holding ``marker`` gets one bit of it flipped
 (``times`` bounds how many, None: all), as a faulty NIC, middlebox or memory would,
-beneath TCP's and TLS's notice. ``in_flight`` / ``max_in_flight`` count requests between
-the moment their head arrived and the moment their answer went back (what the endpoint
-serves at once); ``answer_delay`` holds each answer back so that concurrent requests do
-overlap. With ``tls`` the relay serves HTTPS (a certificate of the test bed's CA) and
-speaks HTTPS to the endpoint (``upstream_ca``): Azurite only talks TLS.
+beneath TCP's and TLS's notice. ``in_flight`` / ``max_in_flight`` count requests from
+the moment their head arrived to the moment their answer went back (what the endpoint
+serves at once; ``counts`` picks which requests count, ``history`` lists them);
+``answer_delay`` holds each answer back so that concurrent requests do overlap. With
+``tls`` the relay serves HTTPS (a certificate of the test bed's CA) and speaks HTTPS to
+the endpoint (``upstream_ca``): Azurite only talks TLS.
 
 An ``Expect: 100-continue`` is answered by the relay itself and not passed on.
 """
@@ -21,6 +22,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -44,6 +46,10 @@ class FaultyHTTPProxy:
         self.in_flight = 0
         self.max_in_flight = 0
         self.answer_delay = 0.0
+        #: which requests (head, body) the counts and ``history`` take in (None: all)
+        self.counts: Callable[[bytes, bytes], bool] | None = None
+        #: (start, end, request line) of every request relayed, to explain a count
+        self.history: list[tuple[float, float, str]] = []
         self._server_tls: ssl.SSLContext | None = None
         self._client_tls: ssl.SSLContext | None = None
         if tls is not None:
@@ -67,6 +73,7 @@ class FaultyHTTPProxy:
     def reset_counts(self) -> None:
         with self._lock:
             self.requests = self.max_in_flight = 0
+            self.history = []
 
     # --- relaying ------------------------------------------------------------------------
 
@@ -97,7 +104,8 @@ class FaultyHTTPProxy:
                     head = _drop_header(head, b"expect")
                 body = _read_body(reader, head)
                 body = self._maybe_corrupt(body)
-                self._started()
+                counted = self.counts is None or self.counts(head, body)
+                started = self._started() if counted else 0.0
                 try:
                     if upstream is None or answers is None:
                         upstream = self._connect()
@@ -107,7 +115,8 @@ class FaultyHTTPProxy:
                     if self.answer_delay:
                         time.sleep(self.answer_delay)
                 finally:
-                    self._finished()
+                    if counted:
+                        self._finished(head.split(b"\r\n", 1)[0], started)
                 conn.sendall(answer)
                 if not keep:
                     upstream.close()
@@ -143,15 +152,18 @@ class FaultyHTTPProxy:
         damaged[at] ^= 0x01
         return bytes(damaged)
 
-    def _started(self) -> None:
+    def _started(self) -> float:
         with self._lock:
             self.requests += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return time.monotonic()
 
-    def _finished(self) -> None:
+    def _finished(self, request_line: bytes, started: float) -> None:
         with self._lock:
             self.in_flight -= 1
+            self.history.append((started, time.monotonic(),
+                                 request_line.decode("latin-1")[:120]))
 
     def _track(self, sock: socket.socket) -> None:
         with self._lock:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any, Final, TypeAlias
+from typing import IO, Any, Final, TypeAlias, TypeVar
 
 import google_crc32c
 
@@ -46,6 +46,7 @@ from callstorage.providers.base import (
     Reason,
 )
 
+T = TypeVar("T")
 MiB: Final = 1024 * 1024
 DEFAULT_PART_SIZE: Final = 8 * MiB
 DEFAULT_CONCURRENCY: Final = 8
@@ -236,19 +237,19 @@ def upload(client: MediaClient, key: str, source: Any, content_type: str,
                 crc = google_crc32c.value(first)
                 never = threading.Event()
 
-                def put() -> None:
-                    _retrying(lambda: client.put_whole(key, first, content_type, crc),
-                              options, never)
-
-                if pool is not None:  # a lent pool's size bounds the requests in flight
-                    pool.submit(put).result()
-                else:
-                    put()
+                _in(pool, lambda: _retrying(
+                    lambda: client.put_whole(key, first, content_type, crc), options, never))
                 return TransferResult(len(first), crc, 1)
             parts = _memory_parts(reader, first, second, part_size)
         return _multipart(client, key, parts, content_type, part_size, rules, options, pool)
     finally:
         reader.close()
+
+
+def _in(pool: ThreadPoolExecutor | None, call: Callable[[], T]) -> T:
+    """``call()``, in ``pool`` if one is lent: a pool shared by several objects bounds
+    every request in flight by its size (``media._upload_all``), these ones too."""
+    return call() if pool is None else pool.submit(call).result()
 
 
 def _memory_parts(reader: _Reader, first: bytes, second: bytes, part_size: int
@@ -285,7 +286,7 @@ def _checksums(data: PartData, whole: int) -> tuple[int, int]:
 def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, int, bool]],
                content_type: str, part_size: int, rules: PartRules,
                options: TransferOptions, pool: ThreadPoolExecutor | None) -> TransferResult:
-    session: PartialUpload = client.start_upload(key, content_type)
+    session: PartialUpload = _in(pool, lambda: client.start_upload(key, content_type))
     parallel = rules.parallel and options.concurrency > 1
     own_pool = None
     if parallel and pool is None:
@@ -337,7 +338,7 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
             future.exception()  # wait for every part; errors are collected by send()
         if errors:
             raise errors[0]
-        session.complete(offset)
+        _in(pool, lambda: session.complete(offset))
     except BaseException:
         slots.failed.set()
         for future in futures:
@@ -345,7 +346,7 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
         for future in futures:
             if not future.cancelled():
                 future.exception()
-        session.abort()
+        _in(pool, session.abort)
         raise
     finally:
         if own_pool is not None:

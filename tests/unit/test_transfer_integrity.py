@@ -45,6 +45,7 @@ class CountingStore:
         self.objects[key] = bytes(data)
 
     def start_upload(self, key: str, content_type: str) -> Any:
+        self.request()  # starting and completing an upload are requests too
         store, parts = self, {}
 
         class Upload:
@@ -57,6 +58,7 @@ class CountingStore:
                     store.object_crcs.append((number, object_crc32c))
 
             def complete(self, total_size: int) -> None:
+                store.request()
                 store.objects[key] = b"".join(parts[n] for n in sorted(parts))
 
             def abort(self) -> None:

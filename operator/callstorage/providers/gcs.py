@@ -126,9 +126,17 @@ class GCSStorageClient:
         self._ensure_token(what)
         blob = self._client.bucket(self.bucket).blob(key)
         blob.crc32c = _b64(crc32c)  # GCS checks it
-        self._call(what, lambda: blob.upload_from_string(
-            bytes(data), content_type=content_type, timeout=self._timeout, retry=None,
-            checksum=None))
+
+        def insert() -> None:
+            try:
+                blob.upload_from_string(bytes(data), content_type=content_type,
+                                        timeout=self._timeout, retry=None, checksum=None)
+            except api_exceptions.BadRequest as exc:
+                if "crc32c" in str(exc.message).lower():  # "Provided CRC32C ... doesn't match"
+                    raise ChecksumMismatch(what, resendable=True) from None
+                raise
+
+        self._call(what, insert)
 
     def start_upload(self, key: str, content_type: str) -> GCSUpload:
         what = f"resumable upload of {self.bucket}/{key}"
