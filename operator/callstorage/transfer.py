@@ -288,13 +288,11 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
                options: TransferOptions, pool: ThreadPoolExecutor | None) -> TransferResult:
     session: PartialUpload = _in(pool, lambda: client.start_upload(key, content_type))
     parallel = rules.parallel and options.concurrency > 1
-    own_pool = None
-    if parallel and pool is None:
-        own_pool = pool = ThreadPoolExecutor(options.concurrency,
-                                             thread_name_prefix="callstorage-upload")
-    # A lent pool is shared with other objects' requests (``media._upload_all``): a part
-    # goes through it even when parts go one at a time, so that the pool's size bounds
-    # every request in flight. One slot keeps a GCS session's chunks in order.
+    own_pool = ThreadPoolExecutor(options.concurrency, "callstorage-upload") \
+        if parallel and pool is None else None
+    pool = own_pool or pool
+    # A lent pool (shared with other objects, ``media._upload_all``) carries even parts
+    # sent one at a time, so its size bounds every request; one slot keeps them in order.
     slots = _Slots(options.concurrency if parallel else 1)
     futures: list[Future[None]] = []
     errors: list[BaseException] = []
@@ -315,9 +313,7 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
             if pool is not None:
                 slots.release()
 
-    whole = 0
-    offset = 0
-    number = 0
+    whole = offset = number = 0
     try:
         for data, length, last in parts:
             number += 1
@@ -340,15 +336,20 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
             raise errors[0]
         _in(pool, lambda: session.complete(offset))
     except BaseException:
-        slots.failed.set()
-        for future in futures:
-            future.cancel()
-        for future in futures:
-            if not future.cancelled():
-                future.exception()
+        _stop(slots, futures)
         _in(pool, session.abort)
         raise
     finally:
         if own_pool is not None:
             own_pool.shutdown(wait=True)
     return TransferResult(offset, whole, number)
+
+
+def _stop(slots: _Slots, futures: list[Future[None]]) -> None:
+    """No part starts any more; those under way are waited for."""
+    slots.failed.set()
+    for future in futures:
+        future.cancel()
+    for future in futures:
+        if not future.cancelled():
+            future.exception()
