@@ -108,6 +108,7 @@ class AzuriteServer:
         self._servers = servers
         self._ports = ports
         self.accounts = accounts
+        self.ca = ca  # issues certificates the storages' CA bundle trusts (relays)
         self.ca_pem = ca.cert_pem
         self.ca_path = ca_path
         self.entra = entra

@@ -3,7 +3,10 @@
 No GCS emulator checks credentials, so this one is built for that, and implements just
 the JSON API a storage validator and the Python client use: bucket get and insert, object
 insert (``uploadType=media``, ``multipart`` and ``resumable``), list, get (metadata and
-``alt=media``) and delete.
+``alt=media``) and delete. Checksums are checked as GCS does: ``crc32c``/``md5Hash`` in
+an insert's metadata, and ``X-Goog-Hash: crc32c=`` on the request that finishes a
+resumable session (GCS has no per-chunk checksum). ``short_persist_once`` makes a
+resumable chunk be kept only in part (a 308 whose ``Range`` says so).
 
 Credentials: ``create_service_account(name)`` returns a service-account key JSON with a
 fresh RSA key whose ``token_uri`` points at this server's ``/token``. A token request must
@@ -133,6 +136,8 @@ class GCSServer:
         self._grants: dict[tuple[str, str], str] = {}  # (bucket, email) -> role
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (principal, expiry)
         self._uploads: dict[str, _Upload] = {}
+        self._short_persist = (0, False)  # see short_persist_once
+        self.short_persisted = 0
         self._generation = int(time.time() * 1_000_000)
         self.token_lifetime = token_lifetime
         self.admin_token = secrets.token_urlsafe(32)
@@ -487,22 +492,42 @@ class GCSServer:
         # "bytes 0-99/100", "bytes 0-99/*" (more to come) or "bytes */100" (finalise)
         span, _, total = req.headers.get("Content-Range", "").rpartition("/")
         start = span.removeprefix("bytes ").partition("-")[0]
+        body = req.body
         with self._lock:
             if start.isdigit():  # a chunk sent again replaces what it covered, as in GCS
                 if int(start) > len(upload.data):
                     return _error(400, "Invalid request. The chunk starts past the bytes "
                                   "received.", "invalid")
                 del upload.data[int(start):]
-            upload.data.extend(req.body)
+            short, final_only = self._short_persist
+            if short and len(body) > short and (total.isdigit() or not final_only):
+                body = body[:-short]  # keep less than was sent: a 308 says so
+                self._short_persist = (0, False)
+                self.short_persisted += 1
+            upload.data.extend(body)
         if total == "*" or (total.isdigit() and len(upload.data) < int(total)):
             return Response(308, b"", {"Range": f"bytes=0-{len(upload.data) - 1}"}
                             if upload.data else {})
+        sent = _goog_hash(req.headers.get("X-Goog-Hash", "")).get("crc32c")
+        got = base64.b64encode(google_crc32c.value(bytes(upload.data)).to_bytes(4, "big")
+                               ).decode()
+        if sent is not None and sent != got:  # as GCS: the object does not appear
+            return _error(400, f'Provided CRC32C "{sent}" doesn\'t match calculated CRC32C '
+                          f'"{got}".', "invalid")
         with self._lock:
             self._uploads.pop(upload_id, None)
             b = self._buckets.get(upload.bucket)
         if b is None:
             return _error(404, "The specified bucket does not exist.", "notFound")
         return self._store(principal, b, upload.meta, bytes(upload.data))
+
+    def short_persist_once(self, withheld: int, last_chunk: bool = False) -> None:
+        """Fault: the next resumable chunk longer than ``withheld`` bytes (with
+        ``last_chunk``: the next one that states the object's size) is kept but for its
+        last ``withheld`` bytes, and answered 308 with the ``Range`` actually held (GCS
+        may persist less than a request carried); ``short_persisted`` counts them."""
+        with self._lock:
+            self._short_persist = (withheld, last_chunk)
 
     def _store(self, principal: str, b: _Bucket, meta: dict[str, Any], data: bytes
                ) -> Response:
@@ -525,6 +550,12 @@ class GCSServer:
                           self._generation, _now_rfc3339(), dict(meta.get("metadata") or {}))
             b.objects[name] = obj
             return Response.json(200, obj.resource(b.name))
+
+
+def _goog_hash(header: str) -> dict[str, str]:
+    """``X-Goog-Hash: crc32c=...,md5=...`` as a mapping."""
+    pairs = (item.strip().partition("=") for item in header.split(",") if "=" in item)
+    return {name: value for name, _, value in pairs}
 
 
 def _parse_multipart(content_type: str, body: bytes

@@ -7,17 +7,20 @@ NoSuchBucket whatever the caller may do. moto evaluates IAM before it looks the 
 up, so a user scoped to one bucket would get 403 AccessDenied for a missing one, and
 "bucket not found" could not be told from "not allowed". This launcher makes moto's
 access-denied answer fall back to NoSuchBucket when the bucket does not exist; signature
-and access-key checks are untouched. If moto's internals ever move, it runs moto as is and
-says so in the log.
+and access-key checks are untouched. It also checks a PutObject's or UploadPart's
+``x-amz-checksum-*`` header against the body, as S3 does (moto stores it unchecked). If
+moto's internals ever move, it runs moto as is and says so in the log.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
 import sys
 import urllib.parse
+import zlib
 from typing import Any
 
 
@@ -45,9 +48,45 @@ def _answer_missing_buckets_like_s3() -> None:
             if bucket_name and bucket_name not in registry:
                 raise MissingBucket(bucket=bucket_name) from None
             raise
+        if self.method == "PUT" and key_name:
+            _check_body_checksum(self)
 
     ActionAuthenticatorMixin._authenticate_and_authorize_s3_action = (  # type: ignore[method-assign]
         authorize)
+
+
+def _checksum(algorithm: str, body: bytes) -> str | None:
+    import google_crc32c
+
+    if algorithm == "crc32c":
+        raw = google_crc32c.value(body).to_bytes(4, "big")
+    elif algorithm == "crc32":
+        raw = zlib.crc32(body).to_bytes(4, "big")
+    elif algorithm in ("sha1", "sha256"):
+        raw = hashlib.new(algorithm, body).digest()
+    else:
+        return None
+    return base64.b64encode(raw).decode()
+
+
+def _check_body_checksum(resp: Any) -> None:
+    """As S3: a PutObject or UploadPart whose ``x-amz-checksum-<algorithm>`` header is not
+    the checksum of its body is refused (400 BadDigest) and stores nothing. moto stores
+    the header's value as given."""
+    from moto.s3.exceptions import S3ClientError
+
+    if "x-amz-copy-source" in resp.headers:
+        return
+    body = resp.body if isinstance(resp.body, bytes) else bytes(resp.body or b"")
+    for header, value in resp.headers.items():
+        name = header.lower()
+        if not name.startswith("x-amz-checksum-") or name == "x-amz-checksum-type":
+            continue
+        algorithm = name.removeprefix("x-amz-checksum-")
+        expected = _checksum(algorithm, body)
+        if expected is not None and expected != value.strip():
+            raise S3ClientError("BadDigest", f"The {algorithm.upper()} you specified did "
+                                "not match the calculated checksum.")
 
 
 def _check_presigned(resp: Any, bucket: str, key: str) -> None:

@@ -51,7 +51,12 @@ from callstorage.media_errors import (
     UploadFailed,
 )
 from callstorage.pins import PinKey, StoredLocation, StoredObject, as_location, load_pin_key
-from callstorage.providers.base import MediaClient, ProviderError, ProviderInputs
+from callstorage.providers.base import (
+    ChecksumMismatch,
+    MediaClient,
+    ProviderError,
+    ProviderInputs,
+)
 from callstorage.storagetypes.azure import ABSSpec
 from callstorage.transfer import Source, TransferOptions, TransferResult, upload
 
@@ -363,6 +368,8 @@ def _send(client: MediaClient, item: _Planned, options: TransferOptions,
           pool: ThreadPoolExecutor | None) -> TransferResult:
     try:
         return upload(client, item.key, item.source, item.content_type, options, pool)
+    except ChecksumMismatch as exc:
+        raise UploadFailed("ChecksumMismatch", f"{item.file}: {exc.message}") from None
     except ProviderError as exc:
         raise UploadFailed(str(exc.reason), f"{item.file}: {exc.message}") from None
     except (OSError, TypeError) as exc:  # the source: an unreadable file, a wrong type
@@ -372,20 +379,19 @@ def _send(client: MediaClient, item: _Planned, options: TransferOptions,
 
 def _upload_all(client: MediaClient, planned: list[_Planned], options: TransferOptions
                 ) -> list[StoredObject]:
-    """Large objects one after another (each in parallel parts), small ones side by side;
-    the threads are shared, so parts and small objects never exceed ``concurrency``."""
+    """Large objects one after another (each in parallel parts), small ones side by side,
+    all through one pool of ``concurrency`` threads: parts and small objects together
+    never exceed ``concurrency`` requests in flight (docs/media.md)."""
     results: dict[int, TransferResult] = {}
     with ThreadPoolExecutor(options.concurrency, thread_name_prefix="callstorage-media"
-                            ) as small, \
-            ThreadPoolExecutor(options.concurrency, thread_name_prefix="callstorage-part"
-                               ) as parts:
+                            ) as pool:
         pending: list[tuple[int, Future[TransferResult]]] = []
         try:
             for index, item in enumerate(planned):
                 if _is_small(item.source, options.part_size):
-                    pending.append((index, small.submit(_send, client, item, options, None)))
+                    pending.append((index, pool.submit(_send, client, item, options, None)))
                 else:
-                    results[index] = _send(client, item, options, parts)
+                    results[index] = _send(client, item, options, pool)
             for index, future in pending:
                 results[index] = future.result()
         except BaseException:

@@ -13,8 +13,11 @@ until every part has arrived, so an interrupted upload never leaves a partial ob
 where readers look. Each part is retried on network errors and timeouts (the bytes stay
 in memory until the part is acknowledged); a part that still fails aborts the upload.
 
-Every part carries its CRC32C for the provider to check, and the object's CRC32C is
-computed on the way, for the caller's record. No Kubernetes imports here: the benchmark
+Every part carries its CRC32C for the provider to check (the last one the object's as
+well), and the object's CRC32C is computed on the way, for the caller's record; a server
+that reports other bytes than were sent fails the part (``ChecksumMismatch``: sent again
+where that can repair it). At most ``concurrency`` requests are in flight, whatever
+mix of objects shares the pool. No Kubernetes imports here: the benchmark
 runs this module alone.
 """
 
@@ -29,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO, Any, Final, TypeAlias
+from typing import IO, Any, Final, TypeAlias, TypeVar
 
 import google_crc32c
 
@@ -43,6 +46,7 @@ from callstorage.providers.base import (
     Reason,
 )
 
+T = TypeVar("T")
 MiB: Final = 1024 * 1024
 DEFAULT_PART_SIZE: Final = 8 * MiB
 DEFAULT_CONCURRENCY: Final = 8
@@ -232,13 +236,20 @@ def upload(client: MediaClient, key: str, source: Any, content_type: str,
             if not second:  # fits in one request: atomic by itself
                 crc = google_crc32c.value(first)
                 never = threading.Event()
-                _retrying(lambda: client.put_whole(key, first, content_type, crc), options,
-                          never)
+
+                _in(pool, lambda: _retrying(
+                    lambda: client.put_whole(key, first, content_type, crc), options, never))
                 return TransferResult(len(first), crc, 1)
             parts = _memory_parts(reader, first, second, part_size)
         return _multipart(client, key, parts, content_type, part_size, rules, options, pool)
     finally:
         reader.close()
+
+
+def _in(pool: ThreadPoolExecutor | None, call: Callable[[], T]) -> T:
+    """``call()``, in ``pool`` if one is lent: a pool shared by several objects bounds
+    every request in flight by its size (``media._upload_all``), these ones too."""
+    return call() if pool is None else pool.submit(call).result()
 
 
 def _memory_parts(reader: _Reader, first: bytes, second: bytes, part_size: int
@@ -275,34 +286,34 @@ def _checksums(data: PartData, whole: int) -> tuple[int, int]:
 def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, int, bool]],
                content_type: str, part_size: int, rules: PartRules,
                options: TransferOptions, pool: ThreadPoolExecutor | None) -> TransferResult:
-    session: PartialUpload = client.start_upload(key, content_type)
+    session: PartialUpload = _in(pool, lambda: client.start_upload(key, content_type))
     parallel = rules.parallel and options.concurrency > 1
-    own_pool = None
-    if parallel and pool is None:
-        own_pool = pool = ThreadPoolExecutor(options.concurrency,
-                                             thread_name_prefix="callstorage-upload")
-    slots = _Slots(options.concurrency)
+    own_pool = ThreadPoolExecutor(options.concurrency, "callstorage-upload") \
+        if parallel and pool is None else None
+    pool = own_pool or pool
+    # A lent pool (shared with other objects, ``media._upload_all``) carries even parts
+    # sent one at a time, so its size bounds every request; one slot keeps them in order.
+    slots = _Slots(options.concurrency if parallel else 1)
     futures: list[Future[None]] = []
     errors: list[BaseException] = []
 
     def send(number: int, data: PartData, offset: int, crc: int,
-             final_size: int | None) -> None:
+             final: tuple[int, int] | None) -> None:
         try:
             if slots.failed.is_set():
                 return
-            _retrying(lambda: session.upload_part(number, data, offset, crc, final_size),
+            size, whole = final if final is not None else (None, None)
+            _retrying(lambda: session.upload_part(number, data, offset, crc, size, whole),
                       options, slots.failed)
         except BaseException as exc:
             errors.append(exc)
             slots.failed.set()
             raise
         finally:
-            if parallel:
+            if pool is not None:
                 slots.release()
 
-    whole = 0
-    offset = 0
-    number = 0
+    whole = offset = number = 0
     try:
         for data, length, last in parts:
             number += 1
@@ -310,9 +321,8 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
                 raise ProviderError(Reason.INVALID_SPEC, f"{key}: more than {rules.max_parts} "
                                     f"parts of {part_size} bytes; use a larger part size")
             crc, whole = _checksums(data, whole)
-            final = offset + length if last else None
-            if parallel:
-                assert pool is not None
+            final = (offset + length, whole) if last else None
+            if pool is not None:
                 slots.acquire()
                 if slots.failed.is_set():
                     break
@@ -324,17 +334,22 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
             future.exception()  # wait for every part; errors are collected by send()
         if errors:
             raise errors[0]
-        session.complete(offset)
+        _in(pool, lambda: session.complete(offset))
     except BaseException:
-        slots.failed.set()
-        for future in futures:
-            future.cancel()
-        for future in futures:
-            if not future.cancelled():
-                future.exception()
-        session.abort()
+        _stop(slots, futures)
+        _in(pool, session.abort)
         raise
     finally:
         if own_pool is not None:
             own_pool.shutdown(wait=True)
     return TransferResult(offset, whole, number)
+
+
+def _stop(slots: _Slots, futures: list[Future[None]]) -> None:
+    """No part starts any more; those under way are waited for."""
+    slots.failed.set()
+    for future in futures:
+        future.cancel()
+    for future in futures:
+        if not future.cancelled():
+            future.exception()

@@ -210,7 +210,8 @@ class MemoryStore:
 
         class Upload:
             def upload_part(self, number: int, data: Any, offset: int, crc32c: int,
-                            final_size: int | None) -> None:
+                            final_size: int | None, object_crc32c: int | None = None
+                            ) -> None:
                 store.kinds.add(type(data).__name__)
                 data = part_bytes(data)
                 assert google_crc32c.value(data) == crc32c

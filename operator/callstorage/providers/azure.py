@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import re
 import threading
 import urllib.parse
@@ -34,6 +35,7 @@ from azure.storage.blob import (
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    ChecksumMismatch,
     PartData,
     PartRules,
     ProviderError,
@@ -146,12 +148,15 @@ class AzureStorageClient:
                   crc32c: int) -> None:
         what = f"PutBlob on {self.container}/{key}"
         self._ensure_token(what)
+        body = bytes(data)
+        md5 = hashlib.md5(body).digest()  # noqa: S324 - Azure's transfer checksum
         try:  # a retried upload replaces what an earlier attempt of ours wrote
-            self._container.upload_blob(
-                key, bytes(data), length=len(data), overwrite=True,
+            answer = self._container.get_blob_client(key).upload_blob(
+                body, length=len(body), overwrite=True, validate_content="md5",
                 content_settings=ContentSettings(content_type=content_type))
         except Exception as exc:
             raise self._error(what, exc) from None
+        _check_md5(what, answer, md5)
 
     def start_upload(self, key: str, content_type: str) -> AzureUpload:
         self._ensure_token(f"PutBlock on {self.container}/{key}")
@@ -202,6 +207,8 @@ class AzureStorageClient:
         self._token_checked = True
 
     def _error(self, what: str, exc: BaseException) -> ProviderError:
+        if _md5_refused(exc):
+            return ChecksumMismatch(what, resendable=True)
         if isinstance(exc, HttpResponseError) and exc.status_code is not None:
             # the status and Azure's error code; the server's message only classifies
             status = int(exc.status_code)
@@ -242,29 +249,49 @@ class AzureUpload:
         self._key = key
         self._content_type = content_type
         self._blob = owner._container.get_blob_client(key)
-        self._blocks: set[int] = set()
+        self._blocks: dict[int, int] = {}  # block number -> size
         self._lock = threading.Lock()
 
     def upload_part(self, number: int, data: PartData, offset: int,
-                    crc32c: int, final_size: int | None) -> None:
+                    crc32c: int, final_size: int | None,
+                    object_crc32c: int | None = None) -> None:
         o = self._owner
+        what = f"PutBlock {number} on {o.container}/{self._key}"
         body = part_bytes(data)
-        try:
-            self._blob.stage_block(block_id(number), body, length=len(body))
+        md5 = hashlib.md5(body).digest()  # noqa: S324 - Azure's transfer checksum
+        try:  # Content-MD5: Azure (and Azurite) refuse a block whose bytes differ
+            answer = self._blob.stage_block(block_id(number), body, length=len(body),
+                                            transactional_content_md5=md5)
         except Exception as exc:
-            raise o._error(f"PutBlock {number} on {o.container}/{self._key}", exc) from None
+            raise o._error(what, exc) from None
+        _check_md5(what, answer, md5)
         with self._lock:
-            self._blocks.add(number)
+            self._blocks[number] = len(body)
 
     def complete(self, total_size: int) -> None:
         o = self._owner
+        what = f"PutBlockList on {o.container}/{self._key}"
         with self._lock:
             blocks = [BlobBlock(block_id(n)) for n in sorted(self._blocks)]
+            sent = sum(self._blocks.values())
         try:
             self._blob.commit_block_list(
                 blocks, content_settings=ContentSettings(content_type=self._content_type))
         except Exception as exc:
-            raise o._error(f"PutBlockList on {o.container}/{self._key}", exc) from None
+            raise o._error(what, exc) from None
+        # Each block's bytes were checked on arrival; the blob made of them has their size
+        # (a credential that may write but not read cannot tell: it was checked per block).
+        try:
+            size = self._blob.get_blob_properties().size
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                return
+            raise o._error(f"GetBlobProperties on {o.container}/{self._key}", exc) from None
+        except Exception as exc:
+            raise o._error(f"GetBlobProperties on {o.container}/{self._key}", exc) from None
+        if not size == sent == total_size:
+            raise ChecksumMismatch(f"{what}: {size} bytes committed of {total_size}",
+                                   resendable=False)
 
     def abort(self) -> None:
         """Nothing to do: uncommitted blocks are invisible and expire after a week."""
@@ -282,6 +309,24 @@ def _account_key(keys: SecretKeys) -> str:
     except (binascii.Error, ValueError):
         pass
     raise keys.malformed(ACCOUNT_KEY, "is not base64, as Azure account keys are")
+
+
+def _check_md5(what: str, answer: Any, md5: bytes) -> None:
+    """Azure answers a Put Block or Put Blob with the MD5 of the bytes it received
+    (Azurite does not: it checked ours): it must be ours."""
+    reported = answer.get("content_md5") if isinstance(answer, dict) else None
+    if reported and bytes(reported) != md5:
+        raise ChecksumMismatch(what, resendable=True)
+
+
+def _md5_refused(exc: BaseException) -> bool:
+    """Azure refuses a body whose Content-MD5 it disagrees with: Md5Mismatch (Azurite:
+    400 InvalidOperation, "Provided contentMD5 doesn't match.")."""
+    if not isinstance(exc, HttpResponseError) or exc.status_code != 400:
+        return False
+    code = safe_code(getattr(exc, "error_code", None))
+    return code in ("Md5Mismatch", "Crc64Mismatch") or (
+        code == "InvalidOperation" and "contentmd5" in str(exc.message or "").lower())
 
 
 # Validation clients by account URL, credentials, CA and timeouts, as S3's

@@ -21,8 +21,8 @@ from callstorage.api.capabilities import Capabilities
 from callstorage.api.reasons import Reason, is_stalled
 from callstorage.storagetypes.base import ErrorRule, lookup_error
 
-__all__ = ["Capabilities", "ErrorRule", "ProviderError", "ProviderInputs", "Reason",
-           "StorageClient", "lookup_error", "safe_code"]
+__all__ = ["Capabilities", "ChecksumMismatch", "ErrorRule", "ProviderError",
+           "ProviderInputs", "Reason", "StorageClient", "lookup_error", "safe_code"]
 
 #: An error code as providers spell them (NoSuchBucket, notFound, invalid_grant,
 #: AADSTS7000215): anything else a server puts where a code belongs is dropped.
@@ -53,6 +53,20 @@ class ProviderError(Exception):
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
+
+
+class ChecksumMismatch(ProviderError):
+    """The storage holds (or was about to hold) other bytes than were sent: a checksum the
+    server computed differs from ours, or the server refused ours. ``resendable``: sending
+    the same request again can repair it (a part or block); otherwise (a GCS session
+    whose earlier chunks were damaged) only a new upload can."""
+
+    def __init__(self, what: str, resendable: bool) -> None:
+        again = "; the request was sent again" if resendable else ""
+        super().__init__(Reason.SERVICE_ERROR, f"{what}: the storage received other bytes "
+                         f"than were sent (checksum mismatch){again}",
+                         stalled=not resendable)
+        self.resendable = resendable
 
 
 @dataclass(frozen=True)
@@ -153,10 +167,12 @@ class PartialUpload(Protocol):
     interrupted upload never leaves a partial object where readers look."""
 
     def upload_part(self, number: int, data: PartData, offset: int,
-                    crc32c: int, final_size: int | None) -> None:
-        """Send part ``number`` (1-based) holding the bytes at ``offset``; safe to repeat.
-        ``final_size`` (the object's size) is given with the last part only, as a GCS
-        session needs it there. Raises ProviderError."""
+                    crc32c: int, final_size: int | None,
+                    object_crc32c: int | None = None) -> None:
+        """Send part ``number`` (1-based) holding the bytes at ``offset`` with its CRC32C
+        for the server to check; safe to repeat. ``final_size`` and ``object_crc32c`` (the
+        whole object's) come with the last part only, as a GCS session needs them there.
+        Raises ProviderError (``ChecksumMismatch`` when the server got other bytes)."""
 
     def complete(self, total_size: int) -> None:
         """Make the object appear, whole, under its key. Raises ProviderError."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import json
 import re
 import threading
@@ -33,6 +34,7 @@ from google.oauth2 import service_account
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    ChecksumMismatch,
     PartData,
     PartRules,
     ProviderError,
@@ -129,10 +131,18 @@ class GCSStorageClient:
         what = f"object insert on {self.bucket}/{key}"
         self._ensure_token(what)
         blob = self._client.bucket(self.bucket).blob(key)
-        blob.crc32c = base64.b64encode(crc32c.to_bytes(4, "big")).decode()  # GCS checks it
-        self._call(what, lambda: blob.upload_from_string(
-            bytes(data), content_type=content_type, timeout=self._timeout, retry=None,
-            checksum=None))
+        blob.crc32c = _b64(crc32c)  # GCS checks it
+
+        def insert() -> None:
+            try:
+                blob.upload_from_string(bytes(data), content_type=content_type,
+                                        timeout=self._timeout, retry=None, checksum=None)
+            except api_exceptions.BadRequest as exc:
+                if "crc32c" in str(exc.message).lower():  # "Provided CRC32C ... doesn't match"
+                    raise ChecksumMismatch(what, resendable=True) from None
+                raise
+
+        self._call(what, insert)
 
     def start_upload(self, key: str, content_type: str) -> GCSUpload:
         what = f"resumable upload of {self.bucket}/{key}"
@@ -184,6 +194,8 @@ class GCSStorageClient:
             attempt += 1
             try:
                 return fn()
+            except ProviderError:
+                raise
             except Exception as exc:
                 if attempt < self._settings.max_attempts and _transient(exc):
                     time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
@@ -214,7 +226,16 @@ class GCSStorageClient:
 
 
 class GCSUpload:
-    """One GCS resumable session: chunks in order; the object appears with the last one."""
+    """One GCS resumable session: chunks in order; the object appears with the last one.
+
+    GCS checks no chunk on its own: the last request carries the object's CRC32C
+    (``X-Goog-Hash``), which GCS checks before the object appears, and the object it
+    reports must have that CRC32C too. A 308 says how much the session holds (``Range``);
+    what it did not keep of a chunk is sent again from there.
+    """
+
+    #: Rounds in a row a chunk may be answered without the session growing.
+    MAX_STALLS = 3
 
     def __init__(self, owner: GCSStorageClient, http: AuthorizedSession, key: str,
                  url: str) -> None:
@@ -226,27 +247,65 @@ class GCSUpload:
         self._lock = threading.Lock()  # one chunk at a time, in order
 
     def upload_part(self, number: int, data: PartData, offset: int,
-                    crc32c: int, final_size: int | None) -> None:
+                    crc32c: int, final_size: int | None,
+                    object_crc32c: int | None = None) -> None:
         o = self._owner
         body = part_bytes(data)  # one chunk at a time: its memory is bounded anyway
-        end = offset + len(body) - 1
         total = "*" if final_size is None else str(final_size)
-        span = f"bytes {offset}-{end}/{total}" if body else f"bytes */{total}"
+        headers = {} if object_crc32c is None else {
+            "X-Goog-Hash": f"crc32c={_b64(object_crc32c)}"}
         what = f"chunk {number} of {o.bucket}/{self._key}"
+        end = offset + len(body)
         with self._lock:
-            answer = o._call(what, lambda: self._put(what, body, span))
-            if final_size is not None:
-                if answer.status_code not in (200, 201):
-                    raise ProviderError(Reason.ENDPOINT_UNREACHABLE, o._clean(
-                        f"{what}: the session did not finish (HTTP {answer.status_code})"))
-                self._finalised = True
+            start, stalls = offset, 0
+            while True:
+                piece = body[start - offset:]
+                span = f"bytes {start}-{end - 1}/{total}" if piece else f"bytes */{total}"
+                answer = o._call(what, functools.partial(self._put, what, piece, span, headers))
+                if answer.status_code in (200, 201):
+                    break
+                held = _persisted(answer)  # a 308: the session holds bytes 0..held-1
+                if not offset <= held <= end:
+                    raise ProviderError(Reason.SERVICE_ERROR, o._clean(
+                        f"{what}: the session holds {held} bytes, not {offset}..{end}"),
+                        stalled=True)
+                if held == end and final_size is None:
+                    return
+                stalls = 0 if held > start else stalls + 1
+                if stalls >= self.MAX_STALLS:
+                    raise ProviderError(Reason.SERVICE_ERROR, o._clean(
+                        f"{what}: the session keeps {held} of {end} bytes"))
+                start = held
+            if final_size is None:
+                raise ProviderError(Reason.SERVICE_ERROR, o._clean(
+                    f"{what}: the session finished before the last chunk"), stalled=True)
+            self._check_object(what, answer, object_crc32c)
+            self._finalised = True
 
-    def _put(self, what: str, data: bytes, span: str) -> requests.Response:
+    def _check_object(self, what: str, answer: requests.Response, crc32c: int | None
+                      ) -> None:
+        """The object GCS reports has the CRC32C of what we sent, else it is removed."""
+        try:
+            reported = str(answer.json().get("crc32c") or "")
+        except ValueError:
+            reported = ""
+        if crc32c is None or not reported or reported == _b64(crc32c):
+            return
+        o = self._owner
+        with contextlib.suppress(Exception):  # other bytes than ours: not under the key
+            o._client.bucket(o.bucket).blob(self._key).delete(timeout=o._timeout, retry=None)
+        raise ChecksumMismatch(what, resendable=False)
+
+    def _put(self, what: str, data: bytes, span: str, headers: dict[str, str]
+             ) -> requests.Response:
         answer = self._http.put(self._url, data=data,
-                                headers={"Content-Range": span},
+                                headers={"Content-Range": span, **headers},
                                 timeout=self._owner._timeout)
         if answer.status_code in (200, 201, 308):
             return answer
+        if answer.status_code == 400 and headers and b"crc32c" in answer.content.lower():
+            # GCS refused the object's CRC32C: an earlier chunk changed on the way
+            raise ChecksumMismatch(what, resendable=False)
         raise api_exceptions.from_http_response(answer)  # type: ignore[no-untyped-call]
 
     def complete(self, total_size: int) -> None:
@@ -259,6 +318,17 @@ class GCSUpload:
         # expire after a week anyway.
         with contextlib.suppress(Exception):
             self._http.delete(self._url, timeout=self._owner._timeout)
+
+
+def _b64(crc32c: int) -> str:
+    return base64.b64encode(crc32c.to_bytes(4, "big")).decode()
+
+
+def _persisted(answer: requests.Response) -> int:
+    """How many bytes a session holds, from a 308's ``Range: bytes=0-<last>`` (none: 0)."""
+    value = answer.headers.get("Range", "")
+    last = value.rpartition("-")[2]
+    return int(last) + 1 if value.startswith("bytes=0-") and last.isdigit() else 0
 
 
 _STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",

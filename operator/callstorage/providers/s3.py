@@ -23,10 +23,12 @@ import boto3
 import botocore.credentials
 import botocore.exceptions
 import botocore.session
+import google_crc32c
 from botocore.config import Config
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
+    ChecksumMismatch,
     PartData,
     PartRules,
     ProviderError,
@@ -112,11 +114,14 @@ class S3StorageClient:
 
     def put_whole(self, key: str, data: bytes | bytearray, content_type: str,
                   crc32c: int) -> None:
+        what = f"PutObject on {self.bucket}/{key}"
         try:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data,
                                     ContentType=content_type,
                                     ChecksumCRC32C=_crc32c_b64(crc32c))
         except Exception as exc:
+            if _corrupted(exc):
+                raise ChecksumMismatch(what, resendable=True) from None
             raise self._error("PutObject", f"on {self.bucket}/{key}", exc) from None
 
     def start_upload(self, key: str, content_type: str) -> S3Upload:
@@ -205,33 +210,56 @@ class S3Upload:
         self._key = key
         self._upload_id = upload_id
         self._parts: dict[int, dict[str, Any]] = {}
+        self._object_crc32c: int | None = None  # given with the last part
         self._lock = threading.Lock()
 
     def upload_part(self, number: int, data: PartData, offset: int,
-                    crc32c: int, final_size: int | None) -> None:
+                    crc32c: int, final_size: int | None,
+                    object_crc32c: int | None = None) -> None:
         o = self._owner
-        checksum = _crc32c_b64(crc32c)
+        checksum = _crc32c_b64(crc32c)  # S3 refuses the part (BadDigest) if it differs
         try:
             answer = o._client.upload_part(
                 Bucket=o.bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number,
                 Body=data, ChecksumCRC32C=checksum)
         except Exception as exc:
+            if _corrupted(exc):
+                raise ChecksumMismatch(f"UploadPart {number} of {o.bucket}/{self._key}",
+                                       resendable=True) from None
             raise o._error("UploadPart", f"{number} of {o.bucket}/{self._key}", exc) from None
         with self._lock:
             self._parts[number] = {"PartNumber": number, "ETag": answer["ETag"],
                                    "ChecksumCRC32C": checksum}
+            if object_crc32c is not None:
+                self._object_crc32c = object_crc32c
 
     def complete(self, total_size: int) -> None:
         o = self._owner
         with self._lock:
             parts = [self._parts[n] for n in sorted(self._parts)]
         try:
-            o._client.complete_multipart_upload(
+            answer = o._client.complete_multipart_upload(
                 Bucket=o.bucket, Key=self._key, UploadId=self._upload_id,
                 MultipartUpload={"Parts": parts})
         except Exception as exc:
             raise o._error("CompleteMultipartUpload", f"on {o.bucket}/{self._key}",
                            exc) from None
+        if not self._as_sent(answer, [p["ChecksumCRC32C"] for p in parts]):
+            with contextlib.suppress(Exception):  # other bytes than ours: not under the key
+                o._client.delete_object(Bucket=o.bucket, Key=self._key)
+            raise ChecksumMismatch(f"CompleteMultipartUpload on {o.bucket}/{self._key}",
+                                   resendable=False)
+
+    def _as_sent(self, answer: dict[str, Any], part_checksums: list[str]) -> bool:
+        """The object's CRC32C S3 reports (of the parts' CRC32Cs, "<crc>-<parts>"; of the
+        bytes for a FULL_OBJECT upload) is the one of what we sent. A server that reports
+        none (moto, some S3-compatible ones) checked each part, or nothing."""
+        reported = str(answer.get("ChecksumCRC32C") or "").partition("-")[0]
+        if not reported:
+            return True
+        if answer.get("ChecksumType") == "FULL_OBJECT":
+            return self._object_crc32c is None or reported == _crc32c_b64(self._object_crc32c)
+        return reported == composite_crc32c(part_checksums)
 
     def abort(self) -> None:
         o = self._owner
@@ -248,6 +276,19 @@ _WORDS = {
     Reason.ACCESS_DENIED: "the credentials may not do this",
     Reason.BUCKET_NOT_FOUND: "the bucket does not exist",
 }
+
+
+def composite_crc32c(part_checksums: list[str]) -> str:
+    """S3's CRC32C of a multipart object: the CRC32C of the parts' CRC32Cs."""
+    raw = b"".join(base64.b64decode(c) for c in part_checksums)
+    return _crc32c_b64(google_crc32c.value(raw))
+
+
+def _corrupted(exc: BaseException) -> bool:
+    """S3 refused a body whose checksum (ours, or the signature's SHA-256) it disagrees
+    with: the bytes changed on the way."""
+    return isinstance(exc, botocore.exceptions.ClientError) and _parts(exc)[0] in (
+        "BadDigest", "XAmzContentSHA256Mismatch")
 
 
 def _parts(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
