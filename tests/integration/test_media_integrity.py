@@ -107,7 +107,8 @@ def test_a_body_damaged_on_the_way_fails_the_upload_and_is_not_pinned(
                                 api_client=kube_api, options=PARTS)
     stored = location.object("meeting_recording.mp4")
     assert stored.crc32c == crc(video)
-    got = backend.fetch(presigned_url(location, "meeting_recording.mp4", api_client=kube_api))
+    got = backend.fetch(presigned_url(location, "meeting_recording.mp4", api_client=kube_api,
+                                       namespace=namespace))
     assert got.status_code == 200
     assert got.content == video
 
@@ -129,7 +130,8 @@ def test_gcs_session_keeping_less_than_a_chunk_gets_the_rest_again(
                                 options=dataclasses.replace(PARTS, attempts=1))
     assert gcs_server.short_persisted == before + 1  # the fault did happen
     assert "calls/c2_meeting_recording.mp4" in backend.keys(bucket)
-    got = backend.fetch(presigned_url(location, "meeting_recording.mp4", api_client=kube_api))
+    got = backend.fetch(presigned_url(location, "meeting_recording.mp4", api_client=kube_api,
+                                       namespace=namespace))
     assert got.content == video
     assert location.object("meeting_recording.mp4").crc32c == crc(video)
 
