@@ -26,10 +26,12 @@ from testbed import binaries
 from testbed.procs import Server, free_port, wait_for
 from testbed.tlscerts import ThrowawayCA
 
-# Controllers that make namespaces and ownerReferences behave; nothing schedules pods.
+# Controllers that make namespaces and ownerReferences behave, and the resource quota
+# controller, which counts what a ResourceQuota limits (its admission refuses objects a
+# quota covers until the controller has filled in status.used); nothing schedules pods.
 _CONTROLLERS = (
     "namespace-controller,garbage-collector-controller,"
-    "serviceaccount-controller,serviceaccount-token-controller"
+    "serviceaccount-controller,serviceaccount-token-controller,resourcequota-controller"
 )
 # With a real node: what Deployments, Services, PodDisruptionBudgets and the Pods'
 # ServiceAccount volumes (the kube-root-ca.crt ConfigMap) need, and the node lifecycle
@@ -208,6 +210,9 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             "--secure-port=0",
             "--use-service-account-credentials=false",
+            # a quota created before the controller discovered a new CRD (it looks every
+            # 30 s) gets that kind counted at the next full sync: 5 min by default
+            "--resource-quota-sync-period=10s",
         ], logs)
         self._servers.append(kcm)
         if self.for_node:

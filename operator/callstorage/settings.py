@@ -19,7 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # An IPv6 address embedding a denied IPv4 address (mapped, NAT64, 6to4, Teredo, ...) is
 # denied with it (callstorage.providers.endpoint_policy). Private ranges stay allowed
 # (in-cluster MinIO lives there); add them to deny them. This is the one home of the
-# list: the chart and the kustomize base say `default`, which stands for it.
+# list: the chart and the kustomize base say `default`, which stands for it, and
+# docs/install.md's table of it is checked against it (tests/unit/test_docs_install.py).
 DEFAULT_DENIED_ENDPOINTS = (
     "127.0.0.0/8",  # loopback
     "::1/128",
@@ -28,14 +29,18 @@ DEFAULT_DENIED_ENDPOINTS = (
     "169.254.0.0/16",  # link-local, incl. AWS/GCP/Azure/OpenStack metadata 169.254.169.254
     "fe80::/10",
     "fd00:ec2::254/128",  # AWS IMDS over IPv6
+    "fd00:ec2::23/128",  # EKS Pod Identity agent over IPv6 (169.254.170.23 over IPv4)
+    "fd20:ce::254/128",  # GCE metadata over IPv6
     "100.100.100.200/32",  # Alibaba Cloud metadata
     "192.0.0.192/32",  # Oracle Cloud metadata (besides 169.254.169.254)
+    "fd00:c1::a9fe:a9fe/128",  # Oracle Cloud metadata over IPv6
     "168.63.129.16/32",  # Azure WireServer (platform agent endpoint)
     "metadata.google.internal",
     "metadata.goog",
     "metadata",
     "instance-data",  # AWS EC2's name for its metadata service
     "instance-data.ec2.internal",
+    "metadata.tencentyun.com",  # Tencent Cloud metadata (169.254.0.23)
 )
 #: The word in CALLSTORAGE_ENDPOINT_DENYLIST that stands for DEFAULT_DENIED_ENDPOINTS.
 DEFAULT_KEYWORD = "default"

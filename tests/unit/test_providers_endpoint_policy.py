@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import time
@@ -9,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from callstorage.providers import endpoint_policy
-from callstorage.providers.base import ProviderError, Reason
+from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.providers import build_client, endpoint_policy, validate_storage
+from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.providers.endpoint_policy import (
     ConnectionDenied,
     Policy,
@@ -20,6 +22,7 @@ from callstorage.providers.endpoint_policy import (
     validate_url,
 )
 from callstorage.settings import DEFAULT_DENIED_ENDPOINTS, Settings
+from testbed.kubeutil import s3_storage_spec
 
 DENY = Rules.parse(DEFAULT_DENIED_ENDPOINTS)
 NO_RULES = Rules.parse([])
@@ -172,3 +175,61 @@ def test_teredo_client_is_deobfuscated() -> None:
     ip = ipaddress.IPv6Address("2001:0:4136:e378:8000:63bf:5601:5601")
     assert set(embedded_ipv4(ip)) == {ipaddress.IPv4Address("65.54.227.120"),
                                       ipaddress.IPv4Address("169.254.169.254")}
+
+
+# --- cloud metadata services: refused as literals, behind a name, and as a storage endpoint
+
+# Every metadata address the default list covers; the IPv6 ones are /128 entries of their
+# own, the IPv4 link-local ones fall in 169.254.0.0/16.
+METADATA_ADDRESSES = [
+    "169.254.169.254",  # AWS, GCP, Azure, Oracle, OpenStack, ... instance metadata
+    "169.254.170.23",  # EKS Pod Identity agent
+    "fd00:ec2::254",  # AWS IMDS over IPv6
+    "fd00:ec2::23",  # EKS Pod Identity agent over IPv6
+    "fd20:ce::254",  # GCE metadata over IPv6
+    "fd00:c1::a9fe:a9fe",  # Oracle Cloud metadata over IPv6
+    "100.100.100.200",  # Alibaba Cloud
+    "192.0.0.192",  # Oracle Cloud
+    "168.63.129.16",  # Azure WireServer
+]
+
+
+@pytest.mark.parametrize("address", METADATA_ADDRESSES)
+def test_cloud_metadata_addresses_are_refused(address: str) -> None:
+    with pytest.raises(ConnectionDenied):
+        policy().check(address, 80)
+    behind_a_name = dataclasses.replace(policy(), resolve=lambda *_: [address])
+    with pytest.raises(ConnectionDenied) as info:
+        behind_a_name.check("innocent.example", 443)
+    assert f"resolves to {address}" in info.value.problem
+    assert decide("innocent.example", [address], NO_RULES, NO_RULES) is None  # the list's doing
+
+
+@pytest.mark.parametrize("address", ["fd20:ce::254", "fd00:ec2::23", "fd00:c1::a9fe:a9fe"])
+def test_a_storage_endpoint_at_a_metadata_address_is_never_connected(
+        address: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An S3 storage whose Secret binds an endpoint at the address: the operator's own
+    client (the guard of every provider) refuses it before a socket connects."""
+    connects: list[object] = []
+
+    def record(self: socket.socket, where: object) -> None:
+        connects.append(where)
+        raise OSError("the test refuses every connection")
+
+    monkeypatch.setattr(socket.socket, "connect", record)
+    monkeypatch.setattr(socket.socket, "connect_ex", record)
+    endpoint = f"http://[{address}]:80"
+    spec = ExternalStorageSpec.model_validate(s3_storage_spec("bkt", endpoint, "creds"))
+    inputs = ProviderInputs(secret={"accessKeyId": b"AKIAEXAMPLE",
+                                    "secretAccessKey": b"not-a-secret",
+                                    "endpoint": endpoint.encode()})
+    storage = build_client(spec, inputs, Settings(
+        max_attempts=1, endpoint_denylist=list(DEFAULT_DENIED_ENDPOINTS)))
+    try:
+        with pytest.raises(ProviderError) as info:
+            validate_storage(storage, spec)
+    finally:
+        storage.close()
+    assert info.value.reason is Reason.ENDPOINT_NOT_ALLOWED
+    assert address in str(info.value)
+    assert connects == []
