@@ -106,11 +106,13 @@ def _within_deadline(fn: Callable[P, R]) -> Callable[P, R]:
     """A failure once this thread's provider call has passed its total deadline
     (``providers.deadline``) reads ``Timeout``, whatever an SDK made of the connections
     shut under it (``transport.classify`` words most of them so already, naming the
-    operation; this is the guarantee)."""
+    operation; this is the guarantee). So does a success once its connections were shut:
+    an answer cut short by the shutdown can pass for a whole one (an HTTP/1.1 answer
+    without a length ends at EOF: a trickled header then reads as a complete 200)."""
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except Exception as exc:
             if isinstance(exc, ProviderError) and exc.reason is Reason.TIMEOUT:
                 raise
@@ -122,6 +124,10 @@ def _within_deadline(fn: Callable[P, R]) -> Callable[P, R]:
             else:
                 raise
             raise ProviderError(Reason.TIMEOUT, deadline.timeout_detail(seconds)) from None
+        call = deadline.current()
+        if call is not None and call.expired:
+            raise ProviderError(Reason.TIMEOUT, deadline.timeout_detail(call.seconds))
+        return result
     return run
 
 
