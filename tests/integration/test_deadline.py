@@ -87,7 +87,6 @@ def test_a_trickling_endpoint_of_one_tenant_does_not_stall_another(
                 s == ("False", "Timeout") for s in states.values())
         wait_for(all_timed_out, 120, "every trickling storage to read Timeout",
                  alive=operator.server)
-        assert len(trickling_listener.connections()) >= STUCK
 
         bucket = "tenant-b-recordings"
         s3_server.create_bucket(bucket)
