@@ -2,8 +2,8 @@
 
 kopf handlers only feed events in (``on_*_event``); workers gather inputs, call the pure
 ``reconcile`` functions, run provider calls in a thread pool, and write status when it
-changed. One slow or dead endpoint occupies one worker for at most its timeouts; the
-others go on.
+changed. One slow or dead endpoint occupies one worker for at most the provider deadline
+(``provider_calls``); the others go on.
 """
 
 from __future__ import annotations

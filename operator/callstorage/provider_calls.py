@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from callstorage.providers import deadline
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Seconds the coroutine waits past the deadline for the thread to return its answer.
@@ -40,10 +42,10 @@ class Slot:
     def __init__(self, give_back: Callable[[], None]) -> None:
         self._give_back = give_back
         self._returned = False
-        self._thread: Future[object] | None = None
+        self._thread: Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def bind(self, thread: Future[object], loop: asyncio.AbstractEventLoop) -> None:
+    def bind(self, thread: Future[Any], loop: asyncio.AbstractEventLoop) -> None:
         self._thread, self._loop = thread, loop
 
     def release(self) -> None:
@@ -77,10 +79,12 @@ async def run(executor: ThreadPoolExecutor, fn: Callable[[], T], seconds: float,
 
     loop = asyncio.get_running_loop()
     thread = executor.submit(bounded)
-    slot.bind(thread, loop)  # type: ignore[arg-type]
+    slot.bind(thread, loop)
     try:
         return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(thread)),
                                       seconds + GRACE)
     except TimeoutError:
-        thread.cancel()  # if it never started; a running thread keeps its slot
+        if not thread.cancel():  # cancelled only if it never started; else it runs on
+            log.warning("a provider thread is still running %gs past its %gs deadline; "
+                        "its fair-share slot stays taken until it returns", GRACE, seconds)
         return None

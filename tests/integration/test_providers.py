@@ -27,6 +27,7 @@ from callstorage.settings import Settings
 from storage_fixtures import TricklingListener
 from testbed.azurite import AzuriteServer
 from testbed.gcs import GCSServer
+from testbed.procs import wait_for
 from testbed.s3 import S3Keys, S3Server, put_only_policy, readwrite_policy
 
 pytestmark = pytest.mark.integration
@@ -638,6 +639,30 @@ def test_trickling_endpoint_ends_at_the_total_deadline(
                      for _, closed in listener.connections()]
         assert lifetimes, "the endpoint saw no connection"
         assert max(lifetimes) < seconds + 1, lifetimes
+    finally:
+        listener.close()
+
+
+def test_gcs_trickling_token_endpoint_ends_at_the_total_deadline(
+        gcs_server: GCSServer, gcs_bucket: str) -> None:
+    """The token request is bounded alike, and its cut-short answer is not taken for a
+    refused key (InvalidCredentials would stall the storage): Timeout, retried."""
+    seconds = 2.0
+    listener = TricklingListener()
+    try:
+        info = json.loads(gcs_account(gcs_server, gcs_bucket, "admin")["credentials.json"])
+        info["token_uri"] = f"{listener.url()}/token"
+        data = {"credentials.json": json.dumps(info)}
+        spec = gcs_spec(gcs_bucket, gcs_server.endpoint)
+        started = time.monotonic()
+        with deadline.bounded(started + seconds, seconds):
+            error = expect(Reason.TIMEOUT, lambda: validate(spec, inputs_of(data)), data)
+        assert time.monotonic() - started < seconds + 1
+        assert not error.stalled
+        assert listener.connections()
+        # closed on the wire within a second of the deadline
+        wait_for(lambda: listener.open_connections() == 0,
+                 started + seconds + 1 - time.monotonic(), "the connections to close")
     finally:
         listener.close()
 
