@@ -6,8 +6,10 @@ its logs go to a per-emulator directory under pytest's temporary directory.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -74,6 +76,88 @@ def hanging_port() -> Iterator[int]:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+class TricklingListener:
+    """A TCP listener on 127.0.0.1 that answers every connection with ``prefix`` and
+    then one byte every ``interval`` seconds, for ever: no per-read timeout ever fires.
+    It records, per connection, when it was accepted and when the client closed it (as
+    seen on the wire: EOF or a failed send)."""
+
+    HTTP = b"HTTP/1.1 200 OK\r\nX-Trickle: "  # then a header line that never ends
+    # a TLS record header announcing 16 KiB of handshake: the client waits for all of it
+    TLS = bytes([0x16, 0x03, 0x03, 0x40, 0x00])
+
+    def __init__(self, prefix: bytes = HTTP, interval: float = 0.5) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self.port: int = self._sock.getsockname()[1]
+        self.prefix, self.interval = prefix, interval
+        self._lock = threading.Lock()
+        self._times: list[list[float | None]] = []  # [accepted, closed or None]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, name="trickle-accept",
+                                          daemon=True)]
+        self._threads[0].start()
+
+    def url(self, scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                times: list[float | None] = [time.monotonic(), None]
+                self._times.append(times)
+            thread = threading.Thread(target=self._trickle, args=(conn, times),
+                                      name="trickle", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _trickle(self, conn: socket.socket, times: list[float | None]) -> None:
+        try:
+            conn.sendall(self.prefix)
+            while not self._stop.is_set():
+                readable, _, _ = select.select([conn], [], [], self.interval)
+                if readable and not conn.recv(65536):  # the request, or EOF
+                    break
+                conn.sendall(b"a" if self.prefix == self.HTTP else b"\0")
+        except OSError:
+            pass  # reset by the client: closed too
+        finally:
+            if not self._stop.is_set():
+                with self._lock:
+                    times[1] = time.monotonic()
+            conn.close()
+
+    def connections(self) -> list[tuple[float, float | None]]:
+        """(accepted, closed or None) per connection, by monotonic time."""
+        with self._lock:
+            return [(t[0] or 0.0, t[1]) for t in self._times]
+
+    def open_connections(self) -> int:
+        return sum(closed is None for _, closed in self.connections())
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5)
+        self._sock.close()
+
+
+@pytest.fixture
+def trickling_listener() -> Iterator[TricklingListener]:
+    """An endpoint that trickles one byte every 0.5 s (HTTP), stopped at the end."""
+    listener = TricklingListener()
+    yield listener
+    listener.close()
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 kopf handlers only feed events in (``on_*_event``); workers gather inputs, call the pure
 ``reconcile`` functions, run provider calls in a thread pool, and write status when it
-changed. One slow or dead endpoint occupies one worker for at most its timeouts; the
-others go on.
+changed. One slow or dead endpoint occupies one worker for at most the provider deadline
+(``provider_calls``); the others go on.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from callstorage import metrics
+from callstorage import metrics, provider_calls
 from callstorage.api import (
     CALLTYPE_PLURAL,
     CHECK_ANNOTATION,
@@ -1121,6 +1121,8 @@ class Controller:
         if full is not None:
             raise _Parked(full)
         self._woken.pop(key, None)
+        # given back when the provider thread has ended, not when we stop waiting for it
+        slot = provider_calls.Slot(lambda: self._requeue(self._fair.release(groups)))
         flight = None
         try:
             if share_key is not None and (shared := self._flights.get(share_key)) is not None:
@@ -1131,7 +1133,7 @@ class Controller:
                 flight = asyncio.get_running_loop().create_future()
                 self._flights[share_key] = flight
             validation, check = await self._run_provider(key, spec, guarded, version,
-                                                         validate, check_value, started)
+                                                         validate, check_value, started, slot)
             if flight is not None:
                 flight.set_result(validation)
             return validation, check
@@ -1141,7 +1143,7 @@ class Controller:
                     flight.set_result(None)  # no answer: whoever waited checks for itself
                 if self._flights.get(share_key or "") is flight:
                     del self._flights[share_key or ""]
-            self._requeue(self._fair.release(groups))
+            slot.release()
 
     def _joined(self, key: ObjectKey, spec: ExternalStorageSpec, answer: Validation,
                 version: str | None, started: float) -> Validation:
@@ -1162,19 +1164,15 @@ class Controller:
     async def _run_provider(
             self, key: ObjectKey, spec: ExternalStorageSpec,
             guarded: Callable[[], tuple[Validation | None, CheckOutcome | None]],
-            version: str | None, validate: bool, check_value: str | None,
-            started: float) -> tuple[Validation | None, CheckOutcome | None]:
-        settings = self.settings
-        loop = asyncio.get_running_loop()
-        # Provider calls carry their own timeouts; this bound only frees the worker if an
-        # SDK ignores them.
-        attempts = settings.max_attempts * (len(set(effective_prefixes(spec).values())) + 2)
-        hard_limit = (settings.connect_timeout + settings.read_timeout) * attempts + 10
-        try:
-            validation, check = await asyncio.wait_for(
-                loop.run_in_executor(self._providers, guarded), hard_limit)
-        except TimeoutError:
-            msg = f"no answer from the storage endpoint within {hard_limit:.0f}s"
+            version: str | None, validate: bool, check_value: str | None, started: float,
+            slot: provider_calls.Slot) -> tuple[Validation | None, CheckOutcome | None]:
+        # a total deadline that closes the call's connections (provider_calls.py)
+        seconds = self.settings.provider_deadline
+        answer = await provider_calls.run(self._providers, guarded, seconds, slot)
+        if answer is not None:
+            validation, check = answer
+        else:
+            msg = provider_calls.abandoned_message(seconds)
             validation = Validation(Reason.TIMEOUT, msg, secret_version=version) \
                 if validate else None
             check = CheckOutcome(check_value, False, msg) if check_value else None

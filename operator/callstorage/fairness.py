@@ -12,7 +12,10 @@ worker: it is parked, and queued again (oldest first) when a slot of that group 
 
 So one endpoint that every storage uses (all on AWS S3, say) gets up to 12 of 16 workers,
 not 4; 20 storages on a hanging endpoint hold at most those 12 for as long as their
-timeouts, and at least 4 serve every other endpoint and tenant at once.
+timeouts, and at least 4 serve every other endpoint and tenant at once. A slot is held
+until the provider thread has really ended (``provider_calls.Slot``), not just until its
+coroutine stops waiting, and each call's total deadline closes its connections
+(``providers.deadline``), so these figures hold for threads, not only for coroutines.
 """
 
 from __future__ import annotations

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
     read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a response.")
     max_attempts: int = Field(2, ge=1, le=10, description="SDK attempts per request.")
+    provider_deadline: float = Field(
+        60.0, gt=0, le=3600,
+        description="Total seconds one validation or check may spend on its storage "
+                    "calls, retries included; when it passes, its connections are closed "
+                    "and it reads Timeout (an endpoint trickling bytes never hits a read "
+                    "timeout).",
+    )
     retry_base: float = Field(5.0, gt=0, description="First retry delay after a failure.")
     retry_max: float = Field(300.0, gt=0, description="Longest retry delay after failures.")
     resync_interval: float = Field(

@@ -21,11 +21,13 @@ from typing import Any
 import pytest
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
-from callstorage.providers import build_client, run_check, validate_storage
+from callstorage.providers import build_client, deadline, run_check, validate_storage
 from callstorage.providers.base import Capabilities, ProviderError, ProviderInputs, Reason
 from callstorage.settings import Settings
+from storage_fixtures import TricklingListener
 from testbed.azurite import AzuriteServer
 from testbed.gcs import GCSServer
+from testbed.procs import wait_for
 from testbed.s3 import S3Keys, S3Server, put_only_policy, readwrite_policy
 
 pytestmark = pytest.mark.integration
@@ -611,6 +613,58 @@ def test_hanging_endpoint_times_out(network_target: tuple[SpecAt, dict[str, str]
     started = time.monotonic()
     expect(Reason.TIMEOUT, lambda: validate(spec, inputs_of(data)), data)
     assert time.monotonic() - started < CONNECT + READ + 2
+
+
+def test_trickling_endpoint_ends_at_the_total_deadline(
+        network_target: tuple[SpecAt, dict[str, str]]) -> None:
+    """An endpoint that sends one byte every 0.5 s (an HTTP header, or a TLS handshake
+    record, that never ends) is never timed out per read: the call's total deadline ends
+    it, every connection it opened closed on the wire within a second of it (so the
+    thread is free), as Timeout."""
+    spec_at, data = network_target
+    tls = spec_at(1).storage_type == "abs"  # Azure: https, stuck in the handshake
+    seconds = 2.0
+    settings = Settings(connect_timeout=CONNECT, read_timeout=READ, max_attempts=2)
+    listener = TricklingListener(TricklingListener.TLS if tls else TricklingListener.HTTP)
+    try:
+        spec = spec_at(listener.port)
+        started = time.monotonic()
+        with deadline.bounded(started + seconds, seconds):
+            error = expect(Reason.TIMEOUT,
+                           lambda: validate(spec, inputs_of(data), settings), data)
+        took = time.monotonic() - started
+        assert seconds <= took < seconds + 1, took
+        assert "total deadline of 2s" in error.message
+        lifetimes = [(closed or time.monotonic()) - started
+                     for _, closed in listener.connections()]
+        assert lifetimes, "the endpoint saw no connection"
+        assert max(lifetimes) < seconds + 1, lifetimes
+    finally:
+        listener.close()
+
+
+def test_gcs_trickling_token_endpoint_ends_at_the_total_deadline(
+        gcs_server: GCSServer, gcs_bucket: str) -> None:
+    """The token request is bounded alike, and its cut-short answer is not taken for a
+    refused key (InvalidCredentials would stall the storage): Timeout, retried."""
+    seconds = 2.0
+    listener = TricklingListener()
+    try:
+        info = json.loads(gcs_account(gcs_server, gcs_bucket, "admin")["credentials.json"])
+        info["token_uri"] = f"{listener.url()}/token"
+        data = {"credentials.json": json.dumps(info)}
+        spec = gcs_spec(gcs_bucket, gcs_server.endpoint)
+        started = time.monotonic()
+        with deadline.bounded(started + seconds, seconds):
+            error = expect(Reason.TIMEOUT, lambda: validate(spec, inputs_of(data)), data)
+        assert time.monotonic() - started < seconds + 1
+        assert not error.stalled
+        assert listener.connections()
+        # closed on the wire within a second of the deadline
+        wait_for(lambda: listener.open_connections() == 0,
+                 started + seconds + 1 - time.monotonic(), "the connections to close")
+    finally:
+        listener.close()
 
 
 def test_gcs_and_azure_clients_are_kept_between_validations(

@@ -11,14 +11,16 @@ call has a timeout: the operator runs these functions in worker threads.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import importlib
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from callstorage.api import PROBE_OBJECT_NAME
 from callstorage.api.prefixes import effective_prefixes, normalize_prefix
 from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.providers import deadline
 from callstorage.providers.base import (
     Capabilities,
     MediaClient,
@@ -96,9 +98,43 @@ def load_client_modules(storage_types: Iterable[str] | None = None) -> None:
         if storage_type in PROVIDERS:
             _client_module(storage_type)
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _within_deadline(fn: Callable[P, R]) -> Callable[P, R]:
+    """A failure once this thread's provider call has passed its total deadline
+    (``providers.deadline``) reads ``Timeout``, whatever an SDK made of the connections
+    shut under it (``transport.classify`` words most of them so already, naming the
+    operation; this is the guarantee). So does a success once its connections were shut:
+    an answer cut short by the shutdown can pass for a whole one (an HTTP/1.1 answer
+    without a length ends at EOF: a trickled header then reads as a complete 200)."""
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, ProviderError) and exc.reason is Reason.TIMEOUT:
+                raise
+            call = deadline.current()
+            if isinstance(exc, deadline.DeadlineExceeded):
+                seconds = exc.seconds
+            elif call is not None and call.passed():
+                seconds = call.seconds
+            else:
+                raise
+            raise ProviderError(Reason.TIMEOUT, deadline.timeout_detail(seconds)) from None
+        call = deadline.current()
+        if call is not None and call.expired:
+            raise ProviderError(Reason.TIMEOUT, deadline.timeout_detail(call.seconds))
+        return result
+    return run
+
+
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"
 
 
+@_within_deadline
 def build_client(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                  ) -> StorageClient:
     """A client for the spec's bucket with the Secret's credentials; raises ProviderError
@@ -149,6 +185,7 @@ def probe_key(prefix: str) -> str:
     return f"{prefix}/{PROBE_OBJECT_NAME}" if prefix else PROBE_OBJECT_NAME
 
 
+@_within_deadline
 def validate_storage(client: StorageClient, spec: ExternalStorageSpec) -> Capabilities:
     """Prove the credentials work as ``spec.accessMode`` says; raises ProviderError.
 
@@ -164,6 +201,7 @@ def validate_storage(client: StorageClient, spec: ExternalStorageSpec) -> Capabi
     return Capabilities(list=True)
 
 
+@_within_deadline
 def run_check(client: StorageClient, spec: ExternalStorageSpec, name_prefix: str,
               check_id: str | None = None) -> str:
     """Upload ``{path}/{name_prefix}<check_id>.md`` and return its key.

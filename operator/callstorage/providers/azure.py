@@ -34,6 +34,7 @@ from azure.storage.blob import (
 )
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.providers import deadline
 from callstorage.providers.base import (
     ChecksumMismatch,
     PartData,
@@ -329,6 +330,15 @@ def _md5_refused(exc: BaseException) -> bool:
         code == "InvalidOperation" and "contentmd5" in str(exc.message or "").lower())
 
 
+class _Transport(RequestsTransport):  # type: ignore[misc]
+    """azure-core's requests transport whose retry back-offs (the blob and identity
+    retry policies sleep through their transport) end with the provider call's total
+    deadline (``providers.deadline``)."""
+
+    def sleep(self, duration: float) -> None:
+        deadline.sleep(duration)
+
+
 # Validation clients by account URL, credentials, CA and timeouts, as S3's
 # (providers/clientcache.py): a cached service principal keeps its token, and a cached
 # client its connections. A changed Secret is a new key.
@@ -383,10 +393,10 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
 
         def transport() -> RequestsTransport:
             """A transport of our own session: guarded connections, no redirects."""
-            return RequestsTransport(session=guarded_session(policy), session_owner=True,
-                                     connection_timeout=settings.connect_timeout,
-                                     read_timeout=settings.read_timeout,
-                                     connection_verify=ca.verify)
+            return _Transport(session=guarded_session(policy), session_owner=True,
+                              connection_timeout=settings.connect_timeout,
+                              read_timeout=settings.read_timeout,
+                              connection_verify=ca.verify)
         credential: Any
         sp_credential: ClientSecretCredential | None = None
         try:

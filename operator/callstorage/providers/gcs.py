@@ -19,7 +19,6 @@ import functools
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -33,6 +32,7 @@ from google.cloud import storage
 from google.oauth2 import service_account
 
 from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.providers import deadline
 from callstorage.providers.base import (
     ChecksumMismatch,
     PartData,
@@ -198,7 +198,7 @@ class GCSStorageClient:
                 raise
             except Exception as exc:
                 if attempt < self._settings.max_attempts and _transient(exc):
-                    time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
+                    deadline.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
                     continue
                 raise self._error(what, exc) from None
 

@@ -16,12 +16,16 @@ botocore follows no Location, and its S3 region redirects are turned off per cli
 hooks are per client, never process-wide, so the operator's own calls (Kubernetes API,
 cloud metadata for ambient credentials) are not affected.
 
+The same two places, opening a connection and sending a request on one, make every
+connection of a provider call subject to its total deadline (``providers.deadline``).
+
 With an HTTP(S) proxy configured (``HTTPS_PROXY``) the connection goes to the proxy, so
 its address is what is checked; such a proxy must enforce egress itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from typing import Any
 
@@ -32,6 +36,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection
 
+from callstorage.providers import deadline
 from callstorage.providers.endpoint_policy import ConnectionDenied, Policy
 
 __all__ = ["ConnectionDenied", "GuardedAdapter", "RedirectRefused", "guard_boto_client",
@@ -50,16 +55,27 @@ class RedirectRefused(Exception):
 def _open(policy: Policy, conn: HTTPConnection) -> socket.socket:
     """urllib3's ``HTTPConnection._new_conn`` with the check between lookup and connect."""
     host, port = conn._dns_host, conn.port  # what urllib3 would have connected to
+    deadline.check()  # past the call's deadline nothing new opens (and nothing retries)
+    if deadline.current() is not None:  # lookup and connect end by the deadline too
+        policy = dataclasses.replace(policy, resolve_timeout=deadline.cap(
+            policy.resolve_timeout))
     try:
         addresses = policy.check(host, port)
         error: OSError | None = None
         for address in addresses:  # numeric: create_connection does no lookup of its own
             try:
-                return connection.create_connection(
-                    (address, port), conn.timeout, source_address=conn.source_address,
-                    socket_options=conn.socket_options)
+                sock = connection.create_connection(
+                    (address, port), deadline.cap(conn.timeout),
+                    source_address=conn.source_address, socket_options=conn.socket_options)
             except OSError as exc:
                 error = exc
+                continue
+            try:
+                deadline.track(sock)
+            except BaseException:
+                sock.close()
+                raise
+            return sock
         raise error or OSError(f"no address for {host}")
     except socket.gaierror as exc:
         raise NameResolutionError(conn.host, conn, exc) from exc
@@ -80,6 +96,13 @@ def guarded_pool(pool_cls: type[HTTPConnectionPool], policy: Policy
     class GuardedConnection(base):  # type: ignore[misc]
         def _new_conn(self) -> socket.socket:
             return _open(policy, self)
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            # a kept-alive connection belongs to the provider call now sending on it
+            deadline.check()
+            if self.sock is not None:
+                deadline.track(self.sock)
+            return super().request(*args, **kwargs)
 
     return type(f"Guarded{pool_cls.__name__}", (pool_cls,),
                 {"ConnectionCls": GuardedConnection})
@@ -140,11 +163,13 @@ def guard_boto_client(client: Any, policy: Policy) -> None:
 
 def _before_retry_or_redirect(request_dict: dict[str, Any] | None = None,
                               caught_exception: BaseException | None = None,
+                              response: tuple[Any, Any] | None = None,
                               **_: Any) -> None:
     """Runs before botocore's retry and region-redirect handlers of every S3 response.
 
     A refused connection ends the call at once (botocore retries any exception of its
-    HTTP layer; a refusal would only be refused again). And no redirect is followed:
+    HTTP layer; a refusal would only be refused again), and so does a provider call past
+    its deadline (``providers.deadline``). And no redirect is followed:
     botocore's S3 redirector re-sends a request answered 301/302/307 (or with a
     wrong-region error) to the bucket's region, another host, and asks HeadBucket for
     that region from inside its own handler, which recurses without end against a server
@@ -154,8 +179,12 @@ def _before_retry_or_redirect(request_dict: dict[str, Any] | None = None,
     says it), never silently followed.
     """
     if caught_exception is not None and isinstance(
-            getattr(caught_exception, "kwargs", {}).get("error"), ConnectionDenied):
+            getattr(caught_exception, "kwargs", {}).get("error"),
+            ConnectionDenied | deadline.DeadlineExceeded):
         raise caught_exception
+    status = getattr(response[0], "status_code", 0) if response else 0
+    if caught_exception is not None or status >= 400:
+        deadline.check()  # no retry (nor its back-off) past the call's deadline
     redirect = ((request_dict or {}).get("context") or {}).get("s3_redirect")
     if isinstance(redirect, dict):
         redirect["redirected"] = True

@@ -19,6 +19,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
+from callstorage.providers import deadline
 from callstorage.providers.base import ProviderError, Reason
 from callstorage.providers.guard import ConnectionDenied, RedirectRefused
 
@@ -179,6 +180,18 @@ def refusal(exc: BaseException) -> tuple[Reason, str] | None:
     return None
 
 
+def overdue(chain: list[BaseException]) -> str | None:
+    """The Timeout detail if this thread's provider call has passed its total deadline
+    (``providers.deadline``) or ``chain`` holds its DeadlineExceeded, else None."""
+    call = deadline.current()
+    if call is not None and call.passed():
+        return deadline.timeout_detail(call.seconds)
+    for e in chain:
+        if isinstance(e, deadline.DeadlineExceeded):
+            return deadline.timeout_detail(e.seconds)
+    return None
+
+
 def classify(exc: BaseException, settings_connect: float, settings_read: float
              ) -> tuple[Reason, str] | None:
     """The reason and a short description of a network-level failure, or None if ``exc``
@@ -187,6 +200,9 @@ def classify(exc: BaseException, settings_connect: float, settings_read: float
     if refused is not None:  # the guard's refusals first: they are not network failures
         return refused
     chain = list(_chain(exc))
+    late = overdue(chain)
+    if late is not None:  # whatever the SDK made of the connections shut at the deadline
+        return Reason.TIMEOUT, late
     for e in chain:
         if isinstance(e, ssl.SSLCertVerificationError):
             detail = getattr(e, "verify_message", None) or "certificate verify failed"
