@@ -69,25 +69,19 @@ class ScriptedKube:
         self.terminating: set[str] = set()  # namespaces being deleted
         self.secret_versions: dict[str, str] = {}  # Secrets of NS: name -> resourceVersion
 
-    async def patch_status(self, plural: str, namespace: str, name: str,
-                           patch: Mapping[str, Any]) -> dict[str, Any] | None:
-        self.calls.append(f"patch_status {plural}")
+    async def write_status(self, plural: str, namespace: str, name: str, uid: str,
+                           status: Mapping[str, Any]) -> dict[str, Any] | None:
+        self.calls.append(f"write_status {plural}")
         if self.fail_patches > 0:
             self.fail_patches -= 1
             raise ApiException(status=422, reason="Unprocessable Entity")
         store = self.objects if plural == "externalstorages" else self.call_types
-        if name not in store:
-            raise ObjectGone(plural, namespace, name)
-        self.patches.append(copy.deepcopy(dict(patch)))
-        obj = store[name]
-        status = dict(obj.get("status") or {})
-        for k, v in patch.items():
-            if v is None:
-                status.pop(k, None)
-            else:
-                status[k] = v
+        if name not in store or (uid and store[name]["metadata"].get("uid") not in (None, uid)):
+            raise ObjectGone(plural, namespace, name, uid)  # as the real test operation
+        self.patches.append(copy.deepcopy(dict(status)))
         self.rv += 1
-        obj = {**obj, "status": status,
+        obj = store[name]
+        obj = {**obj, "status": copy.deepcopy(dict(status)),
                "metadata": {**obj["metadata"], "resourceVersion": str(self.rv)}}
         store[name] = obj
         return copy.deepcopy(obj)
@@ -269,7 +263,7 @@ async def test_a_recent_secret_copy_is_never_used_once_deleted_large_old_or_resy
     if case == "large":
         seen["data"]["padding"] = "A" * (controller_module.RECENT_SECRET_BYTES + 4)
     if case == "expired":
-        monkeypatch.setattr(controller_module, "RECENT_SECRET_TTL", -1.0)
+        monkeypatch.setattr(ctl._recent_secrets, "ttl", -1.0)
     ctl.on_secret_event("ADDED", seen)
     if case == "deleted":
         ctl.on_secret_event("DELETED", secret("6", "SEEN"))
@@ -484,7 +478,7 @@ async def test_a_404_on_a_finalizer_write_forgets_the_storage_and_never_retries(
     assert kube.calls == ["set_finalizers"]
     assert key not in ctl.inv.storages
     assert ctl.storages.due_at(key) is None, "a write to a gone object was queued again"
-    assert ctl._errors == {}
+    assert len(ctl._storage_state) == 0
     assert provider == []
     await until(lambda: ctl._resync_at < before)  # a 404 the watch never confirmed
 
@@ -527,7 +521,7 @@ async def test_a_404_on_the_status_write_of_a_storage_being_deleted_asks_for_no_
     ctl.storages.forget(key)
     before = ctl._resync_at
     await ctl.storage_round(key, {"refs"})
-    assert "patch_status externalstorages" in kube.calls
+    assert "write_status externalstorages" in kube.calls
     assert key not in ctl.inv.storages
     assert ctl.storages.due_at(key) is None
     assert ctl._resync_at == before, "a 404 after a known deletion asked for a resync"
@@ -557,7 +551,7 @@ async def test_a_404_on_a_status_write_forgets_the_call_type() -> None:
     worker.cancel()
     assert (NS, "ct-2") not in ctl.inv.call_types
     assert ctl.call_types.due_at((NS, "ct-2")) is None
-    assert kube.calls == ["patch_status calltypes"]
+    assert kube.calls == ["write_status calltypes"]
 
 
 async def test_a_relist_after_startup_asks_for_a_resync_and_the_first_listing_does_not(
