@@ -36,8 +36,6 @@ from callstorage.api.reasons import Reason
 from callstorage.eventposting import EventPoster
 from callstorage.fairness import FairShare, Group, groups_of
 from callstorage.inventory import (
-    CachedSecret,
-    Expiring,
     Inventory,
     ObjectKey,
     compact,
@@ -58,11 +56,12 @@ from callstorage.providers import (
     run_check,
     validate_storage,
 )
-from callstorage.providers.base import ProviderError, ProviderInputs
+from callstorage.providers.base import ProviderError
 from callstorage.reconcile import calltype as ct_reconcile
 from callstorage.reconcile import externalstorage as es_reconcile
 from callstorage.reconcile.externalstorage import CheckOutcome, Observed, Validation
 from callstorage.reconcile.schedule import next_delay, startup_delay
+from callstorage.secretcache import SECRET, SecretCache
 from callstorage.settings import Settings
 from callstorage.storagetypes import PROVIDERS
 from callstorage.workqueue import WorkQueue
@@ -77,16 +76,8 @@ SECRET_GONE = "secret-gone"  # noqa: S105 - a queue reason, not a credential
 RESTORE_WINDOW = 60.0
 # a round that failed after its validation ran: only the status write is retried
 WRITE = "write"
-SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
+STORAGE, CALL_TYPE = "storage", "calltype"  # kinds, for tombstones (and SECRET)
 CALL_TYPE_WORKERS = 4
-# Secrets no storage refers to yet, as the watch delivered them: a storage applied just
-# after its Secret (one `kubectl apply` of both, an Argo CD sync, 1,000 tenants onboarded)
-# then needs no GET of it. Only small ones (credentials, not TLS bundles or Helm release
-# Secrets), at most RECENT_SECRETS of them, each for RECENT_SECRET_TTL seconds; a change
-# or deletion on the watch replaces or drops the copy.
-RECENT_SECRET_TTL = 120.0
-RECENT_SECRETS = 10_000
-RECENT_SECRET_BYTES = 8192  # of base64 data
 # The watch replays a LIST as events of type None, as one burst. A listing event is a
 # relist (after 410 Gone) when it comes more than LISTING_GAP seconds after the previous
 # listing event of its kind, our own start-up LIST counting as the first: an API server
@@ -125,12 +116,6 @@ def _parse_time(value: object) -> float | None:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def credentials_secret(spec: ExternalStorageSpec) -> str | None:
-    """Name of the credentials Secret the spec refers to (None: ambient credentials)."""
-    ref = spec.credentials_secret_ref
-    return ref.name if ref is not None else None
 
 
 def pending_check(obj: Mapping[str, Any]) -> str | None:
@@ -226,11 +211,7 @@ class Controller:
         self.listed_versions: dict[str, str | None] = {}
         # shared_check_key -> the answer of that validation request, while in flight
         self._flights: dict[str, asyncio.Future[Validation | None]] = {}
-        # unreferenced Secrets recently seen on the watch (oldest first), with their expiry
-        self._recent_secrets: Expiring[ObjectKey, CachedSecret] = Expiring(
-            RECENT_SECRET_TTL, RECENT_SECRETS)
-        # a referenced Secret's GET in flight, shared by every round that needs it
-        self._secret_reads: dict[ObjectKey, asyncio.Future[CachedSecret | None]] = {}
+        self.secrets = SecretCache(kube, self.inv, settings)
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -330,7 +311,7 @@ class Controller:
         self.resyncs += 1
         self._deletions_covered()
         # a relist may have hidden a deletion of a Secret no storage referred to yet
-        self._recent_secrets.clear()
+        self.secrets.recent.clear()
         for plural, kind in ((EXTERNALSTORAGE_PLURAL, "ExternalStorage"),
                              (CALLTYPE_PLURAL, "CallType")):
             items, list_rv = await self.kube.list_snapshot(plural, namespaces)
@@ -581,13 +562,11 @@ class Controller:
         if event_type is None:
             self._listing_seen(SECRET)
         rv = str(_meta(obj).get("resourceVersion", ""))
-        if event_type == "DELETED" and (self.inv.secret_is_referenced(key) or
-                                        key in self._secret_reads):
-            # Only a copy held or a GET in flight could bring it back: no tombstone for
-            # each of the cluster's other Secrets.
+        if event_type == "DELETED" and self.secrets.may_come_back(key):
+            # no tombstone for each of the cluster's other Secrets
             self.inv.versions.bury(SECRET, key, rv)
         if not self.inv.secret_is_referenced(key):
-            self._remember_recent(key, None if event_type == "DELETED" else obj)
+            self.secrets.remember_recent(key, None if event_type == "DELETED" else obj)
             return  # no storage needs it (yet): at most a short-lived small copy
         previous = self.inv.secrets.get(key)
         if event_type == "DELETED":
@@ -608,29 +587,6 @@ class Controller:
                 self.storages.add(storage, SECRET_GONE)
             elif rv not in seen.split(","):
                 self.storages.add(storage, VALIDATE)
-
-    def _remember_recent(self, key: ObjectKey, obj: Mapping[str, Any] | None) -> None:
-        """Keep (or drop, for None or a large Secret) the recent copy of an unreferenced
-        Secret, expiring old ones and holding at most RECENT_SECRETS."""
-        self._recent_secrets.pop(key)
-        data = (obj or {}).get("data") or {}
-        if obj is None or not isinstance(data, Mapping) or \
-                sum(len(str(v)) for v in data.values()) > RECENT_SECRET_BYTES:
-            return
-        rv = str(_meta(obj).get("resourceVersion", ""))
-        self._recent_secrets.set(key, decode_secret(rv, data))
-
-    def _recent_secret(self, key: ObjectKey) -> CachedSecret | None:
-        """The recent copy of a Secret a storage now refers to, taken out of the recent
-        ones (into the referenced cache, which the watch keeps current from now on)."""
-        secret = self._recent_secrets.pop(key)
-        if secret is None:
-            return None
-        if self.inv.versions.is_stale(SECRET, key, secret.resource_version, None):
-            return None
-        if self.inv.secret_is_referenced(key):
-            self.inv.secrets[key] = secret
-        return secret
 
     def _touch_call_types(self, storage: ObjectKey) -> None:
         for ct in self.inv.call_types_using(storage):
@@ -968,96 +924,12 @@ class Controller:
                 return False
         return True
 
-    async def _inputs(self, namespace: str, spec: ExternalStorageSpec) -> \
-            tuple[ProviderInputs, str | None]:
-        """Read the referenced Secrets (own namespace only) into provider inputs."""
-        versions: list[str] = []
-        secret_data: Mapping[str, bytes] | None = None
-        name = credentials_secret(spec)
-        if name is not None:
-            secret = await self._secret(namespace, name)
-            if secret is None:
-                raise ProviderError(Reason.SECRET_NOT_FOUND,
-                                    f"Secret {namespace}/{name} (spec.{spec.storage_type}."
-                                    f"credentialsSecretRef) not found{self._unselected()}")
-            secret_data = secret.data
-            versions.append(secret.resource_version)
-        ca_bundle: bytes | None = None
-        if spec.tls is not None and spec.tls.ca_secret_ref is not None:
-            ref = spec.tls.ca_secret_ref
-            ca_secret = await self._secret(namespace, ref.name)
-            if ca_secret is None:
-                raise ProviderError(Reason.SECRET_NOT_FOUND,
-                                    f"Secret {namespace}/{ref.name} (spec.tls.caSecretRef) "
-                                    f"not found{self._unselected()}")
-            if not ca_secret.data.get(ref.key):
-                raise ProviderError(Reason.SECRET_KEY_MISSING,
-                                    f"Secret {namespace}/{ref.name} has no key {ref.key!r} "
-                                    "(spec.tls.caSecretRef.key)")
-            ca_bundle = ca_secret.data[ref.key]
-            versions.append(ca_secret.resource_version)
-        inputs = ProviderInputs(secret=secret_data, ca_bundle=ca_bundle, namespace=namespace)
-        return inputs, ",".join(versions) or None
-
-    def _unselected(self) -> str:
-        """What a missing Secret may also mean when the Secret watch is narrowed."""
-        selector = self.settings.secret_label_selector
-        if not selector:
-            return ""
-        return (f", or not selected: this installation only reads Secrets labelled "
-                f"{selector} (CALLSTORAGE_SECRET_LABEL_SELECTOR)")
-
-    async def _secret(self, namespace: str, name: str) -> CachedSecret | None:
-        """A referenced Secret: from the watch's cache, else one GET.
-
-        The watch may deliver a newer version (or the deletion) while the GET is in
-        flight; the GET's answer then loses, whatever order the two arrive in.
-        """
-        key = (namespace, name)
-        cached = self.inv.secrets.get(key) or self._recent_secret(key)
-        if cached is not None:
-            return cached
-        pending = self._secret_reads.get(key)
-        if pending is not None:  # the rounds of N storages sharing a Secret: one GET
-            return await asyncio.shield(pending)
-        read = asyncio.get_running_loop().create_future()
-        self._secret_reads[key] = read
-        try:
-            secret = await self._read_secret(key)
-        except asyncio.CancelledError:
-            read.cancel()
-            raise
-        except Exception as exc:
-            read.set_exception(exc)
-            read.exception()  # retrieved: nobody else may be waiting
-            raise
-        else:
-            read.set_result(secret)
-            return secret
-        finally:
-            del self._secret_reads[key]
-
-    async def _read_secret(self, key: ObjectKey) -> CachedSecret | None:
-        namespace, name = key
-        selector = self.settings.secret_label_selector
-        secret = await (self.kube.read_secret(namespace, name, selector) if selector
-                        else self.kube.read_secret(namespace, name))
-        newest = self.inv.secrets.get(key)
-        if secret is None:
-            return newest
-        held = newest.resource_version if newest is not None else None
-        if self.inv.versions.is_stale(SECRET, key, secret.resource_version, held):
-            return newest
-        if self.inv.secret_is_referenced(key):
-            self.inv.secrets[key] = secret
-        return secret
-
     async def _validate(self, key: ObjectKey, spec: ExternalStorageSpec, validate: bool,
                         check_value: str | None) -> tuple[Validation | None,
                                                           CheckOutcome | None]:
         started = time.monotonic()
         try:
-            inputs, version = await self._inputs(key[0], spec)
+            inputs, version = await self.secrets.inputs(key[0], spec)
         except ProviderError as exc:
             result = Validation(exc.reason, exc.message, stalled=exc.stalled) \
                 if validate else None

@@ -17,6 +17,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from callstorage import controller as controller_module
+from callstorage import secretcache
 from callstorage.api.capabilities import Capabilities
 from callstorage.controller import VALIDATE, WRITE, Controller
 from callstorage.inventory import CachedSecret
@@ -261,9 +262,9 @@ async def test_a_recent_secret_copy_is_never_used_once_deleted_large_old_or_resy
     ctl = make(kube)
     seen = secret("5", "SEEN")
     if case == "large":
-        seen["data"]["padding"] = "A" * (controller_module.RECENT_SECRET_BYTES + 4)
+        seen["data"]["padding"] = "A" * (secretcache.RECENT_SECRET_BYTES + 4)
     if case == "expired":
-        monkeypatch.setattr(ctl._recent_secrets, "ttl", -1.0)
+        monkeypatch.setattr(ctl.secrets.recent, "ttl", -1.0)
     ctl.on_secret_event("ADDED", seen)
     if case == "deleted":
         ctl.on_secret_event("DELETED", secret("6", "SEEN"))
@@ -283,13 +284,13 @@ async def test_at_most_recent_secrets_copies_are_held_the_oldest_go_first(
 ) -> None:
     from callstorage.kube import decode_secret
 
-    monkeypatch.setattr(controller_module, "RECENT_SECRETS", 3)
+    monkeypatch.setattr(secretcache, "RECENT_SECRETS", 3)
     kube = ScriptedKube()
     ctl = make(kube)
     for name in ("creds", "b", "c", "d"):  # "creds" is the oldest: dropped for "d"
         ctl.on_secret_event("ADDED", {**secret("5", "SEEN"), "metadata": {
             "name": name, "namespace": NS, "resourceVersion": "5"}})
-    assert len(ctl._recent_secrets) == 3
+    assert len(ctl.secrets.recent) == 3
     kube.read_secret_result = decode_secret("7", secret("7", "READ")["data"])
     kube.objects["st"] = storage()
     ctl.on_storage_event("ADDED", storage())
