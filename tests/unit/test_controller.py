@@ -988,3 +988,150 @@ async def test_a_resync_keeps_a_secret_newer_than_its_list_and_rereads_a_changed
     await drain(ctl)
     assert provider == ["NEWKEY"]
     assert kube.objects["st"]["status"]["observedSecretVersion"] == "70"
+
+
+# --- issue 24 item 3: a name outlives its objects ---------------------------------------------
+
+def another(body: dict[str, Any], uid: str, rv: str, bucket: str) -> dict[str, Any]:
+    """``body`` deleted and created again under its name: a new uid, another bucket."""
+    return {**body, "metadata": {**body["metadata"], "uid": uid, "resourceVersion": rv},
+            "spec": {**body["spec"], "bucket": bucket}}
+
+
+async def test_a_result_is_never_written_on_a_storage_created_again_under_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first object's validation is in flight when it is deleted and created again
+    with another bucket: the old round's result is dropped, the new object validated."""
+    import threading
+
+    from callstorage.api.reasons import Reason
+    from callstorage.providers.base import ProviderError
+
+    release, asked = threading.Event(), []
+
+    def validate(client: FakeClient, spec: Any) -> Capabilities:
+        asked.append(spec.bucket)
+        if spec.bucket != "bucket-1":
+            raise ProviderError(Reason.BUCKET_NOT_FOUND, f"no bucket {spec.bucket}")
+        release.wait(10)
+        return Capabilities(read=True)
+
+    monkeypatch.setattr(controller_module, "build_client", lambda *_: FakeClient())
+    monkeypatch.setattr(controller_module, "validate_storage", validate)
+    from callstorage.kube import decode_secret
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ctl.on_secret_event("ADDED", secret("5", "KEY"))
+    kube.read_secret_result = decode_secret("5", secret("5", "KEY")["data"])
+    first, key = storage(), (NS, "st")
+    kube.objects["st"] = first
+    ctl.on_storage_event("ADDED", first)
+    round_ = asyncio.create_task(ctl.storage_round(key, {VALIDATE}))
+    await until(lambda: asked == ["bucket-1"], 5, "the first validation in flight")
+    del kube.objects["st"]
+    ctl.on_storage_event("DELETED", {**first, "metadata": {**first["metadata"],
+                                                           "resourceVersion": "30"}})
+    second = another(first, "u2", "31", "bucket-2")
+    kube.objects["st"] = copy.deepcopy(second)
+    ctl.on_storage_event("ADDED", second)
+    release.set()
+    await round_
+    assert "status" not in kube.objects["st"], "the first object's result was written"
+    assert ctl.storages.due_at(key) is not None, "the new object was not queued"
+    await drain(ctl)
+    status = kube.objects["st"]["status"]
+    assert (_ready(status)["status"], _ready(status)["reason"]) == ("False", "BucketNotFound")
+    assert asked == ["bucket-1", "bucket-2"]
+
+
+async def test_news_of_the_old_object_leave_its_successor_alone(provider: list[str]) -> None:
+    """A late deletion, a 404 or a refused write about the first object under a name do
+    not forget the second; a relist that shows only the second drops the first's state."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ctl.on_secret_event("ADDED", secret("5", "KEY"))
+    first, key = storage(), (NS, "st")
+    kube.objects["st"] = first
+    ctl.on_storage_event("ADDED", first)
+    await ctl.storage_round(key, {VALIDATE})
+    assert ctl._storage_state.get(key, "u1") is not None
+    base = kube.rv
+    second = another(kube.objects["st"], "u2", str(base + 10), "bucket-2")
+    kube.objects["st"] = second
+    ctl.on_storage_event("MODIFIED", second)  # a relist: the deletion was not seen
+    assert ctl._storage_state.get(key, "u1") is None, "the first object's state was kept"
+    ctl.on_storage_event("DELETED", {**first, "metadata": {
+        **first["metadata"], "resourceVersion": str(base + 5)}})
+    ctl._forget_gone(ObjectGone("externalstorages", NS, "st", "u1"))
+    assert ctl.inv.storages[key]["metadata"]["uid"] == "u2"
+    stale = {**first, "metadata": {**first["metadata"], "resourceVersion": str(base + 3)}}
+    ctl.on_storage_event("MODIFIED", stale)  # a copy of the first, answered late
+    assert ctl.inv.storages[key]["metadata"]["uid"] == "u2"
+
+
+# --- issue 24 item 9: bookkeeping stays flat under churn ---------------------------------------
+
+async def test_bookkeeping_returns_to_its_baseline_after_churn(provider: list[str]) -> None:
+    """Storages, CallTypes and Secrets created, validated, failed, overwritten and deleted;
+    the cluster's other Secrets come and go; namespaces are torn down. Nothing is kept
+    per object once it is gone, deletions are remembered only for the operator's own
+    objects and only for a while, and teardown answers expire."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    now = [1000.0]
+    ctl.inv.versions._tombstones._clock = lambda: now[0]
+    ctl.events.terminating._clock = lambda: now[0]
+    baseline = ctl.bookkeeping()
+    assert set(baseline.values()) == {0}
+    for i in range(40):
+        name, creds = f"st-{i}", f"creds-{i}"
+        body = storage()
+        body["metadata"] = {**body["metadata"], "name": name, "uid": f"u-{i}"}
+        body["spec"]["s3"] = {**body["spec"]["s3"], "credentialsSecretRef": {"name": creds}}
+        ctl.on_secret_event("ADDED", {**secret("5", "K"), "metadata": {
+            "name": creds, "namespace": NS, "resourceVersion": "5"}})
+        kube.objects[name] = body
+        ctl.on_storage_event("ADDED", body)
+        ctl.on_call_type_event("ADDED", call_type(f"ct-{i}", target=name))
+        kube.call_types[f"ct-{i}"] = call_type(f"ct-{i}", target=name)
+        await ctl.storage_round((NS, name), {VALIDATE})
+        await ctl.reconcile_call_type((NS, f"ct-{i}"))
+        kube.fail_patches = 1  # a failed round: counted, its result kept unwritten
+        await ctl.storage_round((NS, name), {VALIDATE})
+        tampered = copy.deepcopy(kube.objects[name])
+        tampered["status"]["usedBy"] = ["ghost"]
+        tampered["metadata"]["resourceVersion"] = str(kube.rv + 1)
+        ctl.on_storage_event("MODIFIED", tampered)  # a restore counted
+        kube.terminating.add(f"gone-{i}")
+        await ctl.events.namespace_terminating(f"gone-{i}")
+        await ctl.events.namespace_terminating(f"live-{i}")
+    assert ctl.bookkeeping()["storage_state"] == 40
+    for i in range(500):  # the rest of the cluster's Secrets
+        other = {**secret("7", "X"), "metadata": {"name": f"other-{i}", "namespace": NS,
+                                                  "resourceVersion": str(2000 + i)}}
+        ctl.on_secret_event("ADDED", other)
+        ctl.on_secret_event("DELETED", other)
+    for i in range(40):
+        ct = call_type(f"ct-{i}", rv="3000", target=f"st-{i}")
+        ctl.on_call_type_event("DELETED", ct)
+        body = kube.objects.pop(f"st-{i}")
+        ctl.on_storage_event("DELETED", {**body, "metadata": {**body["metadata"],
+                                                              "resourceVersion": "3001"}})
+        ctl.on_secret_event("DELETED", {**secret("8", "K"), "metadata": {
+            "name": f"creds-{i}", "namespace": NS, "resourceVersion": "3002"}})
+    after = ctl.bookkeeping()
+    assert after["storage_queue"] <= 64 and after["call_type_queue"] <= 64, after
+    left = {k: v for k, v in after.items() if v and k not in (
+        "tombstones", "terminating", "storage_queue", "call_type_queue")}
+    assert left == {}, f"kept for objects that are gone: {left}"
+    assert after["tombstones"] == 80, "deletions remembered beyond the operator's objects"
+    assert after["terminating"] == 40, "live namespaces remembered"
+    now[0] += 601  # past TOMBSTONE_SECONDS and TERMINATING_TTL
+    ctl.on_secret_event("DELETED", {**secret("9", "K"), "metadata": {
+        "name": "creds-0", "namespace": NS, "resourceVersion": "4000"}})
+    ctl.inv.versions.bury("storage", (NS, "x"), "4001")  # any write drops the expired
+    ctl.events.terminating.set("gone-x", True)
+    assert ctl.bookkeeping()["tombstones"] == 1
+    assert ctl.bookkeeping()["terminating"] == 1
