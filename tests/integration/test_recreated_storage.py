@@ -78,7 +78,9 @@ def test_a_storage_recreated_while_validated_gets_its_own_result_only(
                             second["metadata"]["resourceVersion"], within=45)
     assert ("True", "Validated") not in seen, \
         f"the re-created storage showed the first object's result: {seen}"
-    assert seen and seen[-1][0] == "False", f"no result of its own within 45 s: {seen}"
+    assert seen, "no Ready condition within 45 s"
+    assert seen[-1][0] == "False", f"no result of its own within 45 s: {seen}"
     obj = kubeutil.get_object(kube_api, EXS, namespace, "st")
-    assert obj is not None and obj["metadata"]["uid"] == second["metadata"]["uid"]
+    assert obj is not None
+    assert obj["metadata"]["uid"] == second["metadata"]["uid"]
     assert kubeutil.condition(obj)["status"] == "False"

@@ -1122,7 +1122,9 @@ async def test_bookkeeping_returns_to_its_baseline_after_churn(provider: list[st
         ctl.on_secret_event("DELETED", {**secret("8", "K"), "metadata": {
             "name": f"creds-{i}", "namespace": NS, "resourceVersion": "3002"}})
     after = ctl.bookkeeping()
-    assert after["storage_queue"] <= 64 and after["call_type_queue"] <= 64, after
+    # forgotten heap entries wait for their time, a bounded few (WorkQueue._compact)
+    assert after["storage_queue"] <= 64, after
+    assert after["call_type_queue"] <= 64, after
     left = {k: v for k, v in after.items() if v and k not in (
         "tombstones", "terminating", "storage_queue", "call_type_queue")}
     assert left == {}, f"kept for objects that are gone: {left}"
