@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from callstorage import __version__, metrics
-from callstorage.handlers import build_registry
+from callstorage.handlers import Startup, build_registry
 from callstorage.kopfloader import kopf
 from callstorage.settings import Settings
 
@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
              __version__, settings.namespace, settings.platform_storage,
              ", ".join(settings.watch_namespaces) or "all namespaces")
     metrics.start_metrics_server(settings.metrics_port)
-    registry, _ = build_registry(settings)
+    registry, holder = build_registry(settings)
     namespaces = list(settings.watch_namespaces)
     if namespaces and settings.namespace not in namespaces:
         namespaces.append(settings.namespace)
     if settings.leader_election:
-        return asyncio.run(_run_elected(settings, registry, namespaces))
+        return asyncio.run(_run_elected(settings, registry, namespaces, holder["startup"]))
     liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
                 if settings.health_port else None)
     asyncio.run(kopf.operator(
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
-                       namespaces: list[str]) -> int:
+                       namespaces: list[str], startup: Startup) -> int:
     """One of several replicas: serve health, wait for the Lease, then run kopf."""
     from callstorage.kube import load_api_client
     from callstorage.leader import (
@@ -133,8 +133,8 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    health = await _serve_health(settings.health_port, elector) if settings.health_port \
-        else None
+    health = await _serve_health(settings.health_port, elector, startup) \
+        if settings.health_port else None
 
     async def lead() -> None:
         metrics.LEADER.set(1)
@@ -154,16 +154,23 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
         api.close()
 
 
-async def _serve_health(port: int, elector: LeaderElector) -> web.AppRunner:
+async def _serve_health(port: int, elector: LeaderElector,
+                        startup: Startup) -> web.AppRunner:
     """``/healthz``: the process answers (liveness). ``/readyz``: it reached the API server
-    within a lease duration, so it leads, or could take over if the leader goes."""
+    within a lease duration, and either leads with its controller running (start-up
+    LISTs done: the CRDs are there and RBAC allows them) or could take over if the leader
+    goes."""
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        if elector.healthy():
-            return web.Response(text="leader" if elector.is_leader else "standby")
-        return web.Response(status=503, text="no contact with the API server")
+        if not elector.healthy():
+            return web.Response(status=503, text="no contact with the API server")
+        if not elector.is_leader:
+            return web.Response(text="standby")
+        if not startup.running:
+            return web.Response(status=503, text=f"leader, not running: {startup.problem}")
+        return web.Response(text="leader")
 
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
