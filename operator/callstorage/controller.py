@@ -254,6 +254,18 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._providers.shutdown(wait=False, cancel_futures=True)
 
+    def bookkeeping(self) -> dict[str, int]:
+        """Entries in each map the controller keeps: flat under churn, and back where
+        they were once the objects are gone (and their tombstones expired)."""
+        return {**self.inv.sizes(), "storage_state": len(self._storage_state),
+                "call_type_state": len(self._call_type_state),
+                "recent_secrets": len(self.secrets.recent),
+                "secret_reads": len(self.secrets.reads),
+                "terminating": len(self.events.terminating), "flights": len(self._flights),
+                "unseen_deletions": len(self._unseen_deletions), "woken": len(self._woken),
+                "parked": self._fair.parked(), "storage_queue": self.storages.entries(),
+                "call_type_queue": self.call_types.entries()}
+
     def watched_namespaces(self) -> list[str]:
         """Namespaces to watch; empty = cluster-wide. The platform one is always in."""
         ns = list(self.settings.watch_namespaces)
@@ -449,10 +461,8 @@ class Controller:
         meta, status = _meta(new), new.get("status") or {}
         generation = meta.get("generation")
         if old is None:
-            if status.get("observedGeneration") != generation:
-                self.storages.add(key, REFS)  # the round decides whether to validate
-            else:
-                self.storages.add(key, REFS)
+            self.storages.add(key, REFS)  # the round decides whether to validate
+            if status.get("observedGeneration") == generation:
                 self._schedule_after_restart(key, new)
         else:
             if _meta(old).get("generation") != generation:

@@ -218,6 +218,13 @@ class Inventory:
     def target_of(self, call_type: ObjectKey) -> ObjectKey | None:
         return self._target_of.get(call_type)
 
+    def sizes(self) -> dict[str, int]:
+        """Entries per map: bookkeeping that must stay flat under churn."""
+        return {"storages": len(self.storages), "call_types": len(self.call_types),
+                "secrets": len(self.secrets), "tombstones": len(self.versions),
+                "references": len(self._secrets_of) + len(self._storages_of_secret) +
+                len(self._target_of) + len(self._call_types_of)}
+
 
 def vanished(held: Mapping[ObjectKey, Mapping[str, Any]], listed: Iterable[ObjectKey],
              list_version: str | None) -> list[ObjectKey]:
