@@ -1,7 +1,8 @@
 """A storage deleted and created again under its name while the operator still validates
 the first one (GitOps tools delete and re-create): the new object shows only its own
 result (issue 24, item 3). Every version of the new object's status is watched on the
-real API server, so a result that lands for a moment is seen too.
+real API server, so a result that lands for a moment is seen too; the status write itself
+is checked to land on its own object or nowhere.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ import pytest
 from kubernetes import client, watch
 
 from callstorage.api import GROUP, VERSION
+from callstorage.apiserver import ApiServer, _from_kubeconfig
+from callstorage.kube import Kube, ObjectGone
 from callstorage.storagetypes.base import ENDPOINT_KEY
 from testbed import kubeutil
+from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
 from testbed.s3 import S3Keys, S3Server
 from testbed.tcpproxy import KillableProxy
@@ -84,3 +88,38 @@ def test_a_storage_recreated_while_validated_gets_its_own_result_only(
     assert obj is not None
     assert obj["metadata"]["uid"] == second["metadata"]["uid"]
     assert kubeutil.condition(obj)["status"] == "False"
+
+
+async def test_a_status_write_lands_on_its_object_or_nowhere(
+    control_plane: ControlPlane, kube_api: Any, namespace: str,
+) -> None:
+    """``Kube.write_status`` names the object's uid: written to a successor of the same
+    name, it fails as ``ObjectGone`` and leaves the successor's status alone (a merge
+    patch naming ``metadata.uid`` would not: the status subresource ignores it)."""
+    custom = client.CustomObjectsApi(kube_api)
+    spec = kubeutil.s3_storage_spec("bucket-one", "http://127.0.0.1:1", "creds")
+    first = kubeutil.create_object(kube_api, EXS, namespace,
+                                   kubeutil.external_storage("st", spec))
+    kube = Kube(ApiServer(loader=lambda: _from_kubeconfig([control_plane.kubeconfig], False)))
+    try:
+        written = await kube.write_status(EXS, namespace, "st", first["metadata"]["uid"],
+                                          {"observedGeneration": 1})
+        assert written["status"] == {"observedGeneration": 1}
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, EXS, "st")
+        with pytest.raises(ObjectGone):  # nothing under the name
+            await kube.write_status(EXS, namespace, "st", first["metadata"]["uid"],
+                                    {"observedGeneration": 2})
+        second = kubeutil.create_object(kube_api, EXS, namespace,
+                                        kubeutil.external_storage("st", spec))
+        with pytest.raises(ObjectGone) as gone:  # another object under the name
+            await kube.write_status(EXS, namespace, "st", first["metadata"]["uid"],
+                                    {"observedGeneration": 3, "usedByCount": 99})
+        assert gone.value.uid == first["metadata"]["uid"]
+        now = kubeutil.get_object(kube_api, EXS, namespace, "st")
+        assert now is not None
+        assert now["metadata"]["uid"] == second["metadata"]["uid"]
+        # (the test run's operator writes the second one's own status meanwhile)
+        assert (now.get("status") or {}).get("usedByCount") != 99
+        assert (now.get("status") or {}).get("observedGeneration") != 3
+    finally:
+        await kube.aclose()
