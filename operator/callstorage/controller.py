@@ -15,7 +15,6 @@ import logging
 import random
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -34,21 +33,36 @@ from callstorage.api.capabilities import Capabilities
 from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set_condition
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
+from callstorage.eventposting import EventPoster
 from callstorage.fairness import FairShare, Group, groups_of
 from callstorage.fencing import NotLeader
-from callstorage.inventory import CachedSecret, Inventory, ObjectKey, compact, vanished
+from callstorage.inventory import (
+    Inventory,
+    ObjectKey,
+    compact,
+    vanished,
+)
 from callstorage.kube import Kube, ObjectGone, decode_secret
+from callstorage.objectstate import (
+    ObjectState,
+    ObjectStates,
+    Unwritten,
+    overwritten,
+    replaced,
+    uid_of,
+)
 from callstorage.providers import (
     build_client,
     load_client_modules,
     run_check,
     validate_storage,
 )
-from callstorage.providers.base import ProviderError, ProviderInputs
+from callstorage.providers.base import ProviderError
 from callstorage.reconcile import calltype as ct_reconcile
 from callstorage.reconcile import externalstorage as es_reconcile
-from callstorage.reconcile.externalstorage import CheckOutcome, Event, Observed, Validation
+from callstorage.reconcile.externalstorage import CheckOutcome, Observed, Validation
 from callstorage.reconcile.schedule import next_delay, startup_delay
+from callstorage.secretcache import SECRET, SecretCache
 from callstorage.settings import Settings
 from callstorage.storagetypes import PROVIDERS
 from callstorage.workqueue import WorkQueue
@@ -58,24 +72,13 @@ log = logging.getLogger(__name__)
 VALIDATE, CHECK, REFS = "validate", "check", "refs"
 # a referenced Secret was deleted: validate, unless the namespace is being torn down
 SECRET_GONE = "secret-gone"  # noqa: S105 - a queue reason, not a credential
-# How long a namespace's teardown state is believed: terminating never ends in Active; an
-# Active answer is not kept (teardown may start any moment, and asking is rare).
-TERMINATING_TTL, ACTIVE_TTL = 600.0, 0.0
 # Restores of a key closer together than this count as one fight (someone keeps writing,
 # e.g. a second operator during a botched rollout) and back off.
 RESTORE_WINDOW = 60.0
 # a round that failed after its validation ran: only the status write is retried
 WRITE = "write"
-SECRET, STORAGE, CALL_TYPE = "secret", "storage", "calltype"  # kinds, for tombstones
+STORAGE, CALL_TYPE = "storage", "calltype"  # kinds, for tombstones (and SECRET)
 CALL_TYPE_WORKERS = 4
-# Secrets no storage refers to yet, as the watch delivered them: a storage applied just
-# after its Secret (one `kubectl apply` of both, an Argo CD sync, 1,000 tenants onboarded)
-# then needs no GET of it. Only small ones (credentials, not TLS bundles or Helm release
-# Secrets), at most RECENT_SECRETS of them, each for RECENT_SECRET_TTL seconds; a change
-# or deletion on the watch replaces or drops the copy.
-RECENT_SECRET_TTL = 120.0
-RECENT_SECRETS = 10_000
-RECENT_SECRET_BYTES = 8192  # of base64 data
 # The watch replays a LIST as events of type None, as one burst. A listing event is a
 # relist (after 410 Gone) when it comes more than LISTING_GAP seconds after the previous
 # listing event of its kind, our own start-up LIST counting as the first: an API server
@@ -114,12 +117,6 @@ def _parse_time(value: object) -> float | None:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def credentials_secret(spec: ExternalStorageSpec) -> str | None:
-    """Name of the credentials Secret the spec refers to (None: ambient credentials)."""
-    ref = spec.credentials_secret_ref
-    return ref.name if ref is not None else None
 
 
 def pending_check(obj: Mapping[str, Any]) -> str | None:
@@ -190,16 +187,10 @@ class Controller:
             max_workers=settings.max_concurrent_validations, thread_name_prefix="provider")
         self._tasks: list[asyncio.Task[None]] = []
         self.platform: ObjectKey = (settings.namespace, settings.platform_storage)
-        # failures of the operator itself (not of a storage), per key: drive the backoff
-        self._errors: dict[tuple[str, ObjectKey], int] = {}
-        # a validation whose status write failed: written on the retry, not redone
-        self._unwritten: dict[ObjectKey, tuple[int, Validation | None, CheckOutcome | None,
-                                               int, dt.datetime | None]] = {}
-        # The status the operator last wrote (or found equal to what it would write), per
-        # key: the base of the next round, so a status overwritten by someone else is
-        # put back, not believed.
-        self._written: dict[ObjectKey, dict[str, Any]] = {}
-        self._ct_written: dict[ObjectKey, dict[str, Any]] = {}
+        # per object (uid): the status last written, a result not yet written, failures
+        # of the operator itself, restores (objectstate.py)
+        self._storage_state = ObjectStates(self.inv.storages)
+        self._call_type_state = ObjectStates(self.inv.call_types)
         # resync: a LIST of both kinds replacing the inventory (client-go's Replace)
         self._started_at: float | None = None
         self._resync_at = float("inf")
@@ -213,10 +204,7 @@ class Controller:
         # fair shares of the provider workers per endpoint host and namespace (fairness.py)
         self._fair: FairShare[ObjectKey] = FairShare(settings.max_concurrent_validations)
         self._woken: dict[ObjectKey, Group] = {}  # unparked, not yet holding a slot
-        # namespace -> (being deleted?, believed until): teardown makes no noise
-        self._terminating: dict[str, tuple[bool, float]] = {}
-        # (kind, key) -> (restores in a row, when the last one was due)
-        self._restores: dict[tuple[str, ObjectKey], tuple[int, float]] = {}
+        self.events = EventPoster(kube)  # quiet in namespaces being deleted
         # storage types whose SDK is loaded (or loading): one import each, on first sight
         self._sdk_types: set[str] = set()
         self._sdk_loads: list[Future[None]] = []
@@ -224,11 +212,7 @@ class Controller:
         self.listed_versions: dict[str, str | None] = {}
         # shared_check_key -> the answer of that validation request, while in flight
         self._flights: dict[str, asyncio.Future[Validation | None]] = {}
-        # unreferenced Secrets recently seen on the watch (oldest first), with their expiry
-        self._recent_secrets: OrderedDict[ObjectKey, tuple[float, CachedSecret]] = \
-            OrderedDict()
-        # a referenced Secret's GET in flight, shared by every round that needs it
-        self._secret_reads: dict[ObjectKey, asyncio.Future[CachedSecret | None]] = {}
+        self.secrets = SecretCache(kube, self.inv, settings)
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -270,6 +254,18 @@ class Controller:
         self._deletions_covered()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._providers.shutdown(wait=False, cancel_futures=True)
+
+    def bookkeeping(self) -> dict[str, int]:
+        """Entries in each map the controller keeps: flat under churn, and back where
+        they were once the objects are gone (and their tombstones expired)."""
+        return {**self.inv.sizes(), "storage_state": len(self._storage_state),
+                "call_type_state": len(self._call_type_state),
+                "recent_secrets": len(self.secrets.recent),
+                "secret_reads": len(self.secrets.reads),
+                "terminating": len(self.events.terminating), "flights": len(self._flights),
+                "unseen_deletions": len(self._unseen_deletions), "woken": len(self._woken),
+                "parked": self._fair.parked(), "storage_queue": self.storages.entries(),
+                "call_type_queue": self.call_types.entries()}
 
     def watched_namespaces(self) -> list[str]:
         """Namespaces to watch; empty = cluster-wide. The platform one is always in."""
@@ -328,7 +324,7 @@ class Controller:
         self.resyncs += 1
         self._deletions_covered()
         # a relist may have hidden a deletion of a Secret no storage referred to yet
-        self._recent_secrets.clear()
+        self.secrets.recent.clear()
         for plural, kind in ((EXTERNALSTORAGE_PLURAL, "ExternalStorage"),
                              (CALLTYPE_PLURAL, "CallType")):
             items, list_rv = await self.kube.list_snapshot(plural, namespaces)
@@ -392,6 +388,8 @@ class Controller:
         key = (exc.namespace, exc.name)
         storage = exc.plural == EXTERNALSTORAGE_PLURAL
         held = (self.inv.storages if storage else self.inv.call_types).get(key)
+        if held is not None and exc.uid and uid_of(held) != exc.uid:
+            held = None  # the name is another object's now: ours was forgotten already
         known = held is None or bool(_meta(held).get("deletionTimestamp"))
         if held is not None:
             if storage:
@@ -440,24 +438,20 @@ class Controller:
             self._listing_seen(STORAGE)
         elif self._unseen_deletions and event_type in ("DELETED", "ADDED"):
             self._deletion_seen(STORAGE, key)  # ADDED: re-created, after its deletion
-        if event_type == "DELETED":
-            self.inv.versions.bury(STORAGE, key, _meta(obj).get("resourceVersion"))
-            self.inv.forget_storage(key)
-            self.storages.forget(key)
-            self._unwritten.pop(key, None)
-            self._written.pop(key, None)
-            self._fair.forget(key)
-            self._hand_on(key)
-            self._errors.pop((STORAGE, key), None)
-            metrics.forget_storage(*key)
-            self._touch_call_types(key)
-            return
         old = self.inv.storages.get(key)
         rv = _meta(obj).get("resourceVersion")
+        if event_type == "DELETED":
+            self._storage_deleted(key, rv, forget=old is None or not replaced(old, obj))
+            return
         if old is not None and rv and _meta(old).get("resourceVersion") == rv:
             return  # this very version again (the watch echoing our own write, a relist)
         if not self._accept(STORAGE, key, old, obj):
             return
+        if old is not None and replaced(old, obj):
+            # deleted and created again unseen (a relist shows only the new one)
+            self.inv.versions.bury_before(STORAGE, key, rv)
+            self._storage_deleted(key, None)
+            old = None
         new = _held(obj)
         self.inv.storages[key] = new
         self.inv.set_secret_refs(key, _secret_refs(new))
@@ -468,10 +462,8 @@ class Controller:
         meta, status = _meta(new), new.get("status") or {}
         generation = meta.get("generation")
         if old is None:
-            if status.get("observedGeneration") != generation:
-                self.storages.add(key, REFS)  # the round decides whether to validate
-            else:
-                self.storages.add(key, REFS)
+            self.storages.add(key, REFS)  # the round decides whether to validate
+            if status.get("observedGeneration") == generation:
                 self._schedule_after_restart(key, new)
         else:
             if _meta(old).get("generation") != generation:
@@ -483,11 +475,12 @@ class Controller:
                 # resumed: the schedule paused with it starts again where it stood
                 self._schedule_after_restart(key, new)
         if old is not None:
-            if self._status_overwritten(key, new):
-                self.storages.add(key, REFS, self._restore_delay(STORAGE, key))
+            state = self._storage_state.get(key, uid_of(new))
+            if overwritten(state, new):
+                self.storages.add(key, REFS, self._restore_delay(state))
             else:
-                if key in self._written:  # equal: hold the watch's copy, not a second one
-                    self._written[key] = status
+                if state is not None and state.written is not None:
+                    state.written = status  # equal: hold the watch's copy, not a second one
                 if self._finalizer_wrong(key, new):
                     self.storages.add(key, REFS)
         if pending_check(new):
@@ -498,6 +491,20 @@ class Controller:
                 (old.get("status") or {}).get("conditions") != status.get("conditions") or \
                 bool(_meta(old).get("deletionTimestamp")) != bool(meta.get("deletionTimestamp")):
             self._touch_call_types(key)
+
+    def _storage_deleted(self, key: ObjectKey, rv: str | None, forget: bool = True) -> None:
+        """A storage was deleted at ``rv``: forget it and everything kept about it (unless
+        ``forget`` is False: the deletion of an object whose successor we hold already)."""
+        self.inv.versions.bury(STORAGE, key, rv)
+        if not forget:
+            return
+        self.inv.forget_storage(key)
+        self.storages.forget(key)
+        self._storage_state.forget(key)
+        self._fair.forget(key)
+        self._hand_on(key)
+        metrics.forget_storage(*key)
+        self._touch_call_types(key)
 
     def _schedule_after_restart(self, key: ObjectKey, obj: Mapping[str, Any]) -> None:
         try:
@@ -522,19 +529,17 @@ class Controller:
             self._listing_seen(CALL_TYPE)
         elif self._unseen_deletions and event_type in ("DELETED", "ADDED"):
             self._deletion_seen(CALL_TYPE, key)
-        if event_type == "DELETED":
-            self.inv.versions.bury(CALL_TYPE, key, _meta(obj).get("resourceVersion"))
-            self.inv.call_types.pop(key, None)
-            self._ct_written.pop(key, None)
-            self.call_types.forget(key)
-            self._errors.pop((CALL_TYPE, key), None)
-            old_target = self.inv.set_call_type_target(key, None)
-            if old_target is not None:
-                self.storages.add(old_target, REFS)
-            return
         old = self.inv.call_types.get(key)
+        rv = _meta(obj).get("resourceVersion")
+        if event_type == "DELETED":
+            self._call_type_deleted(key, rv, forget=old is None or not replaced(old, obj))
+            return
         if not self._accept(CALL_TYPE, key, old, obj):
             return
+        if old is not None and replaced(old, obj):
+            self.inv.versions.bury_before(CALL_TYPE, key, rv)
+            self._call_type_deleted(key, None)
+            old = None
         new = _held(obj)
         self.inv.call_types[key] = new
         target, _ = ct_reconcile.storage_target(
@@ -544,22 +549,35 @@ class Controller:
             self.storages.add(target, REFS)
             if previous is not None:
                 self.storages.add(previous, REFS)
-        status = new.get("status") or {}
-        written = self._ct_written.get(key)
-        if old is None or status.get("observedGeneration") != _meta(new).get("generation"):
+        state = self._call_type_state.get(key, uid_of(new))
+        if old is None or (new.get("status") or {}).get("observedGeneration") != \
+                _meta(new).get("generation"):
             self.call_types.add(key, "reconcile")
-        elif written is not None and dict(status) != written:
-            self.call_types.add(key, "restore", self._restore_delay(CALL_TYPE, key))
+        elif overwritten(state, new):
+            self.call_types.add(key, "restore", self._restore_delay(state))
+
+    def _call_type_deleted(self, key: ObjectKey, rv: str | None, forget: bool = True) -> None:
+        """As ``_storage_deleted``, for a CallType."""
+        self.inv.versions.bury(CALL_TYPE, key, rv)
+        if not forget:
+            return
+        self.inv.call_types.pop(key, None)
+        self._call_type_state.forget(key)
+        self.call_types.forget(key)
+        old_target = self.inv.set_call_type_target(key, None)
+        if old_target is not None:
+            self.storages.add(old_target, REFS)
 
     def on_secret_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
         if event_type is None:
             self._listing_seen(SECRET)
         rv = str(_meta(obj).get("resourceVersion", ""))
-        if event_type == "DELETED":
+        if event_type == "DELETED" and self.secrets.may_come_back(key):
+            # no tombstone for each of the cluster's other Secrets
             self.inv.versions.bury(SECRET, key, rv)
         if not self.inv.secret_is_referenced(key):
-            self._remember_recent(key, None if event_type == "DELETED" else obj)
+            self.secrets.remember_recent(key, None if event_type == "DELETED" else obj)
             return  # no storage needs it (yet): at most a short-lived small copy
         previous = self.inv.secrets.get(key)
         if event_type == "DELETED":
@@ -581,44 +599,17 @@ class Controller:
             elif rv not in seen.split(","):
                 self.storages.add(storage, VALIDATE)
 
-    def _remember_recent(self, key: ObjectKey, obj: Mapping[str, Any] | None) -> None:
-        """Keep (or drop, for None or a large Secret) the recent copy of an unreferenced
-        Secret, expiring old ones and holding at most RECENT_SECRETS."""
-        recent = self._recent_secrets
-        recent.pop(key, None)
-        now = time.monotonic()
-        while recent and (len(recent) >= RECENT_SECRETS or
-                          next(iter(recent.values()))[0] <= now):
-            recent.popitem(last=False)
-        data = (obj or {}).get("data") or {}
-        if obj is None or not isinstance(data, Mapping) or \
-                sum(len(str(v)) for v in data.values()) > RECENT_SECRET_BYTES:
-            return
-        rv = str(_meta(obj).get("resourceVersion", ""))
-        recent[key] = (now + RECENT_SECRET_TTL, decode_secret(rv, data))
-
-    def _recent_secret(self, key: ObjectKey) -> CachedSecret | None:
-        """The recent copy of a Secret a storage now refers to, taken out of the recent
-        ones (into the referenced cache, which the watch keeps current from now on)."""
-        entry = self._recent_secrets.pop(key, None)
-        if entry is None or entry[0] <= time.monotonic():
-            return None
-        secret = entry[1]
-        if self.inv.versions.is_stale(SECRET, key, secret.resource_version, None):
-            return None
-        if self.inv.secret_is_referenced(key):
-            self.inv.secrets[key] = secret
-        return secret
-
     def _touch_call_types(self, storage: ObjectKey) -> None:
         for ct in self.inv.call_types_using(storage):
             self.call_types.add(ct, "storage-changed")
 
     # --- workers ------------------------------------------------------------------------
-    def _backoff(self, kind: str, key: ObjectKey) -> tuple[int, float]:
-        """Count one more failure of the operator's own round; the delay before the next."""
-        n = self._errors.get((kind, key), 0) + 1
-        self._errors[(kind, key)] = n
+    def _backoff(self, state: ObjectState | None) -> tuple[int, float]:
+        """Count one more failure of the operator's own round on the object (if it still
+        exists); the delay before the next."""
+        n = (state.errors if state is not None else 0) + 1
+        if state is not None:
+            state.errors = n
         delay = next_delay(Reason.INTERNAL_ERROR, 0.0, n, self.settings.retry_base,
                            self.settings.retry_max, self.rand)
         return n, delay if delay is not None else self.settings.retry_max
@@ -635,9 +626,11 @@ class Controller:
     async def storage_round(self, key: ObjectKey, reasons: set[str]) -> None:
         """One reconcile of one storage; a failure is counted, reported and retried with
         backoff, never allowed to stop the worker."""
+        uid = uid_of(self.inv.storages.get(key))
         try:
             await self.reconcile_storage(key, reasons)
-            self._errors.pop((STORAGE, key), None)
+            if (state := self._storage_state.get(key, uid)) is not None:
+                state.errors = 0
         except (asyncio.CancelledError, NotLeader):  # NotLeader: the worker stops too
             raise
         except ObjectGone as exc:  # never retried: there is nothing left to write to
@@ -646,15 +639,17 @@ class Controller:
             self._fair.park(exc.group, key, reasons)
         except Exception as exc:  # one object's failure must not stop the loop
             metrics.record_reconcile_error("ExternalStorage")
-            n, delay = self._backoff(STORAGE, key)
+            state = self._storage_state.of(key, uid)
+            n, delay = self._backoff(state)
             log.error("reconciling ExternalStorage %s/%s failed (%d in a row; retry in "
                       "%.0fs): %s", *key, n, delay, _describe(exc))
             # Retry what was asked; a round whose validation already ran retries only its
-            # status write (see ``_unwritten``).
-            retry = {WRITE} if key in self._unwritten else (reasons - {CHECK}) or {REFS}
+            # status write (see ``Unwritten``).
+            retry = {WRITE} if state is not None and state.unwritten is not None \
+                else (reasons - {CHECK}) or {REFS}
             for reason in retry:
                 self.storages.add(key, reason, delay)
-            await self._expose_error(key, exc, n, delay)
+            await self._expose_error(key, uid, exc, n, delay)
         finally:
             self._hand_on(key)
 
@@ -671,11 +666,11 @@ class Controller:
             for reason in reasons:
                 self.storages.add(key, reason)
 
-    async def _expose_error(self, key: ObjectKey, exc: BaseException, n: int,
+    async def _expose_error(self, key: ObjectKey, uid: str, exc: BaseException, n: int,
                             delay: float) -> None:
         """Best effort: say in status that the operator itself is failing on this object."""
         obj = self.inv.storages.get(key)
-        if obj is None:
+        if obj is None or uid_of(obj) != uid:
             return
         status = obj.get("status") or {}
         if isinstance(exc, ObjectGone):
@@ -693,8 +688,8 @@ class Controller:
         if conditions == status.get("conditions"):
             return
         try:
-            updated = await self.kube.patch_status(EXTERNALSTORAGE_PLURAL, key[0], key[1],
-                                                   {"conditions": conditions})
+            updated = await self.kube.write_status(EXTERNALSTORAGE_PLURAL, *key, uid,
+                                                   {**status, "conditions": conditions})
             self._wrote_storage(key, updated)
         except Exception as patch_exc:  # the API itself may be what fails
             log.debug("could not report the failure in status: %s", _describe(patch_exc))
@@ -702,16 +697,18 @@ class Controller:
     async def _call_type_worker(self) -> None:
         while True:
             key, _ = await self.call_types.get()
+            uid = uid_of(self.inv.call_types.get(key))
             try:
                 await self.reconcile_call_type(key)
-                self._errors.pop((CALL_TYPE, key), None)
+                if (state := self._call_type_state.get(key, uid)) is not None:
+                    state.errors = 0
             except (asyncio.CancelledError, NotLeader):
                 raise
             except ObjectGone as exc:
                 self._forget_gone(exc)
             except Exception as exc:
                 metrics.record_reconcile_error("CallType")
-                n, delay = self._backoff(CALL_TYPE, key)
+                n, delay = self._backoff(self._call_type_state.of(key, uid))
                 log.error("reconciling CallType %s/%s failed (%d in a row; retry in %.0fs): "
                           "%s", *key, n, delay, _describe(exc))
                 self.call_types.add(key, "retry", delay)
@@ -726,34 +723,29 @@ class Controller:
 
     def _wrote_storage(self, key: ObjectKey, updated: Mapping[str, Any]) -> None:
         """Record the server's answer to our status write, then feed it in as an event."""
-        self._written[key] = dict(updated.get("status") or {})
+        state = self._storage_state.of(key, uid_of(updated))
+        if state is not None:  # None: deleted meanwhile
+            state.written = dict(updated.get("status") or {})
         self.on_storage_event("MODIFIED", updated)
         held = self.inv.storages.get(key)
-        if held is not None and _meta(held).get("resourceVersion") == \
-                _meta(updated).get("resourceVersion"):
-            self._written[key] = held.get("status") or {}  # one copy of it, not two
+        if state is not None and held is not None and \
+                _meta(held).get("resourceVersion") == _meta(updated).get("resourceVersion"):
+            state.written = held.get("status") or {}  # one copy of it, not two
 
-    def _restore_delay(self, kind: str, key: ObjectKey) -> float:
-        """The first restore is immediate; a key that keeps being overwritten (a second
-        writer fighting ours) is restored with exponential backoff, never in a loop."""
+    def _restore_delay(self, state: ObjectState | None) -> float:
+        """The first restore is immediate; an object whose status keeps being overwritten
+        (a second writer fighting ours) is restored with exponential backoff, never in a
+        loop."""
+        if state is None:
+            return 0.0
         now = time.monotonic()
-        count, last = self._restores.get((kind, key), (0, float("-inf")))
-        count = count + 1 if now - last < RESTORE_WINDOW else 1
+        count = state.restores + 1 if now - state.last_restore < RESTORE_WINDOW else 1
         delay = 0.0
         if count > 1:
             delay = next_delay(Reason.INTERNAL_ERROR, 0.0, count - 1, self.settings.retry_base,
                                self.settings.retry_max, self.rand) or 0.0
-        self._restores[(kind, key)] = (count, now + delay)
-        if len(self._restores) > 10_000:
-            self._restores = {k: v for k, v in self._restores.items()
-                              if now - v[1] < RESTORE_WINDOW}
+        state.restores, state.last_restore = count, now + delay
         return delay
-
-    def _status_overwritten(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
-        """Someone else wrote the status subresource (a fake Ready, a foreign usedBy): it
-        differs from what the operator last wrote. A round puts it back."""
-        written = self._written.get(key)
-        return written is not None and dict(obj.get("status") or {}) != written
 
     def _finalizer_wrong(self, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
         """The in-use finalizer is missing while a CallType uses the storage (stripped by
@@ -767,10 +759,13 @@ class Controller:
         obj = self.inv.storages.get(key)
         if obj is None:
             return
+        uid = uid_of(obj)  # the round is for this object; its result for no other
+        state = self._storage_state.get(key, uid)
         # Computed from what the operator itself last wrote (restoring a status someone
-        # else overwrote); the patch is against what the object has now.
+        # else overwrote); the write is compared with what the object has now.
         actual: Mapping[str, Any] = obj.get("status") or {}
-        status: Mapping[str, Any] = self._written.get(key, actual)
+        status: Mapping[str, Any] = actual if state is None or state.written is None \
+            else state.written
         obj = {**obj, "status": status}
         meta = _meta(obj)
         generation = int(meta.get("generation") or 0)
@@ -780,7 +775,7 @@ class Controller:
         if not await self._sync_finalizer(key, obj, used_by, deleting):
             return  # the finalizer was removed from a deleted object: it is gone now
         if reasons == {REFS} and status == actual and not deleting and \
-                key not in self._unwritten and not pending_check(obj) and \
+                (state is None or state.unwritten is None) and not pending_check(obj) and \
                 _settled(status, generation, used_by):
             return  # e.g. every storage after a restart: nothing to validate or write
 
@@ -796,56 +791,39 @@ class Controller:
         if SECRET_GONE in reasons and not requested:
             # A namespace being deleted takes its Secrets before (or after) its storages:
             # validating those would only report SecretNotFound on the way out.
-            requested = not deleting and not await self._namespace_terminating(key[0])
+            requested = not deleting and not await self.events.namespace_terminating(key[0])
         wants_validation = es_reconcile.needs_validation(
             status, generation, current_hash, requested)
         check_value = pending_check(obj)
         log.debug("ExternalStorage %s/%s: round for %s; validate: %s", *key,
                   ",".join(sorted(reasons)), wants_validation)
         failures = int(status.get("consecutiveFailures") or 0)
-        validation: Validation | None = None
-        check: CheckOutcome | None = None
-        next_at: dt.datetime | None = None
 
-        unwritten = self._unwritten.get(key)
-        if unwritten is not None and unwritten[0] == generation and VALIDATE not in reasons:
+        unwritten = state.unwritten if state is not None else None
+        if unwritten is not None and unwritten.generation == generation and \
+                VALIDATE not in reasons:
             # The last round validated but could not write: write that, don't redo it.
-            _, validation, check, failures, next_at = unwritten
+            validation, check = unwritten.validation, unwritten.check
+            failures, next_at = unwritten.failures, unwritten.next_at
         else:
-            self._unwritten.pop(key, None)
-            if invalid is not None:
-                # reported once per generation; reference-only rounds keep the status
-                if wants_validation:
-                    validation = Validation(Reason.INVALID_SPEC, invalid)
-                if check_value:
-                    check = CheckOutcome(check_value, False, f"not run: the spec is invalid: "
-                                                             f"{invalid}")
-            elif spec is not None and suspended:
-                if check_value:
-                    check = CheckOutcome(check_value, False,
-                                         "not run: the storage is suspended (spec.suspend)")
-            elif spec is not None and (wants_validation or check_value):
+            if state is not None:
+                state.unwritten = None
+            validation, check = es_reconcile.offline_outcome(invalid, suspended, wants_validation,
+                                                 check_value)
+            if spec is not None and not suspended and (wants_validation or check_value):
                 if wants_validation:
                     status, actual = await self._announce_validation(
-                        key, obj, actual, spec, used_by, failures)
+                        key, uid, obj, actual, spec, used_by, failures)
                 validation, check = await self._validate(key, spec, wants_validation,
                                                          check_value)
+                if not self._result_applies(key, uid, current_hash):
+                    return
                 if validation is not None:
                     metrics.set_storage_ready(*key, validation.ok)
-
-            if validation is not None:
-                failures = es_reconcile.failures_after(failures, validation)
-                interval = spec.interval_seconds if spec is not None else 0.0
-                delay = next_delay(validation.reason, interval, failures,
-                                   self.settings.retry_base, self.settings.retry_max,
-                                   self.rand, validation.retried)
-                if delay is not None:
-                    self.storages.add(key, VALIDATE, delay)
-                    next_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
-            elif status.get("nextValidationAt") and not suspended:
-                next_at = _parse_datetime(status["nextValidationAt"])
-            if validation is not None or check is not None:
-                self._unwritten[key] = (generation, validation, check, failures, next_at)
+            failures, next_at = self._schedule_next(key, spec, validation, failures, status)
+            if (validation is not None or check is not None) and \
+                    (state := self._storage_state.of(key, uid)) is not None:
+                state.unwritten = Unwritten(generation, validation, check, failures, next_at)
 
         observed = Observed(
             generation=generation,
@@ -861,17 +839,51 @@ class Controller:
             spec_hash=current_hash,
         )
         desired = es_reconcile.desired_status(status, observed)
-        patch = es_reconcile.status_patch(actual, desired)
-        if patch is not None:
-            updated = await self.kube.patch_status(EXTERNALSTORAGE_PLURAL, key[0], key[1],
-                                                   patch)
+        if desired != actual:
+            updated = await self.kube.write_status(EXTERNALSTORAGE_PLURAL, *key, uid, desired)
             self._wrote_storage(key, updated)
-        else:
-            self._written[key] = dict(actual)  # equal to desired; shares the held copy
-        self._unwritten.pop(key, None)
-        await self._post(obj, es_reconcile.storage_events(status, desired, check))
+        elif (state := self._storage_state.of(key, uid)) is not None:
+            state.written = dict(actual)  # equal to desired
+        if (state := self._storage_state.get(key, uid)) is not None:
+            state.unwritten = None
+        await self.events.post(obj, es_reconcile.storage_events(status, desired, check))
 
-    async def _announce_validation(self, key: ObjectKey, obj: Mapping[str, Any],
+    def _result_applies(self, key: ObjectKey, uid: str, spec_hash: str) -> bool:
+        """Whether a validation's result may be written: the object it was computed for is
+        still there (its uid), with the spec it was computed from. A storage deleted and
+        created again under its name while the round ran, or whose spec changed, is never
+        given the old round's answer: it is dropped, and the object gets a round of its
+        own."""
+        held = self.inv.storages.get(key)
+        if held is not None and uid_of(held) == uid and \
+                es_reconcile.spec_hash(held.get("spec")) == spec_hash:
+            return True
+        what = "deleted" if held is None else "replaced" if uid_of(held) != uid else "changed"
+        log.info("ExternalStorage %s/%s was %s while it was validated; that result is "
+                 "dropped", *key, what)
+        if held is not None:
+            self.storages.add(key, REFS)
+        return False
+
+    def _schedule_next(self, key: ObjectKey, spec: ExternalStorageSpec | None,
+                       validation: Validation | None, failures: int,
+                       status: Mapping[str, Any]) -> tuple[int, dt.datetime | None]:
+        """After a validation, queue the next one (its interval, or a retry); the
+        failures in a row and when the next validation is due."""
+        if validation is None:
+            due = status.get("nextValidationAt")
+            keep = due and not (spec is not None and spec.suspend)
+            return failures, _parse_datetime(due) if keep else None
+        failures = es_reconcile.failures_after(failures, validation)
+        interval = spec.interval_seconds if spec is not None else 0.0
+        delay = next_delay(validation.reason, interval, failures, self.settings.retry_base,
+                           self.settings.retry_max, self.rand, validation.retried)
+        if delay is None:
+            return failures, None
+        self.storages.add(key, VALIDATE, delay)
+        return failures, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
+
+    async def _announce_validation(self, key: ObjectKey, uid: str, obj: Mapping[str, Any],
                                    actual: Mapping[str, Any], spec: ExternalStorageSpec,
                                    used_by: tuple[str, ...], failures: int) -> \
             tuple[Mapping[str, Any], Mapping[str, Any]]:
@@ -892,46 +904,14 @@ class Controller:
             blocked_deletion_by=used_by if _meta(obj).get("deletionTimestamp") else (),
             consecutive_failures=failures, spec_hash=None)
         desired = es_reconcile.desired_status(status, observed)
-        patch = es_reconcile.status_patch(actual, desired)
-        if patch is None:
+        if desired == actual:
             return desired, actual
-        updated = await self.kube.patch_status(EXTERNALSTORAGE_PLURAL, key[0], key[1], patch)
+        updated = await self.kube.write_status(EXTERNALSTORAGE_PLURAL, *key, uid, desired)
         self._wrote_storage(key, updated)
-        written = self._written[key]
+        state = self._storage_state.get(key, uid)
+        written = state.written if state is not None and state.written is not None \
+            else dict(updated.get("status") or {})
         return written, written
-
-    async def _namespace_terminating(self, namespace: str) -> bool:
-        """Whether ``namespace`` is being deleted (a terminating answer is kept)."""
-        now = time.monotonic()
-        cached = self._terminating.get(namespace)
-        if cached is not None and now < cached[1]:
-            return cached[0]
-        try:
-            answer = await self.kube.namespace_terminating(namespace)
-        except Exception as exc:  # unknown: behave as for a live namespace
-            log.debug("could not tell whether namespace %s is terminating: %s", namespace,
-                      _describe(exc))
-            return False
-        self._terminating[namespace] = (answer, now + (TERMINATING_TTL if answer
-                                                       else ACTIVE_TTL))
-        return answer
-
-    async def _post(self, obj: Mapping[str, Any], events: list[Event]) -> None:
-        """Post events, unless the namespace is being deleted: nothing can be created
-        there, and any event (even "StorageReady" as a storage is restamped on its way
-        out) would be refused. Events are rare (transitions only), so asking costs one
-        dry-run request per batch."""
-        if events:
-            namespace = str(_meta(obj).get("namespace", ""))
-            if await self._namespace_terminating(namespace):
-                log.debug("namespace %s is being deleted: %d event(s) not posted", namespace,
-                          len(events))
-                return
-        for event in events:
-            if not await self.kube.post_event(obj, event.type, event.reason, event.message):
-                namespace = str(_meta(obj).get("namespace", ""))
-                self._terminating[namespace] = (True, time.monotonic() + TERMINATING_TTL)
-                return
 
     async def _sync_finalizer(self, key: ObjectKey, obj: Mapping[str, Any],
                               used_by: tuple[str, ...], deleting: bool) -> bool:
@@ -955,96 +935,12 @@ class Controller:
                 return False
         return True
 
-    async def _inputs(self, namespace: str, spec: ExternalStorageSpec) -> \
-            tuple[ProviderInputs, str | None]:
-        """Read the referenced Secrets (own namespace only) into provider inputs."""
-        versions: list[str] = []
-        secret_data: Mapping[str, bytes] | None = None
-        name = credentials_secret(spec)
-        if name is not None:
-            secret = await self._secret(namespace, name)
-            if secret is None:
-                raise ProviderError(Reason.SECRET_NOT_FOUND,
-                                    f"Secret {namespace}/{name} (spec.{spec.storage_type}."
-                                    f"credentialsSecretRef) not found{self._unselected()}")
-            secret_data = secret.data
-            versions.append(secret.resource_version)
-        ca_bundle: bytes | None = None
-        if spec.tls is not None and spec.tls.ca_secret_ref is not None:
-            ref = spec.tls.ca_secret_ref
-            ca_secret = await self._secret(namespace, ref.name)
-            if ca_secret is None:
-                raise ProviderError(Reason.SECRET_NOT_FOUND,
-                                    f"Secret {namespace}/{ref.name} (spec.tls.caSecretRef) "
-                                    f"not found{self._unselected()}")
-            if not ca_secret.data.get(ref.key):
-                raise ProviderError(Reason.SECRET_KEY_MISSING,
-                                    f"Secret {namespace}/{ref.name} has no key {ref.key!r} "
-                                    "(spec.tls.caSecretRef.key)")
-            ca_bundle = ca_secret.data[ref.key]
-            versions.append(ca_secret.resource_version)
-        inputs = ProviderInputs(secret=secret_data, ca_bundle=ca_bundle, namespace=namespace)
-        return inputs, ",".join(versions) or None
-
-    def _unselected(self) -> str:
-        """What a missing Secret may also mean when the Secret watch is narrowed."""
-        selector = self.settings.secret_label_selector
-        if not selector:
-            return ""
-        return (f", or not selected: this installation only reads Secrets labelled "
-                f"{selector} (CALLSTORAGE_SECRET_LABEL_SELECTOR)")
-
-    async def _secret(self, namespace: str, name: str) -> CachedSecret | None:
-        """A referenced Secret: from the watch's cache, else one GET.
-
-        The watch may deliver a newer version (or the deletion) while the GET is in
-        flight; the GET's answer then loses, whatever order the two arrive in.
-        """
-        key = (namespace, name)
-        cached = self.inv.secrets.get(key) or self._recent_secret(key)
-        if cached is not None:
-            return cached
-        pending = self._secret_reads.get(key)
-        if pending is not None:  # the rounds of N storages sharing a Secret: one GET
-            return await asyncio.shield(pending)
-        read = asyncio.get_running_loop().create_future()
-        self._secret_reads[key] = read
-        try:
-            secret = await self._read_secret(key)
-        except asyncio.CancelledError:
-            read.cancel()
-            raise
-        except Exception as exc:
-            read.set_exception(exc)
-            read.exception()  # retrieved: nobody else may be waiting
-            raise
-        else:
-            read.set_result(secret)
-            return secret
-        finally:
-            del self._secret_reads[key]
-
-    async def _read_secret(self, key: ObjectKey) -> CachedSecret | None:
-        namespace, name = key
-        selector = self.settings.secret_label_selector
-        secret = await (self.kube.read_secret(namespace, name, selector) if selector
-                        else self.kube.read_secret(namespace, name))
-        newest = self.inv.secrets.get(key)
-        if secret is None:
-            return newest
-        held = newest.resource_version if newest is not None else None
-        if self.inv.versions.is_stale(SECRET, key, secret.resource_version, held):
-            return newest
-        if self.inv.secret_is_referenced(key):
-            self.inv.secrets[key] = secret
-        return secret
-
     async def _validate(self, key: ObjectKey, spec: ExternalStorageSpec, validate: bool,
                         check_value: str | None) -> tuple[Validation | None,
                                                           CheckOutcome | None]:
         started = time.monotonic()
         try:
-            inputs, version = await self._inputs(key[0], spec)
+            inputs, version = await self.secrets.inputs(key[0], spec)
         except ProviderError as exc:
             result = Validation(exc.reason, exc.message, stalled=exc.stalled,
                                 retry=exc.retry) \
@@ -1189,8 +1085,10 @@ class Controller:
             return
         target, source = ct_reconcile.storage_target(
             key[0], (obj.get("spec") or {}).get("externalStorage"), *self.platform)
+        uid = uid_of(obj)
+        state = self._call_type_state.of(key, uid)
         actual: Mapping[str, Any] = obj.get("status") or {}
-        status = self._ct_written.get(key, actual)  # see reconcile_storage
+        status = actual if state is None or state.written is None else state.written
         now = dt.datetime.now(dt.UTC)
         storage = self.inv.storages.get(target)
         created = ct_reconcile.created_at(obj)
@@ -1201,14 +1099,15 @@ class Controller:
             grace_left = (created + ct_reconcile.NOT_FOUND_GRACE - now).total_seconds()
             if grace_left > 0:  # look again when a missing storage starts to matter
                 self.call_types.add(key, "grace", grace_left + 0.1)
-        patch = es_reconcile.status_patch(actual, desired)
-        if patch is None:
-            self._ct_written[key] = desired
+        if desired == actual:
+            if state is not None:
+                state.written = desired
             return
-        updated = await self.kube.patch_status(CALLTYPE_PLURAL, key[0], key[1], patch)
-        self._ct_written[key] = dict(updated.get("status") or {})
+        updated = await self.kube.write_status(CALLTYPE_PLURAL, *key, uid, desired)
+        if (state := self._call_type_state.of(key, uid)) is not None:
+            state.written = dict(updated.get("status") or {})
         self.on_call_type_event("MODIFIED", updated)
-        await self._post(obj, ct_reconcile.call_type_events(status, desired))
+        await self.events.post(obj, ct_reconcile.call_type_events(status, desired))
 
 
 def _describe(exc: BaseException) -> str:

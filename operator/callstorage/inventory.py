@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 # (namespace, name)
 ObjectKey = tuple[str, str]
 # How long a deletion is remembered, so that an older copy of the object (a GET or a
 # patch answer that was in flight) cannot bring it back.
 TOMBSTONE_SECONDS = 600.0
+# At most this many deletions are remembered, so memory stays bounded under any churn;
+# past that the oldest go first (a risk only for an answer in flight across that many).
+TOMBSTONES_MAX = 20_000
 # Strings up to this long are interned in held objects (names, reasons, timestamps).
 INTERN_MAX = 64
 
@@ -56,6 +59,51 @@ def _number(rv: str | None) -> int | None:
     return int(rv) if isinstance(rv, str) and rv.isdigit() else None
 
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Expiring(Generic[K, V]):
+    """A map whose entries live ``ttl`` seconds and of which at most ``limit`` are kept
+    (the oldest go first): bookkeeping that must stay bounded whatever the churn.
+
+    Every entry lives equally long, so insertion order is expiry order: expired entries
+    are dropped from the front on each write, at no cost to reads.
+    """
+
+    def __init__(self, ttl: float, limit: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.limit = ttl, limit
+        self._clock = clock
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def pop(self, key: K) -> V | None:
+        entry = self._entries.pop(key, None)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def set(self, key: K, value: V) -> None:
+        entries = self._entries
+        entries.pop(key, None)
+        now = self._clock()
+        while entries and (len(entries) >= self.limit or next(iter(entries.values()))[0] <= now):
+            entries.popitem(last=False)
+        entries[key] = (now + self.ttl, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class Versions:
     """Per key: the newest resourceVersion seen, including deletions (tombstones).
 
@@ -64,8 +112,11 @@ class Versions:
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._tombstones: dict[tuple[str, ObjectKey], tuple[int, float]] = {}
+        self._tombstones: Expiring[tuple[str, ObjectKey], int] = Expiring(
+            TOMBSTONE_SECONDS, TOMBSTONES_MAX, clock)
+
+    def __len__(self) -> int:
+        return len(self._tombstones)
 
     def is_stale(self, kind: str, key: ObjectKey, rv: str | None, held: str | None) -> bool:
         """Whether a copy at ``rv`` is older than the held copy or a recorded deletion."""
@@ -76,22 +127,20 @@ class Versions:
         if old is not None and new < old:
             return True
         tomb = self._tombstones.get((kind, key))
-        if tomb is not None:
-            if self._clock() - tomb[1] > TOMBSTONE_SECONDS:
-                del self._tombstones[(kind, key)]
-            elif new <= tomb[0]:
-                return True
-        return False
+        return tomb is not None and new <= tomb
 
-    def bury(self, kind: str, key: ObjectKey, rv: str | None) -> None:
-        """Remember that ``key`` was deleted at ``rv``."""
+    def bury_before(self, kind: str, key: ObjectKey, rv: str | None) -> None:
+        """Remember that the object held under ``key`` was deleted before ``rv``, its
+        successor's version (seen instead of the deletion): any copy of it is older."""
         number = _number(rv)
         if number is not None:
-            self._tombstones[(kind, key)] = (number, self._clock())
-        if len(self._tombstones) > 10_000:  # keep memory bounded under heavy churn
-            cutoff = self._clock() - TOMBSTONE_SECONDS
-            for k in [k for k, (_, t) in self._tombstones.items() if t < cutoff]:
-                del self._tombstones[k]
+            self.bury(kind, key, str(number - 1))
+
+    def bury(self, kind: str, key: ObjectKey, rv: str | None) -> None:
+        """Remember that ``key`` was deleted at ``rv`` (for TOMBSTONE_SECONDS)."""
+        number = _number(rv)
+        if number is not None and number > (self._tombstones.get((kind, key)) or -1):
+            self._tombstones.set((kind, key), number)
 
 
 @dataclass
@@ -168,6 +217,13 @@ class Inventory:
 
     def target_of(self, call_type: ObjectKey) -> ObjectKey | None:
         return self._target_of.get(call_type)
+
+    def sizes(self) -> dict[str, int]:
+        """Entries per map: bookkeeping that must stay flat under churn."""
+        return {"storages": len(self.storages), "call_types": len(self.call_types),
+                "secrets": len(self.secrets), "tombstones": len(self.versions),
+                "references": len(self._secrets_of) + len(self._storages_of_secret) +
+                len(self._target_of) + len(self._call_types_of)}
 
 
 def vanished(held: Mapping[ObjectKey, Mapping[str, Any]], listed: Iterable[ObjectKey],

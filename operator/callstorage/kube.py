@@ -35,19 +35,21 @@ POINT_TIMEOUT: Final = (CONNECT_TIMEOUT, 10.0)
 LIST_PAGE: Final = 500  # objects per page of a LIST
 COMPONENT = "callstorage-operator"
 MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
 METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ObjectGone(Exception):
-    """A write answered 404: the object no longer exists (client-go's reading too).
+    """A write answered 404, or found another object (``uid``) under the name: the object
+    written to no longer exists (client-go's reading too).
 
     Never retried: the controller forgets the object as a DELETED event would, and
     resyncs, since a missed deletion rarely comes alone (a watch relist lost it).
     """
 
-    def __init__(self, plural: str, namespace: str, name: str) -> None:
+    def __init__(self, plural: str, namespace: str, name: str, uid: str = "") -> None:
         super().__init__(f"{plural} {namespace}/{name} is gone")
-        self.plural, self.namespace, self.name = plural, namespace, name
+        self.plural, self.namespace, self.name, self.uid = plural, namespace, name, uid
 
 
 class KubeconfigError(Exception):
@@ -142,19 +144,37 @@ class Kube:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}"
         return f"{path}/{quote(name)}" if name else path
 
-    async def patch_status(self, plural: str, namespace: str, name: str,
-                           status_patch: Mapping[str, Any]) -> dict[str, Any]:
-        """Merge-patch the status subresource; the object as written.
+    async def write_status(self, plural: str, namespace: str, name: str, uid: str,
+                           status: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace the status subresource of the object ``uid``; the object as written.
 
-        Raises ``ObjectGone`` on 404.
+        A JSON patch whose first operation tests ``metadata.uid``: the status lands on
+        that very object or nowhere, never on another one created under the same name
+        meanwhile. (A merge patch naming ``metadata.uid`` would not do: the status
+        subresource keeps the stored metadata and ignores the uid unchecked.)
+        Raises ``ObjectGone`` when the object is gone or another has its name.
         """
+        path = self._path(namespace, plural, name)
+        ops: list[dict[str, Any]] = [{"op": "add", "path": "/status", "value": dict(status)}]
+        if uid:
+            ops.insert(0, {"op": "test", "path": "/metadata/uid", "value": uid})
         try:
-            return await self._write("PATCH", self._path(namespace, plural, name) + "/status",
-                                     {"status": dict(status_patch)}, MERGE_PATCH)
+            return await self._write("PATCH", path + "/status", ops, JSON_PATCH)
         except ApiError as exc:
-            if exc.status == 404:
-                raise ObjectGone(plural, namespace, name) from None
+            if exc.status == 404 or (exc.status == 422 and uid and
+                                     await self._replaced(path, uid)):
+                raise ObjectGone(plural, namespace, name, uid) from None
             raise
+
+    async def _replaced(self, path: str, uid: str) -> bool:
+        """Whether the object at ``path`` is gone or another than ``uid``: a failed test
+        operation answers 422 Invalid, as an invalid status does; one GET tells which."""
+        try:
+            meta = (await self._call("GET", path, read_timeout=POINT_TIMEOUT[1])
+                    ).get("metadata") or {}
+        except ApiError as exc:
+            return exc.status == 404
+        return meta.get("uid") != uid
 
     async def set_finalizers(self, namespace: str, name: str, finalizers: list[str],
                              resource_version: str) -> bool:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from callstorage import __version__, metrics
 from callstorage.apiserver import ApiServer
 from callstorage.fencing import Fence
-from callstorage.handlers import build_registry
+from callstorage.handlers import Startup, build_registry
 from callstorage.kopfloader import kopf
 from callstorage.settings import Settings
 
@@ -106,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     metrics.start_metrics_server(settings.metrics_port)
     # elected: no write until the Lease is ours, none after it could not be renewed
     fence = Fence.closed() if settings.leader_election else None
-    registry, _ = build_registry(settings, fence)
+    registry, holder = build_registry(settings, fence)
     namespaces = list(settings.watch_namespaces)
     if namespaces and settings.namespace not in namespaces:
         namespaces.append(settings.namespace)
     if fence is not None:
-        return asyncio.run(_run_elected(settings, registry, namespaces, fence))
+        return asyncio.run(_run_elected(settings, registry, namespaces, fence,
+                                        holder["startup"]))
     liveness = (f"http://0.0.0.0:{settings.health_port}/healthz"
                 if settings.health_port else None)
     asyncio.run(kopf.operator(
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
-                       namespaces: list[str], fence: Fence) -> int:
+                       namespaces: list[str], fence: Fence, startup: Startup) -> int:
     """One of several replicas: serve health, wait for the Lease, then run kopf."""
     from callstorage.leader import (
         LeaderElector,
@@ -144,8 +145,8 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    health = await _serve_health(settings.health_port, elector) if settings.health_port \
-        else None
+    health = await _serve_health(settings.health_port, elector, startup) \
+        if settings.health_port else None
 
     async def lead() -> None:
         metrics.LEADER.set(1)
@@ -165,16 +166,23 @@ async def _run_elected(settings: Settings, registry: kopf.OperatorRegistry,
         await api.close()
 
 
-async def _serve_health(port: int, elector: LeaderElector) -> web.AppRunner:
+async def _serve_health(port: int, elector: LeaderElector,
+                        startup: Startup) -> web.AppRunner:
     """``/healthz``: the process answers (liveness). ``/readyz``: it reached the API server
-    within a lease duration, so it leads, or could take over if the leader goes."""
+    within a lease duration, and either leads with its controller running (start-up
+    LISTs done: the CRDs are there and RBAC allows them) or could take over if the leader
+    goes."""
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     async def readyz(_: web.Request) -> web.Response:
-        if elector.healthy():
-            return web.Response(text="leader" if elector.is_leader else "standby")
-        return web.Response(status=503, text="no contact with the API server")
+        if not elector.healthy():
+            return web.Response(status=503, text="no contact with the API server")
+        if not elector.is_leader:
+            return web.Response(text="standby")
+        if not startup.running:
+            return web.Response(status=503, text=f"leader, not running: {startup.problem}")
+        return web.Response(text="leader")
 
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])

@@ -57,6 +57,19 @@ class WorkQueue(Generic[K]):
         self._queued[key] = due
         heapq.heappush(self._heap, (due, next(self._seq), key))
         self._wakeup.set()
+        self._compact()
+
+    def _compact(self) -> None:
+        """Superseded and forgotten entries stay in the heap until due (a deleted
+        storage's next validation, an hour away); once they outnumber the live ones the
+        heap is rebuilt, so churn cannot grow it."""
+        if len(self._heap) > 2 * len(self._queued) + 64:
+            self._heap = [e for e in self._heap if self._queued.get(e[2]) == e[0]]
+            heapq.heapify(self._heap)
+
+    def entries(self) -> int:
+        """Entries in the heap, live or not (bookkeeping)."""
+        return len(self._heap)
 
     def due_at(self, key: K) -> float | None:
         """When ``key`` is next due (monotonic clock), if anything is pending for it."""
@@ -71,6 +84,7 @@ class WorkQueue(Generic[K]):
         """Drop a key (its object is gone); a stale heap entry is skipped later."""
         self._queued.pop(key, None)
         self._pending.pop(key, None)
+        self._compact()
 
     async def get(self) -> tuple[K, set[str]]:
         """Wait for the next due key; the caller must call ``done(key)`` afterwards."""

@@ -17,6 +17,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from callstorage import controller as controller_module
+from callstorage import secretcache
 from callstorage.api.capabilities import Capabilities
 from callstorage.controller import VALIDATE, WRITE, Controller
 from callstorage.inventory import CachedSecret
@@ -69,25 +70,19 @@ class ScriptedKube:
         self.terminating: set[str] = set()  # namespaces being deleted
         self.secret_versions: dict[str, str] = {}  # Secrets of NS: name -> resourceVersion
 
-    async def patch_status(self, plural: str, namespace: str, name: str,
-                           patch: Mapping[str, Any]) -> dict[str, Any] | None:
-        self.calls.append(f"patch_status {plural}")
+    async def write_status(self, plural: str, namespace: str, name: str, uid: str,
+                           status: Mapping[str, Any]) -> dict[str, Any] | None:
+        self.calls.append(f"write_status {plural}")
         if self.fail_patches > 0:
             self.fail_patches -= 1
             raise ApiException(status=422, reason="Unprocessable Entity")
         store = self.objects if plural == "externalstorages" else self.call_types
-        if name not in store:
-            raise ObjectGone(plural, namespace, name)
-        self.patches.append(copy.deepcopy(dict(patch)))
-        obj = store[name]
-        status = dict(obj.get("status") or {})
-        for k, v in patch.items():
-            if v is None:
-                status.pop(k, None)
-            else:
-                status[k] = v
+        if name not in store or (uid and store[name]["metadata"].get("uid") not in (None, uid)):
+            raise ObjectGone(plural, namespace, name, uid)  # as the real test operation
+        self.patches.append(copy.deepcopy(dict(status)))
         self.rv += 1
-        obj = {**obj, "status": status,
+        obj = store[name]
+        obj = {**obj, "status": copy.deepcopy(dict(status)),
                "metadata": {**obj["metadata"], "resourceVersion": str(self.rv)}}
         store[name] = obj
         return copy.deepcopy(obj)
@@ -267,9 +262,9 @@ async def test_a_recent_secret_copy_is_never_used_once_deleted_large_old_or_resy
     ctl = make(kube)
     seen = secret("5", "SEEN")
     if case == "large":
-        seen["data"]["padding"] = "A" * (controller_module.RECENT_SECRET_BYTES + 4)
+        seen["data"]["padding"] = "A" * (secretcache.RECENT_SECRET_BYTES + 4)
     if case == "expired":
-        monkeypatch.setattr(controller_module, "RECENT_SECRET_TTL", -1.0)
+        monkeypatch.setattr(ctl.secrets.recent, "ttl", -1.0)
     ctl.on_secret_event("ADDED", seen)
     if case == "deleted":
         ctl.on_secret_event("DELETED", secret("6", "SEEN"))
@@ -289,13 +284,13 @@ async def test_at_most_recent_secrets_copies_are_held_the_oldest_go_first(
 ) -> None:
     from callstorage.kube import decode_secret
 
-    monkeypatch.setattr(controller_module, "RECENT_SECRETS", 3)
+    monkeypatch.setattr(secretcache, "RECENT_SECRETS", 3)
     kube = ScriptedKube()
     ctl = make(kube)
     for name in ("creds", "b", "c", "d"):  # "creds" is the oldest: dropped for "d"
         ctl.on_secret_event("ADDED", {**secret("5", "SEEN"), "metadata": {
             "name": name, "namespace": NS, "resourceVersion": "5"}})
-    assert len(ctl._recent_secrets) == 3
+    assert len(ctl.secrets.recent) == 3
     kube.read_secret_result = decode_secret("7", secret("7", "READ")["data"])
     kube.objects["st"] = storage()
     ctl.on_storage_event("ADDED", storage())
@@ -484,7 +479,7 @@ async def test_a_404_on_a_finalizer_write_forgets_the_storage_and_never_retries(
     assert kube.calls == ["set_finalizers"]
     assert key not in ctl.inv.storages
     assert ctl.storages.due_at(key) is None, "a write to a gone object was queued again"
-    assert ctl._errors == {}
+    assert len(ctl._storage_state) == 0
     assert provider == []
     await until(lambda: ctl._resync_at < before)  # a 404 the watch never confirmed
 
@@ -527,7 +522,7 @@ async def test_a_404_on_the_status_write_of_a_storage_being_deleted_asks_for_no_
     ctl.storages.forget(key)
     before = ctl._resync_at
     await ctl.storage_round(key, {"refs"})
-    assert "patch_status externalstorages" in kube.calls
+    assert "write_status externalstorages" in kube.calls
     assert key not in ctl.inv.storages
     assert ctl.storages.due_at(key) is None
     assert ctl._resync_at == before, "a 404 after a known deletion asked for a resync"
@@ -557,7 +552,7 @@ async def test_a_404_on_a_status_write_forgets_the_call_type() -> None:
     worker.cancel()
     assert (NS, "ct-2") not in ctl.inv.call_types
     assert ctl.call_types.due_at((NS, "ct-2")) is None
-    assert kube.calls == ["patch_status calltypes"]
+    assert kube.calls == ["write_status calltypes"]
 
 
 async def test_a_relist_after_startup_asks_for_a_resync_and_the_first_listing_does_not(
@@ -993,3 +988,152 @@ async def test_a_resync_keeps_a_secret_newer_than_its_list_and_rereads_a_changed
     await drain(ctl)
     assert provider == ["NEWKEY"]
     assert kube.objects["st"]["status"]["observedSecretVersion"] == "70"
+
+
+# --- issue 24 item 3: a name outlives its objects ---------------------------------------------
+
+def another(body: dict[str, Any], uid: str, rv: str, bucket: str) -> dict[str, Any]:
+    """``body`` deleted and created again under its name: a new uid, another bucket."""
+    return {**body, "metadata": {**body["metadata"], "uid": uid, "resourceVersion": rv},
+            "spec": {**body["spec"], "bucket": bucket}}
+
+
+async def test_a_result_is_never_written_on_a_storage_created_again_under_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first object's validation is in flight when it is deleted and created again
+    with another bucket: the old round's result is dropped, the new object validated."""
+    import threading
+
+    from callstorage.api.reasons import Reason
+    from callstorage.providers.base import ProviderError
+
+    release, asked = threading.Event(), []
+
+    def validate(client: FakeClient, spec: Any) -> Capabilities:
+        asked.append(spec.bucket)
+        if spec.bucket != "bucket-1":
+            raise ProviderError(Reason.BUCKET_NOT_FOUND, f"no bucket {spec.bucket}")
+        release.wait(10)
+        return Capabilities(read=True)
+
+    monkeypatch.setattr(controller_module, "build_client", lambda *_: FakeClient())
+    monkeypatch.setattr(controller_module, "validate_storage", validate)
+    from callstorage.kube import decode_secret
+
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ctl.on_secret_event("ADDED", secret("5", "KEY"))
+    kube.read_secret_result = decode_secret("5", secret("5", "KEY")["data"])
+    first, key = storage(), (NS, "st")
+    kube.objects["st"] = first
+    ctl.on_storage_event("ADDED", first)
+    round_ = asyncio.create_task(ctl.storage_round(key, {VALIDATE}))
+    await until(lambda: asked == ["bucket-1"], 5, "the first validation in flight")
+    del kube.objects["st"]
+    ctl.on_storage_event("DELETED", {**first, "metadata": {**first["metadata"],
+                                                           "resourceVersion": "30"}})
+    second = another(first, "u2", "31", "bucket-2")
+    kube.objects["st"] = copy.deepcopy(second)
+    ctl.on_storage_event("ADDED", second)
+    release.set()
+    await round_
+    assert "status" not in kube.objects["st"], "the first object's result was written"
+    assert ctl.storages.due_at(key) is not None, "the new object was not queued"
+    await drain(ctl)
+    status = kube.objects["st"]["status"]
+    assert (_ready(status)["status"], _ready(status)["reason"]) == ("False", "BucketNotFound")
+    assert asked == ["bucket-1", "bucket-2"]
+
+
+async def test_news_of_the_old_object_leave_its_successor_alone(provider: list[str]) -> None:
+    """A late deletion, a 404 or a refused write about the first object under a name do
+    not forget the second; a relist that shows only the second drops the first's state."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    ctl.on_secret_event("ADDED", secret("5", "KEY"))
+    first, key = storage(), (NS, "st")
+    kube.objects["st"] = first
+    ctl.on_storage_event("ADDED", first)
+    await ctl.storage_round(key, {VALIDATE})
+    assert ctl._storage_state.get(key, "u1") is not None
+    base = kube.rv
+    second = another(kube.objects["st"], "u2", str(base + 10), "bucket-2")
+    kube.objects["st"] = second
+    ctl.on_storage_event("MODIFIED", second)  # a relist: the deletion was not seen
+    assert ctl._storage_state.get(key, "u1") is None, "the first object's state was kept"
+    ctl.on_storage_event("DELETED", {**first, "metadata": {
+        **first["metadata"], "resourceVersion": str(base + 5)}})
+    ctl._forget_gone(ObjectGone("externalstorages", NS, "st", "u1"))
+    assert ctl.inv.storages[key]["metadata"]["uid"] == "u2"
+    stale = {**first, "metadata": {**first["metadata"], "resourceVersion": str(base + 3)}}
+    ctl.on_storage_event("MODIFIED", stale)  # a copy of the first, answered late
+    assert ctl.inv.storages[key]["metadata"]["uid"] == "u2"
+
+
+# --- issue 24 item 9: bookkeeping stays flat under churn ---------------------------------------
+
+async def test_bookkeeping_returns_to_its_baseline_after_churn(provider: list[str]) -> None:
+    """Storages, CallTypes and Secrets created, validated, failed, overwritten and deleted;
+    the cluster's other Secrets come and go; namespaces are torn down. Nothing is kept
+    per object once it is gone, deletions are remembered only for the operator's own
+    objects and only for a while, and teardown answers expire."""
+    kube = ScriptedKube()
+    ctl = make(kube)
+    now = [1000.0]
+    ctl.inv.versions._tombstones._clock = lambda: now[0]
+    ctl.events.terminating._clock = lambda: now[0]
+    baseline = ctl.bookkeeping()
+    assert set(baseline.values()) == {0}
+    for i in range(40):
+        name, creds = f"st-{i}", f"creds-{i}"
+        body = storage()
+        body["metadata"] = {**body["metadata"], "name": name, "uid": f"u-{i}"}
+        body["spec"]["s3"] = {**body["spec"]["s3"], "credentialsSecretRef": {"name": creds}}
+        ctl.on_secret_event("ADDED", {**secret("5", "K"), "metadata": {
+            "name": creds, "namespace": NS, "resourceVersion": "5"}})
+        kube.objects[name] = body
+        ctl.on_storage_event("ADDED", body)
+        ctl.on_call_type_event("ADDED", call_type(f"ct-{i}", target=name))
+        kube.call_types[f"ct-{i}"] = call_type(f"ct-{i}", target=name)
+        await ctl.storage_round((NS, name), {VALIDATE})
+        await ctl.reconcile_call_type((NS, f"ct-{i}"))
+        kube.fail_patches = 1  # a failed round: counted, its result kept unwritten
+        await ctl.storage_round((NS, name), {VALIDATE})
+        tampered = copy.deepcopy(kube.objects[name])
+        tampered["status"]["usedBy"] = ["ghost"]
+        tampered["metadata"]["resourceVersion"] = str(kube.rv + 1)
+        ctl.on_storage_event("MODIFIED", tampered)  # a restore counted
+        kube.terminating.add(f"gone-{i}")
+        await ctl.events.namespace_terminating(f"gone-{i}")
+        await ctl.events.namespace_terminating(f"live-{i}")
+    assert ctl.bookkeeping()["storage_state"] == 40
+    for i in range(500):  # the rest of the cluster's Secrets
+        other = {**secret("7", "X"), "metadata": {"name": f"other-{i}", "namespace": NS,
+                                                  "resourceVersion": str(2000 + i)}}
+        ctl.on_secret_event("ADDED", other)
+        ctl.on_secret_event("DELETED", other)
+    for i in range(40):
+        ct = call_type(f"ct-{i}", rv="3000", target=f"st-{i}")
+        ctl.on_call_type_event("DELETED", ct)
+        body = kube.objects.pop(f"st-{i}")
+        ctl.on_storage_event("DELETED", {**body, "metadata": {**body["metadata"],
+                                                              "resourceVersion": "3001"}})
+        ctl.on_secret_event("DELETED", {**secret("8", "K"), "metadata": {
+            "name": f"creds-{i}", "namespace": NS, "resourceVersion": "3002"}})
+    after = ctl.bookkeeping()
+    # forgotten heap entries wait for their time, a bounded few (WorkQueue._compact)
+    assert after["storage_queue"] <= 64, after
+    assert after["call_type_queue"] <= 64, after
+    left = {k: v for k, v in after.items() if v and k not in (
+        "tombstones", "terminating", "storage_queue", "call_type_queue")}
+    assert left == {}, f"kept for objects that are gone: {left}"
+    assert after["tombstones"] == 80, "deletions remembered beyond the operator's objects"
+    assert after["terminating"] == 40, "live namespaces remembered"
+    now[0] += 601  # past TOMBSTONE_SECONDS and TERMINATING_TTL
+    ctl.on_secret_event("DELETED", {**secret("9", "K"), "metadata": {
+        "name": "creds-0", "namespace": NS, "resourceVersion": "4000"}})
+    ctl.inv.versions.bury("storage", (NS, "x"), "4001")  # any write drops the expired
+    ctl.events.terminating.set("gone-x", True)
+    assert ctl.bookkeeping()["tombstones"] == 1
+    assert ctl.bookkeeping()["terminating"] == 1

@@ -95,3 +95,16 @@ async def test_a_reason_keeps_its_own_due_time_and_the_earlier_of_two() -> None:
     assert await _get_now(q) == ("a", {"validate"})
     q.done("a")
     assert q.due_at("a") is None
+
+
+async def test_forgotten_keys_do_not_pile_up_in_the_heap() -> None:
+    """Issue 24 item 9: a deleted storage's next validation, an hour away, must not stay
+    in the heap for that hour; under churn the heap stays near the live keys."""
+    q: WorkQueue[str] = WorkQueue(clock=FakeClock())
+    q.add("live", "validate", 3600)
+    for i in range(1000):
+        q.add(f"k{i}", "validate", 3600)
+        q.add(f"k{i}", "refs", 10)  # an earlier due time: a second entry for the key
+        q.forget(f"k{i}")
+    assert q.entries() <= 2 + 64
+    assert q.due_at("live") is not None

@@ -22,13 +22,24 @@ from callstorage.settings import Settings
 from callstorage.watching import Kind, Watch
 
 
+class Startup:
+    """Whether the controller runs (its start-up LISTs done, its workers and watches
+    started) and, until it does, what keeps it from it: a leader is ready only then."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self.problem = "starting"
+
+
 def build_registry(config: Settings, fence: Fence | None = None
                    ) -> tuple[kopf.OperatorRegistry, dict[str, Any]]:
     """A registry with every handler, and a holder through which tests can reach the
-    running controller (``holder["controller"]``). ``fence``: the leader election's,
-    which every write passes (none: a single replica, always allowed)."""
+    running controller (``holder["controller"]``) and the runner its start-up state
+    (``holder["startup"]``, a ``Startup``). ``fence``: the leader election's, which every
+    write passes (none: a single replica, always allowed)."""
     registry = kopf.OperatorRegistry()
-    holder: dict[str, Any] = {}
+    startup = Startup()
+    holder: dict[str, Any] = {"startup": startup}
 
     @kopf.on.login(registry=registry)
     def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
@@ -53,14 +64,20 @@ def build_registry(config: Settings, fence: Fence | None = None
             await kube.aclose()
             hint = {404: "are the CRDs installed? kubectl apply --server-side -k crds/",
                     403: "does the ServiceAccount have the chart's RBAC?"}.get(exc.status, "")
-            raise kopf.TemporaryError(
-                f"cannot list ExternalStorages/CallTypes: HTTP {exc.status} {exc.reason}; "
-                f"{hint}", delay=10) from None
+            startup.problem = (f"cannot list ExternalStorages/CallTypes: HTTP {exc.status} "
+                               f"{exc.reason}; {hint}")
+            raise kopf.TemporaryError(startup.problem, delay=10) from None
+        except Exception as exc:
+            await kube.aclose()
+            startup.problem = f"start-up failed: {type(exc).__name__}"
+            raise
         holder["controller"] = controller
         holder["watches"] = start_watches(config, controller)
+        startup.running, startup.problem = True, ""
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
+        startup.running, startup.problem = False, "stopping"
         watches: Watches | None = holder.pop("watches", None)
         if watches is not None:
             await watches.stop()

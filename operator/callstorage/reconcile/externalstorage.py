@@ -323,6 +323,20 @@ def needs_validation(status: Mapping[str, Any] | None, generation: int,
     return not carried
 
 
+def offline_outcome(invalid: str | None, suspended: bool, wants_validation: bool,
+                    check_value: str | None) -> tuple[Validation | None, CheckOutcome | None]:
+    """The outcome of a round that calls no provider: an invalid spec (reported once per
+    generation; reference-only rounds keep the status) or a suspended storage."""
+    if invalid is not None:
+        return (Validation(Reason.INVALID_SPEC, invalid) if wants_validation else None,
+                CheckOutcome(check_value, False, f"not run: the spec is invalid: {invalid}")
+                if check_value else None)
+    if suspended and check_value:
+        return None, CheckOutcome(check_value, False,
+                                  "not run: the storage is suspended (spec.suspend)")
+    return None, None
+
+
 def failures_after(previous: int, validation: Validation | None) -> int:
     """``consecutiveFailures`` after a round."""
     if validation is None:
