@@ -79,13 +79,7 @@ RESTORE_WINDOW = 60.0
 WRITE = "write"
 STORAGE, CALL_TYPE = "storage", "calltype"  # kinds, for tombstones (and SECRET)
 CALL_TYPE_WORKERS = 4
-# The watch replays a LIST as events of type None, as one burst. A listing event is a
-# relist (after 410 Gone) when it comes more than LISTING_GAP seconds after the previous
-# listing event of its kind, our own start-up LIST counting as the first: an API server
-# restart right after ours must not pass for the first listing, and a first listing whose
-# replay outlasts any fixed grace (10,000 objects) must not pass for a relist per event.
-LISTING_GAP = 2.0
-# After a relist or a 404 a resync follows this soon, and never more often than
+# After a 404 a resync follows this soon, and never more often than
 # RESYNC_MIN_GAP apart (a storm of 404s makes one LIST per kind, not one each).
 RESYNC_SETTLE = 1.0
 RESYNC_MIN_GAP = 5.0
@@ -199,7 +193,6 @@ class Controller:
         self._resync_wake = asyncio.Event()
         # 404s on write whose DELETED event has not come yet: the resync due if it never does
         self._unseen_deletions: dict[tuple[str, ObjectKey], asyncio.TimerHandle] = {}
-        self._listing_events: dict[str, float] = {}  # kind -> its last listing event
         self.resyncs = 0
         # fair shares of the provider workers per endpoint host and namespace (fairness.py)
         self._fair: FairShare[ObjectKey] = FairShare(settings.max_concurrent_validations)
@@ -240,9 +233,6 @@ class Controller:
         self._tasks += [asyncio.create_task(self._call_type_worker(), name=f"calltype-{i}")
                         for i in range(CALL_TYPE_WORKERS)]
         self._started_at = time.monotonic()
-        # our own LIST counts as the first listing: kopf's, just after, continues it, and
-        # a relist is measured from it even if kopf's first listing reached us late or not
-        self._listing_events.update({STORAGE: self._started_at, CALL_TYPE: self._started_at})
         self._resync_at = self._started_at + self.settings.resync_interval
         self._tasks.append(asyncio.create_task(self._resync_loop(), name="resync"))
 
@@ -282,17 +272,27 @@ class Controller:
             self._resync_at = at
             self._resync_wake.set()
 
-    def _listing_seen(self, kind: str) -> None:
-        """kopf relisted (after 410 Gone or a reconnect): it replays live objects only, so
-        deletions in the gap are found by our own LIST."""
-        if self._started_at is None:
-            return  # our own start-up LIST
-        now = time.monotonic()
-        previous = self._listing_events.get(kind, self._started_at)
-        self._listing_events[kind] = now
-        if now - previous > LISTING_GAP:  # the first event of a burst: once per relist
-            log.debug("%s relisted: resync requested", kind)
-            self.request_resync()
+    def on_relisted(self, kind: str, namespace: str | None, listed: set[ObjectKey],
+                    list_rv: str | None) -> None:
+        """A watch LISTed its kind in ``namespace`` (None: all) at ``list_rv`` (first, or
+        after 410 Gone) and replayed ``listed``: what we hold there that the list lacks
+        was deleted meanwhile; forgotten as a DELETED event would forget it. No resync:
+        callstorage.watching.Watch._list says why."""
+        if kind == SECRET:  # the cached ones and the recent copies of unreferenced ones
+            held: Mapping[ObjectKey, Mapping[str, Any]] = {
+                k: {"metadata": {"resourceVersion": s.resource_version}} for k, s in
+                [*self.secrets.recent.items(), *self.inv.secrets.items()] if s is not None}
+        else:
+            held = self.inv.storages if kind == STORAGE else self.inv.call_types
+        feed = {STORAGE: self.on_storage_event, CALL_TYPE: self.on_call_type_event,
+                SECRET: self.on_secret_event}[kind]
+        for key in vanished({k: v for k, v in held.items() if namespace in (None, k[0])},
+                            listed, list_rv):
+            log.info("%s %s/%s vanished while the watch was not looking; forgetting it",
+                     kind, *key)
+            last = held[key]
+            feed("DELETED", {**last, "metadata": {**_meta(last), "namespace": key[0],
+                                                  "name": key[1], "resourceVersion": list_rv}})
 
     async def _resync_loop(self) -> None:
         while True:
@@ -434,9 +434,7 @@ class Controller:
 
     def on_storage_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
-        if event_type is None:
-            self._listing_seen(STORAGE)
-        elif self._unseen_deletions and event_type in ("DELETED", "ADDED"):
+        if self._unseen_deletions and event_type in ("DELETED", "ADDED"):
             self._deletion_seen(STORAGE, key)  # ADDED: re-created, after its deletion
         old = self.inv.storages.get(key)
         rv = _meta(obj).get("resourceVersion")
@@ -525,9 +523,7 @@ class Controller:
 
     def on_call_type_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
-        if event_type is None:
-            self._listing_seen(CALL_TYPE)
-        elif self._unseen_deletions and event_type in ("DELETED", "ADDED"):
+        if self._unseen_deletions and event_type in ("DELETED", "ADDED"):
             self._deletion_seen(CALL_TYPE, key)
         old = self.inv.call_types.get(key)
         rv = _meta(obj).get("resourceVersion")
@@ -570,8 +566,6 @@ class Controller:
 
     def on_secret_event(self, event_type: str | None, obj: Mapping[str, Any]) -> None:
         key = _key(obj)
-        if event_type is None:
-            self._listing_seen(SECRET)
         rv = str(_meta(obj).get("resourceVersion", ""))
         if event_type == "DELETED" and self.secrets.may_come_back(key):
             # no tombstone for each of the cluster's other Secrets

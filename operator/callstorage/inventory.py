@@ -103,6 +103,11 @@ class Expiring(Generic[K, V]):
     def clear(self) -> None:
         self._entries.clear()
 
+    def items(self) -> list[tuple[K, V]]:
+        """The entries still alive, oldest first."""
+        now = self._clock()
+        return [(key, value) for key, (until, value) in self._entries.items() if until > now]
+
 
 class Versions:
     """Per key: the newest resourceVersion seen, including deletions (tombstones).

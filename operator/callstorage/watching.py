@@ -8,14 +8,30 @@ into the controller, and the ExternalStorage and CallType watches start from the
 resourceVersion of the controller's start-up LIST.
 
 The behaviour is the one chosen for kopf before (docs/install.md "Watches"): LIST in pages,
-then WATCH from the list's resourceVersion with bookmarks. A watch request lasts at most
-WATCH_SERVER_TIMEOUT on the server (WATCH_CLIENT_TIMEOUT client-side); a stream that
-delivers no event and no bookmark for WATCH_INACTIVITY seconds is taken for frozen (a stuck
-proxy, a half-dead API server) and reconnected at once; other reconnects wait
-WATCH_RECONNECT_BACKOFF; all resume from the last resourceVersion; only 410 Gone relists
-(the controller then resyncs, as a relist replays live objects only). A failing LIST or
-WATCH request (API server down or restarting) is retried after WATCH_ERROR_BACKOFFS, never
-more than 5 s apart, logged at WARNING.
+then WATCH from the list's resourceVersion with bookmarks; a failing LIST or WATCH request
+(API server down or restarting) is retried after WATCH_ERROR_BACKOFFS, never more than 5 s
+apart, logged at WARNING.
+
+Timing, and why a quiet watch never relists. The API server keeps a window of recent
+events per resource (its watch cache: the last ~75 s of them; measured, a version 76 s
+old still resumed, one 87 s old got 410 Gone); a watch resuming from a resourceVersion
+older than that gets 410. A watch of one namespace (or one label selection) may see no
+event for hours while other namespaces' writes move that window on; it stays resumable
+only thanks to bookmarks, events carrying nothing but the current resourceVersion, which
+we keep like any other. kube-apiserver (v1.34, measured:
+tests/integration/test_watch_quiet.py) sends a watch its first bookmark about 2 s before
+the watch's own deadline (``timeoutSeconds``), then one a minute. So each request asks for
+WATCH_SERVER_TIMEOUT seconds: every request ends with a bookmark and the next resumes from
+it. The frozen-stream threshold WATCH_INACTIVITY is that deadline plus a margin, above the
+longest silence of a healthy stream (request to first bookmark, ~28 s); a stream silent
+longer (a stuck proxy, a half-dead API server) is reconnected at once, other reconnects
+wait WATCH_RECONNECT_BACKOFF; all resume from the last resourceVersion.
+
+Only 410 Gone relists (a resourceVersion really lost: the API server restarted, or was
+away longer than its window). A relist is one LIST of the watch's own kind and scope: the
+objects it returns are handed on (type None) and then ``relisted`` gets the keys listed
+and the list's resourceVersion, from which the consumer forgets what vanished meanwhile
+(``Controller.on_relisted``); see ``Watch._list`` for why that needs no wider resync.
 """
 
 from __future__ import annotations
@@ -32,9 +48,15 @@ from callstorage.apiserver import ApiError, ApiServer
 
 log = logging.getLogger(__name__)
 
-WATCH_INACTIVITY: Final = 20.0  # kopf's default was 70 s (64.7 s measured before)
-WATCH_SERVER_TIMEOUT: Final = 60  # the API server ends each watch request after this
-WATCH_CLIENT_TIMEOUT: Final = 90.0  # hard cap on one watch request, above the server's
+# The API server ends each watch request after this (``timeoutSeconds``), sending a
+# bookmark ~2 s before: 30 s keeps a frozen stream's detection near client-go's (its
+# HTTP/2 health check: ~45 s) at one request per 30 s per watch.
+WATCH_SERVER_TIMEOUT: Final = 30
+# Silence (no event, no bookmark, no end) after which a stream is taken for frozen: the
+# longest healthy silence (request to its first bookmark) plus a margin for a slow server.
+WATCH_INACTIVITY: Final = WATCH_SERVER_TIMEOUT + 5.0
+# Hard cap on one watch request (a stream that trickles but never ends), above the rest.
+WATCH_CLIENT_TIMEOUT: Final = WATCH_SERVER_TIMEOUT + 10.0
 WATCH_RECONNECT_BACKOFF: Final = 1.0  # pause between watch requests
 # Retries of a failing watch or LIST request: never more than 5 s apart, so watches resume
 # within 5 s of the API server's return; three kinds at one request per 5 s is no storm.
@@ -42,6 +64,8 @@ WATCH_ERROR_BACKOFFS: Final = (1.0, 1.0, 2.0, 3.0, 5.0)
 LIST_PAGE: Final = 500  # objects per page: 10,000 storages never sit in memory at once
 
 Handler = Callable[[str | None, Mapping[str, Any]], None]
+# (namespace, name) of every object a LIST returned, and the list's resourceVersion
+Relisted = Callable[[set[tuple[str, str]], str | None], None]
 
 
 class _Gone(Exception):
@@ -66,14 +90,17 @@ class Kind:
 
 class Watch:
     """One kind in one namespace (or cluster-wide), fed to ``handler``: listed objects
-    with event type None, then ADDED / MODIFIED / DELETED as they come."""
+    with event type None, then ADDED / MODIFIED / DELETED as they come; after each LIST,
+    ``relisted`` with the keys it returned."""
 
     def __init__(self, api: ApiServer, kind: Kind, namespace: str | None, handler: Handler,
-                 *, label_selector: str = "", start_version: str | None = None) -> None:
+                 *, label_selector: str = "", start_version: str | None = None,
+                 relisted: Relisted | None = None) -> None:
         self.api = api
         self.kind = kind
         self.namespace = namespace
         self.handler = handler
+        self.relisted = relisted
         self.label_selector = label_selector
         self.version = start_version  # None: LIST first
         where = f"in {namespace}" if namespace else "cluster-wide"
@@ -106,9 +133,20 @@ class Watch:
         return {"labelSelector": self.label_selector} if self.label_selector else {}
 
     async def _list(self) -> None:
-        """Page by page, each object handed on as it comes (type None)."""
+        """Page by page, each object handed on as it comes (type None), then the keys
+        listed to ``relisted``.
+
+        That is all a relist needs, no resync of other kinds or namespaces: the LIST is
+        every live object of this watch's kind, scope and selector at its
+        resourceVersion, so an object the consumer holds in that scope (no newer than the
+        list) and the list lacks was deleted, or left the selection, while the watch was
+        away; the objects listed replay every change it missed. Other watches lost
+        nothing: each resumes from its own resourceVersion. The consumer's periodic
+        resync (``resyncInterval``) stays the net for anything else.
+        """
         params = {**self._params(), "limit": str(LIST_PAGE)}
         version: str | None = None
+        keys: set[tuple[str, str]] = set()
         while True:
             try:
                 page = await self.api.request("GET", self.kind.path(self.namespace),
@@ -124,15 +162,24 @@ class Watch:
                 if "kind" not in obj:  # list items may lack it; Events posted on them need it
                     obj = {"apiVersion": self.kind.api_version, "kind": self.kind.what, **obj}
                 self._hand_on(None, obj)
+                item = obj.get("metadata") or {}
+                keys.add((str(item.get("namespace") or ""), str(item.get("name") or "")))
             if not meta.get("continue"):
                 break
             params = {**self._params(), "limit": str(LIST_PAGE),
                       "continue": str(meta["continue"])}
         self.version = version
+        if self.relisted is not None:
+            try:
+                self.relisted(keys, version)
+            except Exception:  # as a handler's: the watch goes on
+                metrics.record_reconcile_error(self.kind.what)
+                log.exception("handling the relist of %s failed", self.name)
 
     async def _watch(self) -> bool:
         """One watch request, until the server ends it (False) or it falls silent for
-        WATCH_INACTIVITY seconds (True)."""
+        WATCH_INACTIVITY seconds (True). Every event's resourceVersion is kept, a
+        bookmark's too: the next request resumes from it."""
         params = {**self._params(), "watch": "true", "allowWatchBookmarks": "true",
                   "timeoutSeconds": str(WATCH_SERVER_TIMEOUT)}
         if self.version is not None:

@@ -555,82 +555,61 @@ async def test_a_404_on_a_status_write_forgets_the_call_type() -> None:
     assert kube.calls == ["write_status calltypes"]
 
 
-async def test_a_relist_after_startup_asks_for_a_resync_and_the_first_listing_does_not(
+async def test_a_relist_forgets_what_vanished_in_its_own_scope_and_asks_for_no_resync(
 ) -> None:
-    import time
-
+    """Issue 24 item 5: a watch that relisted (410 Gone) hands over the keys it listed;
+    what we hold in that watch's scope and the list lacks is forgotten then and there,
+    without the full resync (a LIST of every kind in every namespace) a relist cost
+    before. Objects of other namespaces, and one newer than the list, are kept."""
     kube = ScriptedKube()
     ctl = make(kube)
     await ctl.start()
     try:
         first = ctl._resync_at
-        ctl.on_call_type_event(None, call_type())  # kopf's first listing
-        assert ctl._resync_at == first
-        ctl._started_at -= 60  # a minute later: a relist
-        ctl._listing_events["calltype"] -= 60
-        ctl.on_call_type_event(None, call_type(rv="12"))
-        assert ctl._resync_at - time.monotonic() < 10
+        body = storage(ready=True)
+        kube.objects["st"] = body
+        ctl.on_storage_event(None, body)  # the relist's replay
+        ctl.on_call_type_event(None, call_type("ct-2"))
+        ctl.on_call_type_event(None, call_type("ct-new", rv="60"))
+        other = {**call_type("ct-9"), "metadata": {**call_type("ct-9")["metadata"],
+                                                   "namespace": "elsewhere"}}
+        ctl.on_call_type_event(None, other)
+        assert ctl.used_by((NS, "st")) == ("ct-2", "ct-new")
+        ctl.on_relisted("calltype", NS, set(), "50")
+        assert (NS, "ct-2") not in ctl.inv.call_types
+        assert ctl.used_by((NS, "st")) == ("ct-new",)  # its round prunes usedBy
+        assert ("elsewhere", "ct-9") in ctl.inv.call_types  # another watch's scope
+        ctl.on_relisted("storage", None, {(NS, "st")}, "50")
+        assert (NS, "st") in ctl.inv.storages
+        assert ctl._resync_at == first, "a relist is no resync"
     finally:
         await ctl.stop()
 
 
-async def test_a_first_listing_replayed_for_longer_than_a_grace_asks_for_no_resync(
+async def test_a_relist_of_secrets_forgets_a_deleted_cached_one_and_a_recent_copy(
+    provider: list[str],
 ) -> None:
-    """10,000 storages: kopf's first listing replays for a minute, its events close
-    together. With a fixed startup grace every event after it asked for a resync (one
-    full LIST every RESYNC_MIN_GAP for the rest of the replay)."""
+    """A Secret deleted while its watch was away (410 Gone, relist): the cached copy a
+    storage validated with goes, and the storage reports SecretNotFound; a recent copy
+    of an unreferenced Secret goes too, so a storage applied later reads it afresh."""
     kube = ScriptedKube()
     ctl = make(kube)
-    await ctl.start()
-    try:
-        first = ctl._resync_at
-        ctl.on_call_type_event(None, call_type())  # the replay's start
-        ctl._started_at -= 60  # ... still replaying a minute later
-        for i in range(20):
-            ctl.on_call_type_event(None, call_type(f"ct-{i + 3}"))
-        assert ctl._resync_at == first
-    finally:
-        await ctl.stop()
-
-
-async def test_a_relist_soon_after_startup_is_told_from_the_first_listing_by_its_gap(
-) -> None:
-    """An API server restart seconds after the operator's: the relist came within the
-    startup grace and passed for the first listing, so nothing was pruned."""
-    import time
-
-    from callstorage.controller import LISTING_GAP
-
-    kube = ScriptedKube()
-    ctl = make(kube)
-    await ctl.start()
-    try:
-        first = ctl._resync_at
-        ctl.on_call_type_event(None, call_type())  # kopf's first listing: one burst
-        ctl.on_call_type_event(None, call_type("ct-3"))
-        assert ctl._resync_at == first
-        ctl._listing_events["calltype"] -= LISTING_GAP + 1  # seconds later: a relist
-        ctl.on_call_type_event(None, call_type(rv="12"))
-        assert ctl._resync_at - time.monotonic() < 10
-    finally:
-        await ctl.stop()
-
-
-async def test_a_relist_is_told_from_our_own_start_listing_when_kopfs_first_was_lost(
-) -> None:
-
-    from callstorage.controller import LISTING_GAP
-
-    kube = ScriptedKube()
-    ctl = make(kube)
-    await ctl.start()
-    try:
-        first = ctl._resync_at
-        ctl._listing_events["storage"] -= LISTING_GAP + 1  # start was seconds ago
-        ctl.on_storage_event(None, storage())  # kopf's first listing never reached us
-        assert ctl._resync_at < first
-    finally:
-        await ctl.stop()
+    body = storage(ready=True)
+    kube.objects["st"] = body
+    ctl.on_storage_event("ADDED", body)
+    ctl.on_secret_event("ADDED", secret("5", "KEY"))
+    spare = {**secret("6", "SPARE"), "metadata": {"name": "spare", "namespace": NS,
+                                                  "resourceVersion": "6"}}
+    ctl.on_secret_event("ADDED", spare)  # no storage refers to it: a recent copy
+    assert ctl.secrets.recent.get((NS, "spare")) is not None
+    ctl.storages.forget((NS, "st"))
+    ctl.on_relisted("secret", NS, set(), "50")
+    assert (NS, "creds") not in ctl.inv.secrets
+    assert ctl.secrets.recent.get((NS, "spare")) is None
+    await drain(ctl)
+    assert _ready(kube.objects["st"]["status"])["reason"] == "SecretNotFound"
+    assert provider == []
+    assert not [c for c in kube.calls if c.startswith("list")], "no resync LIST"
 
 
 # --- item 4: status and finalizers the operator owns are restored ---------------------------

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from callstorage.apiserver import ApiServer
-from callstorage.watching import Kind, Watch
+from callstorage.watching import WATCH_INACTIVITY, Kind, Watch
 
 KIND = Kind("ConfigMap", "/api/v1", "configmaps")
 
@@ -76,7 +76,10 @@ async def test_gone_in_the_stream_or_as_the_answer_relists_and_pages_are_followe
         if kind is None:  # list items lack apiVersion and kind; Events on them need both
             listed_as.add((obj.get("apiVersion"), obj.get("kind")))
 
-    task = asyncio.create_task(Watch(api, KIND, "ns", handler).run())
+    relists: list[tuple[set[tuple[str, str]], str | None]] = []
+    task = asyncio.create_task(Watch(
+        api, KIND, "ns", handler,
+        relisted=lambda keys, rv: relists.append((keys, rv))).run())
     try:
         for _ in range(200):
             if ("ADDED", "d") in seen:
@@ -91,8 +94,14 @@ async def test_gone_in_the_stream_or_as_the_answer_relists_and_pages_are_followe
                     (None, "a"), (None, "b"),  # 410 in the stream: listed again
                     (None, "a"), (None, "c"),  # 410 as the answer: and again
                     ("ADDED", "d")]
+    # after each LIST, complete (both pages), its keys and version: what vanished
+    # meanwhile is found from them, with no LIST of anything else
+    assert relists == [({("ns", "a"), ("ns", "b")}, "5"), ({("ns", "a"), ("ns", "b")}, "5"),
+                       ({("ns", "a"), ("ns", "c")}, "9")]
     assert lists[1]["continue"] == "p2"
     assert lists[1]["limit"] == "500"
     assert [w.get("resourceVersion") for w in watches] == ["5", "5", "9"]
     assert listed_as == {("v1", "ConfigMap")}
     assert all(w["allowWatchBookmarks"] == "true" for w in watches)
+    # the server's bookmark comes ~2 s before timeoutSeconds: within the inactivity limit
+    assert all(int(w["timeoutSeconds"]) + 2 <= WATCH_INACTIVITY for w in watches)

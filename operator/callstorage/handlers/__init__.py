@@ -9,15 +9,17 @@ the controller.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from callstorage.apiserver import ApiError, ApiServer, connection_info
-from callstorage.controller import Controller
+from callstorage.controller import CALL_TYPE, STORAGE, Controller
 from callstorage.fencing import Fence
 from callstorage.kopfloader import kopf
 from callstorage.kube import Kube
+from callstorage.secretcache import SECRET
 from callstorage.settings import Settings
 from callstorage.watching import Kind, Watch
 
@@ -113,14 +115,16 @@ def start_watches(config: Settings, controller: Controller) -> Watches:
     feeds = (
         (Kind("ExternalStorage", f"/apis/{GROUP}/{VERSION}", EXTERNALSTORAGE_PLURAL),
          controller.on_storage_event, controller.listed_versions.get(EXTERNALSTORAGE_PLURAL),
-         ""),
+         "", STORAGE),
         (Kind("CallType", f"/apis/{GROUP}/{VERSION}", CALLTYPE_PLURAL),
-         controller.on_call_type_event, controller.listed_versions.get(CALLTYPE_PLURAL), ""),
+         controller.on_call_type_event, controller.listed_versions.get(CALLTYPE_PLURAL), "",
+         CALL_TYPE),
         (Kind("Secret", "/api/v1", "secrets"), controller.on_secret_event, None,
-         config.secret_label_selector or ""),
+         config.secret_label_selector or "", SECRET),
     )
     tasks = [asyncio.create_task(
-        Watch(api, kind, ns, handler, label_selector=selector, start_version=version).run(),
+        Watch(api, kind, ns, handler, label_selector=selector, start_version=version,
+              relisted=functools.partial(controller.on_relisted, what, ns)).run(),
         name=f"watch {kind.plural} {ns or '*'}")
-        for kind, handler, version, selector in feeds for ns in scopes]
+        for kind, handler, version, selector, what in feeds for ns in scopes]
     return Watches(api, tasks)
