@@ -88,7 +88,7 @@ def put_only_policy(bucket: str, prefixes: list[str]) -> dict[str, Any]:
 # What moto checks instead of (or beside) AWS's action for the same request. AWS authorises
 # HeadBucket with s3:ListBucket; moto asks for s3:HeadBucket. AWS authorises
 # CreateMultipartUpload, UploadPart and CompleteMultipartUpload with s3:PutObject; moto
-# 5.2.6 asks for actions named after those calls (5.2.1 still asked for s3:PutObject).
+# 5.2.6 asks for actions named after those calls (5.2.1 to 5.2.5 asked for s3:PutObject).
 _MOTO_ALIASES: dict[str, tuple[str, ...]] = {
     "s3:listbucket": ("s3:HeadBucket",),
     "s3:putobject": ("s3:CreateMultipartUpload", "s3:UploadPart", "s3:CompleteMultipartUpload"),

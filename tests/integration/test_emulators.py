@@ -85,7 +85,7 @@ def test_s3_put_only_user_is_confined_to_its_prefix(s3_server: S3Server) -> None
 
 def test_s3_put_only_user_may_run_a_multipart_upload_as_on_aws(s3_server: S3Server) -> None:
     """AWS authorises CreateMultipartUpload, UploadPart and CompleteMultipartUpload with
-    s3:PutObject. moto after 5.2.1 checks call-named actions instead; the test bed's policy
+    s3:PutObject. moto 5.2.6 checks call-named actions instead; the test bed's policy
     translation (``as_moto_policy``) keeps the AWS meaning. If a moto upgrade changes what it
     checks again, this fails by name instead of the media tests failing on a 403."""
     bucket = _name("emu")
