@@ -339,7 +339,7 @@ class _Transport(RequestsTransport):  # type: ignore[misc]
         deadline.sleep(duration)
 
 
-class _Retry(LinearRetry):  # type: ignore[misc]
+class _Retry(LinearRetry):
     """The blob retry policy, its back-offs ending with the provider call's deadline too:
     the container and blob clients (``get_container_client``, ``get_blob_client``) wrap
     the transport in one whose ``sleep`` is ``time.sleep``, so ``_Transport.sleep`` is
