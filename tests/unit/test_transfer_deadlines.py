@@ -142,3 +142,40 @@ def test_nothing_is_retried_past_the_total_deadline() -> None:
     assert "TransferOptions.total_deadline" in caught.value.message
     assert len(store.seen) == 1
     assert time.monotonic() - started < 0.3 + 0.5
+
+
+def test_cli_upload_timeout_is_the_uploads_total_deadline(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """``callstorage upload --timeout`` reaches ``upload_artifacts`` as ``total_deadline``
+    (what a trickling storage then does with it: tests/integration/test_media_deadline)."""
+    import io
+
+    from callstorage import media
+    from callstorage.cli import main
+
+    seen: list[TransferOptions] = []
+
+    def fake_upload(*_: Any, options: TransferOptions, **__: Any) -> Any:
+        seen.append(options)
+        raise media.UploadFailed("Timeout", "audio.wav: not done within the total "
+                                 "deadline of 2.5s (TransferOptions.total_deadline)")
+
+    monkeypatch.setattr(media, "upload_artifacts", fake_upload)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u, namespace: n}}]\n")
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    err = io.StringIO()
+    code = main(["--kubeconfig", str(kubeconfig), "upload", "--call-type", "t",
+                 "--call-id", "c1", "--timeout", "2.5", f"audio.wav={tmp_path / 'a.wav'}"],
+                out=io.StringIO(), err=err)
+    assert code != 0
+    assert "Timeout" in err.getvalue()
+    assert [o.total_deadline for o in seen] == [2.5]
+    assert main(["--kubeconfig", str(kubeconfig), "upload", "--call-type", "t",
+                 "--call-id", "c1", f"audio.wav={tmp_path / 'a.wav'}"],
+                out=io.StringIO(), err=io.StringIO()) != 0
+    assert seen[-1].total_deadline is None
