@@ -21,7 +21,8 @@ RULES = PartRules(parallel=True, min_part_size=4, max_part_size=1000, max_parts=
 
 def test_a_part_gets_the_floor_plus_its_size_at_the_minimum_rate() -> None:
     default = TransferOptions()
-    assert default.request_deadline == 30 and default.min_throughput == 64 * 1024
+    assert default.request_deadline == 30
+    assert default.min_throughput == 64 * 1024
     assert default.total_deadline is None
     assert default.deadline_for(None) == 30  # create, complete, abort, presign, build
     assert default.deadline_for(0) == 30
