@@ -34,7 +34,7 @@ def test_a_part_gets_the_floor_plus_its_size_at_the_minimum_rate() -> None:
     assert default.finish_deadline(10_000) == 30 + 2500  # S3 assembles 10,000 parts
     for bad in ({"request_deadline": 0}, {"min_throughput": 0}, {"total_deadline": 0},
                 {"total_deadline": -1.0}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="must be"):
             TransferOptions(**bad)
 
 
