@@ -206,6 +206,9 @@ def _media_commands(command: Callable[[str, str, str], argparse.ArgumentParser],
                         help="part size of multi-part uploads (default: 8)")
     upload.add_argument("--concurrency", type=int, default=8, metavar="N",
                         help="parallel requests (default: 8)")
+    upload.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                        help="total deadline of the upload (default: none; each request "
+                             "has its own)")
     upload.add_argument("--output-file", metavar="PATH",
                         help="also write the stored location to PATH")
 
@@ -508,7 +511,7 @@ def _cmd_upload(ctx: _Context) -> int:
     artifacts = [Artifact(name, source=paths[0]) if len(paths) == 1 else
                  Artifact(name, parts=paths) for name, paths in sources.items()]
     options = TransferOptions(part_size=int(args.part_size * MiB),
-                              concurrency=args.concurrency)
+                              concurrency=args.concurrency, total_deadline=args.timeout)
     location = upload_artifacts(ctx.namespace, args.call_type, args.call_id, artifacts,
                                 args.call_storage, api_client=ctx.api, options=options)
     text = location.to_json()

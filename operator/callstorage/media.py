@@ -58,7 +58,7 @@ from callstorage.providers.base import (
     ProviderInputs,
 )
 from callstorage.storagetypes.azure import ABSSpec
-from callstorage.transfer import Source, TransferOptions, TransferResult, upload
+from callstorage.transfer import Deadlines, Source, TransferOptions, TransferResult, upload
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -240,13 +240,14 @@ def _parse(obj: Mapping[str, Any], where: str) -> ExternalStorageSpec:
 
 
 def _media_client(api: ApiClient, namespace: str, spec: ExternalStorageSpec,
-                  settings: Settings, connections: int, error: type[MediaError]
-                  ) -> MediaClient:
+                  settings: Settings, connections: int, error: type[MediaError],
+                  clock: Deadlines) -> MediaClient:
+    """The client, built as one request under its deadline (``transfer.Deadlines``)."""
     from callstorage.providers import build_media_client
 
     inputs = _inputs(api, namespace, spec)
     try:
-        return build_media_client(spec, inputs, settings, connections)
+        return clock.request(lambda: build_media_client(spec, inputs, settings, connections))
     except ProviderError as exc:
         raise error(str(exc.reason), exc.message) from None
 
@@ -305,6 +306,7 @@ def upload_artifacts(
 
     settings = settings or get_settings()
     options = options or TransferOptions()
+    clock = Deadlines(options)  # the total deadline counts from here
     api = api_client if api_client is not None else api_client_from_config()
     resolved, obj = resolve_with_object(namespace, call_type, call_storage, api_client=api,
                                         settings=settings, require_ready=require_ready)
@@ -318,14 +320,14 @@ def upload_artifacts(
     # Before anything is written: media nobody can pin would be lost to the caller.
     key = pin_key or load_pin_key(api, settings, create=True)
     client = _media_client(api, resolved.namespace, spec, settings, options.concurrency,
-                           UploadFailed)
+                           UploadFailed, clock)
     try:
-        objects = _upload_all(client, planned, options)
+        objects = _upload_all(client, planned, options, clock)
         location = _location(namespace, call_type, call_id, resolved, obj, spec, tenant,
                              objects)
         manifest = _Planned(MANIFEST, layout.METADATA, location.manifest_key,
                             "application/json", manifest_body(location))
-        result = _send(client, manifest, options, None)
+        result = _send(client, manifest, clock, None)
         return replace(location, objects=(*objects, _stored(manifest, result))).sealed(key)
     finally:
         client.close()
@@ -364,10 +366,11 @@ def _stored(item: _Planned, result: TransferResult) -> StoredObject:
                         item.content_type)
 
 
-def _send(client: MediaClient, item: _Planned, options: TransferOptions,
+def _send(client: MediaClient, item: _Planned, clock: Deadlines,
           pool: ThreadPoolExecutor | None) -> TransferResult:
     try:
-        return upload(client, item.key, item.source, item.content_type, options, pool)
+        return upload(client, item.key, item.source, item.content_type, clock.options, pool,
+                      clock)
     except ChecksumMismatch as exc:
         raise UploadFailed("ChecksumMismatch", f"{item.file}: {exc.message}") from None
     except ProviderError as exc:
@@ -377,11 +380,14 @@ def _send(client: MediaClient, item: _Planned, options: TransferOptions,
                              f"{exc}") from None
 
 
-def _upload_all(client: MediaClient, planned: list[_Planned], options: TransferOptions
-                ) -> list[StoredObject]:
+def _upload_all(client: MediaClient, planned: list[_Planned], options: TransferOptions,
+                clock: Deadlines | None = None) -> list[StoredObject]:
     """Large objects one after another (each in parallel parts), small ones side by side,
     all through one pool of ``concurrency`` threads: parts and small objects together
-    never exceed ``concurrency`` requests in flight (docs/media.md)."""
+    never exceed ``concurrency`` requests in flight (docs/media.md). Every request has
+    its deadline (``clock``), set in the thread that sends it; the pool is left only
+    when all its threads are done."""
+    clock = clock or Deadlines(options)
     results: dict[int, TransferResult] = {}
     with ThreadPoolExecutor(options.concurrency, thread_name_prefix="callstorage-media"
                             ) as pool:
@@ -389,9 +395,9 @@ def _upload_all(client: MediaClient, planned: list[_Planned], options: TransferO
         try:
             for index, item in enumerate(planned):
                 if _is_small(item.source, options.part_size):
-                    pending.append((index, pool.submit(_send, client, item, options, None)))
+                    pending.append((index, pool.submit(_send, client, item, clock, None)))
                 else:
-                    results[index] = _send(client, item, options, pool)
+                    results[index] = _send(client, item, clock, pool)
             for index, future in pending:
                 results[index] = future.result()
         except BaseException:
@@ -425,6 +431,7 @@ def presigned_url(
     api_client: ApiClient | None = None,
     settings: Settings | None = None,
     pin_key: PinKey | None = None,
+    options: TransferOptions | None = None,
 ) -> str:
     """A URL that downloads ``artifact`` of a pinned call for ``expires`` seconds, for
     the caller ``namespace`` (the application asking).
@@ -436,7 +443,9 @@ def presigned_url(
     ``InvalidPin`` (forged, edited or an old format), ``PinNotForCaller``,
     ``ReadAccessNotGranted`` (403, the seed's body) when the storage is ``WriteOnly`` now,
     ``StorageDeleted`` when the pinned storage is gone, ``LocationUnavailable`` when its
-    provider, endpoint or account changed, ``UnknownArtifact``.
+    provider, endpoint or account changed, ``UnknownArtifact``. Building the client and
+    signing (which asks Azure for a user delegation key with a service principal) are
+    requests under ``options.request_deadline`` each (a ``Timeout`` past it).
     """
     from callstorage.settings import get_settings
 
@@ -455,10 +464,11 @@ def presigned_url(
         raise ReadAccessNotGranted(location.provider, place, location.storage)
     _check_same_place(location, spec, location.storage)
     pinned = spec.model_copy(update={"bucket": location.bucket})
+    clock = Deadlines(options or TransferOptions())
     client = _media_client(api, location.storage_namespace, pinned, settings, 1,
-                           LocationUnavailable)
+                           LocationUnavailable, clock)
     try:
-        return client.presigned_get_url(stored.key, expires)
+        return clock.request(lambda: client.presigned_get_url(stored.key, expires))
     except ProviderError as exc:
         raise MediaError(str(exc.reason), exc.message) from None
     finally:

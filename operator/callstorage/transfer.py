@@ -19,11 +19,21 @@ that reports other bytes than were sent fails the part (``ChecksumMismatch``: se
 where that can repair it). At most ``concurrency`` requests are in flight, whatever
 mix of objects shares the pool. No Kubernetes imports here: the benchmark
 runs this module alone.
+
+Every request runs under a total deadline that really ends its I/O
+(``providers.deadline``: its connections are shut down when it passes, so an endpoint
+that trickles one byte every half second cannot hold a thread): a request carrying bytes
+gets ``request_deadline`` plus its size at ``min_throughput``, any other request
+``request_deadline``, each set in the thread that sends it (``Deadlines``). A request cut
+off is retried like a network error; the upload then fails as ``Timeout``. An upload may
+also have a ``total_deadline``, which caps every request's: when it passes, all of the
+upload's requests in flight are cut off and nothing is retried.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
 import os
@@ -36,6 +46,7 @@ from typing import IO, Any, Final, TypeAlias, TypeVar
 
 import google_crc32c
 
+from callstorage.providers import deadline, within_deadline
 from callstorage.providers.base import (
     FileWindow,
     MediaClient,
@@ -50,6 +61,12 @@ T = TypeVar("T")
 MiB: Final = 1024 * 1024
 DEFAULT_PART_SIZE: Final = 8 * MiB
 DEFAULT_CONCURRENCY: Final = 8
+#: Seconds any request may take (a part-sized one: this plus its size at the minimum rate).
+DEFAULT_REQUEST_DEADLINE: Final = 30.0
+#: The slowest a request may move its bytes (per request: parallel parts share the link).
+DEFAULT_MIN_THROUGHPUT: Final = 64 * 1024
+#: Past the upload's total deadline, aborting a multi-part upload may take this long.
+ABORT_GRACE: Final = 0.5
 
 #: What can be uploaded: a path, bytes, a binary file-like object, or an iterable of bytes.
 Source: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes] " \
@@ -58,16 +75,35 @@ Source: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | I
 
 @dataclass(frozen=True)
 class TransferOptions:
-    """How to move bytes: part size, parallel requests, attempts per request."""
+    """How to move bytes: part size, parallel requests, attempts per request, and the
+    deadlines: each request's (``request_deadline``, plus its size at
+    ``min_throughput`` bytes per second for one carrying bytes) and the whole upload's
+    (``total_deadline``, None: none beyond its requests')."""
 
     part_size: int = DEFAULT_PART_SIZE
     concurrency: int = DEFAULT_CONCURRENCY
     attempts: int = 3
     retry_delay: float = 0.5
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE
+    min_throughput: int = DEFAULT_MIN_THROUGHPUT
+    total_deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.part_size < 1 or self.concurrency < 1 or self.attempts < 1:
             raise ValueError("part_size, concurrency and attempts must be >= 1")
+        if not self.request_deadline > 0 or self.min_throughput < 1:
+            raise ValueError("request_deadline must be > 0 and min_throughput >= 1")
+        if self.total_deadline is not None and not self.total_deadline > 0:
+            raise ValueError("total_deadline must be > 0 (or None)")
+
+    def deadline_for(self, size: int | None) -> float:
+        """Seconds a request carrying ``size`` bytes (None: none) may take, all of it."""
+        return self.request_deadline + (size or 0) / self.min_throughput
+
+    def finish_deadline(self, parts: int) -> float:
+        """Seconds completing a multi-part upload of ``parts`` may take (S3 assembles the
+        parts before it answers: minutes for thousands of them)."""
+        return self.request_deadline + parts / 4
 
 
 @dataclass(frozen=True)
@@ -178,6 +214,51 @@ def part_size_for(size: int | None, rules: PartRules, wanted: int) -> int:
     return min(part, rules.max_part_size)
 
 
+# --- deadlines ---------------------------------------------------------------------------
+
+TOTAL_SETTING: Final = "TransferOptions.total_deadline"
+
+
+class Deadlines:
+    """The deadlines of one upload (``upload_artifacts``: of all its objects): each
+    request's own, capped by the upload's total deadline counted from the creation."""
+
+    def __init__(self, options: TransferOptions) -> None:
+        self.options = options
+        self.total = options.total_deadline
+        self.ends = None if self.total is None else time.monotonic() + self.total
+
+    def left(self) -> float:
+        """Seconds until the total deadline (inf: none)."""
+        return math.inf if self.ends is None else self.ends - time.monotonic()
+
+    def over(self) -> bool:
+        return self.left() <= 0
+
+    def request(self, fn: Callable[[], T], size: int | None = None) -> T:
+        """``fn()``, one request (``size``: the bytes it carries), under its deadline."""
+        seconds = self.options.deadline_for(size)
+        setting = "TransferOptions.request_deadline" if size is None else \
+            f"TransferOptions.request_deadline plus {size} bytes at min_throughput"
+        return self.run(fn, seconds, setting)
+
+    def run(self, fn: Callable[[], T], seconds: float, setting: str, grace: float = 0.0
+            ) -> T:
+        """``fn()`` as a provider call of ``seconds`` (at most until the total deadline
+        plus ``grace``) in this thread: its connections are shut down at the deadline,
+        and it raises ``ProviderError`` (Timeout) if it was reached."""
+        now = time.monotonic()
+        expires = now + seconds
+        if self.ends is not None and self.ends + grace < expires:
+            assert self.total is not None
+            if self.ends + grace <= now:
+                raise ProviderError(Reason.TIMEOUT, "not started: the total deadline of "
+                                    f"{self.total:g}s ({TOTAL_SETTING}) has passed")
+            expires, seconds, setting = self.ends + grace, self.total, TOTAL_SETTING
+        with deadline.bounded(expires, seconds, setting):
+            return within_deadline(fn)
+
+
 # --- the transfer ------------------------------------------------------------------------
 
 
@@ -197,32 +278,39 @@ class _Slots:
         self._sem.release()
 
 
-def _retrying(fn: Callable[[], None], options: TransferOptions, stop: threading.Event
+def _retrying(fn: Callable[[], None], size: int, clock: Deadlines, stop: threading.Event
               ) -> None:
+    """``fn()``, a request carrying ``size`` bytes, each attempt under its deadline."""
+    options = clock.options
     for attempt in range(1, options.attempts + 1):
         try:
-            fn()
+            clock.request(fn, size)
             return
         except ProviderError as exc:
             # Worth sending the same bytes again only when the network or the service
-            # failed; what needs a person (credentials, permissions, a missing bucket:
-            # the reasons' policy says which) fails at once.
-            if exc.stalled or attempt == options.attempts or stop.is_set():
+            # failed (a request cut off at its deadline too); what needs a person
+            # (credentials, permissions, a missing bucket: the reasons' policy says
+            # which) fails at once, and nothing starts past the total deadline.
+            if exc.stalled or attempt == options.attempts or stop.is_set() or clock.over():
                 raise
-        time.sleep(options.retry_delay * 2 ** (attempt - 1))
+        time.sleep(min(options.retry_delay * 2 ** (attempt - 1), max(clock.left(), 0)))
 
 
 def upload(client: MediaClient, key: str, source: Any, content_type: str,
            options: TransferOptions | None = None,
-           pool: ThreadPoolExecutor | None = None) -> TransferResult:
+           pool: ThreadPoolExecutor | None = None,
+           clock: Deadlines | None = None) -> TransferResult:
     """Write ``source`` to ``key`` through ``client``; returns its size and CRC32C.
 
-    Raises ``ProviderError`` (after retries) for the storage's refusals and failures, and
-    whatever the source raises (a file that cannot be read, an iterator's error); in
-    either case a multi-part upload is aborted and nothing appears under ``key``.
-    ``pool`` lends threads (else the transfer makes its own).
+    Raises ``ProviderError`` (after retries) for the storage's refusals and failures
+    (``Timeout`` for a request past its deadline), and whatever the source raises (a file
+    that cannot be read, an iterator's error); in either case a multi-part upload is
+    aborted and nothing appears under ``key``. ``pool`` lends threads (else the transfer
+    makes its own); ``clock`` is the deadlines of a larger upload this one is part of
+    (else the total deadline of ``options`` counts from now).
     """
     options = options or TransferOptions()
+    clock = clock or Deadlines(options)
     reader = _Reader(source)
     try:
         rules = client.part_rules
@@ -238,10 +326,11 @@ def upload(client: MediaClient, key: str, source: Any, content_type: str,
                 never = threading.Event()
 
                 _in(pool, lambda: _retrying(
-                    lambda: client.put_whole(key, first, content_type, crc), options, never))
+                    lambda: client.put_whole(key, first, content_type, crc), len(first),
+                    clock, never))
                 return TransferResult(len(first), crc, 1)
             parts = _memory_parts(reader, first, second, part_size)
-        return _multipart(client, key, parts, content_type, part_size, rules, options, pool)
+        return _multipart(client, key, parts, content_type, part_size, rules, clock, pool)
     finally:
         reader.close()
 
@@ -285,8 +374,10 @@ def _checksums(data: PartData, whole: int) -> tuple[int, int]:
 
 def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, int, bool]],
                content_type: str, part_size: int, rules: PartRules,
-               options: TransferOptions, pool: ThreadPoolExecutor | None) -> TransferResult:
-    session: PartialUpload = _in(pool, lambda: client.start_upload(key, content_type))
+               clock: Deadlines, pool: ThreadPoolExecutor | None) -> TransferResult:
+    options = clock.options
+    session: PartialUpload = _in(pool, lambda: clock.request(
+        lambda: client.start_upload(key, content_type)))
     parallel = rules.parallel and options.concurrency > 1
     own_pool = ThreadPoolExecutor(options.concurrency, "callstorage-upload") \
         if parallel and pool is None else None
@@ -304,7 +395,7 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
                 return
             size, whole = final if final is not None else (None, None)
             _retrying(lambda: session.upload_part(number, data, offset, crc, size, whole),
-                      options, slots.failed)
+                      len(data), clock, slots.failed)
         except BaseException as exc:
             errors.append(exc)
             slots.failed.set()
@@ -334,15 +425,24 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
             future.exception()  # wait for every part; errors are collected by send()
         if errors:
             raise errors[0]
-        _in(pool, lambda: session.complete(offset))
+        _in(pool, lambda: clock.run(lambda: session.complete(offset),
+                                    options.finish_deadline(number),
+                                    "TransferOptions.request_deadline plus 0.25s per part"))
     except BaseException:
         _stop(slots, futures)
-        _in(pool, session.abort)
+        _in(pool, lambda: _abort(session, clock))
         raise
     finally:
         if own_pool is not None:
             own_pool.shutdown(wait=True)
     return TransferResult(offset, whole, number)
+
+
+def _abort(session: PartialUpload, clock: Deadlines) -> None:
+    """Drop what was sent, best effort: past the total deadline, for ABORT_GRACE more."""
+    with contextlib.suppress(ProviderError):
+        clock.run(session.abort, clock.options.request_deadline,
+                  "TransferOptions.request_deadline", grace=ABORT_GRACE)
 
 
 def _stop(slots: _Slots, futures: list[Future[None]]) -> None:

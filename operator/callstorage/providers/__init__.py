@@ -43,6 +43,7 @@ __all__ = [
     "probe_key",
     "run_check",
     "validate_storage",
+    "within_deadline",
 ]
 
 Builder = Callable[[ExternalStorageSpec, ProviderInputs, Settings], StorageClient]
@@ -103,32 +104,37 @@ R = TypeVar("R")
 
 
 def _within_deadline(fn: Callable[P, R]) -> Callable[P, R]:
-    """A failure once this thread's provider call has passed its total deadline
-    (``providers.deadline``) reads ``Timeout``, whatever an SDK made of the connections
-    shut under it (``transport.classify`` words most of them so already, naming the
-    operation; this is the guarantee). So does a success once its connections were shut:
-    an answer cut short by the shutdown can pass for a whole one (an HTTP/1.1 answer
-    without a length ends at EOF: a trickled header then reads as a complete 200)."""
+    """``fn`` as ``within_deadline`` has it run (validation's provider calls)."""
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            if isinstance(exc, ProviderError) and exc.reason is Reason.TIMEOUT:
-                raise
-            call = deadline.current()
-            if isinstance(exc, deadline.DeadlineExceeded):
-                seconds = exc.seconds
-            elif call is not None and call.passed():
-                seconds = call.seconds
-            else:
-                raise
-            raise ProviderError(Reason.TIMEOUT, deadline.timeout_detail(seconds)) from None
-        call = deadline.current()
-        if call is not None and call.expired:
-            raise ProviderError(Reason.TIMEOUT, deadline.timeout_detail(call.seconds))
-        return result
+        return within_deadline(lambda: fn(*args, **kwargs))
     return run
+
+
+def within_deadline(fn: Callable[[], R]) -> R:
+    """``fn()``, where a failure once this thread's provider call has passed its total
+    deadline (``providers.deadline``) reads ``Timeout``, whatever an SDK made of the
+    connections shut under it (``transport.classify`` words most of them so already,
+    naming the operation; this is the guarantee). So does a success once its connections
+    were shut: an answer cut short by the shutdown can pass for a whole one (an HTTP/1.1
+    answer without a length ends at EOF: a trickled header then reads as a complete 200)."""
+    try:
+        result = fn()
+    except Exception as exc:
+        if isinstance(exc, ProviderError) and exc.reason is Reason.TIMEOUT:
+            raise
+        call = deadline.current()
+        if isinstance(exc, deadline.DeadlineExceeded):
+            detail = exc.detail
+        elif call is not None and call.passed():
+            detail = call.detail()
+        else:
+            raise
+        raise ProviderError(Reason.TIMEOUT, detail) from None
+    call = deadline.current()
+    if call is not None and call.expired:
+        raise ProviderError(Reason.TIMEOUT, call.detail())
+    return result
 
 
 PROBE_BODY = b"callstorage write probe: proves these credentials can write here\n"

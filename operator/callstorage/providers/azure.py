@@ -339,6 +339,19 @@ class _Transport(RequestsTransport):  # type: ignore[misc]
         deadline.sleep(duration)
 
 
+class _Retry(LinearRetry):
+    """The blob retry policy, its back-offs ending with the provider call's deadline too:
+    the container and blob clients (``get_container_client``, ``get_blob_client``) wrap
+    the transport in one whose ``sleep`` is ``time.sleep``, so ``_Transport.sleep`` is
+    never reached from them; a request cut off at its deadline would sleep a back-off
+    past it."""
+
+    def sleep(self, settings: Any, transport: Any) -> None:
+        backoff = self.get_backoff_time(settings)
+        if backoff and backoff > 0:
+            deadline.sleep(backoff)
+
+
 # Validation clients by account URL, credentials, CA and timeouts, as S3's
 # (providers/clientcache.py): a cached service principal keeps its token, and a cached
 # client its connections. A changed Secret is a new key.
@@ -416,8 +429,8 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                 credential = sp_credential
             service = BlobServiceClient(
                 account_url, credential=credential,
-                retry_policy=LinearRetry(backoff=1, random_jitter_range=0,
-                                         retry_total=settings.max_attempts - 1),
+                retry_policy=_Retry(backoff=1, random_jitter_range=0,
+                                    retry_total=settings.max_attempts - 1),
                 permit_redirects=False, transport=transport(),
                 connection_timeout=settings.connect_timeout,
                 read_timeout=settings.read_timeout)

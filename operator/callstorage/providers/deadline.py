@@ -54,27 +54,35 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+#: What sets a validation's deadline (the default ``setting`` of ``bounded``).
+PROVIDER_SETTING = "CALLSTORAGE_PROVIDER_DEADLINE"
+
+
 class DeadlineExceeded(Exception):
     """The provider call's total deadline has passed (not an OSError: see the module)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, setting: str = PROVIDER_SETTING) -> None:
         super().__init__(f"not done within its total deadline ({seconds:g}s)")
         self.seconds = seconds
+        self.detail = timeout_detail(seconds, setting)
 
 
-def timeout_detail(seconds: float) -> str:
-    """How a call past its deadline reads in status (the one wording)."""
+def timeout_detail(seconds: float, setting: str = PROVIDER_SETTING) -> str:
+    """How a call past its deadline reads in status and errors (the one wording);
+    ``setting`` names what set the deadline."""
     return (f"not done within the total deadline of {seconds:g}s "
-            "(CALLSTORAGE_PROVIDER_DEADLINE); its connections were closed")
+            f"({setting}); its connections were closed")
 
 
 class Call:
     """One provider call's deadline and the sockets it owns (by inode, each with a
     duplicate descriptor of ours)."""
 
-    def __init__(self, expires: float, seconds: float) -> None:
+    def __init__(self, expires: float, seconds: float, setting: str = PROVIDER_SETTING
+                 ) -> None:
         self.expires = expires
         self.seconds = seconds
+        self.setting = setting
         self.expired = False  # the watchdog has shut its sockets down
         self.finished = False
         self._lock = threading.Lock()
@@ -86,6 +94,12 @@ class Call:
 
     def remaining(self) -> float:
         return max(0.0, self.expires - time.monotonic())
+
+    def detail(self) -> str:
+        return timeout_detail(self.seconds, self.setting)
+
+    def exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(self.seconds, self.setting)
 
     def _own(self, inode: int, fd: int) -> bool:
         """Take a duplicate of ``fd``; False if the call is over (then nothing is kept)."""
@@ -142,7 +156,7 @@ def check() -> None:
     """Raise DeadlineExceeded if this thread's provider call has passed its deadline."""
     call = _current.get()
     if call is not None and call.passed():
-        raise DeadlineExceeded(call.seconds)
+        raise call.exceeded()
 
 
 def cap(timeout: Any) -> Any:
@@ -175,7 +189,7 @@ def track(sock: socket.socket) -> None:
         return
     inode = os.fstat(fd).st_ino
     if not call._own(inode, fd):
-        raise DeadlineExceeded(call.seconds)
+        raise call.exceeded()
     with _owners_lock:
         previous = _owners.get(inode)
         _owners[inode] = call
@@ -185,10 +199,12 @@ def track(sock: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def bounded(expires: float, seconds: float) -> Iterator[Call]:
+def bounded(expires: float, seconds: float, setting: str = PROVIDER_SETTING
+            ) -> Iterator[Call]:
     """Run the body as a provider call ending at ``expires`` (``time.monotonic()``);
-    ``seconds`` is the deadline as configured, for messages."""
-    call = Call(expires, seconds)
+    ``seconds`` is the deadline as configured and ``setting`` what configures it, for
+    messages."""
+    call = Call(expires, seconds, setting)
     token = _current.set(call)
     _WATCHDOG.add(call)
     try:

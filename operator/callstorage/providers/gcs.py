@@ -470,6 +470,11 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
             client = storage.Client(project=info.get("project_id") or "-",
                                     credentials=credentials, _http=http,
                                     client_options=options)
+            # google-cloud-storage >= 3.x fetches each bucket's metadata (a bucket get,
+            # which a write-only key may not even be allowed) in a thread of its own, for
+            # its traces: a request outside any provider call's deadline, which an endpoint
+            # trickling its answer holds for ever. Off, per client.
+            client._bucket_metadata_cache = None
         except Exception as exc:
             ca.close()
             raise ProviderError(Reason.INVALID_SPEC, redact(

@@ -185,10 +185,10 @@ def overdue(chain: list[BaseException]) -> str | None:
     (``providers.deadline``) or ``chain`` holds its DeadlineExceeded, else None."""
     call = deadline.current()
     if call is not None and call.passed():
-        return deadline.timeout_detail(call.seconds)
+        return call.detail()
     for e in chain:
         if isinstance(e, deadline.DeadlineExceeded):
-            return deadline.timeout_detail(e.seconds)
+            return e.detail
     return None
 
 
