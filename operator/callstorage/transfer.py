@@ -372,6 +372,32 @@ def _checksums(data: PartData, whole: int) -> tuple[int, int]:
     return part, whole
 
 
+class _PartSender:
+    """Sends one part of a multi-part upload with its retries, in whichever thread runs
+    it; the first failure is kept and stops the parts not yet sent."""
+
+    def __init__(self, session: PartialUpload, clock: Deadlines, slots: _Slots,
+                 pooled: bool) -> None:
+        self.session, self.clock, self.slots, self.pooled = session, clock, slots, pooled
+        self.errors: list[BaseException] = []
+
+    def __call__(self, number: int, data: PartData, offset: int, crc: int,
+                 final: tuple[int, int] | None) -> None:
+        try:
+            if self.slots.failed.is_set():
+                return
+            size, whole = final if final is not None else (None, None)
+            _retrying(lambda: self.session.upload_part(number, data, offset, crc, size, whole),
+                      len(data), self.clock, self.slots.failed)
+        except BaseException as exc:
+            self.errors.append(exc)
+            self.slots.failed.set()
+            raise
+        finally:
+            if self.pooled:
+                self.slots.release()
+
+
 def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, int, bool]],
                content_type: str, part_size: int, rules: PartRules,
                clock: Deadlines, pool: ThreadPoolExecutor | None) -> TransferResult:
@@ -386,24 +412,7 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
     # sent one at a time, so its size bounds every request; one slot keeps them in order.
     slots = _Slots(options.concurrency if parallel else 1)
     futures: list[Future[None]] = []
-    errors: list[BaseException] = []
-
-    def send(number: int, data: PartData, offset: int, crc: int,
-             final: tuple[int, int] | None) -> None:
-        try:
-            if slots.failed.is_set():
-                return
-            size, whole = final if final is not None else (None, None)
-            _retrying(lambda: session.upload_part(number, data, offset, crc, size, whole),
-                      len(data), clock, slots.failed)
-        except BaseException as exc:
-            errors.append(exc)
-            slots.failed.set()
-            raise
-        finally:
-            if pool is not None:
-                slots.release()
-
+    send = _PartSender(session, clock, slots, pooled=pool is not None)
     whole = offset = number = 0
     try:
         for data, length, last in parts:
@@ -423,8 +432,8 @@ def _multipart(client: MediaClient, key: str, parts: Iterator[tuple[PartData, in
             offset += length
         for future in futures:
             future.exception()  # wait for every part; errors are collected by send()
-        if errors:
-            raise errors[0]
+        if send.errors:
+            raise send.errors[0]
         _in(pool, lambda: clock.run(lambda: session.complete(offset),
                                     options.finish_deadline(number),
                                     "TransferOptions.request_deadline plus 0.25s per part"))
