@@ -62,7 +62,8 @@ class Controller:
                              settings.retry_base, rand)
         self.resyncer = Resync(settings, kube, self.inv, self.intake, self.resync_schedule,
                                self.queues, self.secrets, self.watched_namespaces())
-        self.writer = StatusWriter(kube, self.inv, self.intake)
+        self.writer = StatusWriter(kube, self.inv, self.storage_state,
+                                   self.call_type_state, self.intake)
         self.validator = Validator(settings, self.inv, self.secrets, self.queues,
                                    self.threads)
         self.storage_rounds = StorageRounds(settings, kube, self.inv, self.queues,

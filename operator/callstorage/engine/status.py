@@ -24,10 +24,10 @@ from callstorage.reconcile.plan import meta_of
 class StatusWriter:
     """What the operator last wrote, per object (uid), and the writes themselves."""
 
-    def __init__(self, kube: Kube, inv: Inventory, intake: Intake) -> None:
+    def __init__(self, kube: Kube, inv: Inventory, storages: ObjectStates,
+                 call_types: ObjectStates, intake: Intake) -> None:
         self.kube, self.inv, self.intake = kube, inv, intake
-        self.storages: ObjectStates = intake.storage_state
-        self.call_types: ObjectStates = intake.call_type_state
+        self.storages, self.call_types = storages, call_types
 
     async def write_storage(self, key: ObjectKey, uid: str,
                             desired: Mapping[str, Any]) -> dict[str, Any]:
