@@ -58,7 +58,8 @@ class Intake:
         self.storage_state, self.call_type_state = storage_state, call_type_state
         self.secrets, self.threads, self.platform = secrets, threads, platform
         self.retry_base, self.rand = retry_base, rand
-        # 404s on write whose DELETED event has not come yet: the resync due if it never does
+        # 404s on write whose DELETED event has not come yet: the resync due if it never does.
+        # Per name on purpose: any DELETED or ADDED under the name tells the watch saw it.
         self.unseen_deletions: dict[tuple[str, ObjectKey], asyncio.TimerHandle] = {}
 
     def _accept(self, kind: str, key: ObjectKey, held: Mapping[str, Any] | None,
