@@ -30,16 +30,16 @@ def frames(stack: str) -> list[str]:
 # Where the operator's time goes, by the frame a sample passes through (first match wins,
 # in this order); the shares are of all working samples.
 GROUPS = (
-    ("provider call (botocore, in a worker thread)", ("Controller._validate.<locals>.work",)),
+    ("provider call (botocore, in a worker thread)", ("call_provider",)),
     ("kopf: diff base and progress (per event)", ("_detect_causes",)),
     ("kopf: handler invocation (per event)", ("process_watching_cause",)),
     ("kopf: rest of event processing", ("process_resource_event",)),
     ("kopf: watch stream and JSON decoding", ("watcher", "infinite_watch")),
     ("operator: own API calls", ("ApiClient.call_api", "ApiServer.request", "Kube._call",
                                  "Kube._run")),
-    ("operator: reconcile rounds (rest)", ("Controller.storage_round",
-                                           "Controller._storage_worker")),
-    ("operator: watch event handler", ("Controller.on_storage_event",)),
+    ("operator: reconcile rounds (rest)", ("StorageRounds.storage_round",
+                                           "StorageRounds.worker")),
+    ("operator: watch event handler", ("Intake.on_storage_event",)),
 )
 
 

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from callstorage import controller as controller_module
 from callstorage import secretcache
 from callstorage.api.capabilities import Capabilities
-from callstorage.controller import VALIDATE, WRITE, Controller
+from callstorage.controller import Controller
+from callstorage.engine import intake as intake_module
+from callstorage.engine import validating as validating_module
+from callstorage.engine.queueing import VALIDATE, WRITE
 from callstorage.inventory import CachedSecret
 from callstorage.kube import ObjectGone
 from callstorage.settings import Settings
@@ -149,8 +151,8 @@ def provider(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         used.append(inputs.secret["accessKeyId"].decode())
         return FakeClient()
 
-    monkeypatch.setattr(controller_module, "build_client", build_client)
-    monkeypatch.setattr(controller_module, "validate_storage",
+    monkeypatch.setattr(validating_module, "build_client", build_client)
+    monkeypatch.setattr(validating_module, "validate_storage",
                         lambda client, spec: Capabilities(read=True))
     return used
 
@@ -201,8 +203,8 @@ async def test_storages_sharing_a_secret_and_bucket_share_one_get_and_one_reques
         release.wait(10)
         return Capabilities(list=True)
 
-    monkeypatch.setattr(controller_module, "build_client", lambda *_: FakeClient())
-    monkeypatch.setattr(controller_module, "validate_storage", validate)
+    monkeypatch.setattr(validating_module, "build_client", lambda *_: FakeClient())
+    monkeypatch.setattr(validating_module, "validate_storage", validate)
     kube = ScriptedKube()
     ctl = make(kube)
     kube.read_secret_gate = asyncio.Event()
@@ -220,7 +222,8 @@ async def test_storages_sharing_a_secret_and_bucket_share_one_get_and_one_reques
     kube.read_secret_gate.set()
     for _ in range(100):  # the first request is in flight, the others wait for its answer
         await asyncio.sleep(0.01)
-        if calls and len(ctl._flights) == 1 and ctl._fair.busy(("namespace", NS)) == 4:
+        if calls and len(ctl.validator.flights) == 1 and \
+                ctl.queues.fair.busy(("namespace", NS)) == 4:
             break
     release.set()
     await asyncio.gather(*rounds)
@@ -232,7 +235,7 @@ async def test_storages_sharing_a_secret_and_bucket_share_one_get_and_one_reques
         assert (ready["status"], ready["reason"]) == ("True", "Validated")
         assert st["observedSecretVersion"] == "5"
         assert st["effectivePrefixes"]["video"] == f"tenant-{i}"
-    assert not ctl._flights
+    assert not ctl.validator.flights
 
 
 async def test_a_secret_seen_on_the_watch_before_its_storage_needs_no_get(
@@ -389,7 +392,7 @@ async def test_an_unexpected_provider_exception_ends_in_a_failed_status(
     def explode(*_: Any) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(controller_module, "build_client", explode)
+    monkeypatch.setattr(validating_module, "build_client", explode)
     await ctl.reconcile_storage((NS, "st"), {VALIDATE})
     cond = next(c for c in kube.objects["st"]["status"]["conditions"] if c["type"] == "Ready")
     assert (cond["status"], cond["reason"]) == ("False", "InternalError")
@@ -467,21 +470,21 @@ async def test_a_404_on_a_finalizer_write_forgets_the_storage_and_never_retries(
     """Item 2: set_finalizers treated 404 like 409 and retried every second, with a full
     validation riding along. No DELETED event follows within GONE_GRACE: the watch may
     have lost it, and others with it, so a resync is asked for."""
-    monkeypatch.setattr(controller_module, "GONE_GRACE", 0.05)
+    monkeypatch.setattr(intake_module, "GONE_GRACE", 0.05)
     kube = ScriptedKube()
     ctl = make(kube)
     ctl.on_storage_event("ADDED", storage(ready=True))  # never in kube.objects: gone
     ctl.on_call_type_event("ADDED", call_type())
     key = (NS, "st")
     ctl.storages.forget(key)
-    before = ctl._resync_at
+    before = ctl.resync_schedule.due_at
     await ctl.storage_round(key, {"refs", VALIDATE})
     assert kube.calls == ["set_finalizers"]
     assert key not in ctl.inv.storages
     assert ctl.storages.due_at(key) is None, "a write to a gone object was queued again"
-    assert len(ctl._storage_state) == 0
+    assert len(ctl.storage_state) == 0
     assert provider == []
-    await until(lambda: ctl._resync_at < before)  # a 404 the watch never confirmed
+    await until(lambda: ctl.resync_schedule.due_at < before)  # a 404 the watch never confirmed
 
 
 async def test_a_404_whose_deleted_event_follows_asks_for_no_resync(
@@ -490,22 +493,22 @@ async def test_a_404_whose_deleted_event_follows_asks_for_no_resync(
     """Under churn a storage is often deleted after its last event and before our status
     write; its DELETED event comes moments later. That hid nothing: no resync LIST (the
     old code asked for one on every such 404: 3 full LISTs in 60 s of the churn bench)."""
-    monkeypatch.setattr(controller_module, "GONE_GRACE", 0.2, raising=False)
+    monkeypatch.setattr(intake_module, "GONE_GRACE", 0.2, raising=False)
     kube = ScriptedKube()
     ctl = make(kube)
     other = storage(ready=True)
     other["metadata"] = {**other["metadata"], "name": "other", "uid": "u2"}
     ctl.on_storage_event("ADDED", storage(ready=True))
     ctl.on_storage_event("ADDED", other)
-    before = ctl._resync_at
-    ctl._forget_gone(ObjectGone("externalstorages", NS, "st"))
-    ctl._forget_gone(ObjectGone("externalstorages", NS, "other"))
+    before = ctl.resync_schedule.due_at
+    ctl.intake.forget_gone(ObjectGone("externalstorages", NS, "st"))
+    ctl.intake.forget_gone(ObjectGone("externalstorages", NS, "other"))
     ctl.on_storage_event("DELETED", storage(ready=True, rv="12"))
     ctl.on_storage_event("ADDED", {**other, "metadata": {  # re-created, so deleted first
         **other["metadata"], "uid": "u3", "resourceVersion": "13"}})
     await asyncio.sleep(0.4)  # past the grace: a timer left running would have fired
-    assert ctl._resync_at == before
-    assert ctl._unseen_deletions == {}
+    assert ctl.resync_schedule.due_at == before
+    assert ctl.intake.unseen_deletions == {}
 
 
 async def test_a_404_on_the_status_write_of_a_storage_being_deleted_asks_for_no_resync(
@@ -520,12 +523,12 @@ async def test_a_404_on_the_status_write_of_a_storage_being_deleted_asks_for_no_
     ctl.on_storage_event("MODIFIED", body)  # never in kube.objects: gone by the write
     key = (NS, "st")
     ctl.storages.forget(key)
-    before = ctl._resync_at
+    before = ctl.resync_schedule.due_at
     await ctl.storage_round(key, {"refs"})
     assert "write_status externalstorages" in kube.calls
     assert key not in ctl.inv.storages
     assert ctl.storages.due_at(key) is None
-    assert ctl._resync_at == before, "a 404 after a known deletion asked for a resync"
+    assert ctl.resync_schedule.due_at == before, "a 404 after a known deletion asked for a resync"
 
 
 async def test_a_404_after_the_deleted_event_asks_for_no_resync() -> None:
@@ -533,9 +536,9 @@ async def test_a_404_after_the_deleted_event_asks_for_no_resync() -> None:
     ctl = make(kube)
     ctl.on_storage_event("ADDED", storage(ready=True))
     ctl.on_storage_event("DELETED", storage(ready=True, rv="12"))  # while a round ran
-    before = ctl._resync_at
-    ctl._forget_gone(ObjectGone("externalstorages", NS, "st"))
-    assert ctl._resync_at == before
+    before = ctl.resync_schedule.due_at
+    ctl.intake.forget_gone(ObjectGone("externalstorages", NS, "st"))
+    assert ctl.resync_schedule.due_at == before
 
 
 async def test_a_404_on_a_status_write_forgets_the_call_type() -> None:
@@ -544,7 +547,7 @@ async def test_a_404_on_a_status_write_forgets_the_call_type() -> None:
     ctl.on_call_type_event("ADDED", call_type())  # not in kube.call_types: gone
     ctl.call_types.forget((NS, "ct-2"))
     ctl.call_types.add((NS, "ct-2"), "reconcile")
-    worker = asyncio.create_task(ctl._call_type_worker())
+    worker = asyncio.create_task(ctl.call_type_rounds.worker())
     for _ in range(100):
         await asyncio.sleep(0.01)
         if (NS, "ct-2") not in ctl.inv.call_types:
@@ -565,7 +568,7 @@ async def test_a_relist_forgets_what_vanished_in_its_own_scope_and_asks_for_no_r
     ctl = make(kube)
     await ctl.start()
     try:
-        first = ctl._resync_at
+        first = ctl.resync_schedule.due_at
         body = storage(ready=True)
         kube.objects["st"] = body
         ctl.on_storage_event(None, body)  # the relist's replay
@@ -581,7 +584,7 @@ async def test_a_relist_forgets_what_vanished_in_its_own_scope_and_asks_for_no_r
         assert ("elsewhere", "ct-9") in ctl.inv.call_types  # another watch's scope
         ctl.on_relisted("storage", None, {(NS, "st")}, "50")
         assert (NS, "st") in ctl.inv.storages
-        assert ctl._resync_at == first, "a relist is no resync"
+        assert ctl.resync_schedule.due_at == first, "a relist is no resync"
     finally:
         await ctl.stop()
 
@@ -722,8 +725,8 @@ async def test_twenty_storages_on_a_hanging_endpoint_leave_workers_for_other_ten
                 running["now"] -= 1
         return Capabilities(read=True)
 
-    monkeypatch.setattr(controller_module, "build_client", build_client)
-    monkeypatch.setattr(controller_module, "validate_storage", validate)
+    monkeypatch.setattr(validating_module, "build_client", build_client)
+    monkeypatch.setattr(validating_module, "validate_storage", validate)
     kube = ScriptedKube()
     for i in range(20):
         body = storage()
@@ -755,7 +758,7 @@ async def test_twenty_storages_on_a_hanging_endpoint_leave_workers_for_other_ten
         waited = time.monotonic() - started
         assert waited < 1.0, f"the other tenant's storage waited {waited:.1f}s"
         assert running["most"] == 12
-        assert ctl._fair.parked() == 8
+        assert ctl.queues.fair.parked() == 8
         release.set()
         for _ in range(300):  # the parked ones run after all
             await asyncio.sleep(0.01)
@@ -763,7 +766,7 @@ async def test_twenty_storages_on_a_hanging_endpoint_leave_workers_for_other_ten
                     {"type": "Ready", "status": "?"}]})["status"] == "True"
                    for i in range(20)):
                 break
-        assert ctl._fair.parked() == 0
+        assert ctl.queues.fair.parked() == 0
         assert running["most"] == 12
     finally:
         release.set()
@@ -778,7 +781,7 @@ async def test_a_check_run_again_after_a_crash_uploads_the_same_object(
     """Issue 11 item 8: a crash between the upload and the status write made the restarted
     operator upload a second object for the same request."""
     from callstorage.api import CHECK_ANNOTATION
-    from callstorage.controller import CHECK
+    from callstorage.engine.queueing import CHECK
     from callstorage.kube import decode_secret
 
     puts: list[str] = []
@@ -787,7 +790,7 @@ async def test_a_check_run_again_after_a_crash_uploads_the_same_object(
         def put_object(self, key: str, body: bytes, content_type: str) -> None:
             puts.append(key)
 
-    monkeypatch.setattr(controller_module, "build_client", lambda *_: Recording())
+    monkeypatch.setattr(validating_module, "build_client", lambda *_: Recording())
     kube = ScriptedKube()
     kube.read_secret_result = decode_secret("5", secret("5", "KEY")["data"])
     body = storage(ready=True)
@@ -996,8 +999,8 @@ async def test_a_result_is_never_written_on_a_storage_created_again_under_its_na
         release.wait(10)
         return Capabilities(read=True)
 
-    monkeypatch.setattr(controller_module, "build_client", lambda *_: FakeClient())
-    monkeypatch.setattr(controller_module, "validate_storage", validate)
+    monkeypatch.setattr(validating_module, "build_client", lambda *_: FakeClient())
+    monkeypatch.setattr(validating_module, "validate_storage", validate)
     from callstorage.kube import decode_secret
 
     kube = ScriptedKube()
@@ -1035,15 +1038,15 @@ async def test_news_of_the_old_object_leave_its_successor_alone(provider: list[s
     kube.objects["st"] = first
     ctl.on_storage_event("ADDED", first)
     await ctl.storage_round(key, {VALIDATE})
-    assert ctl._storage_state.get(key, "u1") is not None
+    assert ctl.storage_state.get(key, "u1") is not None
     base = kube.rv
     second = another(kube.objects["st"], "u2", str(base + 10), "bucket-2")
     kube.objects["st"] = second
     ctl.on_storage_event("MODIFIED", second)  # a relist: the deletion was not seen
-    assert ctl._storage_state.get(key, "u1") is None, "the first object's state was kept"
+    assert ctl.storage_state.get(key, "u1") is None, "the first object's state was kept"
     ctl.on_storage_event("DELETED", {**first, "metadata": {
         **first["metadata"], "resourceVersion": str(base + 5)}})
-    ctl._forget_gone(ObjectGone("externalstorages", NS, "st", "u1"))
+    ctl.intake.forget_gone(ObjectGone("externalstorages", NS, "st", "u1"))
     assert ctl.inv.storages[key]["metadata"]["uid"] == "u2"
     stale = {**first, "metadata": {**first["metadata"], "resourceVersion": str(base + 3)}}
     ctl.on_storage_event("MODIFIED", stale)  # a copy of the first, answered late

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from callstorage import api, controller
+from callstorage import api
 from callstorage.api.v1alpha1 import ExternalStorageSpecFields
 from callstorage.providers import BUILDERS
+from callstorage.reconcile import plan
 from callstorage.storagetypes import PROVIDERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def test_consumers_loop_over_the_registry() -> None:
         assert provider.client_module.startswith("callstorage.")
         obj = {"metadata": {"namespace": "app"}, "spec": {
             name: {field: {"name": f"{name}-{field}"} for field in provider.secret_ref_fields}}}
-        assert controller._secret_refs(obj) == {
+        assert plan.secret_refs(obj) == {
             ("app", f"{name}-{field}") for field in provider.secret_ref_fields}
 
 

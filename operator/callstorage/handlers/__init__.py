@@ -15,7 +15,8 @@ from typing import Any
 
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from callstorage.apiserver import ApiError, ApiServer, connection_info
-from callstorage.controller import CALL_TYPE, STORAGE, Controller
+from callstorage.controller import Controller
+from callstorage.engine.intake import CALL_TYPE, STORAGE
 from callstorage.fencing import Fence
 from callstorage.kopfloader import kopf
 from callstorage.kube import Kube

@@ -212,7 +212,7 @@ def run_check(client: StorageClient, spec: ExternalStorageSpec, name_prefix: str
               check_id: str | None = None) -> str:
     """Upload ``{path}/{name_prefix}<check_id>.md`` and return its key.
 
-    ``check_id`` names the request (see ``controller.check_id``): a retry of the same
+    ``check_id`` names the request (see ``reconcile.plan.check_id``): a retry of the same
     request after a crash overwrites the same object, so each request leaves exactly one.
     Without it, a fresh uuid4.
     """

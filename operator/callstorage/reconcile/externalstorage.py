@@ -163,88 +163,108 @@ def desired_status(current: Mapping[str, Any] | None, obs: Observed) -> dict[str
     else:
         status.pop("effectivePrefixes", None)
 
-    v = obs.validation
-    if v is not None:
-        conditions = set_condition(conditions, make_condition(
-            READY, "True" if v.ok else "False", str(v.reason), v.message, gen, obs.now))
-        if v.needs_person:
-            conditions = set_condition(conditions, make_condition(
-                STALLED, "True", str(v.reason), v.message, gen, obs.now))
-        else:
-            conditions = [c for c in conditions if c.get("type") != STALLED]
-        if v.ok:
-            status["lastValidatedAt"] = now
-            status["capabilities"] = (v.capabilities or Capabilities()).as_status()
-        else:
-            # What was proven before may not hold any more.
-            status["capabilities"] = Capabilities().as_status()
-        if v.secret_version is not None:
-            status["observedSecretVersion"] = v.secret_version
-        else:
-            status.pop("observedSecretVersion", None)
-        status["consecutiveFailures"] = obs.consecutive_failures
-        if obs.spec_hash is not None:
-            status["validatedSpecHash"] = obs.spec_hash
+    if obs.validation is not None:
+        conditions = _validated(status, conditions, obs.validation, obs)
     elif not _ready_for(conditions, gen):
-        ready = get_condition(conditions, READY)
-        if ready is not None and ready.get("status") != "Unknown" and \
-                obs.spec_hash is not None and status.get("validatedSpecHash") == obs.spec_hash:
-            # Only suspend, validationInterval or deletion changed: the last result holds.
-            conditions = _restamp(conditions, gen)
-        elif obs.suspended:
-            conditions = set_condition(conditions, make_condition(
-                READY, "Unknown", str(Reason.SUSPENDED),
-                "validation is paused (spec.suspend) and this generation of the spec has "
-                "not been validated", gen, obs.now))
-            conditions = [c for c in conditions if c.get("type") != STALLED]
-        else:
-            conditions = set_condition(conditions, make_condition(
-                READY, "Unknown", str(Reason.VALIDATING),
-                f"validating generation {gen} against the bucket", gen, obs.now))
-            conditions = [c for c in conditions if c.get("type") != STALLED]
-
+        conditions = _not_validated(status, conditions, obs)
     conditions = _reconciling(conditions, obs)
-
-    if obs.suspended:
-        conditions = set_condition(conditions, make_condition(
-            SUSPENDED, "True", "Suspended",
-            "spec.suspend is true: periodic validation and on-demand checks are paused; "
-            "Ready shows the last result", gen, obs.now))
-    else:
-        conditions = [c for c in conditions if c.get("type") != SUSPENDED]
-
-    if obs.blocked_deletion_by:
-        names = ", ".join(obs.blocked_deletion_by[:USED_BY_SAMPLE])
-        more = len(obs.blocked_deletion_by) - USED_BY_SAMPLE
-        if more > 0:
-            names += f" and {more} more"
-        conditions = set_condition(conditions, make_condition(
-            DELETION_BLOCKED, "True", "InUse",
-            f"deletion waits until no CallType refers to this storage; in use by: {names}",
-            gen, obs.now))
-    else:
-        conditions = [c for c in conditions if c.get("type") != DELETION_BLOCKED]
+    conditions = _suspended(conditions, obs)
+    conditions = _deletion_blocked(conditions, obs)
 
     if obs.next_validation is not None and not obs.suspended:
         status["nextValidationAt"] = rfc3339(obs.next_validation)
     else:
         status.pop("nextValidationAt", None)
-
     if obs.check is not None:
-        check: dict[str, Any] = {
-            "requestedAt": obs.check.requested_at,
-            "completedAt": now,
-            "succeeded": obs.check.succeeded,
-            "message": bounded(obs.check.message),
-        }
-        if obs.check.object:
-            check["object"] = obs.check.object
-        status["lastCheck"] = check
-
+        status["lastCheck"] = _last_check(obs.check, now)
     status["usedBy"] = list(obs.used_by[:USED_BY_SAMPLE])
     status["usedByCount"] = len(obs.used_by)
     status["conditions"] = conditions
     return status
+
+
+def _validated(status: dict[str, Any], conditions: list[dict[str, Any]], v: Validation,
+               obs: Observed) -> list[dict[str, Any]]:
+    """Ready (and Stalled) from this round's validation; what it proved, into ``status``."""
+    gen = obs.generation
+    conditions = set_condition(conditions, make_condition(
+        READY, "True" if v.ok else "False", str(v.reason), v.message, gen, obs.now))
+    if v.needs_person:
+        conditions = set_condition(conditions, make_condition(
+            STALLED, "True", str(v.reason), v.message, gen, obs.now))
+    else:
+        conditions = [c for c in conditions if c.get("type") != STALLED]
+    if v.ok:
+        status["lastValidatedAt"] = rfc3339(obs.now)
+        status["capabilities"] = (v.capabilities or Capabilities()).as_status()
+    else:
+        # What was proven before may not hold any more.
+        status["capabilities"] = Capabilities().as_status()
+    if v.secret_version is not None:
+        status["observedSecretVersion"] = v.secret_version
+    else:
+        status.pop("observedSecretVersion", None)
+    status["consecutiveFailures"] = obs.consecutive_failures
+    if obs.spec_hash is not None:
+        status["validatedSpecHash"] = obs.spec_hash
+    return conditions
+
+
+def _not_validated(status: Mapping[str, Any], conditions: list[dict[str, Any]],
+                   obs: Observed) -> list[dict[str, Any]]:
+    """Ready for a generation this round did not validate: the last result carried over
+    when the spec validates the same, else Unknown (suspended, or validating)."""
+    gen = obs.generation
+    ready = get_condition(conditions, READY)
+    if ready is not None and ready.get("status") != "Unknown" and \
+            obs.spec_hash is not None and status.get("validatedSpecHash") == obs.spec_hash:
+        # Only suspend, validationInterval or deletion changed: the last result holds.
+        return _restamp(conditions, gen)
+    if obs.suspended:
+        conditions = set_condition(conditions, make_condition(
+            READY, "Unknown", str(Reason.SUSPENDED),
+            "validation is paused (spec.suspend) and this generation of the spec has "
+            "not been validated", gen, obs.now))
+    else:
+        conditions = set_condition(conditions, make_condition(
+            READY, "Unknown", str(Reason.VALIDATING),
+            f"validating generation {gen} against the bucket", gen, obs.now))
+    return [c for c in conditions if c.get("type") != STALLED]
+
+
+def _suspended(conditions: list[dict[str, Any]], obs: Observed) -> list[dict[str, Any]]:
+    if not obs.suspended:
+        return [c for c in conditions if c.get("type") != SUSPENDED]
+    return set_condition(conditions, make_condition(
+        SUSPENDED, "True", "Suspended",
+        "spec.suspend is true: periodic validation and on-demand checks are paused; "
+        "Ready shows the last result", obs.generation, obs.now))
+
+
+def _deletion_blocked(conditions: list[dict[str, Any]], obs: Observed) -> \
+        list[dict[str, Any]]:
+    if not obs.blocked_deletion_by:
+        return [c for c in conditions if c.get("type") != DELETION_BLOCKED]
+    names = ", ".join(obs.blocked_deletion_by[:USED_BY_SAMPLE])
+    more = len(obs.blocked_deletion_by) - USED_BY_SAMPLE
+    if more > 0:
+        names += f" and {more} more"
+    return set_condition(conditions, make_condition(
+        DELETION_BLOCKED, "True", "InUse",
+        f"deletion waits until no CallType refers to this storage; in use by: {names}",
+        obs.generation, obs.now))
+
+
+def _last_check(check: CheckOutcome, now: str) -> dict[str, Any]:
+    last: dict[str, Any] = {
+        "requestedAt": check.requested_at,
+        "completedAt": now,
+        "succeeded": check.succeeded,
+        "message": bounded(check.message),
+    }
+    if check.object:
+        last["object"] = check.object
+    return last
 
 
 def _reconciling(conditions: list[dict[str, Any]], obs: Observed) -> list[dict[str, Any]]:

@@ -8,10 +8,18 @@ about operators that retry failures at a fixed short period).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any
 
+from callstorage.api import ExternalStorageSpec, InvalidSpecError, parse_external_storage
 from callstorage.api.reasons import Reason
-from callstorage.reconcile.externalstorage import PERMANENT_REASONS
+from callstorage.reconcile.externalstorage import (
+    PERMANENT_REASONS,
+    Validation,
+    failures_after,
+    ready_state,
+)
 
 SUCCESS_JITTER = 0.1  # next success run lands in [0.9, 1.0] x interval
 
@@ -55,3 +63,58 @@ def startup_delay(
     if ready == "True" and last_validated is not None and interval > 0:
         return max(0.0, last_validated + interval - now) + interval * SUCCESS_JITTER * rand()
     return retry_base * rand()
+
+
+def parse_time(value: object) -> float | None:
+    """An RFC 3339 time of a status field as a POSIX timestamp (None if not one)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def after_restart(obj: Mapping[str, Any], now: float, retry_base: float,
+                  rand: Callable[[], float]) -> float | None:
+    """When to validate a storage found already reconciled (at start-up, or resumed from
+    ``spec.suspend``): None when nothing is due (an invalid or suspended spec, a Ready
+    one that is never re-validated)."""
+    try:
+        spec = parse_external_storage(obj)
+    except InvalidSpecError:
+        return None
+    if spec.suspend:
+        return None
+    status = obj.get("status") or {}
+    ready, reason, _ = ready_state(status)
+    if reason == Reason.INVALID_SPEC:
+        return None
+    if ready == "True" and spec.interval_seconds <= 0:
+        return None
+    return startup_delay(now, ready, parse_time(status.get("lastValidatedAt")),
+                         spec.interval_seconds, retry_base, rand)
+
+
+def after_validation(spec: ExternalStorageSpec | None, validation: Validation | None,
+                     failures: int, status: Mapping[str, Any], retry_base: float,
+                     retry_max: float, rand: Callable[[], float], now: dt.datetime) -> \
+        tuple[int, float | None, dt.datetime | None]:
+    """After a round: the failures in a row, the delay of the next validation to queue
+    (None: none to queue), and when it is due as ``status.nextValidationAt`` says.
+
+    A round that did not validate queues nothing and keeps the time already announced
+    (unless the storage is suspended)."""
+    if validation is None:
+        due = status.get("nextValidationAt")
+        keep = due and not (spec is not None and spec.suspend)
+        stamp = parse_time(due) if keep else None
+        return failures, None, dt.datetime.fromtimestamp(stamp, dt.UTC) \
+            if stamp is not None else None
+    failures = failures_after(failures, validation)
+    interval = spec.interval_seconds if spec is not None else 0.0
+    delay = next_delay(validation.reason, interval, failures, retry_base, retry_max, rand,
+                       validation.retried)
+    if delay is None:
+        return failures, None, None
+    return failures, delay, now + dt.timedelta(seconds=delay)
