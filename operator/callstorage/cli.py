@@ -452,7 +452,7 @@ def _cmd_status(ctx: _Context) -> int:
 
 
 def _cmd_policy(ctx: _Context) -> int:
-    from callstorage.api import InvalidSpecError, effective_prefixes, parse_external_storage
+    from callstorage.api import InvalidSpecError, effective_prefixes
     from callstorage.client import (
         InvalidRequest,
         check_storage_name,
@@ -460,6 +460,7 @@ def _cmd_policy(ctx: _Context) -> int:
     )
     from callstorage.policy import least_privilege_policy
     from callstorage.settings import get_settings
+    from callstorage.storagespec import parse_external_storage
     from callstorage.storagetypes import PROVIDERS
 
     args = ctx.args

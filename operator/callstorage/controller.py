@@ -25,9 +25,7 @@ from callstorage.api import (
     CHECK_ANNOTATION,
     EXTERNALSTORAGE_PLURAL,
     IN_USE_FINALIZER,
-    ExternalStorageSpec,
     InvalidSpecError,
-    parse_external_storage,
 )
 from callstorage.api.capabilities import Capabilities
 from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set_condition
@@ -64,6 +62,7 @@ from callstorage.reconcile.externalstorage import CheckOutcome, Observed, Valida
 from callstorage.reconcile.schedule import next_delay, startup_delay
 from callstorage.secretcache import SECRET, SecretCache
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec, parse_external_storage
 from callstorage.storagetypes import PROVIDERS
 from callstorage.workqueue import WorkQueue
 

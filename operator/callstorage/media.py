@@ -63,9 +63,9 @@ from callstorage.transfer import Source, TransferOptions, TransferResult, upload
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from callstorage.api.v1alpha1 import ExternalStorageSpec
     from callstorage.resolution import ResolvedStorage
     from callstorage.settings import Settings
+    from callstorage.storagespec import ExternalStorageSpec
 
 __all__ = [
     "DEFAULT_EXPIRES",
@@ -231,7 +231,8 @@ def _inputs(api: ApiClient, namespace: str, spec: ExternalStorageSpec) -> Provid
 
 
 def _parse(obj: Mapping[str, Any], where: str) -> ExternalStorageSpec:
-    from callstorage.api import InvalidSpecError, parse_external_storage
+    from callstorage.api import InvalidSpecError
+    from callstorage.storagespec import parse_external_storage
 
     try:
         return parse_external_storage(obj)

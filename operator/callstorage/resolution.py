@@ -152,7 +152,8 @@ def describe_storage(
     obj: Mapping[str, Any], choice: StorageChoice, call_type: str | None = None
 ) -> ResolvedStorage:
     """Build the ``ResolvedStorage`` for an ExternalStorage object the choice named (pure)."""
-    from callstorage.api import InvalidSpecError, effective_prefixes, parse_external_storage
+    from callstorage.api import InvalidSpecError, effective_prefixes
+    from callstorage.storagespec import parse_external_storage
 
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}

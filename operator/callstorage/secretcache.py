@@ -12,12 +12,12 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from callstorage.api import ExternalStorageSpec
 from callstorage.api.reasons import Reason
 from callstorage.inventory import CachedSecret, Expiring, Inventory, ObjectKey
 from callstorage.kube import decode_secret
 from callstorage.providers.base import ProviderError, ProviderInputs
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 
 SECRET = "secret"  # noqa: S105 - the kind of its tombstones, not a credential
 # Secrets no storage refers to yet, as the watch delivered them: a storage applied just

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from callstorage import api, controller
-from callstorage.api.v1alpha1 import ExternalStorageSpecFields
+from callstorage import controller, storagespec
 from callstorage.providers import BUILDERS
+from callstorage.storagespec import ExternalStorageSpecFields
 from callstorage.storagetypes import PROVIDERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def _spec_schema() -> dict[str, Any]:
 
 def test_registry_is_the_crds_storage_type_enum_in_order() -> None:
     assert _spec_schema()["properties"]["storageType"]["enum"] == list(PROVIDERS)
-    assert [t.value for t in api.StorageType] == list(PROVIDERS)
+    assert [t.value for t in storagespec.StorageType] == list(PROVIDERS)
 
 
 def test_every_provider_block_of_the_crd_is_a_registered_storage_type() -> None:
@@ -51,7 +51,7 @@ def test_every_provider_block_of_the_crd_is_a_registered_storage_type() -> None:
 
 def test_consumers_loop_over_the_registry() -> None:
     assert set(BUILDERS) == set(PROVIDERS)
-    assert set(api.ExternalStorageSpec.model_fields) >= set(PROVIDERS)
+    assert set(storagespec.ExternalStorageSpec.model_fields) >= set(PROVIDERS)
     for name, provider in PROVIDERS.items():
         assert provider.name == name
         assert provider.client_module.startswith("callstorage.")
@@ -124,7 +124,7 @@ def test_importing_loads_no_cloud_sdk(module: str) -> None:
 def test_building_a_client_loads_only_its_own_sdk() -> None:
     code = ("import sys\n"
             "from callstorage.providers import build_client\n"
-            "from callstorage.api import parse_external_storage\n"
+            "from callstorage.storagespec import parse_external_storage\n"
             "from callstorage.providers.base import ProviderInputs\n"
             "from callstorage.settings import Settings\n"
             "spec = parse_external_storage({'spec': {'storageType': 's3', 'bucket': 'rec',"
@@ -146,7 +146,7 @@ def _minimal_spec(name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", list(PROVIDERS))
 def test_each_example_block_is_valid_and_names_its_secrets(name: str) -> None:
-    from callstorage.api import parse_external_storage
+    from callstorage.storagespec import parse_external_storage
 
     spec = parse_external_storage({"spec": _minimal_spec(name)})
     assert isinstance(spec.provider, PROVIDERS[name].spec_model)
@@ -155,10 +155,10 @@ def test_each_example_block_is_valid_and_names_its_secrets(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(PROVIDERS))
 def test_a_client_asks_for_the_secret_keys_its_descriptor_names(name: str) -> None:
-    from callstorage.api import parse_external_storage
     from callstorage.providers import build_client
     from callstorage.providers.base import ProviderError, ProviderInputs, Reason
     from callstorage.settings import Settings
+    from callstorage.storagespec import parse_external_storage
 
     spec = parse_external_storage({"spec": _minimal_spec(name)})
     with pytest.raises(ProviderError) as info:

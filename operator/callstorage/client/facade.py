@@ -35,7 +35,6 @@ from callstorage.api import (
     call_type_manifest,
     is_platform_reference,
     parse_call_type,
-    parse_external_storage,
 )
 from callstorage.client.errors import (
     AlreadyExists,
@@ -67,6 +66,7 @@ from callstorage.kube import (
     MERGE_PATCH,
     REQUEST_TIMEOUT,
 )
+from callstorage.storagespec import parse_external_storage
 from callstorage.storagetypes.azure import AzureRequest
 from callstorage.storagetypes.base import ENDPOINT_KEY
 from callstorage.storagetypes.s3 import S3Request

@@ -19,7 +19,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from callstorage.api import PROBE_OBJECT_NAME
 from callstorage.api.prefixes import effective_prefixes, normalize_prefix
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import deadline
 from callstorage.providers.base import (
     Capabilities,
@@ -31,6 +30,7 @@ from callstorage.providers.base import (
 )
 from callstorage.providers.binding import check_destinations
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes import PROVIDERS
 
 __all__ = [

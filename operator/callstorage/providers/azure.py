@@ -33,7 +33,6 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import deadline
 from callstorage.providers.base import (
     ChecksumMismatch,
@@ -52,6 +51,7 @@ from callstorage.providers.endpoint_policy import Policy, validate_url
 from callstorage.providers.guard import guarded_session
 from callstorage.providers.transport import CABundle, network_error, refusal
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes.azure import (
     ACCOUNT_KEY,
     CLIENT_ID,

@@ -31,7 +31,6 @@ from google.auth.transport.requests import Request as AuthRequest
 from google.cloud import storage
 from google.oauth2 import service_account
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import deadline
 from callstorage.providers.base import (
     ChecksumMismatch,
@@ -50,6 +49,7 @@ from callstorage.providers.endpoint_policy import Policy, validate_url
 from callstorage.providers.guard import guarded_session
 from callstorage.providers.transport import CABundle, network_error
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes.gcs import (
     CREDENTIALS_JSON,
     ERROR_TABLE,

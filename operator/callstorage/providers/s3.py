@@ -26,7 +26,6 @@ import botocore.session
 import google_crc32c
 from botocore.config import Config
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
     ChecksumMismatch,
     PartData,
@@ -43,6 +42,7 @@ from callstorage.providers.endpoint_policy import Policy, validate_url
 from callstorage.providers.guard import guard_boto_client
 from callstorage.providers.transport import CABundle, classify
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes.s3 import (
     ACCESS_KEY_ID,
     CREDENTIAL_ERROR_CODES,
