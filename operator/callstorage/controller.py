@@ -31,6 +31,7 @@ from callstorage.api.capabilities import Capabilities
 from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set_condition
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
+from callstorage.api.timestamps import parse_rfc3339, rfc3339
 from callstorage.eventposting import EventPoster
 from callstorage.fairness import FairShare, Group, groups_of
 from callstorage.fencing import NotLeader
@@ -113,7 +114,7 @@ def _parse_time(value: object) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return parse_rfc3339(value).timestamp()
     except ValueError:
         return None
 
@@ -681,7 +682,7 @@ class Controller:
         condition = make_condition(
             RECONCILING, "True", "ReconcileError",
             f"the operator failed to reconcile this object ({_describe(exc)}); attempt "
-            f"{n + 1} at {es_reconcile.rfc3339(when)}",
+            f"{n + 1} at {rfc3339(when)}",
             int(_meta(obj).get("generation") or 0))
         conditions = set_condition(status.get("conditions"), condition)
         if conditions == status.get("conditions"):

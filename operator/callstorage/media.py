@@ -21,7 +21,6 @@ timeouts). Every call here blocks: from async code use ``asyncio.to_thread``.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import mimetypes
 import os
@@ -31,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from callstorage import layout
+from callstorage.api.timestamps import rfc3339
 from callstorage.client import (
     CallStorageError,
     InvalidRequest,
@@ -343,8 +343,7 @@ def _location(namespace: str, call_type: str, call_id: str, resolved: ResolvedSt
         source=str(resolved.source), provider=spec.storage_type, endpoint=_endpoint(spec),
         account=getattr(_azure(spec), "account_name", None), bucket=spec.bucket,
         access_mode=spec.access_mode,
-        uploaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        .replace("+00:00", "Z"),
+        uploaded_at=rfc3339(),
         manifest_key=layout.object_key(resolved.prefixes, layout.METADATA, call_id,
                                        MANIFEST, tenant),
         objects=tuple(objects))

@@ -36,6 +36,7 @@ from callstorage.api import (
     is_platform_reference,
     parse_call_type,
 )
+from callstorage.api.timestamps import parse_rfc3339, rfc3339_micro
 from callstorage.client.errors import (
     AlreadyExists,
     ApiError,
@@ -93,7 +94,7 @@ def same_instant(a: Any, b: str) -> bool:
     if not isinstance(a, str):
         return False
     try:
-        return dt.datetime.fromisoformat(a) == dt.datetime.fromisoformat(b)
+        return parse_rfc3339(a) == parse_rfc3339(b)
     except ValueError:
         return False
 
@@ -593,10 +594,9 @@ def _owner_reference(obj: Mapping[str, Any]) -> client.V1OwnerReference:
 def _new_token(previous: str | None) -> str:
     """A new, unique annotation value: an RFC 3339 timestamp (microseconds)."""
     now = dt.datetime.now(dt.UTC)
-    token = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    token = rfc3339_micro(now)
     if token == previous:
-        now += dt.timedelta(microseconds=1)
-        token = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
+        token = rfc3339_micro(now + dt.timedelta(microseconds=1))
     return token
 
 

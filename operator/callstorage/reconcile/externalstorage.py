@@ -33,6 +33,7 @@ from callstorage.api.conditions import (
     set_condition,
 )
 from callstorage.api.reasons import Reason, is_retried, is_stalled
+from callstorage.api.timestamps import rfc3339
 
 __all__ = ["DELETION_BLOCKED", "READY", "RECONCILING", "STALLED", "SUSPENDED"]
 
@@ -43,10 +44,6 @@ USED_BY_SAMPLE = 20
 # Spec fields whose change needs no new validation: they change when or whether the
 # operator validates, not what.
 _NOT_VALIDATED_FIELDS = ("suspend", "validationInterval")
-
-
-def rfc3339(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def spec_hash(spec: Mapping[str, Any] | None) -> str:
