@@ -33,6 +33,21 @@ KNOWN_OFFENDERS: dict[tuple[str, str], int] = {
 }
 
 
+def _definitions(node: ast.AST, scope: str = "") -> list[tuple[str, str, int]]:
+    """(kind, qualified name, lines) of every class and function under ``node``."""
+    found: list[tuple[str, str, int]] = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            name = f"{scope}.{child.name}" if scope else child.name
+            kind = "class" if isinstance(child, ast.ClassDef) else "function"
+            start = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+            found.append((kind, name, (child.end_lineno or start) - start + 1))
+            found += _definitions(child, name)
+        else:
+            found += _definitions(child, scope)
+    return found
+
+
 def _sizes() -> dict[tuple[str, str], int]:
     """Every module, class and function of the package with its length in lines."""
     sizes: dict[tuple[str, str], int] = {}
@@ -40,19 +55,8 @@ def _sizes() -> dict[tuple[str, str], int]:
         rel = path.relative_to(PACKAGE).as_posix()
         text = path.read_text()
         sizes[("module", rel)] = len(text.splitlines())
-
-        def visit(node: ast.AST, scope: str) -> None:
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                    name = f"{scope}.{child.name}" if scope else child.name
-                    kind = "class" if isinstance(child, ast.ClassDef) else "function"
-                    start = min([child.lineno, *(d.lineno for d in child.decorator_list)])
-                    sizes[(kind, f"{rel}:{name}")] = (child.end_lineno or start) - start + 1
-                    visit(child, name)
-                else:
-                    visit(child, scope)
-
-        visit(ast.parse(text, filename=str(path)), "")
+        for kind, name, lines in _definitions(ast.parse(text, filename=str(path))):
+            sizes[(kind, f"{rel}:{name}")] = lines
     return sizes
 
 
