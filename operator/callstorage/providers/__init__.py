@@ -17,8 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
-from callstorage.api import PROBE_OBJECT_NAME
-from callstorage.api.prefixes import effective_prefixes, normalize_prefix
+from callstorage.api.prefixes import effective_prefixes, normalize_prefix, probe_key
 from callstorage.providers import deadline
 from callstorage.providers.base import (
     Capabilities,
@@ -177,12 +176,6 @@ def _prefixes(spec: ExternalStorageSpec) -> list[str]:
         return sorted(set(effective_prefixes(spec).values()))
     except ValueError as exc:
         raise ProviderError(Reason.INVALID_SPEC, f"invalid prefix: {exc}") from None
-
-
-def probe_key(prefix: str) -> str:
-    """The probe object key under ``prefix`` (the bucket root for ""): always the same,
-    so each validation overwrites the last one's probe instead of adding one."""
-    return f"{prefix}/{PROBE_OBJECT_NAME}" if prefix else PROBE_OBJECT_NAME
 
 
 @_within_deadline

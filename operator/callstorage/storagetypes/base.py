@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel, to_pascal
 
 from callstorage.api.model import ProviderSpec
-from callstorage.api.prefixes import PROBE_OBJECT_NAME
+from callstorage.api.prefixes import probe_key
 from callstorage.api.reasons import Reason
 
 B = TypeVar("B", bound=ProviderSpec)
@@ -104,8 +104,7 @@ class PolicyRequest:
 
 def probe_keys(prefixes: Iterable[str]) -> list[str]:
     """The probe object WriteOnly validation overwrites under each distinct prefix."""
-    return [f"{p}/{PROBE_OBJECT_NAME}" if p else PROBE_OBJECT_NAME
-            for p in sorted({p.strip("/") for p in prefixes})]
+    return [probe_key(p) for p in sorted({p.strip("/") for p in prefixes})]
 
 
 def probe_notes(request: PolicyRequest, lifecycle: str) -> tuple[str, ...]:
