@@ -30,6 +30,7 @@ from callstorage.api import (
 from callstorage.api.capabilities import Capabilities
 from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set_condition
 from callstorage.api.prefixes import effective_prefixes
+from callstorage.api.readiness import ready_condition_for
 from callstorage.api.reasons import Reason
 from callstorage.api.timestamps import parse_rfc3339, rfc3339
 from callstorage.eventposting import EventPoster
@@ -894,9 +895,8 @@ class Controller:
         """
         status: Mapping[str, Any] = obj.get("status") or {}
         generation = int(_meta(obj).get("generation") or 0)
-        if es_reconcile.ready_state(status)[0] != "Unknown" and any(
-                c.get("type") == "Ready" and c.get("observedGeneration") == generation
-                for c in status.get("conditions") or []):
+        current = ready_condition_for(status.get("conditions"), generation)
+        if current is not None and current.get("status") != "Unknown":
             return status, actual  # a periodic or rotation re-check: Ready keeps its answer
         observed = Observed(
             generation=generation, now=dt.datetime.now(dt.UTC),
@@ -1122,9 +1122,8 @@ def _settled(status: Mapping[str, Any], generation: int, used_by: tuple[str, ...
     generation (not Validating), the users as they are, and no deletion waiting. A full
     round would compute this very status and write nothing."""
     conditions = status.get("conditions") or []
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    ready = ready_condition_for(conditions, generation)
     return ready is not None and ready.get("status") in ("True", "False") and \
-        ready.get("observedGeneration") == generation and \
         status.get("observedGeneration") == generation and \
         status.get("usedBy") == list(used_by[:es_reconcile.USED_BY_SAMPLE]) and \
         status.get("usedByCount") == len(used_by) and \

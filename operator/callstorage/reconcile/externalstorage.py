@@ -32,6 +32,7 @@ from callstorage.api.conditions import (
     make_condition,
     set_condition,
 )
+from callstorage.api.readiness import ready_condition_for
 from callstorage.api.reasons import Reason, is_retried, is_stalled
 from callstorage.api.timestamps import rfc3339
 
@@ -129,11 +130,6 @@ class Observed:
     reconcile_error: str | None = None  # a failure of the operator itself, being retried
 
 
-def _ready_for(conditions: list[dict[str, Any]], generation: int) -> bool:
-    ready = get_condition(conditions, READY)
-    return ready is not None and ready.get("observedGeneration") == generation
-
-
 def _restamp(conditions: list[dict[str, Any]], generation: int) -> list[dict[str, Any]]:
     """Ready and Stalled carried to a new generation whose spec validates the same."""
     out = []
@@ -182,7 +178,7 @@ def desired_status(current: Mapping[str, Any] | None, obs: Observed) -> dict[str
         status["consecutiveFailures"] = obs.consecutive_failures
         if obs.spec_hash is not None:
             status["validatedSpecHash"] = obs.spec_hash
-    elif not _ready_for(conditions, gen):
+    elif ready_condition_for(conditions, gen) is None:
         ready = get_condition(conditions, READY)
         if ready is not None and ready.get("status") != "Unknown" and \
                 obs.spec_hash is not None and status.get("validatedSpecHash") == obs.spec_hash:
@@ -312,9 +308,10 @@ def needs_validation(status: Mapping[str, Any] | None, generation: int,
         return True
     status = status or {}
     conditions = list(status.get("conditions") or [])
+    current = ready_condition_for(conditions, generation)
+    if current is not None:
+        return current.get("status") == "Unknown"  # e.g. interrupted while validating
     ready = get_condition(conditions, READY)
-    if ready is not None and ready.get("observedGeneration") == generation:
-        return ready.get("status") == "Unknown"  # e.g. interrupted while validating
     carried = ready is not None and ready.get("status") != "Unknown" and \
         current_spec_hash is not None and status.get("validatedSpecHash") == current_spec_hash
     return not carried
