@@ -57,7 +57,7 @@ from callstorage.providers.base import (
     ProviderError,
     ProviderInputs,
 )
-from callstorage.storagetypes.azure import ABSSpec
+from callstorage.storagetypes import provider
 from callstorage.transfer import Source, TransferOptions, TransferResult, upload
 
 if TYPE_CHECKING:
@@ -252,21 +252,15 @@ def _media_client(api: ApiClient, namespace: str, spec: ExternalStorageSpec,
         raise error(str(exc.reason), exc.message) from None
 
 
-def _azure(spec: ExternalStorageSpec) -> ABSSpec | None:
-    """The Azure block (account names are part of where Azure media lives), if any."""
-    return spec.provider if isinstance(spec.provider, ABSSpec) else None
-
-
 def _endpoint(spec: ExternalStorageSpec) -> str | None:
-    """Where the spec's credentials are sent: its endpoint, Azure's public one for the
-    account, or None (the provider's public endpoint)."""
-    endpoint = getattr(spec.provider, "endpoint", None)
-    if endpoint:
-        return str(endpoint).rstrip("/")
-    azure = _azure(spec)
-    if azure is not None:
-        return f"https://{azure.account_name}.blob.core.windows.net"
-    return None
+    """Where the spec's credentials are sent: its endpoint, the provider's public one for
+    its account, or None (the provider's public endpoint)."""
+    return provider(spec.storage_type).endpoint_url(spec.provider)
+
+
+def _account(spec: ExternalStorageSpec) -> str | None:
+    """The account the spec's media lives in besides the bucket (Azure's), if any."""
+    return provider(spec.storage_type).account(spec.provider)
 
 
 # --- upload ------------------------------------------------------------------------------
@@ -341,7 +335,7 @@ def _location(namespace: str, call_type: str, call_id: str, resolved: ResolvedSt
         storage_namespace=resolved.namespace, storage_name=resolved.name,
         storage_uid=str((obj.get("metadata") or {}).get("uid", "")),
         source=str(resolved.source), provider=spec.storage_type, endpoint=_endpoint(spec),
-        account=getattr(_azure(spec), "account_name", None), bucket=spec.bucket,
+        account=_account(spec), bucket=spec.bucket,
         access_mode=spec.access_mode,
         uploaded_at=rfc3339(),
         manifest_key=layout.object_key(resolved.prefixes, layout.METADATA, call_id,
@@ -494,10 +488,10 @@ def _check_same_place(location: StoredLocation, spec: ExternalStorageSpec, where
                                   f"{spec.storage_type}; call {location.call_id}'s media is "
                                   f"in {location.provider} bucket {location.bucket}")
     current = _endpoint(spec)
-    azure = _azure(spec)
-    if azure is not None and azure.account_name != location.account:
+    account = _account(spec)
+    if account is not None and account != location.account:
         raise LocationUnavailable("AccountChanged", f"ExternalStorage {where} now uses "
-                                  f"account {azure.account_name}; call "
+                                  f"account {account}; call "
                                   f"{location.call_id}'s media is in account "
                                   f"{location.account}")
     if (current or None) != (location.endpoint or None):

@@ -68,6 +68,7 @@ from callstorage.kube import (
     REQUEST_TIMEOUT,
 )
 from callstorage.storagespec import parse_external_storage
+from callstorage.storagetypes import PROVIDERS
 from callstorage.storagetypes.azure import AzureRequest
 from callstorage.storagetypes.base import ENDPOINT_KEY
 from callstorage.storagetypes.s3 import S3Request
@@ -375,8 +376,8 @@ class Client:
                 patch[old_type] = None
                 patch["storageType"] = new_type
             patch[new_type] = block
-        elif gcs_endpoint is not None and new_type == "gcs":
-            patch["gcs"] = {"endpoint": gcs_endpoint}
+        elif gcs_endpoint is not None and PROVIDERS[new_type].endpoint_arg == "gcs_endpoint":
+            patch[new_type] = {"endpoint": gcs_endpoint}
         for key, value in (("bucket", bucket), ("path", path),
                            ("validationInterval", validation_interval),
                            ("suspend", suspend)):

@@ -62,6 +62,9 @@ from callstorage.storagetypes.azure import (
     TENANT_ID,
     ABSSpec,
 )
+from callstorage.storagetypes.azure import (
+    account_url as account_url_of,
+)
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 
@@ -364,7 +367,7 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     if abs_ is None:
         raise ProviderError(Reason.INVALID_SPEC, "spec.abs is required when storageType is abs")
     keys = SecretKeys(inputs, f"Secret {abs_.credentials_secret_ref.name}")
-    account_url = abs_.endpoint or f"https://{abs_.account_name}.blob.core.windows.net"
+    account_url = abs_.endpoint or account_url_of(abs_.account_name) or ""
     if abs_.endpoint:
         validate_url(abs_.endpoint, "spec.abs.endpoint")
     sp_keys = (CLIENT_ID, CLIENT_SECRET, TENANT_ID)

@@ -236,4 +236,6 @@ PROVIDER = StorageProvider(
     example_block={"credentialsSecretRef": {"name": "gcs-credentials"}},
     default_host=lambda block: "storage.googleapis.com",
     destinations=_destinations,
+    url_scheme="gs",
+    endpoint_arg="gcs_endpoint",
 )

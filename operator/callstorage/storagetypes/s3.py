@@ -254,4 +254,5 @@ PROVIDER = StorageProvider(
     example_block={"region": "us-east-1", "credentialsSecretRef": {"name": "s3-credentials"}},
     default_host=lambda block: f"s3.{block.get('region') or 'us-east-1'}.amazonaws.com",
     destinations=_destinations,
+    url_scheme="s3",
 )
