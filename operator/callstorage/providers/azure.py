@@ -41,7 +41,6 @@ from callstorage.providers.base import (
     ProviderError,
     ProviderInputs,
     Reason,
-    lookup_error,
     part_bytes,
     safe_code,
 )
@@ -56,8 +55,8 @@ from callstorage.storagetypes.azure import (
     ACCOUNT_KEY,
     CLIENT_ID,
     CLIENT_SECRET,
-    ERROR_TABLE,
     KNOWN_AUTHORITY_HOSTS,
+    PROVIDER,
     PUBLIC_AUTHORITY,
     TENANT_ID,
     ABSSpec,
@@ -83,7 +82,7 @@ def reason_for_error(status: int, code: str, message: str) -> Reason:
     # "Server failed to authenticate the request" text; a firewall uses the same code.
     if "failed to authenticate" in message.lower():
         return Reason.INVALID_CREDENTIALS
-    return lookup_error(ERROR_TABLE, status, code)
+    return PROVIDER.reason_for(status, code)
 
 
 MiB = 1024 * 1024

@@ -39,7 +39,6 @@ from callstorage.providers.base import (
     ProviderError,
     ProviderInputs,
     Reason,
-    lookup_error,
     part_bytes,
     safe_code,
 )
@@ -52,7 +51,7 @@ from callstorage.settings import Settings
 from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes.gcs import (
     CREDENTIALS_JSON,
-    ERROR_TABLE,
+    PROVIDER,
     GCSSpec,
 )
 
@@ -74,7 +73,7 @@ GCS_PART_RULES = PartRules(parallel=False, min_part_size=256 * 1024,
 
 def reason_for_status(status: int, code: str = "") -> Reason:
     """The reason a GCS JSON-API status (and error reason) stands for."""
-    return lookup_error(ERROR_TABLE, status, code)
+    return PROVIDER.reason_for(status, code)
 
 
 def _transient(exc: BaseException) -> bool:

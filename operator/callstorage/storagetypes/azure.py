@@ -279,6 +279,7 @@ PROVIDER = StorageProvider(
     secret_keys=(ACCOUNT_KEY, CLIENT_ID, CLIENT_SECRET, TENANT_ID, ENDPOINT_KEY,
                  AUTHORITY_HOST_KEY),
     error_table=ERROR_TABLE,
+    place="Azure Blob Storage container",
     client_module="callstorage.providers.azure",
     policy=_policy,
     policy_options=_policy_options,

@@ -380,6 +380,13 @@ class StorageProvider(Generic[B]):
     url_scheme: str | None = None
     #: the seed SDK's keyword that sets the block's ``endpoint`` alone (``gcs_endpoint``)
     endpoint_arg: str | None = None
+    #: what the seed calls the provider's place in its messages ("S3 bucket")
+    place: str = "bucket"
+
+    def reason_for(self, status: int, code: str = "") -> Reason:
+        """The reason a provider error (HTTP status, provider error code) stands for, by
+        the descriptor's ``error_table``: the one table every reader of its errors uses."""
+        return lookup_error(self.error_table, status, code)
 
     def endpoint_host(self, block: Mapping[str, Any]) -> str:
         """The host (``host[:port]``) this block's provider calls go to."""

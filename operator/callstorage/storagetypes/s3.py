@@ -246,6 +246,7 @@ PROVIDER = StorageProvider(
     bucket_problems=s3_bucket_problems,
     secret_keys=(ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, ENDPOINT_KEY),
     error_table=ERROR_TABLE,
+    place="S3 bucket",
     client_module="callstorage.providers.s3",
     policy=_policy,
     policy_options=_policy_options,
