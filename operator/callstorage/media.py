@@ -57,6 +57,7 @@ from callstorage.providers.base import (
     ProviderError,
     ProviderInputs,
 )
+from callstorage.providers.inputs import SecretRead, provider_inputs, secret_reads
 from callstorage.storagetypes import provider
 from callstorage.transfer import Source, TransferOptions, TransferResult, upload
 
@@ -202,32 +203,25 @@ def manifest_body(location: StoredLocation) -> bytes:
 # --- storage access ----------------------------------------------------------------------
 
 
-def _secret_data(api: ApiClient, namespace: str, name: str, what: str) -> dict[str, bytes]:
+def _secret_data(api: ApiClient, namespace: str, read: SecretRead) -> dict[str, bytes]:
     from kubernetes import client as k8s
 
     def missing() -> CallStorageError:
-        return MediaError("SecretNotFound", f"Secret {namespace}/{name} ({what}) not found")
+        return MediaError("SecretNotFound", read.not_found(namespace))
 
     with api_errors(missing):
         secret = k8s.CoreV1Api(api).read_namespaced_secret(
-            name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            read.name, namespace, _request_timeout=REQUEST_TIMEOUT)
     return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
 
 def _inputs(api: ApiClient, namespace: str, spec: ExternalStorageSpec) -> ProviderInputs:
     """The storage's Secrets, read from its own namespace only (as the operator does)."""
-    ref = spec.credentials_secret_ref
-    secret = None if ref is None else _secret_data(
-        api, namespace, ref.name, f"spec.{spec.storage_type}.credentialsSecretRef")
-    ca = None
-    if spec.tls is not None and spec.tls.ca_secret_ref is not None:
-        ca_ref = spec.tls.ca_secret_ref
-        data = _secret_data(api, namespace, ca_ref.name, "spec.tls.caSecretRef")
-        if not data.get(ca_ref.key):
-            raise MediaError("SecretKeyMissing", f"Secret {namespace}/{ca_ref.name} has no "
-                             f"key {ca_ref.key!r} (spec.tls.caSecretRef.key)")
-        ca = data[ca_ref.key]
-    return ProviderInputs(secret=secret, ca_bundle=ca, namespace=namespace)
+    data = {read: _secret_data(api, namespace, read) for read in secret_reads(spec)}
+    try:
+        return provider_inputs(spec, namespace, data)
+    except ProviderError as exc:
+        raise MediaError(str(exc.reason), exc.message) from None
 
 
 def _parse(obj: Mapping[str, Any], where: str) -> ExternalStorageSpec:
