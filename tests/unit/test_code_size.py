@@ -18,11 +18,11 @@ LIMITS = {"module": 600, "class": 400, "function": 60}
 #: (kind, "path/inside/callstorage.py[:Qualified.name]") -> its size in lines today.
 #: controller.py is being split (issue 25 item 3); the others are next.
 KNOWN_OFFENDERS: dict[tuple[str, str], int] = {
-    ("module", "controller.py"): 1144,
-    ("class", "controller.py:Controller"): 936,
+    ("module", "controller.py"): 1143,
+    ("class", "controller.py:Controller"): 935,
     ("function", "controller.py:Controller._validate"): 105,
     ("function", "controller.py:Controller.reconcile_storage"): 92,
-    ("module", "client/facade.py"): 628,
+    ("module", "client/facade.py"): 627,
     ("class", "client/facade.py:Client"): 471,
     ("function", "client/facade.py:Client.create_external_storage"): 72,
     ("function", "client/facade.py:Client.update_external_storage"): 68,

@@ -596,9 +596,7 @@ def _new_token(previous: str | None) -> str:
     """A new, unique annotation value: an RFC 3339 timestamp (microseconds)."""
     now = dt.datetime.now(dt.UTC)
     token = rfc3339_micro(now)
-    if token == previous:
-        token = rfc3339_micro(now + dt.timedelta(microseconds=1))
-    return token
+    return token if token != previous else rfc3339_micro(now + dt.timedelta(microseconds=1))
 
 
 def _check_answer(obj: Mapping[str, Any], token: str) -> bool:
