@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from callstorage import layout
+from callstorage.api import InvalidSpecError
 from callstorage.api.timestamps import rfc3339
 from callstorage.client import (
     CallStorageError,
@@ -58,6 +59,7 @@ from callstorage.providers.base import (
     ProviderInputs,
 )
 from callstorage.providers.inputs import SecretRead, provider_inputs, secret_reads
+from callstorage.storagespec import ExternalStorageSpec, parse_external_storage
 from callstorage.storagetypes import provider
 from callstorage.transfer import Source, TransferOptions, TransferResult, upload
 
@@ -66,7 +68,6 @@ if TYPE_CHECKING:
 
     from callstorage.resolution import ResolvedStorage
     from callstorage.settings import Settings
-    from callstorage.storagespec import ExternalStorageSpec
 
 __all__ = [
     "DEFAULT_EXPIRES",
@@ -225,9 +226,6 @@ def _inputs(api: ApiClient, namespace: str, spec: ExternalStorageSpec) -> Provid
 
 
 def _parse(obj: Mapping[str, Any], where: str) -> ExternalStorageSpec:
-    from callstorage.api import InvalidSpecError
-    from callstorage.storagespec import parse_external_storage
-
     try:
         return parse_external_storage(obj)
     except InvalidSpecError as exc:
