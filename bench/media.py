@@ -99,10 +99,10 @@ def _worker(method: str, cfg: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         client.upload_file(path, cfg["bucket"], cfg["key"])
         return {"seconds": time.perf_counter() - started}
-    from callstorage.api import parse_external_storage
     from callstorage.providers import build_media_client
     from callstorage.providers.base import ProviderInputs
     from callstorage.settings import Settings
+    from callstorage.storagespec import parse_external_storage
     from callstorage.transfer import TransferOptions, upload
     from testbed.endpoints import dev_denylist
 

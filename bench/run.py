@@ -46,11 +46,12 @@ from botocore.credentials import ReadOnlyCredentials
 
 from bench import measure
 from bench.kubehttp import KubeHTTP
-from callstorage.api import effective_prefixes, parse_external_storage
+from callstorage.api import effective_prefixes
 from callstorage.api.readiness import is_ready
 from callstorage.providers import s3 as s3_provider
 from callstorage.providers.base import Capabilities, Reason
 from callstorage.reconcile import externalstorage as es_reconcile
+from callstorage.storagespec import parse_external_storage
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.endpoints import dev_denylist

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from bench import measure
 from bench.kubehttp import ApiError
-from callstorage.api import effective_prefixes, parse_external_storage
+from callstorage.api import effective_prefixes
 from callstorage.api.readiness import is_ready
+from callstorage.storagespec import parse_external_storage
 from testbed.s3 import readwrite_policy
 
 if TYPE_CHECKING:

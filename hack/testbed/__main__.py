@@ -111,7 +111,8 @@ def _s3_samples_for_emulator(docs: list[dict[str, Any]], s3: Any) -> list[dict[s
             continue
         ns = doc["metadata"].get("namespace")
         if spec.get("accessMode") == "WriteOnly":
-            from callstorage.api import ExternalStorageSpec, effective_prefixes
+            from callstorage.api import effective_prefixes
+            from callstorage.storagespec import ExternalStorageSpec
 
             parsed = ExternalStorageSpec.model_validate(spec)
             policy = put_only_policy(bucket, sorted(set(effective_prefixes(parsed).values())))

@@ -10,8 +10,9 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from callstorage.api import GROUP, VERSION, ExternalStorageSpec, external_storage_manifest
+from callstorage.api import GROUP, VERSION
 from callstorage.api.readiness import PENDING, readiness
+from callstorage.storagespec import ExternalStorageSpec, external_storage_manifest
 from testbed.procs import wait_for
 
 

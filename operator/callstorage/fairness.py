@@ -24,6 +24,8 @@ from collections import Counter
 from collections.abc import Hashable, Mapping
 from typing import Any, Generic, TypeVar
 
+from callstorage.storagetypes import PROVIDERS
+
 K = TypeVar("K", bound=Hashable)
 Group = tuple[str, str]  # ("host", "minio.example:9000") or ("namespace", "tenant-a")
 HOST, NAMESPACE = "host", "namespace"
@@ -32,8 +34,6 @@ HOST, NAMESPACE = "host", "namespace"
 def endpoint_host(spec: Mapping[str, Any]) -> str:
     """The host a storage's provider calls go to, read leniently from the raw spec (its
     storage type's descriptor knows the default host)."""
-    from callstorage.storagetypes import PROVIDERS
-
     kind = str(spec.get("storageType") or "")
     provider = PROVIDERS.get(kind)
     block = spec.get(kind)

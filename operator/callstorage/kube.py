@@ -10,7 +10,6 @@ request timeout. Nothing here logs a Secret's data.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import logging
 import os
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from callstorage.api import EXTERNALSTORAGE_PLURAL, GROUP, VERSION
+from callstorage.api.timestamps import rfc3339
 from callstorage.apiserver import CONNECT_TIMEOUT, READ_TIMEOUT, ApiError, ApiServer
 from callstorage.fencing import Fence
 from callstorage.inventory import CachedSecret, compact
@@ -297,7 +297,7 @@ class Kube:
         """Record a core/v1 Event on ``obj``; failures are logged, never raised. False
         when the namespace is being deleted (nothing can be created there)."""
         meta = obj.get("metadata") or {}
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = rfc3339()
         event = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name', 'object')}.",

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import math
 import os
@@ -40,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
 
+from callstorage.api.timestamps import rfc3339_micro
 from callstorage.apiserver import ApiError, ApiServer
 from callstorage.fencing import Fence
 
@@ -77,7 +77,7 @@ def pod_owner() -> dict[str, Any] | None:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339_micro()
 
 
 class LeaderElector:

@@ -21,7 +21,6 @@ timeouts). Every call here blocks: from async code use ``asyncio.to_thread``.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import mimetypes
 import os
@@ -31,6 +30,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from callstorage import layout
+from callstorage.api import InvalidSpecError
+from callstorage.api.timestamps import rfc3339
 from callstorage.client import (
     CallStorageError,
     InvalidRequest,
@@ -57,13 +58,14 @@ from callstorage.providers.base import (
     ProviderError,
     ProviderInputs,
 )
-from callstorage.storagetypes.azure import ABSSpec
+from callstorage.providers.inputs import SecretRead, provider_inputs, secret_reads
+from callstorage.storagespec import ExternalStorageSpec, parse_external_storage
+from callstorage.storagetypes import provider
 from callstorage.transfer import Deadlines, Source, TransferOptions, TransferResult, upload
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from callstorage.api.v1alpha1 import ExternalStorageSpec
     from callstorage.resolution import ResolvedStorage
     from callstorage.settings import Settings
 
@@ -202,37 +204,28 @@ def manifest_body(location: StoredLocation) -> bytes:
 # --- storage access ----------------------------------------------------------------------
 
 
-def _secret_data(api: ApiClient, namespace: str, name: str, what: str) -> dict[str, bytes]:
+def _secret_data(api: ApiClient, namespace: str, read: SecretRead) -> dict[str, bytes]:
     from kubernetes import client as k8s
 
     def missing() -> CallStorageError:
-        return MediaError("SecretNotFound", f"Secret {namespace}/{name} ({what}) not found")
+        return MediaError("SecretNotFound", read.not_found(namespace))
 
     with api_errors(missing):
         secret = k8s.CoreV1Api(api).read_namespaced_secret(
-            name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            read.name, namespace, _request_timeout=REQUEST_TIMEOUT)
     return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
 
 
 def _inputs(api: ApiClient, namespace: str, spec: ExternalStorageSpec) -> ProviderInputs:
     """The storage's Secrets, read from its own namespace only (as the operator does)."""
-    ref = spec.credentials_secret_ref
-    secret = None if ref is None else _secret_data(
-        api, namespace, ref.name, f"spec.{spec.storage_type}.credentialsSecretRef")
-    ca = None
-    if spec.tls is not None and spec.tls.ca_secret_ref is not None:
-        ca_ref = spec.tls.ca_secret_ref
-        data = _secret_data(api, namespace, ca_ref.name, "spec.tls.caSecretRef")
-        if not data.get(ca_ref.key):
-            raise MediaError("SecretKeyMissing", f"Secret {namespace}/{ca_ref.name} has no "
-                             f"key {ca_ref.key!r} (spec.tls.caSecretRef.key)")
-        ca = data[ca_ref.key]
-    return ProviderInputs(secret=secret, ca_bundle=ca, namespace=namespace)
+    data = {read: _secret_data(api, namespace, read) for read in secret_reads(spec)}
+    try:
+        return provider_inputs(spec, namespace, data)
+    except ProviderError as exc:
+        raise MediaError(str(exc.reason), exc.message) from None
 
 
 def _parse(obj: Mapping[str, Any], where: str) -> ExternalStorageSpec:
-    from callstorage.api import InvalidSpecError, parse_external_storage
-
     try:
         return parse_external_storage(obj)
     except InvalidSpecError as exc:
@@ -252,21 +245,15 @@ def _media_client(api: ApiClient, namespace: str, spec: ExternalStorageSpec,
         raise error(str(exc.reason), exc.message) from None
 
 
-def _azure(spec: ExternalStorageSpec) -> ABSSpec | None:
-    """The Azure block (account names are part of where Azure media lives), if any."""
-    return spec.provider if isinstance(spec.provider, ABSSpec) else None
-
-
 def _endpoint(spec: ExternalStorageSpec) -> str | None:
-    """Where the spec's credentials are sent: its endpoint, Azure's public one for the
-    account, or None (the provider's public endpoint)."""
-    endpoint = getattr(spec.provider, "endpoint", None)
-    if endpoint:
-        return str(endpoint).rstrip("/")
-    azure = _azure(spec)
-    if azure is not None:
-        return f"https://{azure.account_name}.blob.core.windows.net"
-    return None
+    """Where the spec's credentials are sent: its endpoint, the provider's public one for
+    its account, or None (the provider's public endpoint)."""
+    return provider(spec.storage_type).endpoint_url(spec.provider)
+
+
+def _account(spec: ExternalStorageSpec) -> str | None:
+    """The account the spec's media lives in besides the bucket (Azure's), if any."""
+    return provider(spec.storage_type).account(spec.provider)
 
 
 # --- upload ------------------------------------------------------------------------------
@@ -342,10 +329,9 @@ def _location(namespace: str, call_type: str, call_id: str, resolved: ResolvedSt
         storage_namespace=resolved.namespace, storage_name=resolved.name,
         storage_uid=str((obj.get("metadata") or {}).get("uid", "")),
         source=str(resolved.source), provider=spec.storage_type, endpoint=_endpoint(spec),
-        account=getattr(_azure(spec), "account_name", None), bucket=spec.bucket,
+        account=_account(spec), bucket=spec.bucket,
         access_mode=spec.access_mode,
-        uploaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        .replace("+00:00", "Z"),
+        uploaded_at=rfc3339(),
         manifest_key=layout.object_key(resolved.prefixes, layout.METADATA, call_id,
                                        MANIFEST, tenant),
         objects=tuple(objects))
@@ -504,10 +490,10 @@ def _check_same_place(location: StoredLocation, spec: ExternalStorageSpec, where
                                   f"{spec.storage_type}; call {location.call_id}'s media is "
                                   f"in {location.provider} bucket {location.bucket}")
     current = _endpoint(spec)
-    azure = _azure(spec)
-    if azure is not None and azure.account_name != location.account:
+    account = _account(spec)
+    if account is not None and account != location.account:
         raise LocationUnavailable("AccountChanged", f"ExternalStorage {where} now uses "
-                                  f"account {azure.account_name}; call "
+                                  f"account {account}; call "
                                   f"{location.call_id}'s media is in account "
                                   f"{location.account}")
     if (current or None) != (location.endpoint or None):

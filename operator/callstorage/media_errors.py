@@ -9,9 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from callstorage.client import CallStorageError, InvalidRequest, NotFoundError
-
-# What the seed calls each provider's place in its 403 message.
-_PLACE: Final = {"s3": "S3 bucket", "gcs": "GCS bucket", "abs": "Azure Blob Storage container"}
+from callstorage.storagetypes import PROVIDERS
 
 
 class MediaError(CallStorageError):
@@ -35,7 +33,8 @@ class ReadAccessNotGranted(MediaError):
     http_status: Final = 403
 
     def __init__(self, provider: str, object_url: str, storage: str) -> None:
-        place = _PLACE.get(provider, "bucket")
+        descriptor = PROVIDERS.get(provider)
+        place = descriptor.place if descriptor is not None else "bucket"
         self.body: dict[str, str] = {
             "message": f"Media is stored in your {place}, but only write access was "
                        "granted. Update your storage configuration to read+write to fetch "

@@ -33,6 +33,7 @@ from callstorage.client import AlreadyExists, ApiError, NotFoundError
 from callstorage.client.errors import api_errors
 from callstorage.kube import REQUEST_TIMEOUT
 from callstorage.media_errors import InvalidPin, PinKeyUnavailable, PinNotForCaller, UnknownArtifact
+from callstorage.storagetypes import provider
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -209,10 +210,8 @@ class StoredLocation:
     def object_url(self, artifact: str) -> str:
         """``s3://bucket/key``, ``gs://bucket/key`` or the blob's https URL."""
         key = self.object(artifact).key
-        if self.provider == "abs":
-            base = (self.endpoint or f"https://{self.account}.blob.core.windows.net")
-            return f"{base.rstrip('/')}/{self.bucket}/{key}"
-        return f"{'gs' if self.provider == 'gcs' else self.provider}://{self.bucket}/{key}"
+        return provider(self.provider).object_url(self.bucket, key, endpoint=self.endpoint,
+                                                  account=self.account)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self._fields(), "seal": self.seal}

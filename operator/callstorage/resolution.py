@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from callstorage.api import is_platform_reference
+from callstorage.api import (
+    InvalidSpecError,
+    effective_prefixes,
+    is_platform_reference,
+    parse_call_type,
+)
+from callstorage.api.names import is_dns1123_subdomain
 from callstorage.api.readiness import readiness
 from callstorage.client import (
     CallStorageError,
@@ -30,6 +36,7 @@ from callstorage.client import (
     find_call_type,
     get_external_storage_object,
 )
+from callstorage.storagespec import parse_external_storage
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -152,7 +159,6 @@ def describe_storage(
     obj: Mapping[str, Any], choice: StorageChoice, call_type: str | None = None
 ) -> ResolvedStorage:
     """Build the ``ResolvedStorage`` for an ExternalStorage object the choice named (pure)."""
-    from callstorage.api import InvalidSpecError, effective_prefixes, parse_external_storage
 
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -213,8 +219,6 @@ def resolve_with_object(
 ) -> tuple[ResolvedStorage, dict[str, Any]]:
     """``resolve``, plus the ExternalStorage object it read (its spec and uid), so a
     caller that goes on to use the storage acts on the very object that was chosen."""
-    from callstorage.api import InvalidSpecError, parse_call_type
-    from callstorage.api.names import is_dns1123_subdomain
     from callstorage.settings import get_settings
 
     settings = settings or get_settings()

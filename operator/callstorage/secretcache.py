@@ -12,12 +12,13 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from callstorage.api import ExternalStorageSpec
 from callstorage.api.reasons import Reason
 from callstorage.inventory import CachedSecret, Expiring, Inventory, ObjectKey
 from callstorage.kube import decode_secret
 from callstorage.providers.base import ProviderError, ProviderInputs
+from callstorage.providers.inputs import SecretRead, provider_inputs, secret_reads
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 
 SECRET = "secret"  # noqa: S105 - the kind of its tombstones, not a credential
 # Secrets no storage refers to yet, as the watch delivered them: a storage applied just
@@ -84,31 +85,15 @@ class SecretCache:
         """Read the referenced Secrets (own namespace only) into provider inputs, and
         their resourceVersions."""
         versions: list[str] = []
-        secret_data: Mapping[str, bytes] | None = None
-        name = credentials_secret(spec)
-        if name is not None:
-            secret = await self.get(namespace, name)
+        data: dict[SecretRead, Mapping[str, bytes]] = {}
+        for read in secret_reads(spec):
+            secret = await self.get(namespace, read.name)
             if secret is None:
                 raise ProviderError(Reason.SECRET_NOT_FOUND,
-                                    f"Secret {namespace}/{name} (spec.{spec.storage_type}."
-                                    f"credentialsSecretRef) not found{self._unselected()}")
-            secret_data = secret.data
+                                    read.not_found(namespace) + self._unselected())
+            data[read] = secret.data
             versions.append(secret.resource_version)
-        ca_bundle: bytes | None = None
-        if spec.tls is not None and spec.tls.ca_secret_ref is not None:
-            ref = spec.tls.ca_secret_ref
-            ca_secret = await self.get(namespace, ref.name)
-            if ca_secret is None:
-                raise ProviderError(Reason.SECRET_NOT_FOUND,
-                                    f"Secret {namespace}/{ref.name} (spec.tls.caSecretRef) "
-                                    f"not found{self._unselected()}")
-            if not ca_secret.data.get(ref.key):
-                raise ProviderError(Reason.SECRET_KEY_MISSING,
-                                    f"Secret {namespace}/{ref.name} has no key {ref.key!r} "
-                                    "(spec.tls.caSecretRef.key)")
-            ca_bundle = ca_secret.data[ref.key]
-            versions.append(ca_secret.resource_version)
-        inputs = ProviderInputs(secret=secret_data, ca_bundle=ca_bundle, namespace=namespace)
+        inputs = provider_inputs(spec, namespace, data)
         return inputs, ",".join(versions) or None
 
     def _unselected(self) -> str:

@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from callstorage.api import InvalidSpecError, parse_call_type, parse_external_storage
+from callstorage.api import InvalidSpecError, parse_call_type
+from callstorage.storagespec import parse_external_storage
 from cases.admission import CASES, GROUP, VERSION, Case, spec_field
 
 pytestmark = pytest.mark.integration

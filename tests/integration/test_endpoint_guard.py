@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import build_client, validate_storage
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from storage_fixtures import CountingListener
 from testbed import kubeutil
 from testbed.azurite import AzuriteServer

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import build_client, deadline, run_check, validate_storage
 from callstorage.providers.base import Capabilities, ProviderError, ProviderInputs, Reason
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from storage_fixtures import TricklingListener
 from testbed.azurite import AzuriteServer
 from testbed.gcs import GCSServer

@@ -13,25 +13,27 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from callstorage import api
+from callstorage import api, storagespec
 from callstorage.api import (
-    ABSSpec,
     CallTypeSpec,
-    ExternalStorageSpec,
-    GCSSpec,
     InvalidSpecError,
     KeyedSecretRef,
     Prefixes,
-    S3Spec,
     SecretRef,
     TLSSpec,
     call_type_manifest,
     durations,
-    external_storage_manifest,
     names,
     parse_call_type,
-    parse_external_storage,
     validate_name,
+)
+from callstorage.storagespec import (
+    ABSSpec,
+    ExternalStorageSpec,
+    GCSSpec,
+    S3Spec,
+    external_storage_manifest,
+    parse_external_storage,
 )
 from cases.admission import CASES, INVALID, VALID, Case, spec_field
 
@@ -192,7 +194,7 @@ def test_crd_uses_the_same_patterns_as_the_models() -> None:
 
 def test_enums_match_crd() -> None:
     spec = load_schema("externalstorages.yaml")["properties"]["spec"]["properties"]
-    assert spec["storageType"]["enum"] == [t.value for t in api.StorageType]
+    assert spec["storageType"]["enum"] == [t.value for t in storagespec.StorageType]
     assert spec["accessMode"]["enum"] == [m.value for m in api.AccessMode]
 
 

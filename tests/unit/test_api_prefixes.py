@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from callstorage.api import CATEGORIES, effective_prefixes, normalize_prefix
 from callstorage.api.prefixes import prefix_problems
-from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.storagespec import ExternalStorageSpec
 
 
 def s3_spec(**fields: object) -> ExternalStorageSpec:

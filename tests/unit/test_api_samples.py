@@ -19,8 +19,8 @@ from callstorage.api import (
     RESERVED_STORAGE_NAME,
     call_type_object_name,
     parse_call_type,
-    parse_external_storage,
 )
+from callstorage.storagespec import parse_external_storage
 from callstorage.storagetypes import PROVIDERS
 from callstorage.storagetypes.base import AUTHORITY_HOST_KEY, ENDPOINT_KEY, TOKEN_URI_KEY
 

@@ -23,12 +23,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from callstorage.api.conditions import RECONCILING, STALLED, get_condition
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import build_client, validate_storage
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.reconcile import externalstorage as es
 from callstorage.reconcile.schedule import next_delay
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 
 CLOSED = "http://127.0.0.1:9"  # nothing listens: getting this far is EndpointUnreachable
 CLOSED_TLS = "https://127.0.0.1:9"  # a service principal's token goes over https only

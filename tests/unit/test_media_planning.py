@@ -326,7 +326,7 @@ def test_files_are_sent_from_disk_and_retried_parts_resend_the_same_bytes(
 
 
 def spec_of(spec: dict[str, Any]) -> Any:
-    from callstorage.api import parse_external_storage
+    from callstorage.storagespec import parse_external_storage
 
     return parse_external_storage({"apiVersion": "callstorage.io/v1alpha1",
                                    "kind": "ExternalStorage",

@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from callstorage.api import parse_external_storage
 from callstorage.providers import build_client
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.settings import Settings
+from callstorage.storagespec import parse_external_storage
 from callstorage.storagetypes.base import Origin, origin_of
 
 

@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import build_client, s3
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.providers.transport import CABundle, ca_store
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 
 
 def ca_pem(name: str) -> bytes:

@@ -8,11 +8,11 @@ from collections.abc import Callable
 import botocore.exceptions
 import pytest
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import s3
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.providers.clientcache import ClientCache, Closer, digest
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 
 
 def builder(closed: list[str], name: str) -> Callable[[], tuple[str, Closer]]:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import build_client, endpoint_policy, validate_storage
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.providers.endpoint_policy import (
@@ -22,6 +21,7 @@ from callstorage.providers.endpoint_policy import (
     validate_url,
 )
 from callstorage.settings import DEFAULT_DENIED_ENDPOINTS, Settings
+from callstorage.storagespec import ExternalStorageSpec
 from testbed.kubeutil import s3_storage_spec
 
 DENY = Rules.parse(DEFAULT_DENIED_ENDPOINTS)

@@ -97,14 +97,15 @@ def test_azure_errors(status: int, code: str, message: str, reason: Reason) -> N
     assert azure.reason_for_error(status, code, message) is reason
 
 
-@pytest.mark.parametrize("table", [s3.ERROR_TABLE, gcs.ERROR_TABLE, azure.ERROR_TABLE],
-                         ids=["s3", "gcs", "abs"])
+@pytest.mark.parametrize("table", [s3.PROVIDER.error_table, gcs.PROVIDER.error_table,
+                                   azure.PROVIDER.error_table], ids=["s3", "gcs", "abs"])
 def test_every_table_row_is_exercised_by_a_case(table: tuple[ErrorRule, ...]) -> None:
     """Each row of each provider's table is hit by at least one case above, so a row
     cannot change without a test noticing."""
-    cases = {id(s3.ERROR_TABLE): [(st, c) for c, st, _ in S3_CASES],
-             id(gcs.ERROR_TABLE): [(st, c) for st, c, _ in GCS_CASES],
-             id(azure.ERROR_TABLE): [(st, c) for st, c, _, _ in AZURE_CASES]}[id(table)]
+    cases = {id(s3.PROVIDER.error_table): [(st, c) for c, st, _ in S3_CASES],
+             id(gcs.PROVIDER.error_table): [(st, c) for st, c, _ in GCS_CASES],
+             id(azure.PROVIDER.error_table): [(st, c) for st, c, _, _ in AZURE_CASES],
+             }[id(table)]
     for row in table:
         assert any((row.status is None or row.status == st) and
                    (not row.codes or c in row.codes) for st, c in cases), row

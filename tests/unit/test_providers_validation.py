@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import BUILDERS, probe_key, run_check, validate_storage
 from callstorage.providers.base import Capabilities, ProviderError, Reason
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes import PROVIDERS
 
 

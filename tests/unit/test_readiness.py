@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callstorage.api.readiness import readiness
+from callstorage.api.readiness import readiness, ready_condition_for
 from cases.readiness import CASES, Case
 
 
@@ -21,3 +21,15 @@ def test_stale_generation_never_reads_ready() -> None:
         bumped = {**case.object, "metadata": {**meta, "generation": meta["generation"] + 1}}
         if case.object.get("status"):
             assert not readiness(bumped).ready, case.id
+
+
+def test_the_operator_keeps_a_ready_condition_only_for_its_own_generation() -> None:
+    """``ready_condition_for``: the operator's question before it keeps or re-stamps a
+    result (a condition without observedGeneration was not written for this spec)."""
+    ready = {"type": "Ready", "status": "True", "observedGeneration": 3}
+    others = [{"type": "Stalled", "status": "False", "observedGeneration": 3}]
+    assert ready_condition_for([*others, ready], 3) == ready
+    assert ready_condition_for([*others, ready], 4) is None
+    assert ready_condition_for([{"type": "Ready", "status": "True"}], 3) is None
+    assert ready_condition_for(others, 3) is None
+    assert ready_condition_for(None, 3) is None

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 
-from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER, parse_external_storage
+from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
 from callstorage.api.capabilities import Capabilities
 from callstorage.api.reasons import Reason
 from callstorage.providers.base import ProviderError
 from callstorage.reconcile import outcome, plan, schedule
 from callstorage.reconcile.externalstorage import Validation
+from callstorage.storagespec import parse_external_storage
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 

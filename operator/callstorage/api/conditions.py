@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from callstorage.api.timestamps import rfc3339
+
 READY = "Ready"
 RECONCILING = "Reconciling"  # kstatus: the controller is still working on this generation
 STALLED = "Stalled"  # kstatus: it cannot make progress until a person acts
@@ -21,17 +23,6 @@ DELETION_BLOCKED = "DeletionBlocked"
 MAX_MESSAGE = 1024
 ConditionStatus = Literal["True", "False", "Unknown"]
 _STATUSES = ("True", "False", "Unknown")
-
-
-def rfc3339(moment: dt.datetime | None = None) -> str:
-    """``moment`` (default: now) as RFC 3339 UTC with seconds precision: 2024-05-01T12:00:00Z.
-
-    A naive datetime is taken to be UTC already.
-    """
-    moment = moment or dt.datetime.now(dt.UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def bounded(message: str, limit: int = MAX_MESSAGE) -> str:

@@ -1,8 +1,8 @@
 """The pieces every model of the API is built from: the shared pydantic config, Secret
 references, and the errors validators raise.
 
-Kept apart from ``v1alpha1`` so the provider blocks in ``callstorage.storagetypes`` can be
-built from them while ``v1alpha1`` builds ``ExternalStorageSpec`` from those blocks.
+The provider blocks in ``callstorage.storagetypes`` are built from these;
+``callstorage.storagespec`` assembles ``ExternalStorageSpec`` from those blocks.
 """
 
 from __future__ import annotations

@@ -18,6 +18,14 @@ from typing import Protocol
 # (a new name per validation would pile up, one object per prefix per hour, forever).
 PROBE_OBJECT_NAME = ".write_probe_callstorage"
 
+
+def probe_key(prefix: str) -> str:
+    """The key WriteOnly validation writes its probe to under ``prefix`` (the bucket root
+    for ""): always the same, so each validation overwrites the last one's probe instead of
+    adding one. The one home of this key: validation writes it, the grants name it."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{PROBE_OBJECT_NAME}" if prefix else PROBE_OBJECT_NAME
+
 CATEGORIES: tuple[str, ...] = ("audio", "video", "transcript", "metadata")
 MAX_PREFIX_LENGTH = 512
 

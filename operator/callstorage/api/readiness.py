@@ -11,7 +11,7 @@ nothing about the current spec; ``Stalled=True`` means a person must act;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,6 +93,17 @@ def readiness(obj: Mapping[str, Any]) -> Readiness:
         suspended=true(SUSPENDED),
         terminating=terminating,
     )
+
+
+def ready_condition_for(conditions: Iterable[Mapping[str, Any]] | None,
+                        generation: int) -> dict[str, Any] | None:
+    """The Ready condition when it was written for ``generation`` (its
+    ``observedGeneration`` is that generation), else None: the operator's own question
+    before it keeps, re-stamps or recomputes a result. ``readiness`` answers a reader, who
+    also sees a status without ``observedGeneration`` (one the operator did not write)."""
+    ready = get_condition(conditions, READY)
+    return ready if ready is not None and ready.get("observedGeneration") == generation \
+        else None
 
 
 def is_ready(obj: Mapping[str, Any] | None) -> bool:

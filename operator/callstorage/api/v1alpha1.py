@@ -8,6 +8,10 @@ without an API server. Every rule reports the message its CEL rule reports, as a
 and fails when they disagree.
 
 Field names are snake_case in Python and camelCase on the wire (``by_alias``).
+
+The ExternalStorage spec is assembled in ``callstorage.storagespec``, not here: it holds one
+block per storage type, and the storage types (``callstorage.storagetypes``) are built on
+this package, so this package never imports them.
 """
 
 from __future__ import annotations
@@ -15,22 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import ValidationError, create_model, field_validator, model_validator
+from pydantic import ValidationError, field_validator, model_validator
 
-from callstorage.api import durations, names
+from callstorage.api import names
 from callstorage.api.model import (
     KeyedSecretRef,
     Model,
-    ProviderSpec,
-    SecretRef,
     problem,
-    problem_lines,
     too_long,
 )
 from callstorage.api.prefixes import CATEGORIES, MAX_PREFIX_LENGTH, prefix_problems
-from callstorage.storagetypes import PROVIDERS
 
 GROUP = "callstorage.io"
 VERSION = "v1alpha1"
@@ -46,8 +46,6 @@ IN_USE_FINALIZER = "callstorage.io/in-use-protection"
 # such a CallType is named with '-' for '_' and carries the exact name in this label.
 CALL_TYPE_LABEL = "callstorage.io/call-type"
 
-B = TypeVar("B", bound=ProviderSpec)
-
 RESERVED_NAME_MESSAGE = "stream-s3 is reserved for the platform storage; choose another name"
 
 
@@ -57,12 +55,8 @@ def is_platform_reference(name: str | None) -> bool:
     this rule (docs/api.md "Resolution")."""
     return not name or name == RESERVED_STORAGE_NAME
 
-AccessModeName = Literal["ReadWrite", "WriteOnly"]
 
-#: ``spec.storageType``: the provider, one member per registered storage type
-#: (``callstorage.storagetypes.PROVIDERS``), in the CRD's enum order.
-StorageType = StrEnum(  # type: ignore[misc]  # built from the registry
-    "StorageType", {name.upper(): name for name in PROVIDERS})
+AccessModeName = Literal["ReadWrite", "WriteOnly"]
 
 
 class AccessMode(StrEnum):
@@ -90,7 +84,7 @@ class TLSSpec(Model):
     ca_secret_ref: KeyedSecretRef
 
 
-def _prefix(value: str | None) -> str | None:
+def check_prefix(value: str | None) -> str | None:
     """A ``path`` or ``prefixes`` value as written; the rules, not the normalisation."""
     if value is None:
         return None
@@ -121,126 +115,11 @@ class Prefixes(Model):
                     + ", ".join(unknown)])
         return data
 
-    _check_values = field_validator(*CATEGORIES)(_prefix)
+    _check_values = field_validator(*CATEGORIES)(check_prefix)
 
     def as_dict(self) -> dict[str, str | None]:
         """Category -> value as written (None when not overridden)."""
         return {category: getattr(self, category) for category in CATEGORIES}
-
-
-class ExternalStorageSpecFields(Model):
-    """``spec`` of an ExternalStorage, but for the provider blocks: ``ExternalStorageSpec``
-    adds one optional field per registered storage type (``spec.s3``, ``spec.gcs``, ...)."""
-
-    storage_type: str
-    bucket: str
-    path: str | None = None
-    access_mode: AccessModeName = "ReadWrite"
-    prefixes: Prefixes | None = None
-    tls: TLSSpec | None = None
-    validation_interval: str = "1h"
-    suspend: bool = False
-
-    @field_validator("storage_type")
-    @classmethod
-    def _check_storage_type(cls, value: str) -> str:
-        if value not in PROVIDERS:
-            supported = ", ".join(f'"{name}"' for name in PROVIDERS)
-            raise problem([f'Unsupported value: "{value}": supported values: {supported}'])
-        return value
-
-    @field_validator("bucket")
-    @classmethod
-    def _check_bucket_length(cls, value: str) -> str:
-        if len(value) > 222:
-            raise problem([too_long(222)])
-        return value
-
-    _check_path = field_validator("path")(_prefix)
-
-    @field_validator("validation_interval")
-    @classmethod
-    def _check_interval(cls, value: str) -> str:
-        if len(value) > 20:
-            raise problem([too_long(20)])
-        try:
-            durations.validate_interval(value)
-        except ValueError as error:
-            raise problem([str(error)]) from None
-        return value
-
-    @model_validator(mode="after")
-    def _check_provider(self) -> ExternalStorageSpecFields:
-        # The provider block matching storageType, and no other; then its bucket rules.
-        lines: list[str] = []
-        blocks = self.provider_blocks()
-        for block, value in blocks.items():
-            if block == self.storage_type and value is None:
-                lines.append(
-                    f"{block}: Required value: must be set when storageType is {block}")
-        for block, value in blocks.items():
-            if block != self.storage_type and value is not None:
-                lines.append(
-                    f"{block}: Forbidden: must not be set when storageType is "
-                    f"{self.storage_type}; keep only the block that matches storageType")
-        lines += [f"bucket: {message}"
-                  for message in PROVIDERS[self.storage_type].bucket_problems(self.bucket)]
-        if lines:
-            raise problem_lines(lines)
-        return self
-
-    def provider_blocks(self) -> dict[str, ProviderSpec | None]:
-        """Storage type -> its block in this spec (None where absent)."""
-        blocks: dict[str, ProviderSpec | None] = {}
-        for name in PROVIDERS:
-            value = getattr(self, name, None)
-            blocks[name] = value if isinstance(value, ProviderSpec) else None
-        return blocks
-
-    @property
-    def provider(self) -> ProviderSpec:
-        """The provider block that matches ``storage_type``."""
-        block = self.provider_blocks()[self.storage_type]
-        assert block is not None  # guaranteed by _check_provider
-        return block
-
-    def block(self, model: type[B]) -> B:
-        """The provider block, as the storage type's own model; ValueError if the spec is
-        of another storage type (a provider module asks for its own block)."""
-        block = self.provider
-        if not isinstance(block, model):
-            raise ValueError(f"spec.{self.storage_type} is not a {model.__name__}")
-        return block
-
-    @property
-    def credentials_secret_ref(self) -> SecretRef | None:
-        """The provider's credentials Secret; None means ambient credentials (S3 only)."""
-        return self.provider.credentials_ref
-
-    @property
-    def interval_seconds(self) -> float:
-        """``validation_interval`` in seconds; 0 means periodic validation is off."""
-        return durations.parse_duration(self.validation_interval)
-
-    def secret_names(self) -> set[str]:
-        """Names of every Secret this spec references (credentials and CA bundle)."""
-        found = set()
-        if self.credentials_secret_ref is not None:
-            found.add(self.credentials_secret_ref.name)
-        if self.tls is not None:
-            found.add(self.tls.ca_secret_ref.name)
-        return found
-
-
-
-# One optional block per registered storage type, named as the type (``spec.s3``, ...).
-if TYPE_CHECKING:
-    ExternalStorageSpec = ExternalStorageSpecFields
-else:
-    ExternalStorageSpec = create_model(
-        "ExternalStorageSpec", __base__=ExternalStorageSpecFields, __module__=__name__,
-        __doc__="``spec`` of an ExternalStorage.",
-        **{name: (p.spec_model | None, None) for name, p in PROVIDERS.items()})
 
 
 class CallTypeSpec(Model):
@@ -289,7 +168,7 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def _lines(error: ValidationError, root: str) -> list[str]:
+def error_lines(error: ValidationError, root: str) -> list[str]:
     """One ``<path>: <message>`` line per problem, worded like the API server."""
     lines: list[str] = []
     for detail in error.errors(include_url=False):
@@ -322,47 +201,21 @@ def validate_name(name: str) -> None:
         raise InvalidSpecError(f"metadata.name: {RESERVED_NAME_MESSAGE}")
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Plain dicts and lists: strict models refuse other mappings (kopf's body views)."""
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     return value
-
-
-def _spec_of(obj: Mapping[str, Any]) -> Any:
-    if "spec" not in obj:
-        raise InvalidSpecError("spec: Required value")
-    return _plain(obj["spec"])
-
-
-def parse_external_storage(obj: Mapping[str, Any]) -> ExternalStorageSpec:
-    """The spec of an ExternalStorage object; InvalidSpecError listing every problem."""
-    problems: list[str] = []
-    name = (obj.get("metadata") or {}).get("name")
-    if isinstance(name, str):
-        try:
-            validate_name(name)
-        except InvalidSpecError as error:
-            problems += error.problems
-    try:
-        spec = ExternalStorageSpec.model_validate(_spec_of(obj))
-    except InvalidSpecError as error:
-        raise InvalidSpecError(problems + error.problems) from None
-    except ValidationError as error:
-        raise InvalidSpecError(problems + _lines(error, "spec")) from None
-    if problems:
-        raise InvalidSpecError(problems)
-    return spec
 
 
 def parse_call_type(obj: Mapping[str, Any]) -> CallTypeSpec:
     """The spec of a CallType object (absent spec = ``{}``); InvalidSpecError on problems."""
     try:
-        return CallTypeSpec.model_validate(_plain(obj.get("spec") or {}))
+        return CallTypeSpec.model_validate(plain(obj.get("spec") or {}))
     except ValidationError as error:
-        raise InvalidSpecError(_lines(error, "spec")) from None
+        raise InvalidSpecError(error_lines(error, "spec")) from None
 
 
 def call_type_object_name(call_type: str) -> str:
@@ -372,26 +225,6 @@ def call_type_object_name(call_type: str) -> str:
     exact name in the ``callstorage.io/call-type`` label, which resolvers look up first.
     """
     return call_type.replace("_", "-")
-
-
-def external_storage_manifest(
-    name: str, namespace: str | None, spec: ExternalStorageSpec, *,
-    annotations: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """A complete ExternalStorage object, ready for ``kubectl apply`` or the API
-    (``namespace`` None: left to the request that creates it)."""
-    validate_name(name)
-    metadata: dict[str, Any] = {"name": name}
-    if namespace is not None:
-        metadata["namespace"] = namespace
-    if annotations:
-        metadata["annotations"] = dict(annotations)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": EXTERNALSTORAGE_KIND,
-        "metadata": metadata,
-        "spec": spec.to_dict(),
-    }
 
 
 def call_type_manifest(call_type: str, namespace: str, spec: CallTypeSpec) -> dict[str, Any]:

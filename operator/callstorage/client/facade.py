@@ -35,8 +35,8 @@ from callstorage.api import (
     call_type_manifest,
     is_platform_reference,
     parse_call_type,
-    parse_external_storage,
 )
+from callstorage.api.timestamps import parse_rfc3339, rfc3339_micro
 from callstorage.client.errors import (
     AlreadyExists,
     ApiError,
@@ -67,6 +67,8 @@ from callstorage.kube import (
     MERGE_PATCH,
     REQUEST_TIMEOUT,
 )
+from callstorage.storagespec import parse_external_storage
+from callstorage.storagetypes import PROVIDERS
 from callstorage.storagetypes.azure import AzureRequest
 from callstorage.storagetypes.base import ENDPOINT_KEY
 from callstorage.storagetypes.s3 import S3Request
@@ -93,7 +95,7 @@ def same_instant(a: Any, b: str) -> bool:
     if not isinstance(a, str):
         return False
     try:
-        return dt.datetime.fromisoformat(a) == dt.datetime.fromisoformat(b)
+        return parse_rfc3339(a) == parse_rfc3339(b)
     except ValueError:
         return False
 
@@ -374,8 +376,8 @@ class Client:
                 patch[old_type] = None
                 patch["storageType"] = new_type
             patch[new_type] = block
-        elif gcs_endpoint is not None and new_type == "gcs":
-            patch["gcs"] = {"endpoint": gcs_endpoint}
+        elif gcs_endpoint is not None and PROVIDERS[new_type].endpoint_arg == "gcs_endpoint":
+            patch[new_type] = {"endpoint": gcs_endpoint}
         for key, value in (("bucket", bucket), ("path", path),
                            ("validationInterval", validation_interval),
                            ("suspend", suspend)):
@@ -593,11 +595,8 @@ def _owner_reference(obj: Mapping[str, Any]) -> client.V1OwnerReference:
 def _new_token(previous: str | None) -> str:
     """A new, unique annotation value: an RFC 3339 timestamp (microseconds)."""
     now = dt.datetime.now(dt.UTC)
-    token = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
-    if token == previous:
-        now += dt.timedelta(microseconds=1)
-        token = now.isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return token
+    token = rfc3339_micro(now)
+    return token if token != previous else rfc3339_micro(now + dt.timedelta(microseconds=1))
 
 
 def _check_answer(obj: Mapping[str, Any], token: str) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callstorage import metrics
-from callstorage.api import ExternalStorageSpec, InvalidSpecError, parse_external_storage
+from callstorage.api import InvalidSpecError
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.engine.intake import Intake
 from callstorage.engine.queueing import CHECK, REFS, SECRET_GONE, VALIDATE, WRITE, Parked, Queues
@@ -45,6 +45,7 @@ from callstorage.reconcile.plan import (
 )
 from callstorage.reconcile.schedule import after_validation
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec, parse_external_storage
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from callstorage import metrics, provider_calls
-from callstorage.api import ExternalStorageSpec
 from callstorage.api.reasons import Reason
 from callstorage.engine.flights import Flights
 from callstorage.engine.queueing import Queues
@@ -32,6 +31,7 @@ from callstorage.reconcile.outcome import Outcome
 from callstorage.reconcile.plan import check_id
 from callstorage.secretcache import SecretCache
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes import PROVIDERS
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
-from callstorage.api import PROBE_OBJECT_NAME
-from callstorage.api.prefixes import effective_prefixes, normalize_prefix
-from callstorage.api.v1alpha1 import ExternalStorageSpec
+from callstorage.api.prefixes import effective_prefixes, normalize_prefix, probe_key
 from callstorage.providers import deadline
 from callstorage.providers.base import (
     Capabilities,
@@ -31,6 +29,7 @@ from callstorage.providers.base import (
 )
 from callstorage.providers.binding import check_destinations
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes import PROVIDERS
 
 __all__ = [
@@ -183,12 +182,6 @@ def _prefixes(spec: ExternalStorageSpec) -> list[str]:
         return sorted(set(effective_prefixes(spec).values()))
     except ValueError as exc:
         raise ProviderError(Reason.INVALID_SPEC, f"invalid prefix: {exc}") from None
-
-
-def probe_key(prefix: str) -> str:
-    """The probe object key under ``prefix`` (the bucket root for ""): always the same,
-    so each validation overwrites the last one's probe instead of adding one."""
-    return f"{prefix}/{PROBE_OBJECT_NAME}" if prefix else PROBE_OBJECT_NAME
 
 
 @_within_deadline

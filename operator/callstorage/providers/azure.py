@@ -33,7 +33,6 @@ from azure.storage.blob import (
     generate_blob_sas,
 )
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import deadline
 from callstorage.providers.base import (
     ChecksumMismatch,
@@ -42,7 +41,6 @@ from callstorage.providers.base import (
     ProviderError,
     ProviderInputs,
     Reason,
-    lookup_error,
     part_bytes,
     safe_code,
 )
@@ -52,15 +50,19 @@ from callstorage.providers.endpoint_policy import Policy, validate_url
 from callstorage.providers.guard import guarded_session
 from callstorage.providers.transport import CABundle, network_error, refusal
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes.azure import (
     ACCOUNT_KEY,
     CLIENT_ID,
     CLIENT_SECRET,
-    ERROR_TABLE,
     KNOWN_AUTHORITY_HOSTS,
+    PROVIDER,
     PUBLIC_AUTHORITY,
     TENANT_ID,
     ABSSpec,
+)
+from callstorage.storagetypes.azure import (
+    account_url as account_url_of,
 )
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
@@ -80,7 +82,7 @@ def reason_for_error(status: int, code: str, message: str) -> Reason:
     # "Server failed to authenticate the request" text; a firewall uses the same code.
     if "failed to authenticate" in message.lower():
         return Reason.INVALID_CREDENTIALS
-    return lookup_error(ERROR_TABLE, status, code)
+    return PROVIDER.reason_for(status, code)
 
 
 MiB = 1024 * 1024
@@ -377,7 +379,7 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
     if abs_ is None:
         raise ProviderError(Reason.INVALID_SPEC, "spec.abs is required when storageType is abs")
     keys = SecretKeys(inputs, f"Secret {abs_.credentials_secret_ref.name}")
-    account_url = abs_.endpoint or f"https://{abs_.account_name}.blob.core.windows.net"
+    account_url = abs_.endpoint or account_url_of(abs_.account_name) or ""
     if abs_.endpoint:
         validate_url(abs_.endpoint, "spec.abs.endpoint")
     sp_keys = (CLIENT_ID, CLIENT_SECRET, TENANT_ID)

@@ -15,9 +15,9 @@ never opens a connection.
 
 from __future__ import annotations
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes import PROVIDERS
 
 

@@ -31,7 +31,6 @@ from google.auth.transport.requests import Request as AuthRequest
 from google.cloud import storage
 from google.oauth2 import service_account
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import deadline
 from callstorage.providers.base import (
     ChecksumMismatch,
@@ -40,7 +39,6 @@ from callstorage.providers.base import (
     ProviderError,
     ProviderInputs,
     Reason,
-    lookup_error,
     part_bytes,
     safe_code,
 )
@@ -50,9 +48,10 @@ from callstorage.providers.endpoint_policy import Policy, validate_url
 from callstorage.providers.guard import guarded_session
 from callstorage.providers.transport import CABundle, network_error
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes.gcs import (
     CREDENTIALS_JSON,
-    ERROR_TABLE,
+    PROVIDER,
     GCSSpec,
 )
 
@@ -74,7 +73,7 @@ GCS_PART_RULES = PartRules(parallel=False, min_part_size=256 * 1024,
 
 def reason_for_status(status: int, code: str = "") -> Reason:
     """The reason a GCS JSON-API status (and error reason) stands for."""
-    return lookup_error(ERROR_TABLE, status, code)
+    return PROVIDER.reason_for(status, code)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -434,6 +433,17 @@ def build_media(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Set
     return _build(spec, inputs, settings, cached=False)
 
 
+def _service_account(keys: SecretKeys, info: dict[str, Any]) -> Any:
+    """The key's credentials; a key that does not parse (or sign) is the Secret's fault."""
+    _check_private_key(keys, info)
+    try:
+        return service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            info, scopes=list(SCOPES))
+    except (ValueError, TypeError) as exc:  # e.g. a private key that does not parse
+        raise keys.malformed(CREDENTIALS_JSON, "is not a usable service-account key "
+                             f"({type(exc).__name__})") from None
+
+
 def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings,
            cached: bool) -> GCSStorageClient:
     gcs = spec.provider if isinstance(spec.provider, GCSSpec) else None
@@ -449,13 +459,7 @@ def _build(spec: ExternalStorageSpec, inputs: ProviderInputs, settings: Settings
                        settings.connect_timeout)
 
     def make() -> tuple[tuple[Any, ...], Closer]:
-        _check_private_key(keys, info)  # on a miss only: a cached client's key passed
-        try:
-            credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                info, scopes=list(SCOPES))
-        except (ValueError, TypeError) as exc:  # e.g. a private key that does not parse
-            raise keys.malformed(CREDENTIALS_JSON, "is not a usable service-account key "
-                                 f"({type(exc).__name__})") from None
+        credentials = _service_account(keys, info)  # on a miss only: a cached one passed
         ca = CABundle(inputs.ca_bundle)
         try:
             auth_session = guarded_session(policy)

@@ -26,7 +26,6 @@ import botocore.session
 import google_crc32c
 from botocore.config import Config
 
-from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers.base import (
     ChecksumMismatch,
     PartData,
@@ -34,7 +33,6 @@ from callstorage.providers.base import (
     ProviderError,
     ProviderInputs,
     Reason,
-    lookup_error,
     safe_code,
 )
 from callstorage.providers.clientcache import ClientCache, Closer, digest
@@ -43,10 +41,11 @@ from callstorage.providers.endpoint_policy import Policy, validate_url
 from callstorage.providers.guard import guard_boto_client
 from callstorage.providers.transport import CABundle, classify
 from callstorage.settings import Settings
+from callstorage.storagespec import ExternalStorageSpec
 from callstorage.storagetypes.s3 import (
     ACCESS_KEY_ID,
     CREDENTIAL_ERROR_CODES,
-    ERROR_TABLE,
+    PROVIDER,
     SECRET_ACCESS_KEY,
     SESSION_TOKEN,
     S3Spec,
@@ -55,7 +54,7 @@ from callstorage.storagetypes.s3 import (
 
 def reason_for_code(code: str, status: int) -> Reason:
     """The reason an S3 error code (or bare status, for HEAD requests) stands for."""
-    return lookup_error(ERROR_TABLE, status, code)
+    return PROVIDER.reason_for(status, code)
 
 
 MiB = 1024 * 1024

@@ -23,6 +23,7 @@ from callstorage.api.conditions import (
     set_condition,
 )
 from callstorage.api.readiness import readiness
+from callstorage.api.timestamps import parse_rfc3339
 from callstorage.reconcile.externalstorage import Event
 
 SOURCE_CALL_TYPE = "CallType"
@@ -54,7 +55,7 @@ def created_at(call_type: Mapping[str, Any]) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_rfc3339(value)
     except ValueError:
         return None
 

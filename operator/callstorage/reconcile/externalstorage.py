@@ -32,7 +32,9 @@ from callstorage.api.conditions import (
     make_condition,
     set_condition,
 )
+from callstorage.api.readiness import ready_condition_for
 from callstorage.api.reasons import Reason, is_retried, is_stalled
+from callstorage.api.timestamps import rfc3339
 
 __all__ = ["DELETION_BLOCKED", "READY", "RECONCILING", "STALLED", "SUSPENDED"]
 
@@ -43,10 +45,6 @@ USED_BY_SAMPLE = 20
 # Spec fields whose change needs no new validation: they change when or whether the
 # operator validates, not what.
 _NOT_VALIDATED_FIELDS = ("suspend", "validationInterval")
-
-
-def rfc3339(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def spec_hash(spec: Mapping[str, Any] | None) -> str:
@@ -132,11 +130,6 @@ class Observed:
     reconcile_error: str | None = None  # a failure of the operator itself, being retried
 
 
-def _ready_for(conditions: list[dict[str, Any]], generation: int) -> bool:
-    ready = get_condition(conditions, READY)
-    return ready is not None and ready.get("observedGeneration") == generation
-
-
 def _restamp(conditions: list[dict[str, Any]], generation: int) -> list[dict[str, Any]]:
     """Ready and Stalled carried to a new generation whose spec validates the same."""
     out = []
@@ -165,7 +158,7 @@ def desired_status(current: Mapping[str, Any] | None, obs: Observed) -> dict[str
 
     if obs.validation is not None:
         conditions = _validated(status, conditions, obs.validation, obs)
-    elif not _ready_for(conditions, gen):
+    elif ready_condition_for(conditions, gen) is None:
         conditions = _not_validated(status, conditions, obs)
     conditions = _reconciling(conditions, obs)
     conditions = _suspended(conditions, obs)
@@ -335,9 +328,10 @@ def needs_validation(status: Mapping[str, Any] | None, generation: int,
         return True
     status = status or {}
     conditions = list(status.get("conditions") or [])
+    current = ready_condition_for(conditions, generation)
+    if current is not None:
+        return current.get("status") == "Unknown"  # e.g. interrupted while validating
     ready = get_condition(conditions, READY)
-    if ready is not None and ready.get("observedGeneration") == generation:
-        return ready.get("status") == "Unknown"  # e.g. interrupted while validating
     carried = ready is not None and ready.get("status") != "Unknown" and \
         current_spec_hash is not None and status.get("validatedSpecHash") == current_spec_hash
     return not carried

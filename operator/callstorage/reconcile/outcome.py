@@ -13,12 +13,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from callstorage.api import ExternalStorageSpec
 from callstorage.api.capabilities import Capabilities
 from callstorage.api.conditions import RECONCILING, STALLED, make_condition, set_condition
 from callstorage.api.prefixes import effective_prefixes
 from callstorage.api.reasons import Reason
-from callstorage.reconcile.externalstorage import CheckOutcome, Validation, rfc3339
+from callstorage.api.timestamps import rfc3339
+from callstorage.reconcile.externalstorage import CheckOutcome, Validation
+from callstorage.storagespec import ExternalStorageSpec
 
 Outcome = tuple[Validation | None, CheckOutcome | None]
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
+from callstorage.api.readiness import ready_condition_for
 from callstorage.inventory import ObjectKey
 from callstorage.reconcile.externalstorage import USED_BY_SAMPLE, ready_state
 from callstorage.storagetypes import PROVIDERS
@@ -75,9 +76,8 @@ def settled(status: Mapping[str, Any], generation: int, used_by: tuple[str, ...]
     generation (not Validating), the users as they are, and no deletion waiting. A full
     round would compute this very status and write nothing."""
     conditions = status.get("conditions") or []
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    ready = ready_condition_for(conditions, generation)
     return ready is not None and ready.get("status") in ("True", "False") and \
-        ready.get("observedGeneration") == generation and \
         status.get("observedGeneration") == generation and \
         status.get("usedBy") == list(used_by[:USED_BY_SAMPLE]) and \
         status.get("usedByCount") == len(used_by) and \
@@ -108,9 +108,8 @@ def finalizers_wanted(obj: Mapping[str, Any], used: bool, deleting: bool) -> \
 def announces(status: Mapping[str, Any], generation: int) -> bool:
     """Whether a validation round first says Ready=Unknown (Validating): not for a
     periodic or rotation re-check, where Ready keeps its answer for this generation."""
-    return not (ready_state(status)[0] != "Unknown" and any(
-        c.get("type") == "Ready" and c.get("observedGeneration") == generation
-        for c in status.get("conditions") or []))
+    current = ready_condition_for(status.get("conditions"), generation)
+    return current is None or current.get("status") == "Unknown"
 
 
 def concerns_call_types(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:

@@ -12,14 +12,16 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from callstorage.api import ExternalStorageSpec, InvalidSpecError, parse_external_storage
+from callstorage.api import InvalidSpecError
 from callstorage.api.reasons import Reason
+from callstorage.api.timestamps import parse_rfc3339
 from callstorage.reconcile.externalstorage import (
     PERMANENT_REASONS,
     Validation,
     failures_after,
     ready_state,
 )
+from callstorage.storagespec import ExternalStorageSpec, parse_external_storage
 
 SUCCESS_JITTER = 0.1  # next success run lands in [0.9, 1.0] x interval
 
@@ -70,7 +72,7 @@ def parse_time(value: object) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return parse_rfc3339(value).timestamp()
     except ValueError:
         return None
 

@@ -49,6 +49,15 @@ _AZURE_BLOBS = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs"
 _ABS_CHARS = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
+#: An account's public Blob service is ``https://<account>.blob.core.windows.net``.
+PUBLIC_HOST_SUFFIX = "blob.core.windows.net"
+
+
+def account_url(account: str | None) -> str | None:
+    """The public Blob service URL of ``account`` (None without one)."""
+    return f"https://{account}.{PUBLIC_HOST_SUFFIX}" if account else None
+
+
 class ABSSpec(ProviderSpec):
     """``spec.abs``: Azure Blob Storage (``spec.bucket`` is the container)."""
 
@@ -270,6 +279,7 @@ PROVIDER = StorageProvider(
     secret_keys=(ACCOUNT_KEY, CLIENT_ID, CLIENT_SECRET, TENANT_ID, ENDPOINT_KEY,
                  AUTHORITY_HOST_KEY),
     error_table=ERROR_TABLE,
+    place="Azure Blob Storage container",
     client_module="callstorage.providers.azure",
     policy=_policy,
     policy_options=_policy_options,
@@ -277,6 +287,8 @@ PROVIDER = StorageProvider(
     from_request=_from_request,
     example_block={"accountName": "recordings",
                    "credentialsSecretRef": {"name": "abs-credentials"}},
-    default_host=lambda block: f"{block.get('accountName') or ''}.blob.core.windows.net",
+    default_host=lambda block: f"{block.get('accountName') or ''}.{PUBLIC_HOST_SUFFIX}",
     destinations=_destinations,
+    account=lambda block: block.account_name,
+    public_url=account_url,
 )

@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel, to_pascal
 
 from callstorage.api.model import ProviderSpec
-from callstorage.api.prefixes import PROBE_OBJECT_NAME
+from callstorage.api.prefixes import probe_key
 from callstorage.api.reasons import Reason
 
 B = TypeVar("B", bound=ProviderSpec)
@@ -104,8 +104,7 @@ class PolicyRequest:
 
 def probe_keys(prefixes: Iterable[str]) -> list[str]:
     """The probe object WriteOnly validation overwrites under each distinct prefix."""
-    return [f"{p}/{PROBE_OBJECT_NAME}" if p else PROBE_OBJECT_NAME
-            for p in sorted({p.strip("/") for p in prefixes})]
+    return [probe_key(p) for p in sorted({p.strip("/") for p in prefixes})]
 
 
 def probe_notes(request: PolicyRequest, lifecycle: str) -> tuple[str, ...]:
@@ -370,6 +369,24 @@ class StorageProvider(Generic[B]):
     #: Secret (``unbound_destination``)
     destinations: Callable[[Any, Mapping[str, bytes] | None], list[Destination]] = \
         lambda block, secret: []
+    #: the account a parsed block's objects live in besides the bucket (Azure's storage
+    #: account); None where the bucket alone names the place
+    account: Callable[[Any], str | None] = lambda block: None
+    #: the provider's public service URL for an account, where it depends on one (Azure:
+    #: ``https://<account>.blob.core.windows.net``); None: the SDK's own default
+    public_url: Callable[[str | None], str | None] = lambda account: None
+    #: the scheme of the provider's object URLs (``s3://bucket/key``); None: an https URL
+    #: under the endpoint (``<endpoint>/<container>/<key>``)
+    url_scheme: str | None = None
+    #: the seed SDK's keyword that sets the block's ``endpoint`` alone (``gcs_endpoint``)
+    endpoint_arg: str | None = None
+    #: what the seed calls the provider's place in its messages ("S3 bucket")
+    place: str = "bucket"
+
+    def reason_for(self, status: int, code: str = "") -> Reason:
+        """The reason a provider error (HTTP status, provider error code) stands for, by
+        the descriptor's ``error_table``: the one table every reader of its errors uses."""
+        return lookup_error(self.error_table, status, code)
 
     def endpoint_host(self, block: Mapping[str, Any]) -> str:
         """The host (``host[:port]``) this block's provider calls go to."""
@@ -379,6 +396,23 @@ class StorageProvider(Generic[B]):
             host = (parts.hostname or endpoint).lower()
             return f"{host}:{parts.port}" if parts.port else host
         return self.default_host(block) or self.name
+
+    def endpoint_url(self, block: B) -> str | None:
+        """Where a parsed block's requests (and credentials) go: its ``endpoint``, the
+        provider's public URL for its account, or None (the provider's public service)."""
+        endpoint = getattr(block, "endpoint", None)
+        if endpoint:
+            return str(endpoint).rstrip("/")
+        return self.public_url(self.account(block))
+
+    def object_url(self, bucket: str, key: str, *, endpoint: str | None = None,
+                   account: str | None = None) -> str:
+        """A URL naming an object: ``s3://bucket/key``, ``gs://bucket/key``, or the blob's
+        https URL under ``endpoint`` (else the account's public URL)."""
+        if self.url_scheme is not None:
+            return f"{self.url_scheme}://{bucket}/{key}"
+        base = endpoint or self.public_url(account) or ""
+        return f"{base.rstrip('/')}/{bucket}/{key}"
 
     def unbound(self, block: B, secret: Mapping[str, bytes] | None, what: str) -> str | None:
         """Why the parsed ``block`` may not send ``secret``'s credentials where it says

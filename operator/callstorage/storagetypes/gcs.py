@@ -228,6 +228,7 @@ PROVIDER = StorageProvider(
     bucket_problems=gcs_bucket_problems,
     secret_keys=(CREDENTIALS_JSON, ENDPOINT_KEY, TOKEN_URI_KEY),
     error_table=ERROR_TABLE,
+    place="GCS bucket",
     client_module="callstorage.providers.gcs",
     policy=_policy,
     policy_options=_policy_options,
@@ -236,4 +237,6 @@ PROVIDER = StorageProvider(
     example_block={"credentialsSecretRef": {"name": "gcs-credentials"}},
     default_host=lambda block: "storage.googleapis.com",
     destinations=_destinations,
+    url_scheme="gs",
+    endpoint_arg="gcs_endpoint",
 )

@@ -246,6 +246,7 @@ PROVIDER = StorageProvider(
     bucket_problems=s3_bucket_problems,
     secret_keys=(ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, ENDPOINT_KEY),
     error_table=ERROR_TABLE,
+    place="S3 bucket",
     client_module="callstorage.providers.s3",
     policy=_policy,
     policy_options=_policy_options,
@@ -254,4 +255,5 @@ PROVIDER = StorageProvider(
     example_block={"region": "us-east-1", "credentialsSecretRef": {"name": "s3-credentials"}},
     default_host=lambda block: f"s3.{block.get('region') or 'us-east-1'}.amazonaws.com",
     destinations=_destinations,
+    url_scheme="s3",
 )
