@@ -46,7 +46,12 @@ from botocore.credentials import ReadOnlyCredentials
 
 from bench import measure
 from bench.kubehttp import KubeHTTP
-from callstorage.api import effective_prefixes, parse_external_storage
+from callstorage.api import (
+    ExternalStorageSpec,
+    effective_prefixes,
+    external_storage_manifest,
+    parse_external_storage,
+)
 from callstorage.api.readiness import is_ready
 from callstorage.providers import s3 as s3_provider
 from callstorage.providers.base import Capabilities, Reason
@@ -116,7 +121,12 @@ class Config:
 
 def storage_body(name: str, bucket: str, endpoint: str, secret: str = SECRET
                  ) -> dict[str, Any]:
-    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(bucket, endpoint, secret))
+    """One benchmark storage on the emulator (path-style, as MinIO and moto serve it),
+    built by the API's own model and manifest builder."""
+    return external_storage_manifest(name, None, ExternalStorageSpec.model_validate({
+        "storageType": "s3", "bucket": bucket,
+        "s3": {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True,
+               "credentialsSecretRef": {"name": secret}}}))
 
 
 def boto_config(concurrency: int) -> BotoConfig:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import storages
 from testbed import binaries, image, kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.node import Node
@@ -103,7 +104,7 @@ class NodeCluster:
         keys = self.s3.create_user(f"u-{secrets.token_hex(5)}", readwrite_policy(bucket))
         kubeutil.secret(self.api, namespace, f"{name}-creds", keys.as_secret_data())
         kubeutil.create_object(self.api, "externalstorages", namespace,
-                               kubeutil.external_storage(name, kubeutil.s3_storage_spec(
+                               storages.external_storage(name, storages.s3_storage_spec(
                                    bucket, self.s3.endpoint, f"{name}-creds")))
 
     def status_writers(self, namespace: str) -> dict[str, list[tuple[str, str]]]:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from conftest import OPERATOR_NAMESPACE, ROOT, RunningOperator, launch_operator
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
@@ -78,8 +79,8 @@ def s3_storage(admin: Any, s3: S3Server, ns: str, name: str, endpoint: str) -> N
     s3.create_bucket(bucket)
     keys = s3.create_user(f"u-{bucket}", readwrite_policy(bucket))
     kubeutil.secret(admin, ns, f"{name}-creds", {**keys.as_secret_data(), "endpoint": endpoint})
-    kubeutil.create_object(admin, EXS, ns, kubeutil.external_storage(
-        name, kubeutil.s3_storage_spec(bucket, endpoint, f"{name}-creds", path="calls/")))
+    kubeutil.create_object(admin, EXS, ns, storages.external_storage(
+        name, storages.s3_storage_spec(bucket, endpoint, f"{name}-creds", path="calls/")))
 
 
 def holder(admin: Any) -> str | None:
@@ -135,7 +136,7 @@ def test_a_leader_whose_api_server_hangs_stops_writing_before_the_standby_starts
             replicas.append(launch_operator(cp.user_kubeconfig(NEW), tmp_path / NEW,
                                             {**LEASE, "POD_NAME": NEW}, NEW))
             s3_storage(admin, s3_server, ns, "warm", s3_server.endpoint)
-            kubeutil.wait_ready(admin, EXS, ns, "warm", "True", "Validated", timeout=30)
+            storages.wait_ready(admin, EXS, ns, "warm", "True", "Validated", timeout=30)
 
             # A validation of the old leader is in flight when its API server hangs: its
             # answer comes after the standby has taken over.
@@ -148,7 +149,7 @@ def test_a_leader_whose_api_server_hangs_stops_writing_before_the_standby_starts
             s3_storage(admin, s3_server, ns, "after", s3_server.endpoint)
 
             wait_for(lambda: holder(admin) == NEW, 30, f"{NEW} to take over")
-            kubeutil.wait_ready(admin, EXS, ns, "after", "True", "Validated", timeout=30)
+            storages.wait_ready(admin, EXS, ns, "after", "True", "Validated", timeout=30)
             # The old leader exits once it has stopped (1: it lost the Lease); by then
             # nothing of it is in flight any more.
             wait_for(lambda: replicas[0].server.proc.poll() is not None, 60,

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from kubernetes import client
 
+import storages
 from callstorage.providers import s3 as s3_provider
 from conftest import ROOT, launch_operator
 from testbed import kubeutil
@@ -124,10 +125,10 @@ def test_hundred_distinct_ca_bundles_keep_temp_space_bounded(
     kubeutil.secret(api, ns, "creds", keys.as_secret_data())
     for i, pem in enumerate(bundles()):
         kubeutil.secret(api, ns, f"ca-{i}", {"ca.crt": pem.decode()})
-        spec = kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds",
+        spec = storages.s3_storage_spec(bucket, s3_server.endpoint, "creds",
                                         tls={"caSecretRef": {"name": f"ca-{i}",
                                                              "key": "ca.crt"}})
-        kubeutil.create_object(api, EXS, ns, kubeutil.external_storage(f"s-{i:03d}", spec))
+        kubeutil.create_object(api, EXS, ns, storages.external_storage(f"s-{i:03d}", spec))
 
     tmp = tmp_path / "operator-tmp"
     tmp.mkdir()
@@ -141,7 +142,7 @@ def test_hundred_distinct_ca_bundles_keep_temp_space_bounded(
                 "callstorage.io", "v1alpha1", ns, EXS)["items"]
             seen: dict[str, int] = {}
             for obj in items:
-                ready = kubeutil.condition(obj)
+                ready = storages.condition(obj)
                 if ready.get("status") in ("True", "False"):
                     key = f"{ready['status']}/{ready['reason']}"
                     seen[key] = seen.get(key, 0) + 1
@@ -152,9 +153,9 @@ def test_hundred_distinct_ca_bundles_keep_temp_space_bounded(
                  f"{wanted} (last: {outcomes()})", alive=operator.server)
         over = kubeutil.get_object(api, EXS, ns, "s-000")
         assert over is not None
-        assert kubeutil.condition(over, "Stalled")["reason"] == "CABundleTooLarge"
+        assert storages.condition(over, "Stalled")["reason"] == "CABundleTooLarge"
         assert f"({CAP} bytes, CALLSTORAGE_MAX_CA_BUNDLE_BYTES)" in \
-            kubeutil.condition(over)["message"]
+            storages.condition(over)["message"]
         final_bytes, final_files = space.measure()
     finally:
         space.stop()

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from conftest import OPERATOR_NAMESPACE, ROOT, launch_operator
 from storage_fixtures import TricklingListener
 from testbed import kubeutil
@@ -50,8 +51,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 def _ready(api: Any, namespace: str) -> dict[str, tuple[str, str]]:
     items = client.CustomObjectsApi(api).list_namespaced_custom_object(
         "callstorage.io", "v1alpha1", namespace, EXS)["items"]
-    return {o["metadata"]["name"]: (kubeutil.condition(o).get("status", ""),
-                                    kubeutil.condition(o).get("reason", ""))
+    return {o["metadata"]["name"]: (storages.condition(o).get("status", ""),
+                                    storages.condition(o).get("reason", ""))
             for o in items}
 
 
@@ -70,8 +71,8 @@ def test_a_trickling_endpoint_of_one_tenant_does_not_stall_another(
     kubeutil.secret(api, tenant_a, "creds", {
         "accessKeyId": "AKIATRICKLE", "secretAccessKey": "trickle", "endpoint": drip})
     for i in range(STUCK):  # distinct buckets: no two share one request in flight
-        kubeutil.create_object(api, EXS, tenant_a, kubeutil.external_storage(
-            f"drip-{i}", kubeutil.s3_storage_spec(f"drip-{i}", drip, "creds")))
+        kubeutil.create_object(api, EXS, tenant_a, storages.external_storage(
+            f"drip-{i}", storages.s3_storage_spec(f"drip-{i}", drip, "creds")))
 
     operator = launch_operator(cluster.kubeconfig, tmp_path / "log", {
         "CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS": str(WORKERS),
@@ -95,9 +96,9 @@ def test_a_trickling_endpoint_of_one_tenant_does_not_stall_another(
         kubeutil.secret(api, tenant_b, "creds",
                         {**keys.as_secret_data(), "endpoint": s3_server.endpoint})
         started = time.monotonic()
-        kubeutil.create_object(api, EXS, tenant_b, kubeutil.external_storage(
-            "recordings", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
-        kubeutil.wait_ready(api, EXS, tenant_b, "recordings", "True", "Validated",
+        kubeutil.create_object(api, EXS, tenant_b, storages.external_storage(
+            "recordings", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
+        storages.wait_ready(api, EXS, tenant_b, "recordings", "True", "Validated",
                             timeout=USUAL)
         print(f"\ntenant B's storage Ready in {time.monotonic() - started:.1f}s "
               f"(bound {USUAL:g}s) beside {STUCK} trickling storages of tenant A")
@@ -111,10 +112,10 @@ def test_a_trickling_endpoint_of_one_tenant_does_not_stall_another(
                      for accepted, closed in trickling_listener.connections()]
         assert max(lifetimes) < DEADLINE + 1, sorted(lifetimes)[-5:]
         stuck = kubeutil.get_object(api, EXS, tenant_a, "drip-0")
-        ready = kubeutil.condition(stuck)
+        ready = storages.condition(stuck)
         assert ready["reason"] == "Timeout"
         assert f"total deadline of {DEADLINE:g}s" in ready["message"]
-        assert kubeutil.condition(stuck, "Reconciling").get("status") == "True"  # retried
+        assert storages.condition(stuck, "Reconciling").get("status") == "True"  # retried
     finally:
         operator.stop()
         api.close()

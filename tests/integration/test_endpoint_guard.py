@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.api.v1alpha1 import ExternalStorageSpec
 from callstorage.providers import build_client, validate_storage
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
@@ -81,9 +82,9 @@ def storage(api: Any, ns: str, name: str, spec: dict[str, Any]) -> None:
 
 def settled(api: Any, ns: str, name: str, reason: str) -> tuple[str, str]:
     """Wait for Ready=False with ``reason``; the message and every event of ``ns``."""
-    obj = kubeutil.wait_ready(api, EXS, ns, name, "False", reason, timeout=30)
+    obj = storages.wait_ready(api, EXS, ns, name, "False", reason, timeout=30)
     events = client.CoreV1Api(api).list_namespaced_event(ns).items
-    return (str(kubeutil.condition(obj)["message"]),
+    return (str(storages.condition(obj)["message"]),
             "\n".join(f"{e.reason} {e.message}" for e in events))
 
 
@@ -96,7 +97,7 @@ def s3_storage(api: Any, ns: str, s3: S3Server, bucket_: str, endpoint: str,
         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
     # The Secret binds the endpoint: its owner sent the keys there, the guard still refuses.
     kubeutil.secret(api, ns, "creds", {**keys.as_secret_data(), "endpoint": endpoint})
-    storage(api, ns, "st", kubeutil.s3_storage_spec(bucket_, endpoint, "creds", mode=mode))
+    storage(api, ns, "st", storages.s3_storage_spec(bucket_, endpoint, "creds", mode=mode))
 
 
 def gcs_storage(api: Any, ns: str, gcs: GCSServer, endpoint: str,
@@ -295,7 +296,7 @@ def test_dns_rebinding_cannot_reach_a_denied_address(
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    spec = ExternalStorageSpec.model_validate(kubeutil.s3_storage_spec(
+    spec = ExternalStorageSpec.model_validate(storages.s3_storage_spec(
         bucket_, f"http://rebind-host:{port}", "creds"))
     data = {**keys.as_secret_data(), "endpoint": f"http://rebind-host:{port}"}
     inputs = ProviderInputs(secret={k: v.encode() for k, v in data.items()})

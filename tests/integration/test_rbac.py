@@ -34,6 +34,7 @@ import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane, write_kubeconfig
@@ -178,7 +179,7 @@ def create_namespace(admin: Any, name: str) -> str:
 
 
 def s3_storage(name: str, bucket: str, endpoint: str) -> dict[str, Any]:
-    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(
+    return storages.external_storage(name, storages.s3_storage_spec(
         bucket, endpoint, f"{name}-creds", path="calls/"))
 
 
@@ -202,12 +203,12 @@ def storage_and_call_type_scenario(admin: Any, kubeconfig: Path, s3: S3Server,
     kubeutil.secret(admin, namespace, "recordings-creds", keys.as_secret_data())
     storage = s3_storage("recordings", bucket, s3.endpoint)
     gitops_apply(kubeconfig, namespace, storage)
-    kubeutil.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
+    storages.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
 
     call_type = {"apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
                  "metadata": {"name": "allhands"}, "spec": {"externalStorage": "recordings"}}
     gitops_apply(kubeconfig, namespace, call_type)
-    kubeutil.wait_ready(admin, CT, namespace, "allhands", "True", "StorageReady", timeout=60)
+    storages.wait_ready(admin, CT, namespace, "allhands", "True", "StorageReady", timeout=60)
     kubeutil.wait_object(admin, EXS, namespace, "recordings", has_finalizer, 30,
                          "the in-use finalizer (a metadata patch)")
 
@@ -225,10 +226,10 @@ def storage_and_call_type_scenario(admin: Any, kubeconfig: Path, s3: S3Server,
     # a rotated Secret is noticed (watch on Secrets) and revalidated
     wrong = {**keys.as_secret_data(), "secretAccessKey": "rotated-wrong-value"}
     kubeutil.secret(admin, namespace, "recordings-creds", wrong, replace=True)
-    kubeutil.wait_ready(admin, EXS, namespace, "recordings", "False", "InvalidCredentials",
+    storages.wait_ready(admin, EXS, namespace, "recordings", "False", "InvalidCredentials",
                         timeout=60)
     kubeutil.secret(admin, namespace, "recordings-creds", keys.as_secret_data(), replace=True)
-    kubeutil.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
+    storages.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
 
     # Events were created on the storage
     events = client.CoreV1Api(admin).list_namespaced_event(namespace).items

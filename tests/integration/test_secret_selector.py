@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from conftest import ROOT, launch_operator
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
@@ -71,24 +72,24 @@ def test_unlabelled_secrets_are_not_seen(
     keys = s3_server.create_user("selector-user", readwrite_policy(bucket))
     credential_values.update({keys.access_key_id, keys.secret_access_key})
     kubeutil.secret(api, ns, "creds", keys.as_secret_data())  # no label yet
-    kubeutil.create_object(api, EXS, ns, kubeutil.external_storage(
-        "rec", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
+    kubeutil.create_object(api, EXS, ns, storages.external_storage(
+        "rec", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
 
     operator = launch_operator(cluster.user_kubeconfig(OPERATOR_USER), tmp_path / "log",
                                {"CALLSTORAGE_SECRET_LABEL_SELECTOR": SELECTOR},
                                "selector-operator")
     try:
-        obj = kubeutil.wait_ready(api, EXS, ns, "rec", "False", "SecretNotFound", timeout=30)
-        message = kubeutil.condition(obj)["message"]
+        obj = storages.wait_ready(api, EXS, ns, "rec", "False", "SecretNotFound", timeout=30)
+        message = storages.condition(obj)["message"]
         assert f"Secret {ns}/creds" in message
         assert f"not selected: this installation only reads Secrets labelled {SELECTOR}" \
             in message
 
         _label(api, ns, "creds", "true")  # the watch delivers it: validated without a poke
-        kubeutil.wait_ready(api, EXS, ns, "rec", "True", "Validated", timeout=30)
+        storages.wait_ready(api, EXS, ns, "rec", "True", "Validated", timeout=30)
 
         _label(api, ns, "creds", None)  # leaves the selection: a deletion to the operator
-        kubeutil.wait_ready(api, EXS, ns, "rec", "False", "SecretNotFound", timeout=30)
+        storages.wait_ready(api, EXS, ns, "rec", "False", "SecretNotFound", timeout=30)
     finally:
         operator.stop()
         api.close()

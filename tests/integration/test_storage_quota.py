@@ -29,6 +29,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import storages
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL
 from conftest import ROOT, Kubectl, make_kubectl
 from testbed import binaries, kubeutil
@@ -124,7 +125,7 @@ def applied(kubectl: Kubectl) -> Iterator[Callable[[list[Obj]], None]]:
 
 
 def storage(name: str) -> Obj:
-    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(
+    return storages.external_storage(name, storages.s3_storage_spec(
         "recordings", "https://s3.example.test", "creds"))
 
 
