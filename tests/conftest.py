@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
+from paths import ROOT
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.endpoints import TEST_DENYLIST
@@ -28,7 +29,6 @@ from testbed.procs import Server, free_port, http_ok, wait_for
 
 pytest_plugins = ["storage_fixtures", "node_fixtures"]
 
-ROOT = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "callstorage-system"
 # The emulators listen on 127.0.0.1, which the default deny list refuses: every operator,
 # CLI and in-process Settings() of the tests denies the default list without loopback,

@@ -18,7 +18,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,9 +28,6 @@ from testbed.controlplane import ControlPlane
 from testbed.node import Node
 from testbed.procs import wait_for
 from testbed.s3 import S3Server, readwrite_policy
-
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "helm" / "callstorage"
 
 
 @dataclass

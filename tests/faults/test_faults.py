@@ -30,7 +30,8 @@ from kubernetes import client
 
 import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
-from conftest import OPERATOR_NAMESPACE, ROOT, RunningOperator, launch_operator
+from conftest import OPERATOR_NAMESPACE, RunningOperator, launch_operator
+from paths import ROOT
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for

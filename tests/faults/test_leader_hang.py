@@ -23,7 +23,8 @@ import pytest
 from kubernetes import client
 
 import storages
-from conftest import OPERATOR_NAMESPACE, ROOT, RunningOperator, launch_operator
+from conftest import OPERATOR_NAMESPACE, RunningOperator, launch_operator
+from paths import ROOT
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for

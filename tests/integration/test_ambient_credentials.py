@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import storages
-from conftest import OPERATOR_NAMESPACE, ROOT, launch_operator
+from conftest import OPERATOR_NAMESPACE, launch_operator
+from paths import ROOT
 from storage_fixtures import CountingListener
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane

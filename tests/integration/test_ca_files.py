@@ -27,7 +27,8 @@ from kubernetes import client
 
 import storages
 from callstorage.providers import s3 as s3_provider
-from conftest import ROOT, launch_operator
+from conftest import launch_operator
+from paths import ROOT
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for

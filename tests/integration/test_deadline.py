@@ -22,7 +22,8 @@ import pytest
 from kubernetes import client
 
 import storages
-from conftest import OPERATOR_NAMESPACE, ROOT, launch_operator
+from conftest import OPERATOR_NAMESPACE, launch_operator
+from paths import ROOT
 from storage_fixtures import TricklingListener
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane

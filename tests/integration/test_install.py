@@ -29,11 +29,10 @@ import yaml
 
 from callstorage.api import CALL_TYPE_LABEL, call_type_object_name
 from callstorage.settings import DEFAULT_DENIED_ENDPOINTS, Settings
+from paths import CHART, ROOT
 from testbed import binaries
 from testbed.controlplane import ControlPlane
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "callstorage"
 MANIFESTS = ROOT / "manifests"
 OVERLAY = MANIFESTS / "overlays" / "single-namespace"
 KUBE_VERSION = binaries.KUBERNETES_VERSION.lstrip("v")

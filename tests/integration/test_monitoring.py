@@ -22,10 +22,9 @@ import pytest
 import yaml
 
 from callstorage import metrics
+from paths import CHART
 from testbed import binaries
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "callstorage"
 DASHBOARD = CHART / "dashboards" / "callstorage.json"
 RELEASE, NAMESPACE = "cs", "callstorage-system"
 JOB = "cs-callstorage-metrics"  # prometheus-operator names the job after the Service

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
+from paths import CHART
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane, write_kubeconfig
 from testbed.endpoints import TEST_DENYLIST
@@ -43,8 +44,6 @@ from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "callstorage"
 EXS, CT = "externalstorages", "calltypes"
 # settings the test's operator_factory chooses itself: free ports, short timeouts, DEBUG
 FACTORY_SETTINGS = {

@@ -17,7 +17,8 @@ import pytest
 from kubernetes import client
 
 import storages
-from conftest import ROOT, launch_operator
+from conftest import launch_operator
+from paths import ROOT
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.s3 import S3Server, readwrite_policy

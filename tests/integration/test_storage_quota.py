@@ -31,12 +31,12 @@ from kubernetes.client.exceptions import ApiException
 
 import storages
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL
-from conftest import ROOT, Kubectl, make_kubectl
+from conftest import Kubectl, make_kubectl
+from paths import CHART, ROOT
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
 
-CHART = ROOT / "helm" / "callstorage"
 COMPONENTS = ROOT / "manifests" / "components"
 KUBE_VERSION = binaries.KUBERNETES_VERSION.lstrip("v")
 COUNT = "count/externalstorages.callstorage.io"

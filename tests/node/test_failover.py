@@ -14,7 +14,8 @@ from collections import defaultdict
 from typing import Any
 
 import storages
-from node_fixtures import CHART, NodeCluster
+from node_fixtures import NodeCluster
+from paths import CHART
 from testbed import kubeutil
 from testbed.procs import wait_for
 

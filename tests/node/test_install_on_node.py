@@ -9,7 +9,8 @@ import secrets
 from typing import Any
 
 import storages
-from node_fixtures import CHART, ROOT, NodeCluster
+from node_fixtures import NodeCluster
+from paths import CHART, ROOT
 from testbed import kubeutil
 from testbed.procs import wait_for
 

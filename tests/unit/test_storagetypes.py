@@ -16,8 +16,8 @@ from callstorage import api, controller
 from callstorage.api.v1alpha1 import ExternalStorageSpecFields
 from callstorage.providers import BUILDERS
 from callstorage.storagetypes import PROVIDERS
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "callstorage"
 SDKS = ("boto3", "botocore", "google.cloud", "google.api_core", "azure")
 
