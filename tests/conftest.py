@@ -7,6 +7,7 @@ from ``KUBEBUILDER_ASSETS``) and to storage emulators that check credentials
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ from testbed.controlplane import ControlPlane
 from testbed.endpoints import TEST_DENYLIST
 from testbed.procs import Server, free_port, http_ok, wait_for
 
-pytest_plugins = ["storage_fixtures", "node_fixtures"]
+pytest_plugins = ["storage_fixtures", "node_fixtures", "fault_fixtures"]
 
 OPERATOR_NAMESPACE = "callstorage-system"
 # The emulators listen on 127.0.0.1, which the default deny list refuses: every operator,
@@ -37,16 +38,28 @@ DENYLIST_ENV = {"CALLSTORAGE_ENDPOINT_DENYLIST": ",".join(TEST_DENYLIST)}
 os.environ.update(DENYLIST_ENV)
 
 
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    cp = ControlPlane()
+@contextlib.contextmanager
+def started(cp: ControlPlane) -> Iterator[ControlPlane]:
+    """``cp`` started, and stopped afterwards (also when it fails to start)."""
     try:
         cp.start()
-    except Exception:
+        yield cp
+    finally:
         cp.stop()
-        raise
-    yield cp
-    cp.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    with started(ControlPlane()) as cp:
+        yield cp
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of this test's own, with an audit log (``cp.audit_log``): for a
+    test that configures the operator's access itself or reads who asked for what."""
+    with started(ControlPlane(tmp_path_factory.mktemp("cluster"), audit=True)) as cp:
+        yield cp
 
 
 @pytest.fixture(scope="session")

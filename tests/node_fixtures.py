@@ -12,7 +12,6 @@ Everything is stopped at the end, and the node proves it left nothing behind.
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 from collections import defaultdict
@@ -23,11 +22,11 @@ from typing import Any
 import pytest
 
 import storages
-from testbed import binaries, image, kubeutil
+from testbed import binaries, image
 from testbed.controlplane import ControlPlane
 from testbed.node import Node
 from testbed.procs import wait_for
-from testbed.s3 import S3Server, readwrite_policy
+from testbed.s3 import S3Server
 
 
 @dataclass
@@ -95,13 +94,7 @@ class NodeCluster:
 
     def s3_storage(self, namespace: str, name: str) -> None:
         """An S3 ExternalStorage on the emulator with keys of its own (ReadWrite)."""
-        bucket = f"b-{secrets.token_hex(5)}"
-        self.s3.create_bucket(bucket)
-        keys = self.s3.create_user(f"u-{secrets.token_hex(5)}", readwrite_policy(bucket))
-        kubeutil.secret(self.api, namespace, f"{name}-creds", keys.as_secret_data())
-        kubeutil.create_object(self.api, "externalstorages", namespace,
-                               storages.external_storage(name, storages.s3_storage_spec(
-                                   bucket, self.s3.endpoint, f"{name}-creds")))
+        storages.s3_storage(self.api, self.s3, namespace, name)
 
     def status_writers(self, namespace: str) -> dict[str, list[tuple[str, str]]]:
         """Per ExternalStorage of ``namespace``: (time, Pod) of every status write, from the

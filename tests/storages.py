@@ -70,7 +70,7 @@ def create_storage(api: Any, namespace: str, name: str, spec: dict[str, Any]) ->
 
 
 def s3_storage(api: Any, s3: S3Server, namespace: str, name: str,
-               endpoint: str | None = None, **spec: Any) -> str:
+               endpoint: str | None = None, path: str = "calls/", **spec: Any) -> str:
     """A ReadWrite S3 storage with a bucket and keys of its own, its Secret
     ``<name>-creds`` binding the keys to ``endpoint`` (the emulator's unless given, e.g.
     a proxy in front of it); ``spec``: further spec fields. Returns the bucket."""
@@ -80,7 +80,8 @@ def s3_storage(api: Any, s3: S3Server, namespace: str, name: str,
     kubeutil.secret(api, namespace, f"{name}-creds",
                     {**keys.as_secret_data(), "endpoint": endpoint or s3.endpoint})
     kubeutil.create_object(api, EXTERNALSTORAGE_PLURAL, namespace, external_storage(
-        name, s3_storage_spec(bucket, endpoint or s3.endpoint, f"{name}-creds", **spec)))
+        name, s3_storage_spec(bucket, endpoint or s3.endpoint, f"{name}-creds", path=path,
+                                      **spec)))
     return bucket
 
 

@@ -30,47 +30,17 @@ from kubernetes import client
 
 import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
-from conftest import OPERATOR_NAMESPACE, RunningOperator, launch_operator
-from paths import ROOT
+from conftest import RunningOperator, launch_operator
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
-from testbed.s3 import S3Server, readwrite_policy
+from testbed.s3 import S3Server
 from testbed.tcpproxy import KillableProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 EXS, CT = "externalstorages", "calltypes"
 OPERATOR_USER = "callstorage-operator"
-
-
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("faults-cp"), audit=True)
-    try:
-        plane.start()
-        api = plane.api_client()
-        kubeutil.apply_crds(api, ROOT / "crds")
-        kubeutil.create_namespace(api, OPERATOR_NAMESPACE, exist_ok=True)
-        api.close()
-        yield plane
-    finally:
-        plane.stop()
-
-
-@pytest.fixture
-def admin(cp: ControlPlane) -> Iterator[Any]:
-    api = cp.api_client()
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def ns(admin: Any) -> Iterator[str]:
-    name = f"f-{secrets.token_hex(3)}"
-    kubeutil.create_namespace(admin, name)
-    yield name
-    kubeutil.delete_namespace(admin, name)
 
 
 @pytest.fixture
@@ -178,27 +148,6 @@ def watching(cp: ControlPlane, since: float) -> set[str]:
     return found
 
 
-def s3_storage(admin: Any, s3: S3Server, ns: str, name: str, endpoint: str | None = None,
-               **spec: Any) -> str:
-    """A ReadWrite S3 storage with a bucket and keys of its own; returns the bucket."""
-    bucket = f"{ns}-{name}"[:60]
-    s3.create_bucket(bucket)
-    keys = s3.create_user(f"u-{bucket}", readwrite_policy(bucket))
-    # the keys are bound to the endpoint the storage uses (a proxy in front of the emulator)
-    kubeutil.secret(admin, ns, f"{name}-creds",
-                    {**keys.as_secret_data(), "endpoint": endpoint or s3.endpoint})
-    kubeutil.create_object(admin, EXS, ns, storages.external_storage(
-        name, storages.s3_storage_spec(bucket, endpoint or s3.endpoint, f"{name}-creds",
-                                       path="calls/", **spec)))
-    return bucket
-
-
-def call_type(admin: Any, ns: str, name: str, storage: str) -> None:
-    kubeutil.create_object(admin, CT, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
-        "metadata": {"name": name}, "spec": {"externalStorage": storage}})
-
-
 def finalizers(obj: dict[str, Any] | None) -> list[str]:
     return list(((obj or {}).get("metadata") or {}).get("finalizers") or [])
 
@@ -232,9 +181,9 @@ def test_a_call_type_and_a_secret_deleted_while_the_api_server_restarts_are_noti
     storage loses its in-use finalizer and usedBy, and can then be deleted; the other
     one reports SecretNotFound instead of going on with the cached credentials."""
     op = operators.start()
-    s3_storage(admin, s3_server, ns, "st")
-    s3_storage(admin, s3_server, ns, "keyed")
-    call_type(admin, ns, "ct-2", "st")
+    storages.s3_storage(admin, s3_server, ns, "st")
+    storages.s3_storage(admin, s3_server, ns, "keyed")
+    storages.call_type(admin, ns, "ct-2", "st")
     kubeutil.wait_object(admin, EXS, ns, "st", lambda o: used_by(o) == ["ct-2"] and
                          IN_USE_FINALIZER in finalizers(o), 30, "st in use by ct-2")
     storages.wait_ready(admin, EXS, ns, "keyed", "True", "Validated", timeout=30)
@@ -280,7 +229,7 @@ def test_an_operator_killed_between_upload_and_status_write_leaves_one_check_obj
 ) -> None:
     with KillableProxy(int(s3_server.endpoint.rsplit(":", 1)[1])) as slow_s3:
         first = operators.start(CALLSTORAGE_READ_TIMEOUT="10")
-        bucket = s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
+        bucket = storages.s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
         storages.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
 
         slow_s3.response_delay = 2.0  # the object lands; the answer comes 2 s later
@@ -322,8 +271,8 @@ def test_tampered_status_and_a_stripped_finalizer_are_restored(
     cp: ControlPlane, admin: Any, ns: str, operators: Operators, s3_server: S3Server,
 ) -> None:
     operators.start()
-    s3_storage(admin, s3_server, ns, "st")
-    call_type(admin, ns, "ct-1", "st")
+    storages.s3_storage(admin, s3_server, ns, "st")
+    storages.call_type(admin, ns, "ct-1", "st")
     good = kubeutil.wait_object(admin, EXS, ns, "st", lambda o: used_by(o) == ["ct-1"] and
                                 IN_USE_FINALIZER in finalizers(o), 30, "st in use")
     storages.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
@@ -373,8 +322,8 @@ def test_deleting_a_namespace_validates_nothing_and_posts_no_warnings(
     op = operators.start()
     ns = f"f-{secrets.token_hex(3)}"
     kubeutil.create_namespace(admin, ns)
-    s3_storage(admin, s3_server, ns, "st")
-    call_type(admin, ns, "ct-1", "st")
+    storages.s3_storage(admin, s3_server, ns, "st")
+    storages.call_type(admin, ns, "ct-1", "st")
     storages.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
     time.sleep(1)  # let the first round's events land before counting
     log_offset = len(op.log())
@@ -427,7 +376,7 @@ def test_twenty_storages_on_a_hanging_endpoint_do_not_delay_another_tenant(
 
         wait_for(lambda: validating() >= 4, 20, "the hanging validations to start")
         started = time.monotonic()
-        s3_storage(admin, s3_server, other, "fresh")
+        storages.s3_storage(admin, s3_server, other, "fresh")
         storages.wait_ready(admin, EXS, other, "fresh", "True", "Validated", timeout=30)
         took = time.monotonic() - started
         report("20 storages on a hanging endpoint; another tenant's new storage",
@@ -461,7 +410,7 @@ def test_a_frozen_api_connection_is_noticed_within_the_watch_inactivity_timeout(
 
     bound = _watch_recovery_bound()  # imports kopf: not inside the measured time
     op = operators.start()
-    s3_storage(admin, s3_server, ns, "st")
+    storages.s3_storage(admin, s3_server, ns, "st")
     storages.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
     time.sleep(1)  # the round's writes have landed
     api = client.CustomObjectsApi(admin)
@@ -520,8 +469,8 @@ def test_etcd_stopped_and_restarted_makes_no_storm_and_changes_then_converge(
     outage are counted), and both changes converge."""
     with KillableProxy(int(s3_server.endpoint.rsplit(":", 1)[1])) as slow_s3:
         op = operators.start()
-        s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
-        call_type(admin, ns, "ct-1", "st")
+        storages.s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
+        storages.call_type(admin, ns, "ct-1", "st")
         storages.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
         time.sleep(1)
         log_offset = len(op.log())
@@ -584,7 +533,7 @@ def test_s3_stopped_and_blackholed_are_reported_retried_with_backoff_and_recover
         proxies = {"stopped": stopped, "blackholed": blackholed}
         op = operators.start()
         for name, proxy in proxies.items():
-            s3_storage(admin, s3_server, ns, name, endpoint=proxy.endpoint)
+            storages.s3_storage(admin, s3_server, ns, name, endpoint=proxy.endpoint)
         for name in proxies:
             storages.wait_ready(admin, EXS, ns, name, "True", "Validated", timeout=30)
         log_offset = len(op.log())

@@ -6,7 +6,6 @@ listener on a loopback address stands in for a tenant's endpoint and must see no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +20,6 @@ from testbed.controlplane import ControlPlane
 pytestmark = pytest.mark.integration
 
 EXS = "externalstorages"
-
-
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("ambient-cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
 
 
 def test_ambient_credentials_stay_home_and_go_to_aws_only(

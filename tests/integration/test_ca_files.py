@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import certifi
@@ -99,16 +98,6 @@ class TempSpace:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
-
-
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("ca-cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
 
 
 def test_hundred_distinct_ca_bundles_keep_temp_space_bounded(

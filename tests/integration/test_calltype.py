@@ -17,18 +17,6 @@ EXS, CT = "externalstorages", "calltypes"
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-def call_type(api: Any, ns: str, name: str, storage: str | None) -> None:
-    spec = {"externalStorage": storage} if storage is not None else {}
-    kubeutil.create_object(api, CT, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
-        "metadata": {"name": name}, "spec": spec})
-
-
-def s3_storage(api: Any, ns: str, name: str, bucket: str, endpoint: str, secret: str) -> None:
-    kubeutil.create_object(api, EXS, ns, storages.external_storage(
-        name, storages.s3_storage_spec(bucket, endpoint, secret)))
-
-
 @pytest.fixture
 def ready_storage(kube_api: Any, namespace: str, s3_server: S3Server,
                   credential_values: set[str]) -> str:
@@ -37,14 +25,15 @@ def ready_storage(kube_api: Any, namespace: str, s3_server: S3Server,
     keys = s3_server.create_user(f"ct-{namespace}", readwrite_policy(bucket))
     credential_values.update({keys.access_key_id, keys.secret_access_key})
     kubeutil.secret(kube_api, namespace, "creds", keys.as_secret_data())
-    s3_storage(kube_api, namespace, "my-s3", bucket, s3_server.endpoint, "creds")
+    storages.create_storage(kube_api, namespace, "my-s3",
+                            storages.s3_storage_spec(bucket, s3_server.endpoint, "creds"))
     storages.wait_ready(kube_api, EXS, namespace, "my-s3", timeout=10)
     return "my-s3"
 
 
 def test_call_type_resolves_and_storage_lists_it(kube_api: Any, namespace: str,
                                                 ready_storage: str) -> None:
-    call_type(kube_api, namespace, "allhands", ready_storage)
+    storages.call_type(kube_api, namespace, "allhands", ready_storage)
     obj = storages.wait_ready(kube_api, CT, namespace, "allhands", "True", "StorageReady")
     resolved = obj["status"]["resolvedStorage"]
     assert resolved["name"] == "my-s3"
@@ -59,21 +48,22 @@ def test_call_type_resolves_and_storage_lists_it(kube_api: Any, namespace: str,
 
 def test_missing_storage_then_created(kube_api: Any, namespace: str,
                                       s3_server: S3Server, credential_values: set[str]) -> None:
-    call_type(kube_api, namespace, "early", "later-s3")
+    storages.call_type(kube_api, namespace, "early", "later-s3")
     storages.wait_ready(kube_api, CT, namespace, "early", "False", "StorageNotFound")
     bucket = f"late-{namespace}"
     s3_server.create_bucket(bucket)
     keys = s3_server.create_user(f"late-{namespace}", readwrite_policy(bucket))
     credential_values.update({keys.access_key_id, keys.secret_access_key})
     kubeutil.secret(kube_api, namespace, "creds", keys.as_secret_data())
-    s3_storage(kube_api, namespace, "later-s3", bucket, s3_server.endpoint, "creds")
+    storages.create_storage(kube_api, namespace, "later-s3",
+                            storages.s3_storage_spec(bucket, s3_server.endpoint, "creds"))
     storages.wait_ready(kube_api, CT, namespace, "early", "True", "StorageReady", timeout=15)
 
 
 def test_storage_turning_not_ready_flips_its_call_types(
     kube_api: Any, namespace: str, ready_storage: str, s3_server: S3Server,
 ) -> None:
-    call_type(kube_api, namespace, "allhands", ready_storage)
+    storages.call_type(kube_api, namespace, "allhands", ready_storage)
     storages.wait_ready(kube_api, CT, namespace, "allhands", "True", "StorageReady")
     kubeutil.secret(kube_api, namespace, "creds",
                     {"accessKeyId": "AKIDNOTAREALKEY00000", "secretAccessKey": "wrong",
@@ -84,8 +74,8 @@ def test_storage_turning_not_ready_flips_its_call_types(
 
 
 def test_platform_default_and_reserved_name(kube_api: Any, namespace: str) -> None:
-    call_type(kube_api, namespace, "default", None)
-    call_type(kube_api, namespace, "livestream", "stream-s3")
+    storages.call_type(kube_api, namespace, "default", None)
+    storages.call_type(kube_api, namespace, "livestream", "stream-s3")
     for name in ("default", "livestream"):
         obj = kubeutil.wait_object(
             kube_api, CT, namespace, name,
@@ -102,7 +92,7 @@ def test_referenced_storage_waits_for_its_call_types_before_deletion(
     kube_api: Any, namespace: str, ready_storage: str,
 ) -> None:
     custom = client.CustomObjectsApi(kube_api)
-    call_type(kube_api, namespace, "allhands", ready_storage)
+    storages.call_type(kube_api, namespace, "allhands", ready_storage)
     kubeutil.wait_object(
         kube_api, EXS, namespace, ready_storage,
         lambda o: IN_USE_FINALIZER in ((o or {}).get("metadata", {}).get("finalizers") or []),

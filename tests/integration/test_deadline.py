@@ -14,7 +14,6 @@ default 60 s deadline) validates these storages.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ WORKERS = 4  # A's endpoint host may borrow 3 of them; the 4th is kept for the o
 DEADLINE = 3.0
 STUCK = 6  # more of tenant A's storages than provider threads
 USUAL = 10.0  # seconds a fresh storage on the emulator takes to go Ready, at most
-
-
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("deadline-cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
 
 
 def _ready(api: Any, namespace: str) -> dict[str, tuple[str, str]]:

@@ -74,12 +74,6 @@ def servers(tmp_path: Path) -> Iterator[list[LocalHTTPServer]]:
         server.stop()
 
 
-def storage(api: Any, ns: str, name: str, spec: dict[str, Any]) -> None:
-    kubeutil.create_object(api, EXS, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
-        "metadata": {"name": name}, "spec": spec})
-
-
 def settled(api: Any, ns: str, name: str, reason: str) -> tuple[str, str]:
     """Wait for Ready=False with ``reason``; the message and every event of ``ns``."""
     obj = storages.wait_ready(api, EXS, ns, name, "False", reason, timeout=30)
@@ -97,7 +91,8 @@ def s3_storage(api: Any, ns: str, s3: S3Server, bucket_: str, endpoint: str,
         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
     # The Secret binds the endpoint: its owner sent the keys there, the guard still refuses.
     kubeutil.secret(api, ns, "creds", {**keys.as_secret_data(), "endpoint": endpoint})
-    storage(api, ns, "st", storages.s3_storage_spec(bucket_, endpoint, "creds", mode=mode))
+    storages.create_storage(api, ns, "st",
+                            storages.s3_storage_spec(bucket_, endpoint, "creds", mode=mode))
 
 
 def gcs_storage(api: Any, ns: str, gcs: GCSServer, endpoint: str,
@@ -110,9 +105,9 @@ def gcs_storage(api: Any, ns: str, gcs: GCSServer, endpoint: str,
         info["token_uri"] = token_uri
     kubeutil.secret(api, ns, "creds", {"credentials.json": json.dumps(info),
                                        "endpoint": endpoint, "tokenUri": info["token_uri"]})
-    storage(api, ns, "st", {"storageType": "gcs", "bucket": bucket_, "accessMode": mode,
-                            "gcs": {"endpoint": endpoint,
-                                    "credentialsSecretRef": {"name": "creds"}}})
+    storages.create_storage(api, ns, "st", {
+        "storageType": "gcs", "bucket": bucket_, "accessMode": mode,
+        "gcs": {"endpoint": endpoint, "credentialsSecretRef": {"name": "creds"}}})
 
 
 def abs_storage(api: Any, ns: str, azurite: AzuriteServer, endpoint: str,
@@ -130,9 +125,9 @@ def abs_storage(api: Any, ns: str, azurite: AzuriteServer, endpoint: str,
                              "credentialsSecretRef": {"name": "creds"}}
     if authority is not None:
         block["authorityHost"] = authority
-    storage(api, ns, "st", {"storageType": "abs", "bucket": "cont", "accessMode": mode,
-                            "abs": block, "tls": {"caSecretRef": {"name": "ca",
-                                                                  "key": "ca.crt"}}})
+    storages.create_storage(api, ns, "st", {
+        "storageType": "abs", "bucket": "cont", "accessMode": mode,
+        "abs": block, "tls": {"caSecretRef": {"name": "ca", "key": "ca.crt"}}})
 
 
 # --- 1. a storage URL on a denied address: never connected -------------------------------

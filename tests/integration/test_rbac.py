@@ -156,16 +156,6 @@ def can_i(release: Release, verb: str, resource: str, namespace: str | None = No
 
 
 @pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("rbac-cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
-
-
-@pytest.fixture
 def admin(cluster: ControlPlane) -> Iterator[Any]:
     api = cluster.api_client()
     yield api
@@ -175,11 +165,6 @@ def admin(cluster: ControlPlane) -> Iterator[Any]:
 def create_namespace(admin: Any, name: str) -> str:
     kubeutil.create_namespace(admin, name)
     return name
-
-
-def s3_storage(name: str, bucket: str, endpoint: str) -> dict[str, Any]:
-    return storages.external_storage(name, storages.s3_storage_spec(
-        bucket, endpoint, f"{name}-creds", path="calls/"))
 
 
 def s3_user(s3: S3Server, credential_values: set[str], bucket: str) -> S3Keys:
@@ -200,7 +185,8 @@ def storage_and_call_type_scenario(admin: Any, kubeconfig: Path, s3: S3Server,
     bucket = f"rec-{namespace}"
     keys = s3_user(s3, credential_values, bucket)
     kubeutil.secret(admin, namespace, "recordings-creds", keys.as_secret_data())
-    storage = s3_storage("recordings", bucket, s3.endpoint)
+    storage = storages.external_storage("recordings", storages.s3_storage_spec(
+        bucket, s3.endpoint, "recordings-creds", path="calls/"))
     gitops_apply(kubeconfig, namespace, storage)
     storages.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
 
@@ -371,8 +357,9 @@ def test_namespaced_operator_works_and_cannot_read_other_secrets(
     bucket = f"rec-{other}"
     keys = s3_user(s3_server, credential_values, bucket)
     kubeutil.secret(admin, other, "recordings-creds", keys.as_secret_data())
-    kubeutil.create_object(admin, EXS, other, s3_storage("recordings", bucket,
-                                                         s3_server.endpoint))
+    kubeutil.create_object(admin, EXS, other, storages.external_storage(
+        "recordings", storages.s3_storage_spec(bucket, s3_server.endpoint, "recordings-creds",
+                                               path="calls/")))
 
     env = release.operator_env()
     # the chart's deny list refuses loopback, where the S3 emulator listens (dev only)

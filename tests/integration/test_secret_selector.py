@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +27,6 @@ pytestmark = pytest.mark.integration
 EXS = "externalstorages"
 SELECTOR = "callstorage.io/credentials=true"
 OPERATOR_USER = "callstorage-operator"
-
-
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("selector-cp"), audit=True)
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
 
 
 def _label(api: Any, ns: str, name: str, value: str | None) -> None:
