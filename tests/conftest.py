@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import kubetools
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
 from paths import ROOT
 from testbed import kubeutil
@@ -73,20 +74,22 @@ Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def make_kubectl(kubeconfig: Path) -> Kubectl:
-    def kubectl(*args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            ["kubectl", f"--kubeconfig={kubeconfig}", *args], input=input,
-            capture_output=True, text=True, timeout=timeout, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-    return kubectl
+    """kubectl bound to ``kubeconfig`` (``kubetools.kubectl``)."""
+    def bound(*args: str, check: bool = True, input: str | None = None,
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return kubetools.kubectl(kubeconfig, *args, check=check, input=input, timeout=timeout)
+    return bound
 
 
 @pytest.fixture(scope="session")
 def kubectl(control_plane: ControlPlane) -> Kubectl:
     return make_kubectl(control_plane.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Helm's environment with its cache, config and data in a temporary directory."""
+    return kubetools.helm_env(tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import kubetools
 import storages
 from testbed import binaries, image
 from testbed.controlplane import ControlPlane
@@ -39,12 +40,8 @@ class NodeCluster:
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["kubectl", f"--kubeconfig={self.cp.kubeconfig}", *args],
-                                input=input, capture_output=True, text=True,
-                                timeout=timeout, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-        return result
+        return kubetools.kubectl(self.cp.kubeconfig, *args, check=check, input=input,
+                                 timeout=timeout)
 
     def cleanup_release(self, release: str, *namespaces: str) -> None:
         """After a test, pass or fail: no operator of it may live on into the next test."""

@@ -21,9 +21,7 @@ The metrics endpoint is scraped after the run and shows the expected series.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,8 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
+from kubetools import helm, helm_env, kubectl
 from paths import CHART
-from testbed import binaries, kubeutil
+from testbed import kubeutil
 from testbed.controlplane import ControlPlane, write_kubeconfig
 from testbed.endpoints import TEST_DENYLIST
 from testbed.s3 import S3Keys, S3Server, readwrite_policy
@@ -58,13 +57,11 @@ class Release:
 
     def __init__(self, cp: ControlPlane, helm_home: Path, name: str, namespace: str) -> None:
         self.cp, self.name, self.namespace = cp, name, namespace
-        self.helm_env = {f"HELM_{d}_HOME": str(helm_home / d.lower())
-                         for d in ("CACHE", "CONFIG", "DATA")}
+        self.helm_env = helm_env(helm_home)
         self.service_account = f"{name}-callstorage"
 
     def helm(self, *args: str) -> str:
-        return run([str(binaries.find("helm")), *args, f"--kubeconfig={self.cp.kubeconfig}"],
-                   env=self.helm_env)
+        return helm(self.helm_env, *args, kubeconfig=self.cp.kubeconfig).stdout
 
     def install(self, values: dict[str, Any], values_file: Path) -> None:
         values_file.write_text(yaml.safe_dump(values))
@@ -97,7 +94,7 @@ class Release:
     def token_kubeconfig(self, path: Path) -> Path:
         """A kubeconfig with a TokenRequest token of the release's ServiceAccount."""
         token = kubectl(self.cp.kubeconfig, "create", "token", self.service_account,
-                        "-n", self.namespace, "--duration=2h").strip()
+                        "-n", self.namespace, "--duration=2h").stdout.strip()
         return write_kubeconfig(path, self.cp.server, self.cp.ca_path, token=token,
                                 user=f"system:serviceaccount:{self.namespace}:"
                                      f"{self.service_account}")
@@ -105,19 +102,6 @@ class Release:
     @property
     def user(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
-
-
-def run(argv: list[str], env: dict[str, str] | None = None, check: bool = True,
-        input: str | None = None) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
-                            env={**os.environ, **(env or {})}, input=input)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed: {result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
-def kubectl(kubeconfig: Path, *args: str, check: bool = True, input: str | None = None) -> str:
-    return run(["kubectl", f"--kubeconfig={kubeconfig}", *args], check=check, input=input)
 
 
 GITOPS = "gitops"  # the field manager of a GitOps tool (Argo CD, Flux) applying our YAML
@@ -139,7 +123,7 @@ def assert_no_drift(kubeconfig: Path, admin: Any, namespace: str, plural: str,
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert kubectl(kubeconfig, "diff", "--server-side", f"--field-manager={GITOPS}", "-n",
-                   namespace, "-f", "-", input=yaml.safe_dump(manifest)) == ""
+                   namespace, "-f", "-", input=yaml.safe_dump(manifest)).stdout == ""
     for entry in after["metadata"]["managedFields"]:
         if entry["manager"] != GITOPS:
             assert "f:spec" not in json.dumps(entry.get("fieldsV1", {})), entry
@@ -152,7 +136,7 @@ def can_i(release: Release, verb: str, resource: str, namespace: str | None = No
     sub = [f"--subresource={subresource}"] if subresource else []
     answer = kubectl(release.cp.kubeconfig, "auth", "can-i", verb, resource, *sub, *where,
                      f"--as={release.user}", check=False)
-    return answer.strip() == "yes"
+    return answer.stdout.strip() == "yes"
 
 
 @pytest.fixture
@@ -351,7 +335,7 @@ def test_namespaced_operator_works_and_cannot_read_other_secrets(
     release.install({"watchNamespaces": [served]}, tmp_path / "values.yaml")
     # nothing cluster-scoped came with it
     assert kubectl(cluster.kubeconfig, "get", "clusterroles,clusterrolebindings",
-                   "-l", "app.kubernetes.io/instance=narrow", "-o", "name") == ""
+                   "-l", "app.kubernetes.io/instance=narrow", "-o", "name").stdout == ""
 
     # a storage and a Secret where the operator has no grant, made before it starts
     bucket = f"rec-{other}"
