@@ -18,6 +18,9 @@ from callstorage.api.readiness import PENDING, readiness
 from testbed import kubeutil
 from testbed.s3 import S3Server, readwrite_policy
 
+#: the plurals our objects are served under (``kubeutil.get_object(api, EXS, ...)``)
+EXS, CT = EXTERNALSTORAGE_PLURAL, CALLTYPE_PLURAL
+
 
 def condition(obj: dict[str, Any] | None, type_: str = "Ready") -> dict[str, Any]:
     """The condition of that type ({} when absent)."""
@@ -64,7 +67,7 @@ def external_storage(name: str, spec: dict[str, Any],
 def create_storage(api: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
     """Create an ExternalStorage with ``spec`` exactly as given (no client-side
     validation: the API server's schema and CEL rules are what a test may want to see)."""
-    kubeutil.create_object(api, EXTERNALSTORAGE_PLURAL, namespace, {
+    kubeutil.create_object(api, EXS, namespace, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
         "metadata": {"name": name}, "spec": spec})
 
@@ -79,7 +82,7 @@ def s3_storage(api: Any, s3: S3Server, namespace: str, name: str,
     keys = s3.create_user(f"u-{bucket}", readwrite_policy(bucket))
     kubeutil.secret(api, namespace, f"{name}-creds",
                     {**keys.as_secret_data(), "endpoint": endpoint or s3.endpoint})
-    kubeutil.create_object(api, EXTERNALSTORAGE_PLURAL, namespace, external_storage(
+    kubeutil.create_object(api, EXS, namespace, external_storage(
         name, s3_storage_spec(bucket, endpoint or s3.endpoint, f"{name}-creds", path=path,
                                       **spec)))
     return bucket
@@ -87,7 +90,7 @@ def s3_storage(api: Any, s3: S3Server, namespace: str, name: str,
 
 def call_type(api: Any, namespace: str, name: str, storage: str | None) -> None:
     """A CallType naming ``storage`` (None: no spec.externalStorage, the default)."""
-    kubeutil.create_object(api, CALLTYPE_PLURAL, namespace, {
+    kubeutil.create_object(api, CT, namespace, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
         "metadata": {"name": name},
         "spec": {"externalStorage": storage} if storage is not None else {}})

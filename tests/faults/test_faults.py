@@ -31,6 +31,7 @@ from kubernetes import client
 import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
 from conftest import RunningOperator, launch_operator
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
@@ -39,7 +40,6 @@ from testbed.tcpproxy import KillableProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-EXS, CT = "externalstorages", "calltypes"
 OPERATOR_USER = "callstorage-operator"
 
 

@@ -22,6 +22,7 @@ from kubernetes import client
 
 import storages
 from conftest import OPERATOR_NAMESPACE, RunningOperator, launch_operator
+from storages import EXS
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
 from testbed.s3 import S3Server
@@ -29,7 +30,6 @@ from testbed.tcpproxy import KillableProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-EXS = "externalstorages"
 OLD, NEW = "replica-a", "replica-b"  # Pod names (identities) and certificate CNs
 RENEW_DEADLINE, LEASE_DURATION = 2.0, 3.0
 LEASE = {"CALLSTORAGE_LEADER_ELECTION": "true",

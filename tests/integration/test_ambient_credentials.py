@@ -14,12 +14,12 @@ import storages
 from conftest import OPERATOR_NAMESPACE, launch_operator
 from paths import ROOT
 from storage_fixtures import CountingListener
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 
 
 def test_ambient_credentials_stay_home_and_go_to_aws_only(

@@ -28,6 +28,7 @@ import storages
 from callstorage.providers import s3 as s3_provider
 from conftest import launch_operator
 from paths import ROOT
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
@@ -35,7 +36,6 @@ from testbed.s3 import S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 STORAGES, OVER_CAP = 100, 10
 CAP = 64 * 1024  # the default CALLSTORAGE_MAX_CA_BUNDLE_BYTES
 WORKERS = 16  # the default CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS

@@ -9,11 +9,11 @@ from kubernetes import client
 
 import storages
 from callstorage.api import IN_USE_FINALIZER
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.procs import wait_for
 from testbed.s3 import S3Server, readwrite_policy
 
-EXS, CT = "externalstorages", "calltypes"
 pytestmark = pytest.mark.usefixtures("operator")
 
 

@@ -15,13 +15,13 @@ from kubernetes import client
 
 import storages
 from callstorage.client import Client, S3Request
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import free_port
 from testbed.s3 import S3Keys, S3Server
 
 BIN = Path(sys.executable).parent
-EXS = "externalstorages"
 WAIT = 15
 
 

@@ -34,11 +34,11 @@ from callstorage.client import (
     StorageNotFound,
 )
 from callstorage.resolution import Source
+from storages import EXS
 from testbed import kubeutil
 from testbed.procs import free_port
 from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
-EXS = "externalstorages"
 PLATFORM_NS = "callstorage-system"
 PLATFORM = "platform-default"
 WAIT = 15  # seconds for the operator to react

@@ -22,13 +22,13 @@ import storages
 from callstorage.api import CHECK_ANNOTATION
 from conftest import RunningOperator
 from storage_fixtures import CountingListener
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.s3 import S3Keys, S3Server
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import storages
 from conftest import OPERATOR_NAMESPACE, launch_operator
 from paths import ROOT
 from storage_fixtures import TricklingListener
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
@@ -31,7 +32,6 @@ from testbed.s3 import S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 WORKERS = 4  # A's endpoint host may borrow 3 of them; the 4th is kept for the others
 DEADLINE = 3.0
 STUCK = 6  # more of tenant A's storages than provider threads

@@ -20,13 +20,13 @@ from kubernetes import client
 import storages
 from callstorage.api import CHECK_ANNOTATION, GROUP, VERSION
 from conftest import OPERATOR_NAMESPACE, RunningOperator, credential_leaks
+from storages import EXS
 from testbed import kubeutil
 from testbed.s3 import S3Keys
 from testbed.s3express import S3ExpressStandIn
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 BUCKET = "media--use1-az4--x-s3"
 
 

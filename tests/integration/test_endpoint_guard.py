@@ -26,6 +26,7 @@ from callstorage.providers import build_client, validate_storage
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.settings import Settings
 from storage_fixtures import CountingListener
+from storages import EXS
 from testbed import kubeutil
 from testbed.azurite import AzuriteServer
 from testbed.endpoints import DENIED_HOST, TEST_DENYLIST
@@ -34,7 +35,6 @@ from testbed.localhttp import LocalHTTPServer, Request, Response
 from testbed.s3 import S3Server
 from testbed.tlscerts import ThrowawayCA
 
-EXS = "externalstorages"
 ACCOUNT = "callstorage1"
 pytestmark = pytest.mark.usefixtures("operator")
 

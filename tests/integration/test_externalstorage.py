@@ -16,11 +16,11 @@ from kubernetes import client
 
 import storages
 from callstorage.api import CHECK_ANNOTATION
+from storages import EXS
 from testbed import kubeutil
 from testbed.procs import free_port
 from testbed.s3 import S3Keys, S3Server, put_only_policy, readwrite_policy
 
-EXS = "externalstorages"
 pytestmark = pytest.mark.usefixtures("operator")
 
 

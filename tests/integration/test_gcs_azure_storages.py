@@ -12,11 +12,11 @@ import pytest
 
 import storages
 from callstorage.api import CHECK_ANNOTATION
+from storages import EXS
 from testbed import kubeutil
 from testbed.azurite import AzuriteServer
 from testbed.gcs import GCSServer
 
-EXS = "externalstorages"
 ACCOUNT = "callstorage1"
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import storages
+from storages import EXS
 from testbed import kubeutil
 from testbed.gcs import GCSServer
 from testbed.s3 import S3Keys, S3Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
 
-EXS = "externalstorages"
 
 
 def _stalled_waiting_for_the_secret(api: Any, namespace: str, key: str) -> dict[str, Any]:

@@ -30,12 +30,12 @@ from callstorage.media import (
     upload_artifacts,
 )
 from callstorage.transfer import TransferOptions, crc32c_b64
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.azurite import AzuriteServer
 from testbed.s3 import S3Server, put_only_policy, readwrite_policy
 from testbed.tcpproxy import KillableProxy
 
-EXS, CT = "externalstorages", "calltypes"
 ACCOUNT = "callstorage1"
 MiB = 1024 * 1024
 SMALL_PARTS = TransferOptions(part_size=5 * MiB, concurrency=3, attempts=2, retry_delay=0.1)

@@ -33,10 +33,10 @@ from callstorage.media import (
 from callstorage.pins import PIN_KEY_ENTRY, PIN_KEY_SECRET, load_pin_key
 from callstorage.settings import Settings
 from conftest import OPERATOR_NAMESPACE
+from storages import EXS
 from testbed import kubeutil
 from testbed.s3 import S3Server, readwrite_policy
 
-EXS = "externalstorages"
 MAX_WEEK = 7 * 24 * 3600  # the longest URL presigned_url signs
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -36,6 +36,7 @@ import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
 from kubetools import helm, helm_env, kubectl
 from paths import CHART
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane, write_kubeconfig
 from testbed.endpoints import TEST_DENYLIST
@@ -43,7 +44,6 @@ from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
 
-EXS, CT = "externalstorages", "calltypes"
 # settings the test's operator_factory chooses itself: free ports, short timeouts, DEBUG
 FACTORY_SETTINGS = {
     "CALLSTORAGE_METRICS_PORT", "CALLSTORAGE_HEALTH_PORT", "CALLSTORAGE_CONNECT_TIMEOUT",

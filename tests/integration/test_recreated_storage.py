@@ -18,13 +18,13 @@ from callstorage.api import GROUP, VERSION
 from callstorage.apiserver import ApiServer, _from_kubeconfig
 from callstorage.kube import Kube, ObjectGone
 from callstorage.storagetypes.base import ENDPOINT_KEY
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
 from testbed.s3 import S3Keys, S3Server
 from testbed.tcpproxy import KillableProxy
 
-EXS = "externalstorages"
 pytestmark = pytest.mark.usefixtures("operator")
 # Every answer of the bucket comes this late: the first object's validation is still in
 # flight when it is deleted and created again (below the operator's 3 s read timeout of

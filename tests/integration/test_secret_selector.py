@@ -18,13 +18,13 @@ from kubernetes import client
 import storages
 from conftest import launch_operator
 from paths import ROOT
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.s3 import S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 SELECTOR = "callstorage.io/credentials=true"
 OPERATOR_USER = "callstorage-operator"
 

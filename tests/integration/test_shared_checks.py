@@ -23,11 +23,11 @@ import pytest
 from kubernetes import client
 
 import storages
+from storages import EXS
 from testbed import kubeutil
 from testbed.localhttp import LocalHTTPServer, Request, Response
 from testbed.s3 import S3Keys, S3Server
 
-EXS = "externalstorages"
 HOLD_S = 1.5  # under the test operator's 3 s read timeout
 pytestmark = pytest.mark.usefixtures("operator")
 _HOP = {"connection", "content-length", "transfer-encoding", "keep-alive"}

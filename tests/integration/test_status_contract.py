@@ -17,10 +17,10 @@ import callstorage
 import storages
 from callstorage.api.readiness import readiness
 from cases.readiness import CASES, Case
+from storages import CT, EXS
 from testbed import kstatus, kubeutil
 from testbed.s3 import S3Keys, S3Server
 
-EXS, CT = "externalstorages", "calltypes"
 pytestmark = pytest.mark.usefixtures("operator")
 
 

@@ -18,11 +18,11 @@ from kubernetes import client
 import storages
 from callstorage.api import CHECK_ANNOTATION
 from callstorage.client import Client, S3Request
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.gcs import GCSServer
 from testbed.s3 import S3Keys, S3Server
 
-EXS, CT = "externalstorages", "calltypes"
 pytestmark = pytest.mark.usefixtures("operator")
 
 
