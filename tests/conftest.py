@@ -107,12 +107,20 @@ def namespace(kube_api: Any, crds: list[str], credential_values: set[str],
     Before it goes, the leak guard: no credential any test registered in
     ``credential_values`` may appear in this namespace's objects (status included) or
     events, the platform storage's namespace, or any operator's log."""
-    name = f"t-{secrets.token_hex(4)}"
+    with leak_guarded_namespace(kube_api, f"t-{secrets.token_hex(4)}", credential_values,
+                                running_operators) as name:
+        yield name
+
+
+@contextlib.contextmanager
+def leak_guarded_namespace(kube_api: Any, name: str, values: set[str],
+                           operators: list[RunningOperator]) -> Iterator[str]:
+    """Namespace ``name``, deleted afterwards; before it goes, none of ``values`` may be in
+    its objects or events, the platform storage's namespace, or ``operators``' logs."""
     kubeutil.create_namespace(kube_api, name)
-    yield name
     try:
-        leaks = credential_leaks(kube_api, [name, OPERATOR_NAMESPACE], credential_values,
-                                 running_operators)
+        yield name
+        leaks = credential_leaks(kube_api, [name, OPERATOR_NAMESPACE], values, operators)
     finally:
         kubeutil.delete_namespace(kube_api, name)
     if leaks:

@@ -11,17 +11,12 @@ roots plus the cap (``CALLSTORAGE_MAX_CA_BUNDLE_BYTES``).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
 from pathlib import Path
 
 import certifi
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from kubernetes import client
 
 import storages
@@ -33,6 +28,7 @@ from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
 from testbed.s3 import S3Server, readwrite_policy
+from testbed.tlscerts import ThrowawayCA
 
 pytestmark = pytest.mark.integration
 
@@ -42,29 +38,17 @@ WORKERS = 16  # the default CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS
 CHART_TMP = 64 * 1024 * 1024  # the chart's emptyDir sizeLimit for /tmp
 
 
-def _ca_pem(name: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def bundles() -> list[bytes]:
     """100 distinct bundles: 90 just under the cap (a shared pool of CAs plus one of
     their own), 10 over it."""
-    pool = [_ca_pem(f"pool-{i}") for i in range(200)]
+    pool = [ThrowawayCA(f"pool-{i}").cert_pem for i in range(200)]
     under, over = b"", b""
     for pem in pool:  # as much of the pool as fits under the cap with one more CA
         if len(under) + 2 * len(pem) < CAP:
             under += pem
         over += pem
     assert len(over) > CAP
-    return [(over if i < OVER_CAP else under) + _ca_pem(f"own-{i}")
+    return [(over if i < OVER_CAP else under) + ThrowawayCA(f"own-{i}").cert_pem
             for i in range(STORAGES)]
 
 

@@ -19,7 +19,7 @@ from kubernetes import client
 
 import storages
 from callstorage.api import CHECK_ANNOTATION, GROUP, VERSION
-from conftest import OPERATOR_NAMESPACE, RunningOperator, credential_leaks
+from conftest import RunningOperator, leak_guarded_namespace
 from storages import EXS
 from testbed import kubeutil
 from testbed.s3 import S3Keys
@@ -41,15 +41,9 @@ def stand_in(tmp_path: Path) -> Iterator[S3ExpressStandIn]:
 def other_namespace(kube_api: Any, namespace: str, credential_values: set[str],
                     running_operators: list[RunningOperator]) -> Iterator[str]:
     """A second tenant's namespace (with the same leak check as ``namespace``)."""
-    name = f"{namespace}-b"
-    kubeutil.create_namespace(kube_api, name)
-    yield name
-    try:
-        leaks = credential_leaks(kube_api, [name, OPERATOR_NAMESPACE], credential_values,
-                                 running_operators)
-    finally:
-        kubeutil.delete_namespace(kube_api, name)
-    assert not leaks, f"credential values found: {leaks}"
+    with leak_guarded_namespace(kube_api, f"{namespace}-b", credential_values,
+                                running_operators) as name:
+        yield name
 
 
 def _tenant_storage(api: Any, namespace: str, keys: S3Keys, url: str) -> None:
