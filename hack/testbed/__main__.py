@@ -81,8 +81,15 @@ def prepare() -> None:
     _say(f"azurite: {install_azurite()}")
 
 
+def _on_stop_signals(handler: Any) -> None:
+    """SIGINT, SIGTERM and SIGHUP all go to ``handler``."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
 def _wait_for_ctrl_c() -> None:
     """Block until SIGINT, SIGTERM or SIGHUP (all raise KeyboardInterrupt, see up())."""
+    _say("press Ctrl-C to stop and clean up")
     with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
 
@@ -165,8 +172,7 @@ def up(demo: bool) -> int:
     from testbed.s3 import S3Server
 
     # SIGINT too: a shell that starts the demo in the background makes it ignore SIGINT
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+    _on_stop_signals(_interrupt)
     # The run directory holds the test CA's key and an admin kubeconfig: it goes whatever
     # happens, and it goes last (the servers log into it until they stop).
     cleanup = contextlib.ExitStack()
@@ -211,14 +217,12 @@ def up(demo: bool) -> int:
         _print()
         _say("the cluster is yours; from another shell:")
         _print(next_steps(cp.kubeconfig, s3.endpoint, demo))
-        _say("press Ctrl-C to stop and clean up")
         _wait_for_ctrl_c()
     except KeyboardInterrupt:
         pass  # Ctrl-C (or SIGTERM) while starting: clean up what started
     finally:
         # a second Ctrl-C must not cut the cleanup short
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
+        _on_stop_signals(signal.SIG_IGN)
         _say("stopping")
         cleanup.close()
     return 0
@@ -230,8 +234,7 @@ def up_node(demo: bool) -> int:
     from testbed.node import Node
     from testbed.s3 import S3Server
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+    _on_stop_signals(_interrupt)
     run_dir = Path(tempfile.mkdtemp(prefix="callstorage-demo-"))
     _say("building or finding the binaries and the operator image (cached after)")
     binaries.ensure_all(["etcd", "kube-apiserver", "kube-controller-manager",
@@ -273,13 +276,11 @@ def up_node(demo: bool) -> int:
         print("    kubectl get nodes,pods -A -o wide")
         print(f"    kubectl -n {OPERATOR_NAMESPACE} logs deploy/callstorage")
         print(f"    S3 emulator: {s3.endpoint}")
-        _say("press Ctrl-C to stop and clean up")
         _wait_for_ctrl_c()
     except KeyboardInterrupt:
         pass  # Ctrl-C (or SIGTERM) while starting: clean up what started
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
+        _on_stop_signals(signal.SIG_IGN)
         _say("stopping")
         if s3 is not None:
             s3.stop()
