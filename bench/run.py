@@ -51,7 +51,11 @@ from callstorage.api.readiness import is_ready
 from callstorage.providers import s3 as s3_provider
 from callstorage.providers.base import Capabilities, Reason
 from callstorage.reconcile import externalstorage as es_reconcile
-from callstorage.storagespec import parse_external_storage
+from callstorage.storagespec import (
+    ExternalStorageSpec,
+    external_storage_manifest,
+    parse_external_storage,
+)
 from testbed import binaries, kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.endpoints import dev_denylist
@@ -117,7 +121,12 @@ class Config:
 
 def storage_body(name: str, bucket: str, endpoint: str, secret: str = SECRET
                  ) -> dict[str, Any]:
-    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(bucket, endpoint, secret))
+    """One benchmark storage on the emulator (path-style, as MinIO and moto serve it),
+    built by the API's own model and manifest builder."""
+    return external_storage_manifest(name, None, ExternalStorageSpec.model_validate({
+        "storageType": "s3", "bucket": bucket,
+        "s3": {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True,
+               "credentialsSecretRef": {"name": secret}}}))
 
 
 def boto_config(concurrency: int) -> BotoConfig:

@@ -7,6 +7,7 @@ from ``KUBEBUILDER_ASSETS``) and to storage emulators that check credentials
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -20,15 +21,16 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import kubetools
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL, GROUP, VERSION
+from paths import ROOT
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.endpoints import TEST_DENYLIST
 from testbed.procs import Server, free_port, http_ok, wait_for
 
-pytest_plugins = ["storage_fixtures", "node_fixtures"]
+pytest_plugins = ["storage_fixtures", "node_fixtures", "fault_fixtures"]
 
-ROOT = Path(__file__).resolve().parent.parent
 OPERATOR_NAMESPACE = "callstorage-system"
 # The emulators listen on 127.0.0.1, which the default deny list refuses: every operator,
 # CLI and in-process Settings() of the tests denies the default list without loopback,
@@ -37,16 +39,28 @@ DENYLIST_ENV = {"CALLSTORAGE_ENDPOINT_DENYLIST": ",".join(TEST_DENYLIST)}
 os.environ.update(DENYLIST_ENV)
 
 
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    cp = ControlPlane()
+@contextlib.contextmanager
+def started(cp: ControlPlane) -> Iterator[ControlPlane]:
+    """``cp`` started, and stopped afterwards (also when it fails to start)."""
     try:
         cp.start()
-    except Exception:
+        yield cp
+    finally:
         cp.stop()
-        raise
-    yield cp
-    cp.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    with started(ControlPlane()) as cp:
+        yield cp
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of this test's own, with an audit log (``cp.audit_log``): for a
+    test that configures the operator's access itself or reads who asked for what."""
+    with started(ControlPlane(tmp_path_factory.mktemp("cluster"), audit=True)) as cp:
+        yield cp
 
 
 @pytest.fixture(scope="session")
@@ -60,20 +74,22 @@ Kubectl = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def make_kubectl(kubeconfig: Path) -> Kubectl:
-    def kubectl(*args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            ["kubectl", f"--kubeconfig={kubeconfig}", *args], input=input,
-            capture_output=True, text=True, timeout=timeout, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-    return kubectl
+    """kubectl bound to ``kubeconfig`` (``kubetools.kubectl``)."""
+    def bound(*args: str, check: bool = True, input: str | None = None,
+              timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return kubetools.kubectl(kubeconfig, *args, check=check, input=input, timeout=timeout)
+    return bound
 
 
 @pytest.fixture(scope="session")
 def kubectl(control_plane: ControlPlane) -> Kubectl:
     return make_kubectl(control_plane.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Helm's environment with its cache, config and data in a temporary directory."""
+    return kubetools.helm_env(tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")
@@ -91,12 +107,20 @@ def namespace(kube_api: Any, crds: list[str], credential_values: set[str],
     Before it goes, the leak guard: no credential any test registered in
     ``credential_values`` may appear in this namespace's objects (status included) or
     events, the platform storage's namespace, or any operator's log."""
-    name = f"t-{secrets.token_hex(4)}"
+    with leak_guarded_namespace(kube_api, f"t-{secrets.token_hex(4)}", credential_values,
+                                running_operators) as name:
+        yield name
+
+
+@contextlib.contextmanager
+def leak_guarded_namespace(kube_api: Any, name: str, values: set[str],
+                           operators: list[RunningOperator]) -> Iterator[str]:
+    """Namespace ``name``, deleted afterwards; before it goes, none of ``values`` may be in
+    its objects or events, the platform storage's namespace, or ``operators``' logs."""
     kubeutil.create_namespace(kube_api, name)
-    yield name
     try:
-        leaks = credential_leaks(kube_api, [name, OPERATOR_NAMESPACE], credential_values,
-                                 running_operators)
+        yield name
+        leaks = credential_leaks(kube_api, [name, OPERATOR_NAMESPACE], values, operators)
     finally:
         kubeutil.delete_namespace(kube_api, name)
     if leaks:

@@ -12,25 +12,22 @@ Everything is stopped at the end, and the node proves it left nothing behind.
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from testbed import binaries, image, kubeutil
+import kubetools
+import storages
+from testbed import binaries, image
 from testbed.controlplane import ControlPlane
 from testbed.node import Node
 from testbed.procs import wait_for
-from testbed.s3 import S3Server, readwrite_policy
-
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "helm" / "callstorage"
+from testbed.s3 import S3Server
 
 
 @dataclass
@@ -43,12 +40,8 @@ class NodeCluster:
 
     def kubectl(self, *args: str, check: bool = True, input: str | None = None,
                 timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["kubectl", f"--kubeconfig={self.cp.kubeconfig}", *args],
-                                input=input, capture_output=True, text=True,
-                                timeout=timeout, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
-        return result
+        return kubetools.kubectl(self.cp.kubeconfig, *args, check=check, input=input,
+                                 timeout=timeout)
 
     def cleanup_release(self, release: str, *namespaces: str) -> None:
         """After a test, pass or fail: no operator of it may live on into the next test."""
@@ -98,13 +91,7 @@ class NodeCluster:
 
     def s3_storage(self, namespace: str, name: str) -> None:
         """An S3 ExternalStorage on the emulator with keys of its own (ReadWrite)."""
-        bucket = f"b-{secrets.token_hex(5)}"
-        self.s3.create_bucket(bucket)
-        keys = self.s3.create_user(f"u-{secrets.token_hex(5)}", readwrite_policy(bucket))
-        kubeutil.secret(self.api, namespace, f"{name}-creds", keys.as_secret_data())
-        kubeutil.create_object(self.api, "externalstorages", namespace,
-                               kubeutil.external_storage(name, kubeutil.s3_storage_spec(
-                                   bucket, self.s3.endpoint, f"{name}-creds")))
+        storages.s3_storage(self.api, self.s3, namespace, name)
 
     def status_writers(self, namespace: str) -> dict[str, list[tuple[str, str]]]:
         """Per ExternalStorage of ``namespace``: (time, Pod) of every status write, from the

@@ -81,8 +81,15 @@ def prepare() -> None:
     _say(f"azurite: {install_azurite()}")
 
 
+def _on_stop_signals(handler: Any) -> None:
+    """SIGINT, SIGTERM and SIGHUP all go to ``handler``."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
 def _wait_for_ctrl_c() -> None:
     """Block until SIGINT, SIGTERM or SIGHUP (all raise KeyboardInterrupt, see up())."""
+    _say("press Ctrl-C to stop and clean up")
     with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
 
@@ -127,13 +134,46 @@ def _s3_samples_for_emulator(docs: list[dict[str, Any]], s3: Any) -> list[dict[s
     return out
 
 
+def _apply_samples(kubectl: list[str], s3: Any) -> list[dict[str, Any]]:
+    """Apply manifests/samples/, the S3 ones pointed at the emulator, Secrets before the
+    storages that name them; the objects applied."""
+    docs = [d for p in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
+            if p.name != "kustomization.yaml"
+            for d in yaml.safe_load_all(p.read_text()) if d]
+    docs = _s3_samples_for_emulator(docs, s3)
+    _say(f"applying {len(docs)} objects from manifests/samples/")
+    order = {"Namespace": 0, "Secret": 1, "ExternalStorage": 2, "CallType": 3}
+    docs.sort(key=lambda d: order.get(d.get("kind", ""), 9))
+    subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
+                   input=yaml.safe_dump_all(docs))
+    return docs
+
+
+def _wait_s3_samples(api: Any, docs: list[dict[str, Any]], timeout: float = 60) -> None:
+    """Wait until the S3 samples are Ready, by the API's own rule (Ready=True for the
+    current generation); say which are not by the deadline (the demo goes on)."""
+    from callstorage.api.readiness import is_ready
+
+    _say("waiting for the S3 storages to be validated")
+    deadline = time.monotonic() + timeout
+    for d in docs:
+        if d.get("kind") != "ExternalStorage" or d["spec"].get("storageType") != "s3":
+            continue
+        ns, name = d["metadata"].get("namespace", "default"), d["metadata"]["name"]
+        try:
+            kubeutil.wait_object(api, "externalstorages", ns, name, is_ready,
+                                 max(deadline - time.monotonic(), 1), f"{ns}/{name} Ready")
+            _say(f"{ns}/{name} is Ready")
+        except AssertionError as exc:
+            _say(f"{ns}/{name} is not Ready yet: {exc}")
+
+
 def up(demo: bool) -> int:
     from testbed.endpoints import dev_denylist
     from testbed.s3 import S3Server
 
     # SIGINT too: a shell that starts the demo in the background makes it ignore SIGINT
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+    _on_stop_signals(_interrupt)
     # The run directory holds the test CA's key and an admin kubeconfig: it goes whatever
     # happens, and it goes last (the servers log into it until they stop).
     cleanup = contextlib.ExitStack()
@@ -172,38 +212,18 @@ def up(demo: bool) -> int:
             cleanup.callback(operator.stop)
             wait_for(lambda: http_ok(f"http://127.0.0.1:{health}/healthz"), 60,
                      "the operator to start", alive=operator)
-            docs = [d for p in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
-                    if p.name != "kustomization.yaml"
-                    for d in yaml.safe_load_all(p.read_text()) if d]
-            docs = _s3_samples_for_emulator(docs, s3)
-            _say(f"applying {len(docs)} objects from manifests/samples/")
-            order = {"Namespace": 0, "Secret": 1, "ExternalStorage": 2, "CallType": 3}
-            docs.sort(key=lambda d: order.get(d.get("kind", ""), 9))
-            subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
-                           input=yaml.safe_dump_all(docs))
-            _say("waiting for the S3 storages to be validated")
-            deadline = time.monotonic() + 60
-            s3_names = [(d["metadata"].get("namespace", "default"), d["metadata"]["name"])
-                        for d in docs if d.get("kind") == "ExternalStorage"
-                        and d["spec"].get("storageType") == "s3"]
-            for ns, name in s3_names:
-                try:
-                    kubeutil.wait_ready(api, "externalstorages", ns, name,
-                                        timeout=max(deadline - time.monotonic(), 1))
-                except AssertionError as exc:
-                    _say(f"{ns}/{name} is not Ready yet: {exc}")
+            docs = _apply_samples(kubectl, s3)
+            _wait_s3_samples(api, docs)
             subprocess.run([*kubectl, "get", "exs,ct", "-A"], check=False)
         _print()
         _say("the cluster is yours; from another shell:")
         _print(next_steps(cp.kubeconfig, s3.endpoint, demo))
-        _say("press Ctrl-C to stop and clean up")
         _wait_for_ctrl_c()
     except KeyboardInterrupt:
         pass  # Ctrl-C (or SIGTERM) while starting: clean up what started
     finally:
         # a second Ctrl-C must not cut the cleanup short
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
+        _on_stop_signals(signal.SIG_IGN)
         _say("stopping")
         cleanup.close()
     return 0
@@ -215,8 +235,7 @@ def up_node(demo: bool) -> int:
     from testbed.node import Node
     from testbed.s3 import S3Server
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt)
+    _on_stop_signals(_interrupt)
     run_dir = Path(tempfile.mkdtemp(prefix="callstorage-demo-"))
     _say("building or finding the binaries and the operator image (cached after)")
     binaries.ensure_all(["etcd", "kube-apiserver", "kube-controller-manager",
@@ -247,22 +266,9 @@ def up_node(demo: bool) -> int:
                             "-n", ns, "--wait", "--timeout=5m"], check=True,
                            env={**os.environ, "HOME": str(run_dir)})
             subprocess.run([*kubectl, "get", "pods,lease", "-n", ns, "-o", "wide"], check=False)
-            docs = [d for p in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
-                    if p.name != "kustomization.yaml"
-                    for d in yaml.safe_load_all(p.read_text()) if d]
-            docs = _s3_samples_for_emulator(docs, s3)
-            order = {"Namespace": 0, "Secret": 1, "ExternalStorage": 2, "CallType": 3}
-            docs.sort(key=lambda d: order.get(d.get("kind", ""), 9))
-            _say(f"applying {len(docs)} objects from manifests/samples/")
-            subprocess.run([*kubectl, "apply", "-f", "-"], check=True, text=True,
-                           input=yaml.safe_dump_all(docs))
+            docs = _apply_samples(kubectl, s3)
             api = cp.api_client()
-            for d in docs:
-                if d.get("kind") == "ExternalStorage" and d["spec"]["storageType"] == "s3":
-                    with contextlib.suppress(AssertionError):
-                        kubeutil.wait_ready(api, "externalstorages",
-                                            d["metadata"].get("namespace", "default"),
-                                            d["metadata"]["name"], timeout=60)
+            _wait_s3_samples(api, docs)
             api.close()
             subprocess.run([*kubectl, "get", "exs,ct", "-A"], check=False)
         print()
@@ -271,13 +277,11 @@ def up_node(demo: bool) -> int:
         print("    kubectl get nodes,pods -A -o wide")
         print(f"    kubectl -n {OPERATOR_NAMESPACE} logs deploy/callstorage")
         print(f"    S3 emulator: {s3.endpoint}")
-        _say("press Ctrl-C to stop and clean up")
         _wait_for_ctrl_c()
     except KeyboardInterrupt:
         pass  # Ctrl-C (or SIGTERM) while starting: clean up what started
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_IGN)
+        _on_stop_signals(signal.SIG_IGN)
         _say("stopping")
         if s3 is not None:
             s3.stop()

@@ -1,4 +1,7 @@
-"""Small helpers over the ``kubernetes`` client for tests, the demo and benchmarks."""
+"""Small helpers over the ``kubernetes`` client for tests, the demo and benchmarks.
+
+They talk to the API server only; what our objects look like and when they are Ready is
+the tests' business (``tests/storages.py``) and the API's (``callstorage.api``)."""
 
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from callstorage.api import GROUP, VERSION
-from callstorage.api.readiness import PENDING, readiness
-from callstorage.storagespec import ExternalStorageSpec, external_storage_manifest
 from testbed.procs import wait_for
 
 
@@ -78,14 +79,6 @@ def get_object(api: Any, plural: str, namespace: str, name: str) -> dict[str, An
         raise
 
 
-def condition(obj: dict[str, Any] | None, type_: str = "Ready") -> dict[str, Any]:
-    """The condition of that type ({} when absent)."""
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == type_:
-            return dict(c)
-    return {}
-
-
 def wait_object(api: Any, plural: str, namespace: str, name: str,
                 predicate: Callable[[dict[str, Any] | None], bool], timeout: float,
                 what: str) -> dict[str, Any] | None:
@@ -104,21 +97,6 @@ def wait_object(api: Any, plural: str, namespace: str, name: str,
     return last[0]
 
 
-def wait_ready(api: Any, plural: str, namespace: str, name: str, status: str = "True",
-               reason: str | None = None, timeout: float = 30) -> dict[str, Any]:
-    """Wait for Ready=<status> (and reason) with the current generation observed."""
-    def ok(obj: dict[str, Any] | None) -> bool:
-        if obj is None:
-            return False
-        state = readiness(obj)  # the operator's own rule, current generation only
-        return state.status == status and (reason is None or state.reason == reason) \
-            and state.reason != PENDING
-    obj = wait_object(api, plural, namespace, name, ok, timeout,
-                      f"{plural} {namespace}/{name} Ready={status} {reason or ''}".strip())
-    assert obj is not None
-    return obj
-
-
 def secret(api: Any, namespace: str, name: str, data: dict[str, str],
            replace: bool = False) -> None:
     """Create (or replace) an Opaque Secret from string data."""
@@ -135,21 +113,3 @@ def create_object(api: Any, plural: str, namespace: str, body: dict[str, Any]) -
     obj: dict[str, Any] = client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, plural, body)
     return obj
-
-
-def s3_storage_spec(bucket: str, endpoint: str, secret: str | None,
-                    mode: str = "ReadWrite", **extra: Any) -> dict[str, Any]:
-    """An S3 ExternalStorage spec for an emulator (path-style, us-east-1), in wire form;
-    ``extra`` are further spec fields as the API spells them (``path``, ``prefixes``, ...)."""
-    s3: dict[str, Any] = {"region": "us-east-1", "endpoint": endpoint, "forcePathStyle": True}
-    if secret:
-        s3["credentialsSecretRef"] = {"name": secret}
-    spec = {"storageType": "s3", "bucket": bucket, "accessMode": mode, "s3": s3, **extra}
-    return ExternalStorageSpec.model_validate(spec).to_dict()
-
-
-def external_storage(name: str, spec: dict[str, Any],
-                     annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    """An ExternalStorage manifest (the API's builder; the namespace is the request's)."""
-    return external_storage_manifest(
-        name, None, ExternalStorageSpec.model_validate(spec), annotations=annotations)

@@ -28,47 +28,19 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
-from conftest import OPERATOR_NAMESPACE, ROOT, RunningOperator, launch_operator
+from conftest import RunningOperator, launch_operator
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
-from testbed.s3 import S3Server, readwrite_policy
+from testbed.s3 import S3Server
 from testbed.tcpproxy import KillableProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-EXS, CT = "externalstorages", "calltypes"
 OPERATOR_USER = "callstorage-operator"
-
-
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("faults-cp"), audit=True)
-    try:
-        plane.start()
-        api = plane.api_client()
-        kubeutil.apply_crds(api, ROOT / "crds")
-        kubeutil.create_namespace(api, OPERATOR_NAMESPACE, exist_ok=True)
-        api.close()
-        yield plane
-    finally:
-        plane.stop()
-
-
-@pytest.fixture
-def admin(cp: ControlPlane) -> Iterator[Any]:
-    api = cp.api_client()
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def ns(admin: Any) -> Iterator[str]:
-    name = f"f-{secrets.token_hex(3)}"
-    kubeutil.create_namespace(admin, name)
-    yield name
-    kubeutil.delete_namespace(admin, name)
 
 
 @pytest.fixture
@@ -176,27 +148,6 @@ def watching(cp: ControlPlane, since: float) -> set[str]:
     return found
 
 
-def s3_storage(admin: Any, s3: S3Server, ns: str, name: str, endpoint: str | None = None,
-               **spec: Any) -> str:
-    """A ReadWrite S3 storage with a bucket and keys of its own; returns the bucket."""
-    bucket = f"{ns}-{name}"[:60]
-    s3.create_bucket(bucket)
-    keys = s3.create_user(f"u-{bucket}", readwrite_policy(bucket))
-    # the keys are bound to the endpoint the storage uses (a proxy in front of the emulator)
-    kubeutil.secret(admin, ns, f"{name}-creds",
-                    {**keys.as_secret_data(), "endpoint": endpoint or s3.endpoint})
-    kubeutil.create_object(admin, EXS, ns, kubeutil.external_storage(
-        name, kubeutil.s3_storage_spec(bucket, endpoint or s3.endpoint, f"{name}-creds",
-                                       path="calls/", **spec)))
-    return bucket
-
-
-def call_type(admin: Any, ns: str, name: str, storage: str) -> None:
-    kubeutil.create_object(admin, CT, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
-        "metadata": {"name": name}, "spec": {"externalStorage": storage}})
-
-
 def finalizers(obj: dict[str, Any] | None) -> list[str]:
     return list(((obj or {}).get("metadata") or {}).get("finalizers") or [])
 
@@ -231,12 +182,12 @@ def test_a_call_type_and_a_secret_deleted_while_the_api_server_restarts_are_noti
     its in-use finalizer and usedBy, and can then be deleted; the other one reports
     SecretNotFound instead of going on with the cached credentials."""
     op = operators.start()
-    s3_storage(admin, s3_server, ns, "st")
-    s3_storage(admin, s3_server, ns, "keyed")
-    call_type(admin, ns, "ct-2", "st")
+    storages.s3_storage(admin, s3_server, ns, "st")
+    storages.s3_storage(admin, s3_server, ns, "keyed")
+    storages.call_type(admin, ns, "ct-2", "st")
     kubeutil.wait_object(admin, EXS, ns, "st", lambda o: used_by(o) == ["ct-2"] and
                          IN_USE_FINALIZER in finalizers(o), 30, "st in use by ct-2")
-    kubeutil.wait_ready(admin, EXS, ns, "keyed", "True", "Validated", timeout=30)
+    storages.wait_ready(admin, EXS, ns, "keyed", "True", "Validated", timeout=30)
     log_offset = len(op.log())
 
     api_proxy.kill()
@@ -252,7 +203,7 @@ def test_a_call_type_and_a_secret_deleted_while_the_api_server_restarts_are_noti
     took = timed("the ghost ct-2 to be pruned", lambda: (
         (o := kubeutil.get_object(admin, EXS, ns, "st")) is not None and used_by(o) == []
         and IN_USE_FINALIZER not in finalizers(o)), 30)
-    kubeutil.wait_object(admin, EXS, ns, "keyed", lambda o: kubeutil.condition(o).get(
+    kubeutil.wait_object(admin, EXS, ns, "keyed", lambda o: storages.condition(o).get(
         "reason") == "SecretNotFound", 30, "keyed to report SecretNotFound")
     secret_took = time.monotonic() - started
     client.CustomObjectsApi(admin).delete_namespaced_custom_object(
@@ -280,8 +231,8 @@ def test_an_operator_killed_between_upload_and_status_write_leaves_one_check_obj
 ) -> None:
     with KillableProxy(int(s3_server.endpoint.rsplit(":", 1)[1])) as slow_s3:
         first = operators.start(CALLSTORAGE_READ_TIMEOUT="10")
-        bucket = s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
-        kubeutil.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
+        bucket = storages.s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
+        storages.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
 
         slow_s3.response_delay = 2.0  # the object lands; the answer comes 2 s later
         client.CustomObjectsApi(admin).patch_namespaced_custom_object(
@@ -322,13 +273,13 @@ def test_tampered_status_and_a_stripped_finalizer_are_restored(
     cp: ControlPlane, admin: Any, ns: str, operators: Operators, s3_server: S3Server,
 ) -> None:
     operators.start()
-    s3_storage(admin, s3_server, ns, "st")
-    call_type(admin, ns, "ct-1", "st")
+    storages.s3_storage(admin, s3_server, ns, "st")
+    storages.call_type(admin, ns, "ct-1", "st")
     good = kubeutil.wait_object(admin, EXS, ns, "st", lambda o: used_by(o) == ["ct-1"] and
                                 IN_USE_FINALIZER in finalizers(o), 30, "st in use")
-    kubeutil.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
+    storages.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
     assert good is not None
-    validated_at = kubeutil.wait_ready(admin, EXS, ns, "st", "True")["status"][
+    validated_at = storages.wait_ready(admin, EXS, ns, "st", "True")["status"][
         "lastValidatedAt"]
     api = client.CustomObjectsApi(admin)
     since = time.time()
@@ -340,7 +291,7 @@ def test_tampered_status_and_a_stripped_finalizer_are_restored(
         {"status": {"usedBy": ["ghost"], "conditions": fake}})
     status_took = timed("the storage's status to be restored", lambda: (
         (o := kubeutil.get_object(admin, EXS, ns, "st")) is not None
-        and used_by(o) == ["ct-1"] and kubeutil.condition(o)["reason"] == "Validated"), 10)
+        and used_by(o) == ["ct-1"] and storages.condition(o)["reason"] == "Validated"), 10)
 
     api.patch_namespaced_custom_object(
         "callstorage.io", "v1alpha1", ns, EXS, "st", {"metadata": {"finalizers": []}})
@@ -373,9 +324,9 @@ def test_deleting_a_namespace_validates_nothing_and_posts_no_warnings(
     op = operators.start()
     ns = f"f-{secrets.token_hex(3)}"
     kubeutil.create_namespace(admin, ns)
-    s3_storage(admin, s3_server, ns, "st")
-    call_type(admin, ns, "ct-1", "st")
-    kubeutil.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
+    storages.s3_storage(admin, s3_server, ns, "st")
+    storages.call_type(admin, ns, "ct-1", "st")
+    storages.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
     time.sleep(1)  # let the first round's events land before counting
     log_offset = len(op.log())
     since = time.time()
@@ -416,19 +367,19 @@ def test_twenty_storages_on_a_hanging_endpoint_do_not_delay_another_tenant(
             "accessKeyId": "AKIAHANG", "secretAccessKey": "hang",
             "endpoint": f"http://127.0.0.1:{hanging_port}"})
         for i in range(20):
-            kubeutil.create_object(admin, EXS, stuck, kubeutil.external_storage(
-                f"hang-{i}", kubeutil.s3_storage_spec(
+            kubeutil.create_object(admin, EXS, stuck, storages.external_storage(
+                f"hang-{i}", storages.s3_storage_spec(
                     "bucket", f"http://127.0.0.1:{hanging_port}", "creds")))
 
         def validating() -> int:
             items = client.CustomObjectsApi(admin).list_namespaced_custom_object(
                 "callstorage.io", "v1alpha1", stuck, EXS)["items"]
-            return sum(kubeutil.condition(o).get("reason") == "Validating" for o in items)
+            return sum(storages.condition(o).get("reason") == "Validating" for o in items)
 
         wait_for(lambda: validating() >= 4, 20, "the hanging validations to start")
         started = time.monotonic()
-        s3_storage(admin, s3_server, other, "fresh")
-        kubeutil.wait_ready(admin, EXS, other, "fresh", "True", "Validated", timeout=30)
+        storages.s3_storage(admin, s3_server, other, "fresh")
+        storages.wait_ready(admin, EXS, other, "fresh", "True", "Validated", timeout=30)
         took = time.monotonic() - started
         report("20 storages on a hanging endpoint; another tenant's new storage",
                ready_s=round(took, 1), bound_s=5)
@@ -461,8 +412,8 @@ def test_a_frozen_api_connection_is_noticed_within_the_watch_inactivity_timeout(
 
     bound = _watch_recovery_bound()  # imports kopf: not inside the measured time
     op = operators.start()
-    s3_storage(admin, s3_server, ns, "st")
-    kubeutil.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
+    storages.s3_storage(admin, s3_server, ns, "st")
+    storages.wait_ready(admin, EXS, ns, "st", "True", "Validated", timeout=30)
     time.sleep(1)  # the round's writes have landed
     api = client.CustomObjectsApi(admin)
     # One last event on the storage watch (a label: no round) starts its inactivity
@@ -519,9 +470,9 @@ def test_etcd_stopped_and_restarted_makes_no_storm_and_changes_then_converge(
     outage are counted), and both changes converge."""
     with KillableProxy(int(s3_server.endpoint.rsplit(":", 1)[1])) as slow_s3:
         op = operators.start()
-        s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
-        call_type(admin, ns, "ct-1", "st")
-        kubeutil.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
+        storages.s3_storage(admin, s3_server, ns, "st", endpoint=slow_s3.endpoint)
+        storages.call_type(admin, ns, "ct-1", "st")
+        storages.wait_ready(admin, CT, ns, "ct-1", "True", timeout=30)
         time.sleep(1)
         log_offset = len(op.log())
         api = client.CustomObjectsApi(admin)
@@ -544,7 +495,7 @@ def test_etcd_stopped_and_restarted_makes_no_storm_and_changes_then_converge(
             (o or {}).get("status", {}).get("observedGeneration") == generation
             and (o or {}).get("status", {}).get("lastCheck", {}).get(
                 "requestedAt") == "etcd-1"
-            and kubeutil.condition(o).get("reason") == "Validated"
+            and storages.condition(o).get("reason") == "Validated"
             and used_by(o) == ["ct-1"]), 30, "the storage to converge")
         took = time.monotonic() - started
     time.sleep(2)
@@ -583,9 +534,9 @@ def test_s3_stopped_and_blackholed_are_reported_retried_with_backoff_and_recover
         proxies = {"stopped": stopped, "blackholed": blackholed}
         op = operators.start()
         for name, proxy in proxies.items():
-            s3_storage(admin, s3_server, ns, name, endpoint=proxy.endpoint)
+            storages.s3_storage(admin, s3_server, ns, name, endpoint=proxy.endpoint)
         for name in proxies:
-            kubeutil.wait_ready(admin, EXS, ns, name, "True", "Validated", timeout=30)
+            storages.wait_ready(admin, EXS, ns, name, "True", "Validated", timeout=30)
         log_offset = len(op.log())
         stopped.kill()
         blackholed.blackhole = True
@@ -596,8 +547,8 @@ def test_s3_stopped_and_blackholed_are_reported_retried_with_backoff_and_recover
             client.CustomObjectsApi(admin).patch_namespaced_custom_object(
                 "callstorage.io", "v1alpha1", ns, EXS, name, {"spec": {"path": "calls-b/"}})
         for name, reason in reasons.items():
-            obj = kubeutil.wait_ready(admin, EXS, ns, name, "False", reason, timeout=15)
-            reconciling = kubeutil.condition(obj, "Reconciling")
+            obj = storages.wait_ready(admin, EXS, ns, name, "False", reason, timeout=15)
+            reconciling = storages.condition(obj, "Reconciling")
             assert (reconciling.get("status"), reconciling.get("reason")) == \
                 ("True", "RetryScheduled"), reconciling
         time.sleep(S3_WINDOW)
@@ -608,7 +559,7 @@ def test_s3_stopped_and_blackholed_are_reported_retried_with_backoff_and_recover
         started = time.monotonic()
         took: dict[str, float] = {}
         for name in proxies:
-            timed(f"{name} to be Ready again", lambda name=name: kubeutil.condition(
+            timed(f"{name} to be Ready again", lambda name=name: storages.condition(
                 kubeutil.get_object(admin, EXS, ns, name)).get("reason") == "Validated",
                 RETRY_MAX + 5)
             took[name] = round(time.monotonic() - started, 1)

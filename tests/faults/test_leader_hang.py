@@ -13,25 +13,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from conftest import OPERATOR_NAMESPACE, ROOT, RunningOperator, launch_operator
-from testbed import kubeutil
+import storages
+from conftest import OPERATOR_NAMESPACE, RunningOperator, launch_operator
+from storages import EXS
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
-from testbed.s3 import S3Server, readwrite_policy
+from testbed.s3 import S3Server
 from testbed.tcpproxy import KillableProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
-EXS = "externalstorages"
 OLD, NEW = "replica-a", "replica-b"  # Pod names (identities) and certificate CNs
 RENEW_DEADLINE, LEASE_DURATION = 2.0, 3.0
 LEASE = {"CALLSTORAGE_LEADER_ELECTION": "true",
@@ -42,44 +40,6 @@ LEASE = {"CALLSTORAGE_LEADER_ELECTION": "true",
          "CALLSTORAGE_READ_TIMEOUT": "20"}
 SLOW_S3 = 8.0  # seconds each answer of the slow storage's endpoint is held back
 WRITES = ("create", "update", "patch", "delete")
-
-
-@pytest.fixture(scope="module")
-def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("leader-cp"), audit=True)
-    try:
-        plane.start()
-        api = plane.api_client()
-        kubeutil.apply_crds(api, ROOT / "crds")
-        kubeutil.create_namespace(api, OPERATOR_NAMESPACE, exist_ok=True)
-        api.close()
-        yield plane
-    finally:
-        plane.stop()
-
-
-@pytest.fixture
-def admin(cp: ControlPlane) -> Iterator[Any]:
-    api = cp.api_client()
-    yield api
-    api.close()
-
-
-@pytest.fixture
-def ns(admin: Any) -> Iterator[str]:
-    name = f"lh-{secrets.token_hex(3)}"
-    kubeutil.create_namespace(admin, name)
-    yield name
-    kubeutil.delete_namespace(admin, name)
-
-
-def s3_storage(admin: Any, s3: S3Server, ns: str, name: str, endpoint: str) -> None:
-    bucket = f"{ns}-{name}"
-    s3.create_bucket(bucket)
-    keys = s3.create_user(f"u-{bucket}", readwrite_policy(bucket))
-    kubeutil.secret(admin, ns, f"{name}-creds", {**keys.as_secret_data(), "endpoint": endpoint})
-    kubeutil.create_object(admin, EXS, ns, kubeutil.external_storage(
-        name, kubeutil.s3_storage_spec(bucket, endpoint, f"{name}-creds", path="calls/")))
 
 
 def holder(admin: Any) -> str | None:
@@ -134,21 +94,21 @@ def test_a_leader_whose_api_server_hangs_stops_writing_before_the_standby_starts
             wait_for(lambda: holder(admin) == OLD, 30, f"{OLD} to lead")
             replicas.append(launch_operator(cp.user_kubeconfig(NEW), tmp_path / NEW,
                                             {**LEASE, "POD_NAME": NEW}, NEW))
-            s3_storage(admin, s3_server, ns, "warm", s3_server.endpoint)
-            kubeutil.wait_ready(admin, EXS, ns, "warm", "True", "Validated", timeout=30)
+            storages.s3_storage(admin, s3_server, ns, "warm", s3_server.endpoint)
+            storages.wait_ready(admin, EXS, ns, "warm", "True", "Validated", timeout=30)
 
             # A validation of the old leader is in flight when its API server hangs: its
             # answer comes after the standby has taken over.
             slow_s3.response_delay = SLOW_S3
-            s3_storage(admin, s3_server, ns, "slow", slow_s3.endpoint)
+            storages.s3_storage(admin, s3_server, ns, "slow", slow_s3.endpoint)
             wait_for(lambda: slow_s3.upstream_bytes > 0, 30,
                      f"{OLD} to start validating the slow storage", interval=0.05)
             api_road.mute()
             muted = time.time()
-            s3_storage(admin, s3_server, ns, "after", s3_server.endpoint)
+            storages.s3_storage(admin, s3_server, ns, "after", s3_server.endpoint)
 
             wait_for(lambda: holder(admin) == NEW, 30, f"{NEW} to take over")
-            kubeutil.wait_ready(admin, EXS, ns, "after", "True", "Validated", timeout=30)
+            storages.wait_ready(admin, EXS, ns, "after", "True", "Validated", timeout=30)
             # The old leader exits once it has stopped (1: it lost the Lease); by then
             # nothing of it is in flight any more.
             wait_for(lambda: replicas[0].server.proc.poll() is not None, 60,

@@ -23,10 +23,10 @@ from kubernetes.client.exceptions import ApiException
 from callstorage.api import InvalidSpecError, parse_call_type
 from callstorage.storagespec import parse_external_storage
 from cases.admission import CASES, GROUP, VERSION, Case, spec_field
+from paths import ROOT
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "manifests" / "samples"
 
 

@@ -6,29 +6,20 @@ listener on a loopback address stands in for a tenant's endpoint and must see no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import OPERATOR_NAMESPACE, ROOT, launch_operator
+import storages
+from conftest import OPERATOR_NAMESPACE, launch_operator
+from paths import ROOT
 from storage_fixtures import CountingListener
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
-
-
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("ambient-cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
 
 
 def test_ambient_credentials_stay_home_and_go_to_aws_only(
@@ -42,24 +33,24 @@ def test_ambient_credentials_stay_home_and_go_to_aws_only(
     for ns, name, spec_endpoint in (("tenant", "no-endpoint", None),
                                     ("tenant", "own-endpoint", endpoint),
                                     (OPERATOR_NAMESPACE, "platform-elsewhere", endpoint)):
-        spec = kubeutil.s3_storage_spec("bucket", endpoint, None)
+        spec = storages.s3_storage_spec("bucket", endpoint, None)
         if spec_endpoint is None:
             del spec["s3"]["endpoint"]
-        kubeutil.create_object(api, EXS, ns, kubeutil.external_storage(name, spec))
+        kubeutil.create_object(api, EXS, ns, storages.external_storage(name, spec))
 
     operator = launch_operator(cluster.kubeconfig, tmp_path / "log",
                                {"CALLSTORAGE_ALLOW_AMBIENT_CREDENTIALS": "true"},
                                "ambient-operator")
     try:
         for name in ("no-endpoint", "own-endpoint"):
-            obj = kubeutil.wait_ready(api, EXS, "tenant", name, "False",
+            obj = storages.wait_ready(api, EXS, "tenant", name, "False",
                                       "AmbientCredentialsDisabled", timeout=30)
-            message = kubeutil.condition(obj)["message"]
+            message = storages.condition(obj)["message"]
             assert "not for namespace tenant" in message
             assert f"allows them in: {OPERATOR_NAMESPACE}" in message
-        obj = kubeutil.wait_ready(api, EXS, OPERATOR_NAMESPACE, "platform-elsewhere", "False",
+        obj = storages.wait_ready(api, EXS, OPERATOR_NAMESPACE, "platform-elsewhere", "False",
                                   "EndpointNotBound", timeout=30)
-        message = kubeutil.condition(obj)["message"]
+        message = storages.condition(obj)["message"]
         assert f"spec.s3.endpoint ({endpoint})" in message
         assert "ambient" in message
     finally:

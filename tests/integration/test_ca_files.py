@@ -11,59 +11,44 @@ roots plus the cap (``CALLSTORAGE_MAX_CA_BUNDLE_BYTES``).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import certifi
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from kubernetes import client
 
+import storages
 from callstorage.providers import s3 as s3_provider
-from conftest import ROOT, launch_operator
+from conftest import launch_operator
+from paths import ROOT
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
 from testbed.s3 import S3Server, readwrite_policy
+from testbed.tlscerts import ThrowawayCA
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 STORAGES, OVER_CAP = 100, 10
 CAP = 64 * 1024  # the default CALLSTORAGE_MAX_CA_BUNDLE_BYTES
 WORKERS = 16  # the default CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS
 CHART_TMP = 64 * 1024 * 1024  # the chart's emptyDir sizeLimit for /tmp
 
 
-def _ca_pem(name: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 def bundles() -> list[bytes]:
     """100 distinct bundles: 90 just under the cap (a shared pool of CAs plus one of
     their own), 10 over it."""
-    pool = [_ca_pem(f"pool-{i}") for i in range(200)]
+    pool = [ThrowawayCA(f"pool-{i}").cert_pem for i in range(200)]
     under, over = b"", b""
     for pem in pool:  # as much of the pool as fits under the cap with one more CA
         if len(under) + 2 * len(pem) < CAP:
             under += pem
         over += pem
     assert len(over) > CAP
-    return [(over if i < OVER_CAP else under) + _ca_pem(f"own-{i}")
+    return [(over if i < OVER_CAP else under) + ThrowawayCA(f"own-{i}").cert_pem
             for i in range(STORAGES)]
 
 
@@ -99,16 +84,6 @@ class TempSpace:
         self._thread.join(5)
 
 
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("ca-cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
-
-
 def test_hundred_distinct_ca_bundles_keep_temp_space_bounded(
     cluster: ControlPlane, s3_server: S3Server, tmp_path: Path, credential_values: set[str],
 ) -> None:
@@ -124,10 +99,10 @@ def test_hundred_distinct_ca_bundles_keep_temp_space_bounded(
     kubeutil.secret(api, ns, "creds", keys.as_secret_data())
     for i, pem in enumerate(bundles()):
         kubeutil.secret(api, ns, f"ca-{i}", {"ca.crt": pem.decode()})
-        spec = kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds",
+        spec = storages.s3_storage_spec(bucket, s3_server.endpoint, "creds",
                                         tls={"caSecretRef": {"name": f"ca-{i}",
                                                              "key": "ca.crt"}})
-        kubeutil.create_object(api, EXS, ns, kubeutil.external_storage(f"s-{i:03d}", spec))
+        kubeutil.create_object(api, EXS, ns, storages.external_storage(f"s-{i:03d}", spec))
 
     tmp = tmp_path / "operator-tmp"
     tmp.mkdir()
@@ -141,7 +116,7 @@ def test_hundred_distinct_ca_bundles_keep_temp_space_bounded(
                 "callstorage.io", "v1alpha1", ns, EXS)["items"]
             seen: dict[str, int] = {}
             for obj in items:
-                ready = kubeutil.condition(obj)
+                ready = storages.condition(obj)
                 if ready.get("status") in ("True", "False"):
                     key = f"{ready['status']}/{ready['reason']}"
                     seen[key] = seen.get(key, 0) + 1
@@ -152,9 +127,9 @@ def test_hundred_distinct_ca_bundles_keep_temp_space_bounded(
                  f"{wanted} (last: {outcomes()})", alive=operator.server)
         over = kubeutil.get_object(api, EXS, ns, "s-000")
         assert over is not None
-        assert kubeutil.condition(over, "Stalled")["reason"] == "CABundleTooLarge"
+        assert storages.condition(over, "Stalled")["reason"] == "CABundleTooLarge"
         assert f"({CAP} bytes, CALLSTORAGE_MAX_CA_BUNDLE_BYTES)" in \
-            kubeutil.condition(over)["message"]
+            storages.condition(over)["message"]
         final_bytes, final_files = space.measure()
     finally:
         space.stop()

@@ -7,25 +7,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.api import IN_USE_FINALIZER
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.procs import wait_for
 from testbed.s3 import S3Server, readwrite_policy
 
-EXS, CT = "externalstorages", "calltypes"
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-def call_type(api: Any, ns: str, name: str, storage: str | None) -> None:
-    spec = {"externalStorage": storage} if storage is not None else {}
-    kubeutil.create_object(api, CT, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
-        "metadata": {"name": name}, "spec": spec})
-
-
-def s3_storage(api: Any, ns: str, name: str, bucket: str, endpoint: str, secret: str) -> None:
-    kubeutil.create_object(api, EXS, ns, kubeutil.external_storage(
-        name, kubeutil.s3_storage_spec(bucket, endpoint, secret)))
 
 
 @pytest.fixture
@@ -36,15 +25,16 @@ def ready_storage(kube_api: Any, namespace: str, s3_server: S3Server,
     keys = s3_server.create_user(f"ct-{namespace}", readwrite_policy(bucket))
     credential_values.update({keys.access_key_id, keys.secret_access_key})
     kubeutil.secret(kube_api, namespace, "creds", keys.as_secret_data())
-    s3_storage(kube_api, namespace, "my-s3", bucket, s3_server.endpoint, "creds")
-    kubeutil.wait_ready(kube_api, EXS, namespace, "my-s3", timeout=10)
+    storages.create_storage(kube_api, namespace, "my-s3",
+                            storages.s3_storage_spec(bucket, s3_server.endpoint, "creds"))
+    storages.wait_ready(kube_api, EXS, namespace, "my-s3", timeout=10)
     return "my-s3"
 
 
 def test_call_type_resolves_and_storage_lists_it(kube_api: Any, namespace: str,
                                                 ready_storage: str) -> None:
-    call_type(kube_api, namespace, "allhands", ready_storage)
-    obj = kubeutil.wait_ready(kube_api, CT, namespace, "allhands", "True", "StorageReady")
+    storages.call_type(kube_api, namespace, "allhands", ready_storage)
+    obj = storages.wait_ready(kube_api, CT, namespace, "allhands", "True", "StorageReady")
     resolved = obj["status"]["resolvedStorage"]
     assert resolved["name"] == "my-s3"
     assert resolved["source"] == "CallType"
@@ -58,33 +48,34 @@ def test_call_type_resolves_and_storage_lists_it(kube_api: Any, namespace: str,
 
 def test_missing_storage_then_created(kube_api: Any, namespace: str,
                                       s3_server: S3Server, credential_values: set[str]) -> None:
-    call_type(kube_api, namespace, "early", "later-s3")
-    kubeutil.wait_ready(kube_api, CT, namespace, "early", "False", "StorageNotFound")
+    storages.call_type(kube_api, namespace, "early", "later-s3")
+    storages.wait_ready(kube_api, CT, namespace, "early", "False", "StorageNotFound")
     bucket = f"late-{namespace}"
     s3_server.create_bucket(bucket)
     keys = s3_server.create_user(f"late-{namespace}", readwrite_policy(bucket))
     credential_values.update({keys.access_key_id, keys.secret_access_key})
     kubeutil.secret(kube_api, namespace, "creds", keys.as_secret_data())
-    s3_storage(kube_api, namespace, "later-s3", bucket, s3_server.endpoint, "creds")
-    kubeutil.wait_ready(kube_api, CT, namespace, "early", "True", "StorageReady", timeout=15)
+    storages.create_storage(kube_api, namespace, "later-s3",
+                            storages.s3_storage_spec(bucket, s3_server.endpoint, "creds"))
+    storages.wait_ready(kube_api, CT, namespace, "early", "True", "StorageReady", timeout=15)
 
 
 def test_storage_turning_not_ready_flips_its_call_types(
     kube_api: Any, namespace: str, ready_storage: str, s3_server: S3Server,
 ) -> None:
-    call_type(kube_api, namespace, "allhands", ready_storage)
-    kubeutil.wait_ready(kube_api, CT, namespace, "allhands", "True", "StorageReady")
+    storages.call_type(kube_api, namespace, "allhands", ready_storage)
+    storages.wait_ready(kube_api, CT, namespace, "allhands", "True", "StorageReady")
     kubeutil.secret(kube_api, namespace, "creds",
                     {"accessKeyId": "AKIDNOTAREALKEY00000", "secretAccessKey": "wrong",
                      "endpoint": s3_server.endpoint}, replace=True)
-    obj = kubeutil.wait_ready(kube_api, CT, namespace, "allhands", "False", "StorageNotReady",
+    obj = storages.wait_ready(kube_api, CT, namespace, "allhands", "False", "StorageNotReady",
                               timeout=10)
-    assert "InvalidCredentials" in kubeutil.condition(obj)["message"]
+    assert "InvalidCredentials" in storages.condition(obj)["message"]
 
 
 def test_platform_default_and_reserved_name(kube_api: Any, namespace: str) -> None:
-    call_type(kube_api, namespace, "default", None)
-    call_type(kube_api, namespace, "livestream", "stream-s3")
+    storages.call_type(kube_api, namespace, "default", None)
+    storages.call_type(kube_api, namespace, "livestream", "stream-s3")
     for name in ("default", "livestream"):
         obj = kubeutil.wait_object(
             kube_api, CT, namespace, name,
@@ -101,7 +92,7 @@ def test_referenced_storage_waits_for_its_call_types_before_deletion(
     kube_api: Any, namespace: str, ready_storage: str,
 ) -> None:
     custom = client.CustomObjectsApi(kube_api)
-    call_type(kube_api, namespace, "allhands", ready_storage)
+    storages.call_type(kube_api, namespace, "allhands", ready_storage)
     kubeutil.wait_object(
         kube_api, EXS, namespace, ready_storage,
         lambda o: IN_USE_FINALIZER in ((o or {}).get("metadata", {}).get("finalizers") or []),
@@ -110,11 +101,11 @@ def test_referenced_storage_waits_for_its_call_types_before_deletion(
                                            ready_storage)
     obj = kubeutil.wait_object(
         kube_api, EXS, namespace, ready_storage,
-        lambda o: kubeutil.condition(o, "DeletionBlocked").get("status") == "True", 10,
+        lambda o: storages.condition(o, "DeletionBlocked").get("status") == "True", 10,
         "DeletionBlocked condition")
     assert obj is not None
     assert obj["metadata"].get("deletionTimestamp")
-    assert "allhands" in kubeutil.condition(obj, "DeletionBlocked")["message"]
+    assert "allhands" in storages.condition(obj, "DeletionBlocked")["message"]
     # the call type keeps resolving to its own storage, never to the platform bucket
     ct = kubeutil.get_object(kube_api, CT, namespace, "allhands")
     assert ct is not None
@@ -127,7 +118,7 @@ def test_referenced_storage_waits_for_its_call_types_before_deletion(
                                           "allhands", {"spec": {"externalStorage": "other"}})
     kubeutil.wait_object(kube_api, EXS, namespace, ready_storage, lambda o: o is None, 15,
                          "the storage to be deleted")
-    kubeutil.wait_ready(kube_api, CT, namespace, "allhands", "False", "StorageNotFound")
+    storages.wait_ready(kube_api, CT, namespace, "allhands", "False", "StorageNotFound")
 
 
 def test_unreferenced_storage_deletes_immediately(kube_api: Any, namespace: str,

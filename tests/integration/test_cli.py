@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.client import Client, S3Request
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import free_port
 from testbed.s3 import S3Keys, S3Server
 
 BIN = Path(sys.executable).parent
-EXS = "externalstorages"
 WAIT = 15
 
 
@@ -171,10 +172,10 @@ def test_resolve_and_status(
                                aws_s3=s3(s3_server, rw_keys))
     cs.update_call_type("allhands", external_storage="good")
     cs.update_call_type("fragile", external_storage="broken")
-    kubeutil.wait_ready(kube_api, EXS, namespace, "good", "True", timeout=WAIT)
+    storages.wait_ready(kube_api, EXS, namespace, "good", "True", timeout=WAIT)
     # the keys' policy names another bucket: AccessDenied, whatever the reason, not Ready
-    broken = kubeutil.wait_ready(kube_api, EXS, namespace, "broken", "False", timeout=WAIT)
-    reason = kubeutil.condition(broken)["reason"]
+    broken = storages.wait_ready(kube_api, EXS, namespace, "broken", "False", timeout=WAIT)
+    reason = storages.condition(broken)["reason"]
 
     result = callstorage("resolve", "--call-type", "allhands", "-n", namespace, "-o", "json",
                          kubeconfig=kc)
@@ -201,7 +202,7 @@ def test_resolve_and_status(
     assert f"ready:       False ({reason})" in lenient.stdout
 
     kubeutil.wait_object(kube_api, "calltypes", namespace, "fragile",
-                         lambda o: kubeutil.condition(o).get("reason") == "StorageNotReady",
+                         lambda o: storages.condition(o).get("reason") == "StorageNotReady",
                          WAIT, "CallType fragile StorageNotReady")
     status = callstorage("status", "-n", namespace, kubeconfig=kc)
     assert status.returncode == 0, status.stderr
@@ -258,7 +259,7 @@ def test_policy_is_enough_for_the_operator_and_nothing_more(
         user.get_object(Bucket=bucket, Key="rec/audio/call1_file")
 
     cs.update_external_storage("wo", aws_s3=s3(s3_server, keys))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "wo", "True", "Validated", timeout=WAIT)
+    storages.wait_ready(kube_api, EXS, namespace, "wo", "True", "Validated", timeout=WAIT)
     check = callstorage("check", "wo", "-n", namespace, "-q", kubeconfig=kc)
     assert check.returncode == 0, check.stderr
     assert "meta/stream-" in check.stdout

@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 import callstorage
+import storages
 from callstorage.client import (
     AlreadyExists,
     ApiUnreachable,
@@ -33,11 +34,11 @@ from callstorage.client import (
     StorageNotFound,
 )
 from callstorage.resolution import Source
+from storages import EXS
 from testbed import kubeutil
 from testbed.procs import free_port
 from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
-EXS = "externalstorages"
 PLATFORM_NS = "callstorage-system"
 PLATFORM = "platform-default"
 WAIT = 15  # seconds for the operator to react
@@ -217,7 +218,7 @@ def test_the_seeds_three_step_flow(
     # 3. update the call type to use the new storage
     cs.update_call_type(name="allhands", external_storage="my-s3")
 
-    kubeutil.wait_ready(kube_api, EXS, namespace, "my-s3", "True", "Validated", timeout=WAIT)
+    storages.wait_ready(kube_api, EXS, namespace, "my-s3", "True", "Validated", timeout=WAIT)
     resolved = callstorage.resolve(namespace, "allhands", api_client=kube_api)
     assert (resolved.namespace, resolved.name, resolved.source) == \
         (namespace, "my-s3", Source.CALL_TYPE)
@@ -238,7 +239,7 @@ def test_the_seeds_three_step_flow(
     # the CallType's status agrees
     kubeutil.wait_object(
         kube_api, "calltypes", namespace, "allhands",
-        lambda o: kubeutil.condition(o).get("reason") == "StorageReady", WAIT,
+        lambda o: storages.condition(o).get("reason") == "StorageReady", WAIT,
         "CallType allhands StorageReady")
     info = cs.get_call_type("allhands")
     assert info.external_storage == "my-s3"

@@ -18,16 +18,17 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import storages
 from callstorage.api import CHECK_ANNOTATION
 from conftest import RunningOperator
 from storage_fixtures import CountingListener
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.s3 import S3Keys, S3Server
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def tenant(control_plane: ControlPlane, kube_api: Any, namespace: str) -> Any:
 
 
 def _ready_false(api: Any, namespace: str, name: str, reason: str) -> dict[str, Any]:
-    return kubeutil.wait_ready(api, EXS, namespace, name, "False", reason, timeout=30)
+    return storages.wait_ready(api, EXS, namespace, name, "False", reason, timeout=30)
 
 
 def _check_fails(api: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -74,20 +75,20 @@ def test_s3_endpoint_pointed_elsewhere_sends_nothing(
 ) -> None:
     # The victim: a Ready storage whose Secret binds its keys to the emulator.
     kubeutil.secret(kube_api, namespace, "victim-creds", rw_keys.as_secret_data())
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "victim", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "victim-creds")))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "victim", "True", "Validated", timeout=30)
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "victim", storages.s3_storage_spec(bucket, s3_server.endpoint, "victim-creds")))
+    storages.wait_ready(kube_api, EXS, namespace, "victim", "True", "Validated", timeout=30)
     with pytest.raises(ApiException) as denied:  # the premise: no access to the Secret
         client.CoreV1Api(tenant).read_namespaced_secret("victim-creds", namespace)
     assert denied.value.status == 403
 
-    kubeutil.create_object(tenant, EXS, namespace, kubeutil.external_storage(
-        "deputy", kubeutil.s3_storage_spec(bucket, listener.url(), "victim-creds")))
+    kubeutil.create_object(tenant, EXS, namespace, storages.external_storage(
+        "deputy", storages.s3_storage_spec(bucket, listener.url(), "victim-creds")))
     obj = _ready_false(tenant, namespace, "deputy", "EndpointNotBound")
-    message = kubeutil.condition(obj)["message"]
+    message = storages.condition(obj)["message"]
     assert f"spec.s3.endpoint ({listener.url()})" in message
     assert "'endpoint'" in message
-    assert kubeutil.condition(obj, "Stalled")["reason"] == "EndpointNotBound"
+    assert storages.condition(obj, "Stalled")["reason"] == "EndpointNotBound"
     check = _check_fails(tenant, namespace, "deputy")
     assert check["succeeded"] is False
     assert "not bound" in check["message"]
@@ -106,8 +107,8 @@ def test_s3_endpoint_pointed_elsewhere_sends_nothing(
     # Keys with no binding at all (AWS keys) go to AWS only.
     unbound = {k: v for k, v in rw_keys.as_secret_data().items() if k != "endpoint"}
     kubeutil.secret(kube_api, namespace, "aws-creds", unbound)
-    kubeutil.create_object(tenant, EXS, namespace, kubeutil.external_storage(
-        "deputy-aws", kubeutil.s3_storage_spec(bucket, listener.url(), "aws-creds")))
+    kubeutil.create_object(tenant, EXS, namespace, storages.external_storage(
+        "deputy-aws", storages.s3_storage_spec(bucket, listener.url(), "aws-creds")))
     _ready_false(tenant, namespace, "deputy-aws", "EndpointNotBound")
     assert listener.connections == 0
 
@@ -115,12 +116,12 @@ def test_s3_endpoint_pointed_elsewhere_sends_nothing(
     # Secrets) is sent there, so the zeros above are the binding's doing.
     kubeutil.secret(kube_api, namespace, "bound-creds",
                     {**unbound, "endpoint": listener.url() + "/"})
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "bound", kubeutil.s3_storage_spec(bucket, listener.url(), "bound-creds")))
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "bound", storages.s3_storage_spec(bucket, listener.url(), "bound-creds")))
     obj = kubeutil.wait_object(
         kube_api, EXS, namespace, "bound",
-        lambda o: kubeutil.condition(o).get("status") == "False", 30, "a failed attempt")
-    assert kubeutil.condition(obj)["reason"] != "EndpointNotBound"
+        lambda o: storages.condition(o).get("status") == "False", 30, "a failed attempt")
+    assert storages.condition(obj)["reason"] != "EndpointNotBound"
     assert listener.connections > 0
 
 
@@ -151,11 +152,11 @@ def test_gcs_endpoint_or_token_uri_elsewhere_sends_nothing(
     block: dict[str, Any] = {"credentialsSecretRef": {"name": "victim-gcs"}}
     if target == "endpoint":
         block["endpoint"] = listener.url()
-    kubeutil.create_object(tenant, EXS, namespace, kubeutil.external_storage(
+    kubeutil.create_object(tenant, EXS, namespace, storages.external_storage(
         "deputy", {"storageType": "gcs", "bucket": "victim-bucket", "gcs": block}))
     obj = _ready_false(tenant, namespace, "deputy", "EndpointNotBound")
     field = "spec.gcs.endpoint" if target == "endpoint" else "token_uri"
-    assert field in kubeutil.condition(obj)["message"]
+    assert field in storages.condition(obj)["message"]
     assert listener.connections == 0
 
 
@@ -172,10 +173,10 @@ def test_azure_authority_or_endpoint_elsewhere_sends_nothing(
     block: dict[str, Any] = {"accountName": "victimaccount",
                              "credentialsSecretRef": {"name": "victim-sp"}}
     block[target] = listener.url("https") + ("/victimaccount" if target == "endpoint" else "")
-    kubeutil.create_object(tenant, EXS, namespace, kubeutil.external_storage(
+    kubeutil.create_object(tenant, EXS, namespace, storages.external_storage(
         "deputy", {"storageType": "abs", "bucket": "victim-container", "abs": block}))
     obj = _ready_false(tenant, namespace, "deputy", "EndpointNotBound")
-    assert f"spec.abs.{target}" in kubeutil.condition(obj)["message"]
+    assert f"spec.abs.{target}" in storages.condition(obj)["message"]
     assert listener.connections == 0
 
 

@@ -14,15 +14,17 @@ default 60 s deadline) validates these storages.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from conftest import OPERATOR_NAMESPACE, ROOT, launch_operator
+import storages
+from conftest import OPERATOR_NAMESPACE, launch_operator
+from paths import ROOT
 from storage_fixtures import TricklingListener
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
@@ -30,28 +32,17 @@ from testbed.s3 import S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 WORKERS = 4  # A's endpoint host may borrow 3 of them; the 4th is kept for the others
 DEADLINE = 3.0
 STUCK = 6  # more of tenant A's storages than provider threads
 USUAL = 10.0  # seconds a fresh storage on the emulator takes to go Ready, at most
 
 
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("deadline-cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
-
-
 def _ready(api: Any, namespace: str) -> dict[str, tuple[str, str]]:
     items = client.CustomObjectsApi(api).list_namespaced_custom_object(
         "callstorage.io", "v1alpha1", namespace, EXS)["items"]
-    return {o["metadata"]["name"]: (kubeutil.condition(o).get("status", ""),
-                                    kubeutil.condition(o).get("reason", ""))
+    return {o["metadata"]["name"]: (storages.condition(o).get("status", ""),
+                                    storages.condition(o).get("reason", ""))
             for o in items}
 
 
@@ -70,8 +61,8 @@ def test_a_trickling_endpoint_of_one_tenant_does_not_stall_another(
     kubeutil.secret(api, tenant_a, "creds", {
         "accessKeyId": "AKIATRICKLE", "secretAccessKey": "trickle", "endpoint": drip})
     for i in range(STUCK):  # distinct buckets: no two share one request in flight
-        kubeutil.create_object(api, EXS, tenant_a, kubeutil.external_storage(
-            f"drip-{i}", kubeutil.s3_storage_spec(f"drip-{i}", drip, "creds")))
+        kubeutil.create_object(api, EXS, tenant_a, storages.external_storage(
+            f"drip-{i}", storages.s3_storage_spec(f"drip-{i}", drip, "creds")))
 
     operator = launch_operator(cluster.kubeconfig, tmp_path / "log", {
         "CALLSTORAGE_MAX_CONCURRENT_VALIDATIONS": str(WORKERS),
@@ -95,9 +86,9 @@ def test_a_trickling_endpoint_of_one_tenant_does_not_stall_another(
         kubeutil.secret(api, tenant_b, "creds",
                         {**keys.as_secret_data(), "endpoint": s3_server.endpoint})
         started = time.monotonic()
-        kubeutil.create_object(api, EXS, tenant_b, kubeutil.external_storage(
-            "recordings", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
-        kubeutil.wait_ready(api, EXS, tenant_b, "recordings", "True", "Validated",
+        kubeutil.create_object(api, EXS, tenant_b, storages.external_storage(
+            "recordings", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
+        storages.wait_ready(api, EXS, tenant_b, "recordings", "True", "Validated",
                             timeout=USUAL)
         print(f"\ntenant B's storage Ready in {time.monotonic() - started:.1f}s "
               f"(bound {USUAL:g}s) beside {STUCK} trickling storages of tenant A")
@@ -111,10 +102,10 @@ def test_a_trickling_endpoint_of_one_tenant_does_not_stall_another(
                      for accepted, closed in trickling_listener.connections()]
         assert max(lifetimes) < DEADLINE + 1, sorted(lifetimes)[-5:]
         stuck = kubeutil.get_object(api, EXS, tenant_a, "drip-0")
-        ready = kubeutil.condition(stuck)
+        ready = storages.condition(stuck)
         assert ready["reason"] == "Timeout"
         assert f"total deadline of {DEADLINE:g}s" in ready["message"]
-        assert kubeutil.condition(stuck, "Reconciling").get("status") == "True"  # retried
+        assert storages.condition(stuck, "Reconciling").get("status") == "True"  # retried
     finally:
         operator.stop()
         api.close()

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from paths import ROOT
 from testbed.procs import RUN_MARKER, leftovers
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(command: str, tmp_path: Path, marker: str) -> subprocess.Popen[bytes]:

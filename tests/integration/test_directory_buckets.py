@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.api import CHECK_ANNOTATION, GROUP, VERSION
-from conftest import OPERATOR_NAMESPACE, RunningOperator, credential_leaks
+from conftest import RunningOperator, leak_guarded_namespace
+from storages import EXS
 from testbed import kubeutil
 from testbed.s3 import S3Keys
 from testbed.s3express import S3ExpressStandIn
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 BUCKET = "media--use1-az4--x-s3"
 
 
@@ -40,23 +41,17 @@ def stand_in(tmp_path: Path) -> Iterator[S3ExpressStandIn]:
 def other_namespace(kube_api: Any, namespace: str, credential_values: set[str],
                     running_operators: list[RunningOperator]) -> Iterator[str]:
     """A second tenant's namespace (with the same leak check as ``namespace``)."""
-    name = f"{namespace}-b"
-    kubeutil.create_namespace(kube_api, name)
-    yield name
-    try:
-        leaks = credential_leaks(kube_api, [name, OPERATOR_NAMESPACE], credential_values,
-                                 running_operators)
-    finally:
-        kubeutil.delete_namespace(kube_api, name)
-    assert not leaks, f"credential values found: {leaks}"
+    with leak_guarded_namespace(kube_api, f"{namespace}-b", credential_values,
+                                running_operators) as name:
+        yield name
 
 
 def _tenant_storage(api: Any, namespace: str, keys: S3Keys, url: str) -> None:
     """A WriteOnly storage of the directory bucket under ``namespace/``: its probe writes
     say on the wire which tenant they are for."""
     kubeutil.secret(api, namespace, "creds", keys.as_secret_data())
-    kubeutil.create_object(api, EXS, namespace, kubeutil.external_storage(
-        "media", kubeutil.s3_storage_spec(BUCKET, url, "creds", "WriteOnly", path=namespace)))
+    kubeutil.create_object(api, EXS, namespace, storages.external_storage(
+        "media", storages.s3_storage_spec(BUCKET, url, "creds", "WriteOnly", path=namespace)))
 
 
 def _writes_for(stand_in: S3ExpressStandIn, namespace: str) -> list[Any]:
@@ -78,7 +73,7 @@ def test_each_tenant_signs_a_directory_bucket_with_its_own_session(
     tenants = {namespace: a, other_namespace: b}
     for ns, keys in tenants.items():  # one after the other: A's session exists first
         _tenant_storage(kube_api, ns, keys, stand_in.url)
-        kubeutil.wait_ready(kube_api, EXS, ns, "media", "True", "Validated", timeout=30)
+        storages.wait_ready(kube_api, EXS, ns, "media", "True", "Validated", timeout=30)
     # B's on-demand check object goes out with B's session too
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
         GROUP, VERSION, other_namespace, EXS, "media",
@@ -113,11 +108,11 @@ def test_a_tenant_without_access_does_not_borrow_another_session(
     a, b = _new_user(stand_in, credential_values), _new_user(stand_in, credential_values)
     stand_in.denied.add(b.access_key_id)  # B's user may not use the bucket
     _tenant_storage(kube_api, namespace, a, stand_in.url)
-    kubeutil.wait_ready(kube_api, EXS, namespace, "media", "True", "Validated", timeout=30)
+    storages.wait_ready(kube_api, EXS, namespace, "media", "True", "Validated", timeout=30)
     _tenant_storage(kube_api, other_namespace, b, stand_in.url)
-    obj = kubeutil.wait_ready(kube_api, EXS, other_namespace, "media", "False",
+    obj = storages.wait_ready(kube_api, EXS, other_namespace, "media", "False",
                               "AccessDenied", timeout=30)
-    assert kubeutil.condition(obj, "Stalled")["status"] == "True"
+    assert storages.condition(obj, "Stalled")["status"] == "True"
     asked = [s.status for s in stand_in.seen
              if s.operation == "CreateSession" and s.key_id == b.access_key_id]
     assert asked

@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.providers import build_client, validate_storage
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.settings import Settings
 from callstorage.storagespec import ExternalStorageSpec
 from storage_fixtures import CountingListener
+from storages import EXS
 from testbed import kubeutil
 from testbed.azurite import AzuriteServer
 from testbed.endpoints import DENIED_HOST, TEST_DENYLIST
@@ -33,7 +35,6 @@ from testbed.localhttp import LocalHTTPServer, Request, Response
 from testbed.s3 import S3Server
 from testbed.tlscerts import ThrowawayCA
 
-EXS = "externalstorages"
 ACCOUNT = "callstorage1"
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -73,17 +74,11 @@ def servers(tmp_path: Path) -> Iterator[list[LocalHTTPServer]]:
         server.stop()
 
 
-def storage(api: Any, ns: str, name: str, spec: dict[str, Any]) -> None:
-    kubeutil.create_object(api, EXS, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
-        "metadata": {"name": name}, "spec": spec})
-
-
 def settled(api: Any, ns: str, name: str, reason: str) -> tuple[str, str]:
     """Wait for Ready=False with ``reason``; the message and every event of ``ns``."""
-    obj = kubeutil.wait_ready(api, EXS, ns, name, "False", reason, timeout=30)
+    obj = storages.wait_ready(api, EXS, ns, name, "False", reason, timeout=30)
     events = client.CoreV1Api(api).list_namespaced_event(ns).items
-    return (str(kubeutil.condition(obj)["message"]),
+    return (str(storages.condition(obj)["message"]),
             "\n".join(f"{e.reason} {e.message}" for e in events))
 
 
@@ -96,7 +91,8 @@ def s3_storage(api: Any, ns: str, s3: S3Server, bucket_: str, endpoint: str,
         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
     # The Secret binds the endpoint: its owner sent the keys there, the guard still refuses.
     kubeutil.secret(api, ns, "creds", {**keys.as_secret_data(), "endpoint": endpoint})
-    storage(api, ns, "st", kubeutil.s3_storage_spec(bucket_, endpoint, "creds", mode=mode))
+    storages.create_storage(api, ns, "st",
+                            storages.s3_storage_spec(bucket_, endpoint, "creds", mode=mode))
 
 
 def gcs_storage(api: Any, ns: str, gcs: GCSServer, endpoint: str,
@@ -109,9 +105,9 @@ def gcs_storage(api: Any, ns: str, gcs: GCSServer, endpoint: str,
         info["token_uri"] = token_uri
     kubeutil.secret(api, ns, "creds", {"credentials.json": json.dumps(info),
                                        "endpoint": endpoint, "tokenUri": info["token_uri"]})
-    storage(api, ns, "st", {"storageType": "gcs", "bucket": bucket_, "accessMode": mode,
-                            "gcs": {"endpoint": endpoint,
-                                    "credentialsSecretRef": {"name": "creds"}}})
+    storages.create_storage(api, ns, "st", {
+        "storageType": "gcs", "bucket": bucket_, "accessMode": mode,
+        "gcs": {"endpoint": endpoint, "credentialsSecretRef": {"name": "creds"}}})
 
 
 def abs_storage(api: Any, ns: str, azurite: AzuriteServer, endpoint: str,
@@ -129,9 +125,9 @@ def abs_storage(api: Any, ns: str, azurite: AzuriteServer, endpoint: str,
                              "credentialsSecretRef": {"name": "creds"}}
     if authority is not None:
         block["authorityHost"] = authority
-    storage(api, ns, "st", {"storageType": "abs", "bucket": "cont", "accessMode": mode,
-                            "abs": block, "tls": {"caSecretRef": {"name": "ca",
-                                                                  "key": "ca.crt"}}})
+    storages.create_storage(api, ns, "st", {
+        "storageType": "abs", "bucket": "cont", "accessMode": mode,
+        "abs": block, "tls": {"caSecretRef": {"name": "ca", "key": "ca.crt"}}})
 
 
 # --- 1. a storage URL on a denied address: never connected -------------------------------
@@ -295,7 +291,7 @@ def test_dns_rebinding_cannot_reach_a_denied_address(
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    spec = ExternalStorageSpec.model_validate(kubeutil.s3_storage_spec(
+    spec = ExternalStorageSpec.model_validate(storages.s3_storage_spec(
         bucket_, f"http://rebind-host:{port}", "creds"))
     data = {**keys.as_secret_data(), "endpoint": f"http://rebind-host:{port}"}
     inputs = ProviderInputs(secret={k: v.encode() for k, v in data.items()})

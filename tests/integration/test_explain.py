@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+import storages
 from testbed import kubeutil
 from testbed.s3 import S3Keys, S3Server
 
@@ -116,16 +117,16 @@ def test_printer_columns(kubectl: Any, namespace: str, kube_api: Any, s3_server:
     """The columns show the status the operator itself writes for a storage it
     validated against the emulator (no hand-written status to race it)."""
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
-    kubeutil.create_object(kube_api, "externalstorages", namespace, kubeutil.external_storage(
-        "recordings", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds",
+    kubeutil.create_object(kube_api, "externalstorages", namespace, storages.external_storage(
+        "recordings", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds",
                                                "WriteOnly")))
     kubectl("apply", "-n", namespace, "-f", "-", input=CT)
     assert header(kubectl, "exs", namespace) == [
         "NAME", "TYPE", "BUCKET", "MODE", "READY", "REASON", "LAST VALIDATED", "AGE"]
     assert header(kubectl, "ct", namespace) == [
         "NAME", "STORAGE", "SOURCE", "READY", "REASON", "AGE"]
-    kubeutil.wait_ready(kube_api, "externalstorages", namespace, "recordings", "True")
-    kubeutil.wait_ready(kube_api, "calltypes", namespace, "default", "True")
+    storages.wait_ready(kube_api, "externalstorages", namespace, "recordings", "True")
+    storages.wait_ready(kube_api, "calltypes", namespace, "default", "True")
     [exs_row] = rows(kubectl, "exs", namespace)
     assert exs_row[:6] == ["recordings", "s3", bucket, "WriteOnly", "True", "Validated"]
     assert re.fullmatch(r"\d+[smhdy].*", exs_row[6]), exs_row  # a relative date

@@ -14,22 +14,23 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.api import CHECK_ANNOTATION
+from storages import EXS
 from testbed import kubeutil
 from testbed.procs import free_port
 from testbed.s3 import S3Keys, S3Server, put_only_policy, readwrite_policy
 
-EXS = "externalstorages"
 pytestmark = pytest.mark.usefixtures("operator")
 
 
-s3_spec = kubeutil.s3_storage_spec
+s3_spec = storages.s3_storage_spec
 
 
 def create_storage(api: Any, ns: str, name: str, spec: dict[str, Any],
                    annotations: dict[str, str] | None = None) -> dict[str, Any]:
     return kubeutil.create_object(api, EXS, ns,
-                                  kubeutil.external_storage(name, spec, annotations))
+                                  storages.external_storage(name, spec, annotations))
 
 
 def events_text(api: Any, ns: str) -> str:
@@ -54,7 +55,7 @@ def test_valid_credentials_turn_ready_with_full_status(
         bucket, s3_server.endpoint, "creds", path="/directory_name/",
         prefixes={"audio": "recordings/audio"}))
     # the bar: Ready within 5 s of apply (a deadline, not a benchmark)
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "my-s3", "True", "Validated",
+    obj = storages.wait_ready(kube_api, EXS, namespace, "my-s3", "True", "Validated",
                               timeout=5)
     st = obj["status"]
     assert st["effectivePrefixes"] == {"audio": "recordings/audio", "video": "directory_name",
@@ -88,8 +89,8 @@ def test_wrong_secret_is_invalid_credentials(
     bad = {**rw_keys.as_secret_data(), "secretAccessKey": "not-the-secret-0000"}
     kubeutil.secret(kube_api, namespace, "creds", bad)
     create_storage(kube_api, namespace, "bad", s3_spec(bucket, s3_server.endpoint, "creds"))
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "bad", "False", "InvalidCredentials")
-    assert bucket in kubeutil.condition(obj)["message"]
+    obj = storages.wait_ready(kube_api, EXS, namespace, "bad", "False", "InvalidCredentials")
+    assert bucket in storages.condition(obj)["message"]
     assert obj["status"]["consecutiveFailures"] >= 1
     assert_never_shown(kube_api, namespace, rw_keys)
 
@@ -104,21 +105,21 @@ def test_missing_bucket_is_bucket_not_found(
     kubeutil.secret(kube_api, namespace, "creds", keys.as_secret_data())
     create_storage(kube_api, namespace, "nobucket",
                    s3_spec(missing, s3_server.endpoint, "creds"))
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "nobucket", "False", "BucketNotFound")
-    assert missing in kubeutil.condition(obj)["message"]
+    obj = storages.wait_ready(kube_api, EXS, namespace, "nobucket", "False", "BucketNotFound")
+    assert missing in storages.condition(obj)["message"]
 
 
 def test_missing_secret_then_created_recovers_by_itself(
     kube_api: Any, namespace: str, s3_server: S3Server, bucket: str, rw_keys: S3Keys,
 ) -> None:
     create_storage(kube_api, namespace, "later", s3_spec(bucket, s3_server.endpoint, "later"))
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "later", "False", "SecretNotFound")
-    assert f"{namespace}/later" in kubeutil.condition(obj)["message"]
+    obj = storages.wait_ready(kube_api, EXS, namespace, "later", "False", "SecretNotFound")
+    assert f"{namespace}/later" in storages.condition(obj)["message"]
     kubeutil.secret(kube_api, namespace, "later", {"accessKeyId": rw_keys.access_key_id,
                                                    "endpoint": s3_server.endpoint})
-    kubeutil.wait_ready(kube_api, EXS, namespace, "later", "False", "SecretKeyMissing")
+    storages.wait_ready(kube_api, EXS, namespace, "later", "False", "SecretKeyMissing")
     kubeutil.secret(kube_api, namespace, "later", rw_keys.as_secret_data(), replace=True)
-    kubeutil.wait_ready(kube_api, EXS, namespace, "later", "True", "Validated", timeout=10)
+    storages.wait_ready(kube_api, EXS, namespace, "later", "True", "Validated", timeout=10)
 
 
 def test_secret_in_another_namespace_is_never_read(
@@ -130,7 +131,7 @@ def test_secret_in_another_namespace_is_never_read(
         kubeutil.secret(kube_api, other, "creds", rw_keys.as_secret_data())
         create_storage(kube_api, namespace, "cross",
                        s3_spec(bucket, s3_server.endpoint, "creds"))
-        kubeutil.wait_ready(kube_api, EXS, namespace, "cross", "False", "SecretNotFound")
+        storages.wait_ready(kube_api, EXS, namespace, "cross", "False", "SecretNotFound")
     finally:
         kubeutil.delete_namespace(kube_api, other)
 
@@ -176,11 +177,11 @@ def test_dead_and_hanging_endpoints_do_not_delay_others(
     create_storage(kube_api, namespace, "down", s3_spec(bucket, closed, "creds"))
     create_storage(kube_api, namespace, "good", s3_spec(bucket, s3_server.endpoint, "creds"))
     # the good one is validated while the hanging endpoint still holds its worker
-    kubeutil.wait_ready(kube_api, EXS, namespace, "good", "True", "Validated", timeout=10)
+    storages.wait_ready(kube_api, EXS, namespace, "good", "True", "Validated", timeout=10)
     hanging = kubeutil.get_object(kube_api, EXS, namespace, "hangs")
-    assert kubeutil.condition(hanging).get("reason") != "Timeout"
-    kubeutil.wait_ready(kube_api, EXS, namespace, "down", "False", "EndpointUnreachable")
-    kubeutil.wait_ready(kube_api, EXS, namespace, "hangs", "False", "Timeout", timeout=30)
+    assert storages.condition(hanging).get("reason") != "Timeout"
+    storages.wait_ready(kube_api, EXS, namespace, "down", "False", "EndpointUnreachable")
+    storages.wait_ready(kube_api, EXS, namespace, "hangs", "False", "Timeout", timeout=30)
 
 
 def test_metadata_endpoint_is_not_allowed(kube_api: Any, namespace: str, bucket: str,
@@ -191,7 +192,7 @@ def test_metadata_endpoint_is_not_allowed(kube_api: Any, namespace: str, bucket:
                                                    "endpoint": "http://169.254.169.254"})
     create_storage(kube_api, namespace, "imds",
                    s3_spec(bucket, "http://169.254.169.254", "creds"))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "imds", "False", "EndpointNotAllowed")
+    storages.wait_ready(kube_api, EXS, namespace, "imds", "False", "EndpointNotAllowed")
 
 
 def test_write_only_probes_each_prefix_and_read_write_is_denied(
@@ -205,7 +206,7 @@ def test_write_only_probes_each_prefix_and_read_write_is_denied(
     kubeutil.secret(kube_api, namespace, "wo", keys.as_secret_data())
     create_storage(kube_api, namespace, "wo", s3_spec(
         bucket, s3_server.endpoint, "wo", "WriteOnly", path="meta", prefixes=prefixes))
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "wo", "True", "Validated", timeout=10)
+    obj = storages.wait_ready(kube_api, EXS, namespace, "wo", "True", "Validated", timeout=10)
     assert obj["status"]["capabilities"]["write"] is True
     for prefix in ("rec/audio/", "rec/video/", "meta/"):
         probes = [k for k in s3_server.list_keys(bucket, prefix)
@@ -213,7 +214,7 @@ def test_write_only_probes_each_prefix_and_read_write_is_denied(
         assert probes, f"no probe object under {prefix}"
     create_storage(kube_api, namespace, "wo-as-rw", s3_spec(
         bucket, s3_server.endpoint, "wo", "ReadWrite", path="meta"))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "wo-as-rw", "False", "AccessDenied")
+    storages.wait_ready(kube_api, EXS, namespace, "wo-as-rw", "False", "AccessDenied")
     assert_never_shown(kube_api, namespace, keys)
 
 
@@ -222,13 +223,13 @@ def test_secret_rotation_flips_ready_and_back(
 ) -> None:
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
     create_storage(kube_api, namespace, "rot", s3_spec(bucket, s3_server.endpoint, "creds"))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "True", "Validated", timeout=10)
+    storages.wait_ready(kube_api, EXS, namespace, "rot", "True", "Validated", timeout=10)
     bad = {**rw_keys.as_secret_data(), "secretAccessKey": "rotated-wrong-value"}
     kubeutil.secret(kube_api, namespace, "creds", bad, replace=True)
-    kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "False", "InvalidCredentials",
+    storages.wait_ready(kube_api, EXS, namespace, "rot", "False", "InvalidCredentials",
                         timeout=10)
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data(), replace=True)
-    kubeutil.wait_ready(kube_api, EXS, namespace, "rot", "True", "Validated", timeout=10)
+    storages.wait_ready(kube_api, EXS, namespace, "rot", "True", "Validated", timeout=10)
     # the failure was a Warning; the recovery is a Normal Event
     kubeutil.wait_object(kube_api, EXS, namespace, "rot",
                          lambda _: "Validated: " in events_text(kube_api, namespace), 10,
@@ -242,7 +243,7 @@ def test_check_annotation_uploads_a_new_file_each_time(
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
     create_storage(kube_api, namespace, "chk",
                    s3_spec(bucket, s3_server.endpoint, "creds", path="checks/"))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "chk", "True", timeout=10)
+    storages.wait_ready(kube_api, EXS, namespace, "chk", "True", timeout=10)
     custom = client.CustomObjectsApi(kube_api)
     seen: set[str] = set()
     for value in ("first", "second"):
@@ -272,15 +273,15 @@ def test_suspend_stops_validation_and_says_so(
                    s3_spec(bucket, s3_server.endpoint, "creds", suspend=True))
     obj = kubeutil.wait_object(
         kube_api, EXS, namespace, "sus",
-        lambda o: kubeutil.condition(o, "Suspended").get("status") == "True", 10,
+        lambda o: storages.condition(o, "Suspended").get("status") == "True", 10,
         "Suspended condition")
     assert obj is not None
-    assert kubeutil.condition(obj).get("status") != "True"  # never validated
+    assert storages.condition(obj).get("status") != "True"  # never validated
     assert "nextValidationAt" not in obj["status"]
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
         "callstorage.io", "v1alpha1", namespace, EXS, "sus", {"spec": {"suspend": False}})
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "sus", "True", timeout=10)
-    assert kubeutil.condition(obj, "Suspended") == {}
+    obj = storages.wait_ready(kube_api, EXS, namespace, "sus", "True", timeout=10)
+    assert storages.condition(obj, "Suspended") == {}
 
 
 def test_deleted_secret_is_reported_within_seconds(
@@ -288,8 +289,8 @@ def test_deleted_secret_is_reported_within_seconds(
 ) -> None:
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
     create_storage(kube_api, namespace, "gone", s3_spec(bucket, s3_server.endpoint, "creds"))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "gone", "True", timeout=10)
+    storages.wait_ready(kube_api, EXS, namespace, "gone", "True", timeout=10)
     client.CoreV1Api(kube_api).delete_namespaced_secret("creds", namespace)
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "gone", "False", "SecretNotFound",
+    obj = storages.wait_ready(kube_api, EXS, namespace, "gone", "False", "SecretNotFound",
                               timeout=10)
     assert "observedSecretVersion" not in obj["status"]

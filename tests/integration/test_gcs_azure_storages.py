@@ -10,20 +10,15 @@ from typing import Any
 
 import pytest
 
+import storages
 from callstorage.api import CHECK_ANNOTATION
+from storages import EXS
 from testbed import kubeutil
 from testbed.azurite import AzuriteServer
 from testbed.gcs import GCSServer
 
-EXS = "externalstorages"
 ACCOUNT = "callstorage1"
 pytestmark = pytest.mark.usefixtures("operator")
-
-
-def storage(api: Any, ns: str, name: str, spec: dict[str, Any]) -> None:
-    kubeutil.create_object(api, EXS, ns, {
-        "apiVersion": "callstorage.io/v1alpha1", "kind": "ExternalStorage",
-        "metadata": {"name": name}, "spec": spec})
 
 
 @pytest.fixture
@@ -53,8 +48,8 @@ def test_gcs_ready_then_rotated_to_a_wrong_key(
 ) -> None:
     good = gcs_credentials(gcs_server, gcs_bucket, "admin", credential_values)
     kubeutil.secret(kube_api, namespace, "creds", good)
-    storage(kube_api, namespace, "gcs", gcs_spec(gcs_bucket, gcs_server.endpoint))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "gcs", "True", "Validated", timeout=10)
+    storages.create_storage(kube_api, namespace, "gcs", gcs_spec(gcs_bucket, gcs_server.endpoint))
+    storages.wait_ready(kube_api, EXS, namespace, "gcs", "True", "Validated", timeout=10)
     # same account, a key it does not have: the token endpoint refuses the JWT
     info = json.loads(good["credentials.json"])
     other = gcs_server.create_service_account(f"x-{secrets.token_hex(3)}")
@@ -62,7 +57,7 @@ def test_gcs_ready_then_rotated_to_a_wrong_key(
     credential_values.add(str(other["private_key"]).splitlines()[1])
     kubeutil.secret(kube_api, namespace, "creds", {**good, "credentials.json": json.dumps(info)},
                     replace=True)
-    kubeutil.wait_ready(kube_api, EXS, namespace, "gcs", "False", "InvalidCredentials",
+    storages.wait_ready(kube_api, EXS, namespace, "gcs", "False", "InvalidCredentials",
                         timeout=10)
 
 
@@ -72,15 +67,15 @@ def test_gcs_write_only_object_creator(
 ) -> None:
     creds = gcs_credentials(gcs_server, gcs_bucket, "objectCreator", credential_values)
     kubeutil.secret(kube_api, namespace, "creds", creds)
-    storage(kube_api, namespace, "wo", gcs_spec(gcs_bucket, gcs_server.endpoint,
-                                                accessMode="WriteOnly", path="calls",
-                                                prefixes={"audio": "audio"}))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "wo", "True", "Validated", timeout=10)
+    storages.create_storage(kube_api, namespace, "wo", gcs_spec(
+        gcs_bucket, gcs_server.endpoint, accessMode="WriteOnly", path="calls",
+        prefixes={"audio": "audio"}))
+    storages.wait_ready(kube_api, EXS, namespace, "wo", "True", "Validated", timeout=10)
     names = gcs_server.list_objects(gcs_bucket)
     assert any(n.startswith("calls/.write_probe_") for n in names)
     assert any(n.startswith("audio/.write_probe_") for n in names)
-    storage(kube_api, namespace, "rw", gcs_spec(gcs_bucket, gcs_server.endpoint))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "rw", "False", "AccessDenied")
+    storages.create_storage(kube_api, namespace, "rw", gcs_spec(gcs_bucket, gcs_server.endpoint))
+    storages.wait_ready(kube_api, EXS, namespace, "rw", "False", "AccessDenied")
 
 
 @pytest.fixture
@@ -105,8 +100,9 @@ def test_azure_account_key_with_private_ca_and_check(
     credential_values.add(key)
     kubeutil.secret(kube_api, namespace, "creds", azurite.secret_data(ACCOUNT))
     kubeutil.secret(kube_api, namespace, "ca", {"ca.crt": azurite.ca_pem.decode()})
-    storage(kube_api, namespace, "abs", abs_spec(container, azurite.endpoint_for(ACCOUNT)))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "abs", "True", "Validated", timeout=10)
+    storages.create_storage(kube_api, namespace, "abs",
+                            abs_spec(container, azurite.endpoint_for(ACCOUNT)))
+    storages.wait_ready(kube_api, EXS, namespace, "abs", "True", "Validated", timeout=10)
     from kubernetes import client
 
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
@@ -127,10 +123,11 @@ def test_azure_wrong_key_and_missing_ca_key(
     kubeutil.secret(kube_api, namespace, "creds", {**azurite.secret_data(ACCOUNT),
                                                    "accountKey": "d3Jvbmcta2V5LXZhbHVl"})
     kubeutil.secret(kube_api, namespace, "ca", {"ca.crt": azurite.ca_pem.decode()})
-    storage(kube_api, namespace, "bad", abs_spec(container, azurite.endpoint_for(ACCOUNT)))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "bad", "False", "InvalidCredentials")
+    storages.create_storage(kube_api, namespace, "bad",
+                            abs_spec(container, azurite.endpoint_for(ACCOUNT)))
+    storages.wait_ready(kube_api, EXS, namespace, "bad", "False", "InvalidCredentials")
     kubeutil.secret(kube_api, namespace, "ca", {"other.crt": "x"}, replace=True)
-    kubeutil.wait_ready(kube_api, EXS, namespace, "bad", "False", "SecretKeyMissing",
+    storages.wait_ready(kube_api, EXS, namespace, "bad", "False", "SecretKeyMissing",
                         timeout=10)
 
 
@@ -142,7 +139,7 @@ def test_azure_service_principal(
     credential_values.add(sp.client_secret)
     kubeutil.secret(kube_api, namespace, "creds", sp.as_secret_data())
     kubeutil.secret(kube_api, namespace, "ca", {"ca.crt": azurite.ca_pem.decode()})
-    storage(kube_api, namespace, "sp", abs_spec(
+    storages.create_storage(kube_api, namespace, "sp", abs_spec(
         container, azurite.endpoint_for(ACCOUNT, oauth=True),
         authorityHost=azurite.entra.authority))
-    kubeutil.wait_ready(kube_api, EXS, namespace, "sp", "True", "Validated", timeout=15)
+    storages.wait_ready(kube_api, EXS, namespace, "sp", "True", "Validated", timeout=15)

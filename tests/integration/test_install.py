@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import secrets
 import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +26,13 @@ import yaml
 
 from callstorage.api import CALL_TYPE_LABEL, call_type_object_name
 from callstorage.settings import DEFAULT_DENIED_ENDPOINTS, Settings
+from kubetools import KUBE_VERSION, helm, kubectl, kustomize, run
+from paths import CHART, ROOT
 from testbed import binaries
 from testbed.controlplane import ControlPlane
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "callstorage"
 MANIFESTS = ROOT / "manifests"
 OVERLAY = MANIFESTS / "overlays" / "single-namespace"
-KUBE_VERSION = binaries.KUBERNETES_VERSION.lstrip("v")
 CRD_NAMES = {"externalstorages.callstorage.io", "calltypes.callstorage.io"}
 # kubeconform looks a schema up by this path; see write_schemas for the layout
 SCHEMA_TEMPLATE = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
@@ -46,38 +42,6 @@ Key = tuple[str, str, str]  # (namespace or "", kind, name)
 
 
 # --- running the tools ------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Keep Helm's cache/config/data out of $HOME: tests leave no trace behind."""
-    home = tmp_path_factory.mktemp("helm-home")
-    return {f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}
-
-
-def run(argv: list[str], *, env: dict[str, str] | None = None, check: bool = True,
-        input: str | None = None, timeout: float = 120,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                            input=input, env={**os.environ, **(env or {})}, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({result.returncode}):\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
-
-
-def helm(helm_home: dict[str, str], *args: str, kubeconfig: Path | None = None,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [str(binaries.find("helm")), *args]
-    if kubeconfig is not None:
-        argv.append(f"--kubeconfig={kubeconfig}")
-    return run(argv, env=helm_home, check=check)
-
-
-def kubectl(kubeconfig: Path | None, *args: str, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-    prefix = ["kubectl"] + ([f"--kubeconfig={kubeconfig}"] if kubeconfig else [])
-    return run([*prefix, *args], check=check, input=input)
-
 
 def docs(text: str) -> list[Obj]:
     return [d for d in yaml.safe_load_all(text) if d]
@@ -97,10 +61,6 @@ def render(helm_home: dict[str, str], tmp_path: Path, values: Obj | None = None,
     if include_crds:
         args.append("--include-crds")
     return docs(helm(helm_home, *args).stdout)
-
-
-def kustomize(path: Path) -> list[Obj]:
-    return docs(kubectl(None, "kustomize", str(path)).stdout)
 
 
 def by_kind(objs: list[Obj], kind: str) -> list[Obj]:
@@ -580,17 +540,6 @@ def test_kubeconform_schemas_do_reject_mistakes(schema_dir: Path, tmp_path: Path
 
 # --- installing for real ---------------------------------------------------------------
 
-@pytest.fixture
-def fresh_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A control plane of its own (a few seconds to start): nothing else in it."""
-    cp = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
-
-
 def _list_types(kubeconfig: Path, namespaced: bool) -> str:
     names = kubectl(kubeconfig, "api-resources", "--verbs=list", "-o", "name",
                     f"--namespaced={'true' if namespaced else 'false'}").stdout.split()
@@ -618,8 +567,8 @@ def snapshot(kubeconfig: Path, namespaces: list[str]) -> set[Key]:
 
 
 def test_helm_install_creates_exactly_the_expected_objects_and_uninstall_leaves_crds(
-        fresh_cluster: ControlPlane, helm_home: dict[str, str], tmp_path: Path) -> None:
-    kc = fresh_cluster.kubeconfig
+        cluster: ControlPlane, helm_home: dict[str, str], tmp_path: Path) -> None:
+    kc = cluster.kubeconfig
     for ns in ("cs", "app-a", "app-b"):
         kubectl(kc, "create", "namespace", ns)
     watched = ["cs", "app-a", "app-b"]
@@ -686,8 +635,8 @@ def test_helm_install_creates_exactly_the_expected_objects_and_uninstall_leaves_
 
 
 def test_kubectl_apply_k_creates_exactly_the_expected_objects(
-        fresh_cluster: ControlPlane) -> None:
-    kc = fresh_cluster.kubeconfig
+        cluster: ControlPlane) -> None:
+    kc = cluster.kubeconfig
     before = snapshot(kc, ["callstorage-system"])
     kubectl(kc, "apply", "-k", str(MANIFESTS))
     created = snapshot(kc, ["callstorage-system"]) - before
@@ -717,8 +666,8 @@ def test_kubectl_apply_k_creates_exactly_the_expected_objects(
 
 
 def test_single_namespace_overlay_installs_nothing_cluster_scoped_but_crds(
-        fresh_cluster: ControlPlane) -> None:
-    kc = fresh_cluster.kubeconfig
+        cluster: ControlPlane) -> None:
+    kc = cluster.kubeconfig
     before = snapshot(kc, ["callstorage-system"])
     kubectl(kc, "apply", "-k", str(OVERLAY))
     created = snapshot(kc, ["callstorage-system"]) - before
@@ -849,11 +798,11 @@ def test_new_values_reject_mistakes(helm_home: dict[str, str], tmp_path: Path, v
     assert message in result.stderr
 
 
-def test_helm_install_with_each_new_value(fresh_cluster: ControlPlane,
+def test_helm_install_with_each_new_value(cluster: ControlPlane,
                                           helm_home: dict[str, str], tmp_path: Path) -> None:
     """Each set installs on a real API server (prometheus-operator's CRDs for the rule),
     and what the API server stored has the value applied."""
-    kc = fresh_cluster.kubeconfig
+    kc = cluster.kubeconfig
     for crd in binaries.monitoring_crds():
         kubectl(kc, "apply", "--server-side", "-f", str(crd))
     kubectl(kc, "wait", "--for=condition=Established", "--timeout=60s",
@@ -928,11 +877,11 @@ def _columns(kc: Path) -> list[str]:
 
 
 def test_crd_upgrade_as_notes_and_docs_say_works_after_a_crd_change(
-        fresh_cluster: ControlPlane, helm_home: dict[str, str], tmp_path: Path) -> None:
+        cluster: ControlPlane, helm_home: dict[str, str], tmp_path: Path) -> None:
     """helm install, then a chart version with a changed CRD: NOTES.txt's command (in the
     unpacked chart) and then docs/install.md's apply it over the fields Helm's install
     owns, and helm upgrade follows."""
-    kc = fresh_cluster.kubeconfig
+    kc = cluster.kubeconfig
     kubectl(kc, "create", "namespace", "cs")
     notes = helm(helm_home, "install", "cs", str(CHART), "-n", "cs", kubeconfig=kc).stdout
     assert "Suspended" not in _columns(kc)

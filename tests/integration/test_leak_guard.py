@@ -9,6 +9,7 @@ from typing import Any
 
 from kubernetes import client
 
+import storages
 from conftest import OPERATOR_NAMESPACE, RunningOperator, credential_leaks
 from testbed import kubeutil
 
@@ -20,7 +21,7 @@ def test_the_guard_finds_a_credential_in_status_events_and_logs(
     where = [namespace, OPERATOR_NAMESPACE]
     assert credential_leaks(kube_api, where, {fake}, [operator]) == {}
 
-    body = kubeutil.external_storage("leaky", kubeutil.s3_storage_spec(
+    body = storages.external_storage("leaky", storages.s3_storage_spec(
         "leaky-bucket", "http://127.0.0.1:9", None))
     kubeutil.create_object(kube_api, "externalstorages", namespace, body)
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object_status(

@@ -4,7 +4,7 @@ The storage reads InvalidCredentials naming the Secret key, is Stalled (not Reco
 has no next attempt scheduled (it waits for the Secret), and is validated again as soon
 as the Secret is fixed. Before, an S3 key id with a newline read EndpointUnreachable and a
 GCS EC key EndpointUnreachable too: transient, retried forever, advice about the network.
-The table over every provider and malformation is tests/unit/test_malformed_credentials.py.
+The table over every provider and malformation is tests/unit/test_credential_parsing.py.
 """
 
 from __future__ import annotations
@@ -17,22 +17,23 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+import storages
+from storages import EXS
 from testbed import kubeutil
 from testbed.gcs import GCSServer
 from testbed.s3 import S3Keys, S3Server
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("operator")]
 
-EXS = "externalstorages"
 
 
 def _stalled_waiting_for_the_secret(api: Any, namespace: str, key: str) -> dict[str, Any]:
-    obj = kubeutil.wait_ready(api, EXS, namespace, "media", "False", "InvalidCredentials",
+    obj = storages.wait_ready(api, EXS, namespace, "media", "False", "InvalidCredentials",
                               timeout=30)
-    ready = kubeutil.condition(obj)
+    ready = storages.condition(obj)
     assert f"key {key!r} of Secret creds" in ready["message"]
-    assert kubeutil.condition(obj, "Stalled")["status"] == "True"
-    assert not kubeutil.condition(obj, "Reconciling")  # nothing that may pass by itself
+    assert storages.condition(obj, "Stalled")["status"] == "True"
+    assert not storages.condition(obj, "Reconciling")  # nothing that may pass by itself
     assert "nextValidationAt" not in obj["status"]  # no retry: it waits for the Secret
     return obj
 
@@ -42,13 +43,13 @@ def test_s3_key_id_with_a_newline(kube_api: Any, namespace: str, s3_server: S3Se
     good = rw_keys.as_secret_data()
     broken = {**good, "accessKeyId": good["accessKeyId"][:8] + "\n" + good["accessKeyId"][8:]}
     kubeutil.secret(kube_api, namespace, "creds", broken)
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "media", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "media", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
     obj = _stalled_waiting_for_the_secret(kube_api, namespace, "accessKeyId")
     assert obj["status"]["consecutiveFailures"] == 1
 
     kubeutil.secret(kube_api, namespace, "creds", good, replace=True)  # the fix
-    kubeutil.wait_ready(kube_api, EXS, namespace, "media", "True", "Validated", timeout=30)
+    storages.wait_ready(kube_api, EXS, namespace, "media", "True", "Validated", timeout=30)
 
 
 def test_gcs_ec_key(kube_api: Any, namespace: str, gcs_server: GCSServer,
@@ -74,4 +75,4 @@ def test_gcs_ec_key(kube_api: Any, namespace: str, gcs_server: GCSServer,
 
     kubeutil.secret(kube_api, namespace, "creds", {
         "credentials.json": json.dumps(info), "endpoint": gcs_server.endpoint}, replace=True)
-    kubeutil.wait_ready(kube_api, EXS, namespace, "media", "True", "Validated", timeout=30)
+    storages.wait_ready(kube_api, EXS, namespace, "media", "True", "Validated", timeout=30)

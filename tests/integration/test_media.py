@@ -19,6 +19,7 @@ import pytest
 import requests
 from kubernetes import client
 
+import storages
 from callstorage import media
 from callstorage.media import (
     ReadAccessNotGranted,
@@ -29,12 +30,12 @@ from callstorage.media import (
     upload_artifacts,
 )
 from callstorage.transfer import TransferOptions, crc32c_b64
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.azurite import AzuriteServer
 from testbed.s3 import S3Server, put_only_policy, readwrite_policy
 from testbed.tcpproxy import KillableProxy
 
-EXS, CT = "externalstorages", "calltypes"
 ACCOUNT = "callstorage1"
 MiB = 1024 * 1024
 SMALL_PARTS = TransferOptions(part_size=5 * MiB, concurrency=3, attempts=2, retry_delay=0.1)
@@ -107,7 +108,7 @@ class Backend:
     def spec(self, bucket: str, secret: str, mode: str = "ReadWrite",
              **extra: Any) -> dict[str, Any]:
         if self.kind == "s3":
-            return kubeutil.s3_storage_spec(bucket, self.endpoint(), secret, mode, **extra)
+            return storages.s3_storage_spec(bucket, self.endpoint(), secret, mode, **extra)
         if self.kind == "gcs":
             return {"storageType": "gcs", "bucket": bucket, "accessMode": mode,
                     "gcs": {"endpoint": self.endpoint(),
@@ -148,9 +149,9 @@ def make_storage(api: Any, ns: str, backend: Backend, name: str, bucket: str,
     prefixes = sorted({extra.get("path", "") or "", *(extra.get("prefixes") or {}).values()})
     kubeutil.secret(api, ns, f"{name}-creds", backend.secret(
         secret_buckets or [bucket], write_only=mode == "WriteOnly", prefixes=tuple(prefixes)))
-    kubeutil.create_object(api, EXS, ns, kubeutil.external_storage(
+    kubeutil.create_object(api, EXS, ns, storages.external_storage(
         name, backend.spec(bucket, f"{name}-creds", mode, **extra)))
-    kubeutil.wait_ready(api, EXS, ns, name, "True", "Validated", timeout=20)
+    storages.wait_ready(api, EXS, ns, name, "True", "Validated", timeout=20)
 
 
 def set_call_type(api: Any, ns: str, name: str, storage: str) -> None:

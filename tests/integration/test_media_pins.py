@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 from test_media import Backend, make_storage, set_call_type
 
+import storages
 from callstorage.client import InvalidRequest
 from callstorage.media import (
     Artifact,
@@ -32,10 +33,10 @@ from callstorage.media import (
 from callstorage.pins import PIN_KEY_ENTRY, PIN_KEY_SECRET, load_pin_key
 from callstorage.settings import Settings
 from conftest import OPERATOR_NAMESPACE
+from storages import EXS
 from testbed import kubeutil
 from testbed.s3 import S3Server, readwrite_policy
 
-EXS = "externalstorages"
 MAX_WEEK = 7 * 24 * 3600  # the longest URL presigned_url signs
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -64,10 +65,10 @@ def platform(kube_api: Any, namespace: str, s3_server: S3Server,
     credential_values.update({keys.access_key_id, keys.secret_access_key})
     kubeutil.secret(kube_api, OPERATOR_NAMESPACE, f"{name}-creds",
                     {**keys.as_secret_data(), "endpoint": s3_server.endpoint})
-    kubeutil.create_object(kube_api, EXS, OPERATOR_NAMESPACE, kubeutil.external_storage(
-        name, kubeutil.s3_storage_spec(bucket, s3_server.endpoint, f"{name}-creds",
+    kubeutil.create_object(kube_api, EXS, OPERATOR_NAMESPACE, storages.external_storage(
+        name, storages.s3_storage_spec(bucket, s3_server.endpoint, f"{name}-creds",
                                        path="calls")))
-    kubeutil.wait_ready(kube_api, EXS, OPERATOR_NAMESPACE, name, "True", "Validated",
+    storages.wait_ready(kube_api, EXS, OPERATOR_NAMESPACE, name, "True", "Validated",
                         timeout=20)
     yield Platform(name, bucket, other,
                    Settings(namespace=OPERATOR_NAMESPACE, platform_storage=name))

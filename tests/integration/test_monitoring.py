@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -22,10 +21,10 @@ import pytest
 import yaml
 
 from callstorage import metrics
+from kubetools import KUBE_VERSION, helm, helm_env, run
+from paths import CHART
 from testbed import binaries
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "callstorage"
 DASHBOARD = CHART / "dashboards" / "callstorage.json"
 RELEASE, NAMESPACE = "cs", "callstorage-system"
 JOB = "cs-callstorage-metrics"  # prometheus-operator names the job after the Service
@@ -34,24 +33,12 @@ SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 Obj = dict[str, Any]
 
 
-def run(argv: list[str], *, check: bool = True, cwd: Path | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=cwd,
-                            env={**os.environ, **(env or {})}, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)}: {result.returncode}\n{result.stdout}\n"
-                             f"{result.stderr}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def rule(tmp_path_factory: pytest.TempPathFactory) -> Obj:
     """The PrometheusRule the chart renders with prometheusRule.enabled."""
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}
-    out = run([str(binaries.find("helm")), "template", RELEASE, str(CHART), "-n", NAMESPACE,
-               f"--kube-version={binaries.KUBERNETES_VERSION.lstrip('v')}",
-               "--set", "metrics.prometheusRule.enabled=true"], env=env).stdout
+    out = helm(helm_env(tmp_path_factory.mktemp("helm-home")), "template", RELEASE, str(CHART),
+               "-n", NAMESPACE, f"--kube-version={KUBE_VERSION}",
+               "--set", "metrics.prometheusRule.enabled=true").stdout
     (found,) = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PrometheusRule"]
     return found
 

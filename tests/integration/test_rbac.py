@@ -21,9 +21,7 @@ The metrics endpoint is scraped after the run and shows the expected series.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,17 +32,18 @@ import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+import storages
 from callstorage.api import CHECK_ANNOTATION, IN_USE_FINALIZER
-from testbed import binaries, kubeutil
+from kubetools import helm, helm_env, kubectl
+from paths import CHART
+from storages import CT, EXS
+from testbed import kubeutil
 from testbed.controlplane import ControlPlane, write_kubeconfig
 from testbed.endpoints import TEST_DENYLIST
 from testbed.s3 import S3Keys, S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "callstorage"
-EXS, CT = "externalstorages", "calltypes"
 # settings the test's operator_factory chooses itself: free ports, short timeouts, DEBUG
 FACTORY_SETTINGS = {
     "CALLSTORAGE_METRICS_PORT", "CALLSTORAGE_HEALTH_PORT", "CALLSTORAGE_CONNECT_TIMEOUT",
@@ -58,13 +57,11 @@ class Release:
 
     def __init__(self, cp: ControlPlane, helm_home: Path, name: str, namespace: str) -> None:
         self.cp, self.name, self.namespace = cp, name, namespace
-        self.helm_env = {f"HELM_{d}_HOME": str(helm_home / d.lower())
-                         for d in ("CACHE", "CONFIG", "DATA")}
+        self.helm_env = helm_env(helm_home)
         self.service_account = f"{name}-callstorage"
 
     def helm(self, *args: str) -> str:
-        return run([str(binaries.find("helm")), *args, f"--kubeconfig={self.cp.kubeconfig}"],
-                   env=self.helm_env)
+        return helm(self.helm_env, *args, kubeconfig=self.cp.kubeconfig).stdout
 
     def install(self, values: dict[str, Any], values_file: Path) -> None:
         values_file.write_text(yaml.safe_dump(values))
@@ -97,7 +94,7 @@ class Release:
     def token_kubeconfig(self, path: Path) -> Path:
         """A kubeconfig with a TokenRequest token of the release's ServiceAccount."""
         token = kubectl(self.cp.kubeconfig, "create", "token", self.service_account,
-                        "-n", self.namespace, "--duration=2h").strip()
+                        "-n", self.namespace, "--duration=2h").stdout.strip()
         return write_kubeconfig(path, self.cp.server, self.cp.ca_path, token=token,
                                 user=f"system:serviceaccount:{self.namespace}:"
                                      f"{self.service_account}")
@@ -105,19 +102,6 @@ class Release:
     @property
     def user(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.service_account}"
-
-
-def run(argv: list[str], env: dict[str, str] | None = None, check: bool = True,
-        input: str | None = None) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
-                            env={**os.environ, **(env or {})}, input=input)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed: {result.stdout}\n{result.stderr}")
-    return result.stdout
-
-
-def kubectl(kubeconfig: Path, *args: str, check: bool = True, input: str | None = None) -> str:
-    return run(["kubectl", f"--kubeconfig={kubeconfig}", *args], check=check, input=input)
 
 
 GITOPS = "gitops"  # the field manager of a GitOps tool (Argo CD, Flux) applying our YAML
@@ -139,7 +123,7 @@ def assert_no_drift(kubeconfig: Path, admin: Any, namespace: str, plural: str,
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert kubectl(kubeconfig, "diff", "--server-side", f"--field-manager={GITOPS}", "-n",
-                   namespace, "-f", "-", input=yaml.safe_dump(manifest)) == ""
+                   namespace, "-f", "-", input=yaml.safe_dump(manifest)).stdout == ""
     for entry in after["metadata"]["managedFields"]:
         if entry["manager"] != GITOPS:
             assert "f:spec" not in json.dumps(entry.get("fieldsV1", {})), entry
@@ -152,17 +136,7 @@ def can_i(release: Release, verb: str, resource: str, namespace: str | None = No
     sub = [f"--subresource={subresource}"] if subresource else []
     answer = kubectl(release.cp.kubeconfig, "auth", "can-i", verb, resource, *sub, *where,
                      f"--as={release.user}", check=False)
-    return answer.strip() == "yes"
-
-
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("rbac-cp"))
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
+    return answer.stdout.strip() == "yes"
 
 
 @pytest.fixture
@@ -175,11 +149,6 @@ def admin(cluster: ControlPlane) -> Iterator[Any]:
 def create_namespace(admin: Any, name: str) -> str:
     kubeutil.create_namespace(admin, name)
     return name
-
-
-def s3_storage(name: str, bucket: str, endpoint: str) -> dict[str, Any]:
-    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(
-        bucket, endpoint, f"{name}-creds", path="calls/"))
 
 
 def s3_user(s3: S3Server, credential_values: set[str], bucket: str) -> S3Keys:
@@ -200,14 +169,15 @@ def storage_and_call_type_scenario(admin: Any, kubeconfig: Path, s3: S3Server,
     bucket = f"rec-{namespace}"
     keys = s3_user(s3, credential_values, bucket)
     kubeutil.secret(admin, namespace, "recordings-creds", keys.as_secret_data())
-    storage = s3_storage("recordings", bucket, s3.endpoint)
+    storage = storages.external_storage("recordings", storages.s3_storage_spec(
+        bucket, s3.endpoint, "recordings-creds", path="calls/"))
     gitops_apply(kubeconfig, namespace, storage)
-    kubeutil.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
+    storages.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
 
     call_type = {"apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
                  "metadata": {"name": "allhands"}, "spec": {"externalStorage": "recordings"}}
     gitops_apply(kubeconfig, namespace, call_type)
-    kubeutil.wait_ready(admin, CT, namespace, "allhands", "True", "StorageReady", timeout=60)
+    storages.wait_ready(admin, CT, namespace, "allhands", "True", "StorageReady", timeout=60)
     kubeutil.wait_object(admin, EXS, namespace, "recordings", has_finalizer, 30,
                          "the in-use finalizer (a metadata patch)")
 
@@ -225,10 +195,10 @@ def storage_and_call_type_scenario(admin: Any, kubeconfig: Path, s3: S3Server,
     # a rotated Secret is noticed (watch on Secrets) and revalidated
     wrong = {**keys.as_secret_data(), "secretAccessKey": "rotated-wrong-value"}
     kubeutil.secret(admin, namespace, "recordings-creds", wrong, replace=True)
-    kubeutil.wait_ready(admin, EXS, namespace, "recordings", "False", "InvalidCredentials",
+    storages.wait_ready(admin, EXS, namespace, "recordings", "False", "InvalidCredentials",
                         timeout=60)
     kubeutil.secret(admin, namespace, "recordings-creds", keys.as_secret_data(), replace=True)
-    kubeutil.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
+    storages.wait_ready(admin, EXS, namespace, "recordings", "True", "Validated", timeout=60)
 
     # Events were created on the storage
     events = client.CoreV1Api(admin).list_namespaced_event(namespace).items
@@ -365,14 +335,15 @@ def test_namespaced_operator_works_and_cannot_read_other_secrets(
     release.install({"watchNamespaces": [served]}, tmp_path / "values.yaml")
     # nothing cluster-scoped came with it
     assert kubectl(cluster.kubeconfig, "get", "clusterroles,clusterrolebindings",
-                   "-l", "app.kubernetes.io/instance=narrow", "-o", "name") == ""
+                   "-l", "app.kubernetes.io/instance=narrow", "-o", "name").stdout == ""
 
     # a storage and a Secret where the operator has no grant, made before it starts
     bucket = f"rec-{other}"
     keys = s3_user(s3_server, credential_values, bucket)
     kubeutil.secret(admin, other, "recordings-creds", keys.as_secret_data())
-    kubeutil.create_object(admin, EXS, other, s3_storage("recordings", bucket,
-                                                         s3_server.endpoint))
+    kubeutil.create_object(admin, EXS, other, storages.external_storage(
+        "recordings", storages.s3_storage_spec(bucket, s3_server.endpoint, "recordings-creds",
+                                               path="calls/")))
 
     env = release.operator_env()
     # the chart's deny list refuses loopback, where the S3 emulator listens (dev only)

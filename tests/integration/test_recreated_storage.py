@@ -13,17 +13,18 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
+import storages
 from callstorage.api import GROUP, VERSION
 from callstorage.apiserver import ApiServer, _from_kubeconfig
 from callstorage.kube import Kube, ObjectGone
 from callstorage.storagetypes.base import ENDPOINT_KEY
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
 from testbed.s3 import S3Keys, S3Server
 from testbed.tcpproxy import KillableProxy
 
-EXS = "externalstorages"
 pytestmark = pytest.mark.usefixtures("operator")
 # Every answer of the bucket comes this late: the first object's validation is still in
 # flight when it is deleted and created again (below the operator's 3 s read timeout of
@@ -49,7 +50,7 @@ def ready_states(api: Any, namespace: str, name: str, uid: str, since: str,
             since = obj["metadata"]["resourceVersion"]
             if obj["metadata"]["uid"] != uid:
                 continue
-            ready = kubeutil.condition(obj)
+            ready = storages.condition(obj)
             if not ready:
                 continue
             seen.append((ready["status"], ready["reason"]))
@@ -68,16 +69,16 @@ def test_a_storage_recreated_while_validated_gets_its_own_result_only(
         kubeutil.secret(kube_api, namespace, "creds",
                         {**rw_keys.as_secret_data(), ENDPOINT_KEY: proxy.endpoint})
         proxy.response_delay = ANSWER_DELAY
-        kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-            "st", kubeutil.s3_storage_spec(bucket, proxy.endpoint, "creds")))
+        kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+            "st", storages.s3_storage_spec(bucket, proxy.endpoint, "creds")))
         wait_for(lambda: proxy.upstream_bytes > 0, 20,
                  "the first object's validation request reaching the bucket")
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, EXS, "st")
         wait_for(lambda: kubeutil.get_object(kube_api, EXS, namespace, "st") is None, 10,
                  "the first object gone")
         # same name, a bucket these keys cannot use: its own result is Ready=False
-        second = kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-            "st", kubeutil.s3_storage_spec(f"missing-{namespace}", proxy.endpoint, "creds")))
+        second = kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+            "st", storages.s3_storage_spec(f"missing-{namespace}", proxy.endpoint, "creds")))
         seen = ready_states(kube_api, namespace, "st", second["metadata"]["uid"],
                             second["metadata"]["resourceVersion"], within=45)
     assert ("True", "Validated") not in seen, \
@@ -87,7 +88,7 @@ def test_a_storage_recreated_while_validated_gets_its_own_result_only(
     obj = kubeutil.get_object(kube_api, EXS, namespace, "st")
     assert obj is not None
     assert obj["metadata"]["uid"] == second["metadata"]["uid"]
-    assert kubeutil.condition(obj)["status"] == "False"
+    assert storages.condition(obj)["status"] == "False"
 
 
 async def test_a_status_write_lands_on_its_object_or_nowhere(
@@ -97,9 +98,9 @@ async def test_a_status_write_lands_on_its_object_or_nowhere(
     name, it fails as ``ObjectGone`` and leaves the successor's status alone (a merge
     patch naming ``metadata.uid`` would not: the status subresource ignores it)."""
     custom = client.CustomObjectsApi(kube_api)
-    spec = kubeutil.s3_storage_spec("bucket-one", "http://127.0.0.1:1", "creds")
+    spec = storages.s3_storage_spec("bucket-one", "http://127.0.0.1:1", "creds")
     first = kubeutil.create_object(kube_api, EXS, namespace,
-                                   kubeutil.external_storage("st", spec))
+                                   storages.external_storage("st", spec))
     kube = Kube(ApiServer(loader=lambda: _from_kubeconfig([control_plane.kubeconfig], False)))
     try:
         written = await kube.write_status(EXS, namespace, "st", first["metadata"]["uid"],
@@ -110,7 +111,7 @@ async def test_a_status_write_lands_on_its_object_or_nowhere(
             await kube.write_status(EXS, namespace, "st", first["metadata"]["uid"],
                                     {"observedGeneration": 2})
         second = kubeutil.create_object(kube_api, EXS, namespace,
-                                        kubeutil.external_storage("st", spec))
+                                        storages.external_storage("st", spec))
         with pytest.raises(ObjectGone) as gone:  # another object under the name
             await kube.write_status(EXS, namespace, "st", first["metadata"]["uid"],
                                     {"observedGeneration": 3, "usedByCount": 99})

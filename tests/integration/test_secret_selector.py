@@ -9,33 +9,24 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from conftest import ROOT, launch_operator
+import storages
+from conftest import launch_operator
+from paths import ROOT
+from storages import EXS
 from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.s3 import S3Server, readwrite_policy
 
 pytestmark = pytest.mark.integration
 
-EXS = "externalstorages"
 SELECTOR = "callstorage.io/credentials=true"
 OPERATOR_USER = "callstorage-operator"
-
-
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("selector-cp"), audit=True)
-    try:
-        cp.start()
-        yield cp
-    finally:
-        cp.stop()
 
 
 def _label(api: Any, ns: str, name: str, value: str | None) -> None:
@@ -71,24 +62,24 @@ def test_unlabelled_secrets_are_not_seen(
     keys = s3_server.create_user("selector-user", readwrite_policy(bucket))
     credential_values.update({keys.access_key_id, keys.secret_access_key})
     kubeutil.secret(api, ns, "creds", keys.as_secret_data())  # no label yet
-    kubeutil.create_object(api, EXS, ns, kubeutil.external_storage(
-        "rec", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
+    kubeutil.create_object(api, EXS, ns, storages.external_storage(
+        "rec", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
 
     operator = launch_operator(cluster.user_kubeconfig(OPERATOR_USER), tmp_path / "log",
                                {"CALLSTORAGE_SECRET_LABEL_SELECTOR": SELECTOR},
                                "selector-operator")
     try:
-        obj = kubeutil.wait_ready(api, EXS, ns, "rec", "False", "SecretNotFound", timeout=30)
-        message = kubeutil.condition(obj)["message"]
+        obj = storages.wait_ready(api, EXS, ns, "rec", "False", "SecretNotFound", timeout=30)
+        message = storages.condition(obj)["message"]
         assert f"Secret {ns}/creds" in message
         assert f"not selected: this installation only reads Secrets labelled {SELECTOR}" \
             in message
 
         _label(api, ns, "creds", "true")  # the watch delivers it: validated without a poke
-        kubeutil.wait_ready(api, EXS, ns, "rec", "True", "Validated", timeout=30)
+        storages.wait_ready(api, EXS, ns, "rec", "True", "Validated", timeout=30)
 
         _label(api, ns, "creds", None)  # leaves the selection: a deletion to the operator
-        kubeutil.wait_ready(api, EXS, ns, "rec", "False", "SecretNotFound", timeout=30)
+        storages.wait_ready(api, EXS, ns, "rec", "False", "SecretNotFound", timeout=30)
     finally:
         operator.stop()
         api.close()

@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
+from storages import EXS
 from testbed import kubeutil
 from testbed.localhttp import LocalHTTPServer, Request, Response
 from testbed.s3 import S3Keys, S3Server
 
-EXS = "externalstorages"
 HOLD_S = 1.5  # under the test operator's 3 s read timeout
 pytestmark = pytest.mark.usefixtures("operator")
 _HOP = {"connection", "content-length", "transfer-encoding", "keep-alive"}
@@ -87,12 +88,12 @@ def test_storages_sharing_a_secret_and_bucket_send_one_head_bucket_in_flight(
     kubeutil.secret(kube_api, namespace, "shared", keys.as_secret_data())
     names = [f"tenant-{i}" for i in range(6)]
     for name in names:  # one bucket, a path per tenant: the platform-bucket layout
-        kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-            name, kubeutil.s3_storage_spec(bucket, holding_proxy.url, "shared",
+        kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+            name, storages.s3_storage_spec(bucket, holding_proxy.url, "shared",
                                            path=f"/{name}/")))
     version = _secret_version(kube_api, namespace, "shared")
     for name in names:
-        obj = kubeutil.wait_ready(kube_api, EXS, namespace, name, "True", "Validated",
+        obj = storages.wait_ready(kube_api, EXS, namespace, name, "True", "Validated",
                                   timeout=30)
         assert obj["status"]["observedSecretVersion"] == version
         assert obj["status"]["lastValidatedAt"]
@@ -112,8 +113,8 @@ def test_a_check_in_flight_never_answers_for_a_newer_secret(
     kubeutil.secret(kube_api, namespace, "shared", good.as_secret_data())
     names = [f"tenant-{i}" for i in range(3)]
     for name in names:
-        kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-            name, kubeutil.s3_storage_spec(bucket, holding_proxy.url, "shared",
+        kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+            name, storages.s3_storage_spec(bucket, holding_proxy.url, "shared",
                                            path=f"/{name}/")))
     deadline = time.monotonic() + 20
     while holding_proxy.counts["HEAD"] == 0:  # the good keys' check is in flight
@@ -124,7 +125,7 @@ def test_a_check_in_flight_never_answers_for_a_newer_secret(
     kubeutil.secret(kube_api, namespace, "shared", wrong.as_secret_data(), replace=True)
     version = _secret_version(kube_api, namespace, "shared")
     for name in names:
-        obj = kubeutil.wait_ready(kube_api, EXS, namespace, name, "False",
+        obj = storages.wait_ready(kube_api, EXS, namespace, name, "False",
                                   "InvalidCredentials", timeout=40)
         assert obj["status"]["observedSecretVersion"] == version
     assert holding_proxy.counts["HEAD"] >= 2  # the good keys' and the wrong keys' own

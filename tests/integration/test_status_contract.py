@@ -14,12 +14,13 @@ import pytest
 from kubernetes import client
 
 import callstorage
+import storages
 from callstorage.api.readiness import readiness
 from cases.readiness import CASES, Case
+from storages import CT, EXS
 from testbed import kstatus, kubeutil
 from testbed.s3 import S3Keys, S3Server
 
-EXS, CT = "externalstorages", "calltypes"
 pytestmark = pytest.mark.usefixtures("operator")
 
 
@@ -66,24 +67,24 @@ def test_phases_new_validating_retrying_ready_suspended_terminating(
         "endpoint": f"{s3_server.endpoint}, http://127.0.0.1:{hanging_port}"})
     # validating: an endpoint that never answers keeps the first validation under way;
     # the operator has already said so (Ready=Unknown) before its first network call
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "st", kubeutil.s3_storage_spec(bucket, f"http://127.0.0.1:{hanging_port}", "creds")))
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "st", storages.s3_storage_spec(bucket, f"http://127.0.0.1:{hanging_port}", "creds")))
     obj = _wait_kstatus(kube_api, EXS, namespace, "st", "InProgress",
-                        lambda o: kubeutil.condition(o).get("reason") == "Validating")
-    assert kubeutil.condition(obj, "Reconciling").get("status") == "True"
+                        lambda o: storages.condition(o).get("reason") == "Validating")
+    assert storages.condition(obj, "Reconciling").get("status") == "True"
     # retrying: a timeout may pass by itself, so it is InProgress, not Failed
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "st", "False", "Timeout", timeout=30)
+    obj = storages.wait_ready(kube_api, EXS, namespace, "st", "False", "Timeout", timeout=30)
     assert kstatus.compute([obj])[0].status == "InProgress"
-    assert kubeutil.condition(obj, "Reconciling").get("reason") == "RetryScheduled"
-    assert kubeutil.condition(obj, "Stalled") == {}
+    assert storages.condition(obj, "Reconciling").get("reason") == "RetryScheduled"
+    assert storages.condition(obj, "Stalled") == {}
     # ready
     _patch_spec(kube_api, namespace, "st", {"s3": {"endpoint": s3_server.endpoint}})
-    kubeutil.wait_ready(kube_api, EXS, namespace, "st", "True", "Validated", timeout=20)
+    storages.wait_ready(kube_api, EXS, namespace, "st", "True", "Validated", timeout=20)
     assert _kstatus_of(kube_api, EXS, namespace, "st") == "Current"
     # suspended: the last result holds for the new generation
     _patch_spec(kube_api, namespace, "st", {"suspend": True})
     obj = _wait_kstatus(kube_api, EXS, namespace, "st", "Current",
-                        lambda o: kubeutil.condition(o, "Suspended").get("status") == "True")
+                        lambda o: storages.condition(o, "Suspended").get("status") == "True")
     assert readiness(obj).ready
     assert readiness(obj).health == "Suspended"
     # terminating: held by a CallType
@@ -104,15 +105,15 @@ def test_stalled_storage_and_its_call_type_are_failed(
     kubeutil.secret(kube_api, namespace, "bad", {"accessKeyId": rw_keys.access_key_id,
                                                  "secretAccessKey": "wrong-on-purpose",
                                                  "endpoint": s3_server.endpoint})
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "st", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "bad")))
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "st", storages.s3_storage_spec(bucket, s3_server.endpoint, "bad")))
     kubeutil.create_object(kube_api, CT, namespace, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
         "metadata": {"name": "ct"}, "spec": {"externalStorage": "st"}})
     obj = _wait_kstatus(kube_api, EXS, namespace, "st", "Failed")
-    stalled = kubeutil.condition(obj, "Stalled")
-    assert stalled["reason"] == kubeutil.condition(obj)["reason"] == "InvalidCredentials"
-    assert kubeutil.condition(obj, "Reconciling") == {}
+    stalled = storages.condition(obj, "Stalled")
+    assert stalled["reason"] == storages.condition(obj)["reason"] == "InvalidCredentials"
+    assert storages.condition(obj, "Reconciling") == {}
     ct = _wait_kstatus(kube_api, CT, namespace, "ct", "Failed")
     assert readiness(ct).health == "Degraded"
 
@@ -125,9 +126,9 @@ def test_call_type_created_with_its_storage_waits_without_a_warning(
     kubeutil.create_object(kube_api, CT, namespace, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
         "metadata": {"name": "ct"}, "spec": {"externalStorage": "st"}})
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "st", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
-    kubeutil.wait_ready(kube_api, CT, namespace, "ct", "True", "StorageReady", timeout=20)
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "st", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
+    storages.wait_ready(kube_api, CT, namespace, "ct", "True", "StorageReady", timeout=20)
     events = client.CoreV1Api(kube_api).list_namespaced_event(namespace).items
     warnings = [f"{e.involved_object.kind}/{e.involved_object.name} {e.reason}: {e.message}"
                 for e in events if e.type == "Warning"]
@@ -140,13 +141,13 @@ def test_generation_bumps_without_validation_keep_one_answer(
     """Defect 3: toggling suspend and deleting (with the in-use finalizer) bump the
     generation without a new validation; every reader still sees the same Ready."""
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "st", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "st", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
     kubeutil.create_object(kube_api, CT, namespace, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
         "metadata": {"name": "ct"}, "spec": {"externalStorage": "st"}})
-    kubeutil.wait_ready(kube_api, EXS, namespace, "st", "True", timeout=20)
-    kubeutil.wait_ready(kube_api, CT, namespace, "ct", "True", timeout=20)
+    storages.wait_ready(kube_api, EXS, namespace, "st", "True", timeout=20)
+    storages.wait_ready(kube_api, CT, namespace, "ct", "True", timeout=20)
 
     def agreed(obj: dict[str, Any] | None) -> bool:
         return obj is not None and \
@@ -168,5 +169,5 @@ def test_generation_bumps_without_validation_keep_one_answer(
     resolved = callstorage.resolve(namespace, "ct", api_client=kube_api, require_ready=True)
     assert resolved.name == "st"
     assert resolved.ready
-    ct = kubeutil.wait_ready(kube_api, CT, namespace, "ct", "True", "StorageReady")
+    ct = storages.wait_ready(kube_api, CT, namespace, "ct", "True", "StorageReady")
     assert readiness(ct).ready

@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.api import CHECK_ANNOTATION
 from callstorage.client import Client, S3Request
+from storages import CT, EXS
 from testbed import kubeutil
 from testbed.gcs import GCSServer
 from testbed.s3 import S3Keys, S3Server
 
-EXS, CT = "externalstorages", "calltypes"
 pytestmark = pytest.mark.usefixtures("operator")
 
 
@@ -30,11 +31,11 @@ def test_a_suspended_storage_runs_no_check_and_says_so(
 ) -> None:
     """Defect 5: the CRD says suspend stops on-demand checks too."""
     kubeutil.secret(kube_api, namespace, "creds", rw_keys.as_secret_data())
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "sus", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds", path="checks",
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "sus", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds", path="checks",
                                         suspend=True)))
     kubeutil.wait_object(kube_api, EXS, namespace, "sus",
-                         lambda o: kubeutil.condition(o, "Suspended").get("status") == "True",
+                         lambda o: storages.condition(o, "Suspended").get("status") == "True",
                          10, "Suspended")
     client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
         "callstorage.io", "v1alpha1", namespace, EXS, "sus",
@@ -112,18 +113,18 @@ def test_status_stays_bounded_whatever_a_server_or_tenant_sends(
     """Defect 7: a 40,000-character provider message and 25 CallTypes on one storage."""
     kubeutil.secret(kube_api, namespace, "creds", {
         **rw_keys.as_secret_data(), "endpoint": f"{s3_server.endpoint} {huge_error_endpoint}"})
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "loud", kubeutil.s3_storage_spec("loud-bucket", huge_error_endpoint, "creds",
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "loud", storages.s3_storage_spec("loud-bucket", huge_error_endpoint, "creds",
                                          "WriteOnly")))
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "loud", "False", timeout=20)
-    message = kubeutil.condition(obj)["message"]
+    obj = storages.wait_ready(kube_api, EXS, namespace, "loud", "False", timeout=20)
+    message = storages.condition(obj)["message"]
     # the server's 40,000 characters are not published at all (issue 15): its status and
     # error code are
     assert message == "PutObject on loud-bucket/.write_probe_callstorage returned 400 " \
         "InvalidArgument"
 
-    kubeutil.create_object(kube_api, EXS, namespace, kubeutil.external_storage(
-        "shared", kubeutil.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
+    kubeutil.create_object(kube_api, EXS, namespace, storages.external_storage(
+        "shared", storages.s3_storage_spec(bucket, s3_server.endpoint, "creds")))
     for i in range(25):
         kubeutil.create_object(kube_api, CT, namespace, {
             "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
@@ -156,11 +157,11 @@ def test_a_pathological_credentials_file_ends_ready_true(
         "spec": {"storageType": "gcs", "bucket": bucket,
                  "gcs": {"endpoint": gcs_server.endpoint,
                          "credentialsSecretRef": {"name": "creds"}}}})
-    kubeutil.wait_ready(kube_api, EXS, namespace, "gcs", "True", timeout=20)
+    storages.wait_ready(kube_api, EXS, namespace, "gcs", "True", timeout=20)
     deep = "[" * 100_000 + "]" * 100_000
     kubeutil.secret(kube_api, namespace, "creds", {"credentials.json": deep,
                                                    "endpoint": gcs_server.endpoint},
                     replace=True)
-    obj = kubeutil.wait_ready(kube_api, EXS, namespace, "gcs", "False", "InvalidCredentials",
+    obj = storages.wait_ready(kube_api, EXS, namespace, "gcs", "False", "InvalidCredentials",
                               timeout=20)
-    assert "not a JSON service-account key" in kubeutil.condition(obj)["message"]
+    assert "not a JSON service-account key" in storages.condition(obj)["message"]

@@ -17,7 +17,6 @@ label only that test's namespaces have, so nothing else in the session is affect
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
@@ -29,15 +28,16 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import storages
 from callstorage.api import CALLTYPE_PLURAL, EXTERNALSTORAGE_PLURAL
-from conftest import ROOT, Kubectl, make_kubectl
-from testbed import binaries, kubeutil
+from conftest import Kubectl, make_kubectl
+from kubetools import KUBE_VERSION, helm, kustomize
+from paths import CHART, ROOT
+from testbed import kubeutil
 from testbed.controlplane import ControlPlane
 from testbed.procs import wait_for
 
-CHART = ROOT / "helm" / "callstorage"
 COMPONENTS = ROOT / "manifests" / "components"
-KUBE_VERSION = binaries.KUBERNETES_VERSION.lstrip("v")
 COUNT = "count/externalstorages.callstorage.io"
 LIMIT = 10
 # Only namespaces with this label (value: the test's token) fall under a test's policy.
@@ -48,21 +48,12 @@ Obj = dict[str, Any]
 
 # --- rendering ------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def helm_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("helm-home")
-    return {f"HELM_{d}_HOME": str(home / d.lower()) for d in ("CACHE", "CONFIG", "DATA")}
-
-
 def helm_template(helm_home: dict[str, str], tmp_path: Path, values: Obj,
                   kube_version: str = KUBE_VERSION) -> subprocess.CompletedProcess[str]:
     path = tmp_path / f"values-{secrets.token_hex(3)}.yaml"
     path.write_text(yaml.safe_dump(values))
-    return subprocess.run(
-        [str(binaries.find("helm")), "template", "rel", str(CHART), "-n", "cs",
-         f"--kube-version={kube_version}", "-f", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, **helm_home})
+    return helm(helm_home, "template", "rel", str(CHART), "-n", "cs",
+                f"--kube-version={kube_version}", "-f", str(path), check=False)
 
 
 def render(helm_home: dict[str, str], tmp_path: Path, values: Obj) -> list[Obj]:
@@ -82,10 +73,6 @@ def kustomization(tmp_path: Path, body: str) -> Path:
     (root / "manifests").symlink_to(ROOT / "manifests")
     (root / "mine" / "kustomization.yaml").write_text(body)
     return root / "mine"
-
-
-def kustomize(kubectl: Kubectl, path: Path) -> list[Obj]:
-    return [d for d in yaml.safe_load_all(kubectl("kustomize", str(path)).stdout) if d]
 
 
 # --- the cluster side --------------------------------------------------------------------------
@@ -124,7 +111,7 @@ def applied(kubectl: Kubectl) -> Iterator[Callable[[list[Obj]], None]]:
 
 
 def storage(name: str) -> Obj:
-    return kubeutil.external_storage(name, kubeutil.s3_storage_spec(
+    return storages.external_storage(name, storages.s3_storage_spec(
         "recordings", "https://s3.example.test", "creds"))
 
 
@@ -243,11 +230,8 @@ def test_chart_with_the_quota_lints_clean(helm_home: dict[str, str], tmp_path: P
         "enabled": True, "namespaces": ["app-a"], "required": {
             "enabled": True, "namespaceSelector": {"matchExpressions": [
                 {"key": "tenant", "operator": "Exists"}]}}}}))
-    result = subprocess.run(
-        [str(binaries.find("helm")), "lint", "--strict", str(CHART),
-         f"--kube-version={KUBE_VERSION}", "-f", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, **helm_home})
+    result = helm(helm_home, "lint", "--strict", str(CHART), f"--kube-version={KUBE_VERSION}",
+                  "-f", str(path), check=False)
     assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout, result.stdout
     assert "[WARNING]" not in result.stdout, result.stdout
 
@@ -320,7 +304,7 @@ def assert_required(kube_api: Any, kubectl: Kubectl, new_namespace: Callable[...
     client.CoreV1Api(kube_api).delete_namespaced_resource_quota("wrong", bare)
 
     # the namespace gets its quota (the kustomize component): now it holds ten
-    applied(kustomize(kubectl, kustomization(tmp_path, (
+    applied(kustomize(kustomization(tmp_path, (
         f"namespace: {bare}\ncomponents:\n  - ../manifests/components/storage-quota\n"))))
     wait_counted(kube_api, bare, "callstorage-storage-quota")
 
@@ -337,7 +321,7 @@ def test_kustomize_component_refuses_the_eleventh_storage_and_nothing_else(
         tmp_path: Path, kube_api: Any, kubectl: Kubectl,
         new_namespace: Callable[..., str], applied: Callable[[list[Obj]], None]) -> None:
     limited, other = new_namespace(), new_namespace()
-    objs = kustomize(kubectl, kustomization(tmp_path, (
+    objs = kustomize(kustomization(tmp_path, (
         f"namespace: {limited}\ncomponents:\n  - ../manifests/components/storage-quota\n")))
     assert [(o["kind"], o["metadata"]["namespace"]) for o in objs] == [
         ("ResourceQuota", limited)]
@@ -353,7 +337,7 @@ def test_kustomize_required_component_refuses_storages_where_no_quota_is(
     """Added to an installation's kustomization (which sets its namespace, as the base
     does) and narrowed by a patch of the binding, as docs/install.md shows."""
     scope = secrets.token_hex(4)
-    objs = kustomize(kubectl, kustomization(tmp_path, f"""\
+    objs = kustomize(kustomization(tmp_path, f"""\
 namespace: callstorage-system
 components:
   - ../manifests/components/storage-quota-required
@@ -373,10 +357,10 @@ patches:
 
 
 def test_chart_and_kustomize_ship_the_same_policy(
-        helm_home: dict[str, str], tmp_path: Path, kubectl: Kubectl) -> None:
+        helm_home: dict[str, str], tmp_path: Path) -> None:
     chart = render(helm_home, tmp_path, {"storageQuota": {
         "enabled": True, "required": {"enabled": True}}})
-    component = kustomize(kubectl, kustomization(tmp_path, (
+    component = kustomize(kustomization(tmp_path, (
         "components:\n  - ../manifests/components/storage-quota-required\n")))
 
     def policy(objs: list[Obj], namespace: str) -> list[Obj]:
@@ -388,7 +372,7 @@ def test_chart_and_kustomize_ship_the_same_policy(
         return specs
 
     assert policy(chart, "cs") == policy(component, "callstorage-system")
-    quota = kustomize(kubectl, kustomization(tmp_path, (
+    quota = kustomize(kustomization(tmp_path, (
         "namespace: a\ncomponents:\n  - ../manifests/components/storage-quota\n")))
     chart_quota = render(helm_home, tmp_path, {"storageQuota": {"enabled": True,
                                                                 "namespaces": ["a"]}})
@@ -398,26 +382,20 @@ def test_chart_and_kustomize_ship_the_same_policy(
 
 
 def test_a_quota_refuses_every_storage_until_it_is_counted(
-        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, kubectl: Kubectl) -> None:
+        tmp_path: Path, cluster: ControlPlane) -> None:
     """docs/install.md's caveat, on a control plane of its own: a quota the controller
     could not count yet (here made before the CRDs exist, as a quota made right after
     them is until the controller's next discovery) refuses every storage as "status
     unknown" until it is counted; then storages are created."""
-    cp = ControlPlane(tmp_path_factory.mktemp("cp"))
-    try:
-        cp.start()
-        api = cp.api_client()
-        own_kubectl = make_kubectl(cp.kubeconfig)
-        kubeutil.create_namespace(api, "app-1")
-        own_kubectl("apply", "-f", "-", input=yaml.safe_dump_all(kustomize(
-            kubectl, kustomization(tmp_path, (
-                "namespace: app-1\ncomponents:\n  - ../manifests/components/storage-quota\n")))))
-        kubeutil.apply_crds(api, ROOT / "crds")
-        refused = kubectl_create(own_kubectl, "app-1", storage("s-1"))
-        assert ("status unknown for quota: callstorage-storage-quota, resources: "
-                f"{COUNT}") in refused.stderr, refused.stderr
-        wait_counted(api, "app-1", "callstorage-storage-quota")
-        create_storage(api, "app-1", "s-1")
-        api.close()
-    finally:
-        cp.stop()
+    api = cluster.api_client()
+    own_kubectl = make_kubectl(cluster.kubeconfig)
+    kubeutil.create_namespace(api, "app-1")
+    own_kubectl("apply", "-f", "-", input=yaml.safe_dump_all(kustomize(kustomization(tmp_path, (
+        "namespace: app-1\ncomponents:\n  - ../manifests/components/storage-quota\n")))))
+    kubeutil.apply_crds(api, ROOT / "crds")
+    refused = kubectl_create(own_kubectl, "app-1", storage("s-1"))
+    assert ("status unknown for quota: callstorage-storage-quota, resources: "
+            f"{COUNT}") in refused.stderr, refused.stderr
+    wait_counted(api, "app-1", "callstorage-storage-quota")
+    create_storage(api, "app-1", "s-1")
+    api.close()

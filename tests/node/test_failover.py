@@ -13,7 +13,9 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from node_fixtures import CHART, NodeCluster
+import storages
+from node_fixtures import NodeCluster
+from paths import CHART
 from testbed import kubeutil
 from testbed.procs import wait_for
 
@@ -35,7 +37,7 @@ def test_standby_takes_over_when_the_leader_pod_is_deleted(node_cluster: NodeClu
         # a storage in use by a CallType carries the in-use finalizer; it is being deleted,
         # so only that finalizer keeps it, across every failover
         cluster.s3_storage(app, "in-use")
-        kubeutil.wait_ready(cluster.api, "externalstorages", app, "in-use", timeout=60)
+        storages.wait_ready(cluster.api, "externalstorages", app, "in-use", timeout=60)
         kubeutil.create_object(cluster.api, "calltypes", app, {
             "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
             "metadata": {"name": "allhands"}, "spec": {"externalStorage": "in-use"}})
@@ -61,7 +63,7 @@ def test_standby_takes_over_when_the_leader_pod_is_deleted(node_cluster: NodeClu
             # (the old leader may still validate it while it shuts down: no gap either way)
             wait_for(lambda: cluster.lease_holder(ns, LEASE) not in (None, leader), 30,  # noqa: B023
                      "another replica to take the Lease", interval=0.05)
-            kubeutil.wait_ready(cluster.api, "externalstorages", app, f"after-kill-{i}",
+            storages.wait_ready(cluster.api, "externalstorages", app, f"after-kill-{i}",
                                 timeout=60)
             failovers.append(time.monotonic() - killed)
             # the standby, or the replacement Pod if it was up before the old leader let go
@@ -100,7 +102,7 @@ def test_standby_takes_over_when_the_leader_pod_is_deleted(node_cluster: NodeClu
         crashed = time.monotonic()
         cluster.node.ctr("tasks", "kill", "--signal=SIGKILL", container)
         cluster.s3_storage(app, "after-crash")
-        kubeutil.wait_ready(cluster.api, "externalstorages", app, "after-crash", timeout=60)
+        storages.wait_ready(cluster.api, "externalstorages", app, "after-crash", timeout=60)
         print(f"[failover] leader process killed -> new storage Ready: "
               f"{time.monotonic() - crashed:.1f}s (new leader {cluster.lease_holder(ns, LEASE)})")
         assert IN_USE in finalizers()

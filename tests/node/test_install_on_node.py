@@ -8,7 +8,9 @@ import re
 import secrets
 from typing import Any
 
-from node_fixtures import CHART, ROOT, NodeCluster
+import storages
+from node_fixtures import NodeCluster
+from paths import CHART, ROOT
 from testbed import kubeutil
 from testbed.procs import wait_for
 
@@ -49,9 +51,9 @@ def _validates_s3_storage(cluster: NodeCluster) -> str:
     app = f"app-{secrets.token_hex(3)}"
     kubeutil.create_namespace(cluster.api, app)
     cluster.s3_storage(app, "recordings")
-    kubeutil.wait_ready(cluster.api, "externalstorages", app, "recordings", timeout=90)
+    storages.wait_ready(cluster.api, "externalstorages", app, "recordings", timeout=90)
     obj = kubeutil.get_object(cluster.api, "externalstorages", app, "recordings")
-    assert kubeutil.condition(obj)["reason"] == "Validated"
+    assert storages.condition(obj)["reason"] == "Validated"
     assert obj is not None
     assert obj["status"].get("lastValidatedAt")
     return app
@@ -118,7 +120,7 @@ def test_helm_install_defaults_run_validate_upgrade_and_uninstall(
         wait_for(lambda: cluster.lease_holder(ns, f"{RELEASE}-callstorage") in new_names, 60,
                  "a new replica to lead after the rollout")
         cluster.s3_storage(app, "after-upgrade")
-        kubeutil.wait_ready(cluster.api, "externalstorages", app, "after-upgrade", timeout=60)
+        storages.wait_ready(cluster.api, "externalstorages", app, "after-upgrade", timeout=60)
         # the rollout replaced every replica, and never had two operators writing at once
         cluster.assert_one_writer_at_a_time(app)
 

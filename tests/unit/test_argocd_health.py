@@ -26,11 +26,11 @@ from typing import Any
 import pytest
 import yaml
 
+from paths import ROOT
 from testbed import binaries
 
 lua51 = pytest.importorskip("lupa.lua51")
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "argocd-health"
 GROUP_DIR = DOCS / "resource_customizations" / "callstorage.io"
 CHECK_ANNOTATION = "callstorage.io/check-requested-at"

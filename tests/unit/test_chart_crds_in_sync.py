@@ -7,8 +7,7 @@ from pathlib import Path
 import yaml
 
 import sync_crds
-
-ROOT = Path(__file__).resolve().parents[2]
+from paths import ROOT
 
 
 def test_chart_crds_are_identical_copies() -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 from callstorage.api.reasons import POLICY, Reason
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "api.md"
 
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from callstorage import __version__
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
-import krew  # noqa: E402 - hack/ script, not a package
+import krew  # hack/ script, not a package
 
 URI = "https://downloads.example.test/kubectl-callstorage.tar.gz"
 

@@ -4,33 +4,16 @@ storages is tests/integration/test_ca_files.py.)"""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from callstorage.providers import build_client, s3
 from callstorage.providers.base import ProviderError, ProviderInputs, Reason
 from callstorage.providers.transport import CABundle, ca_store
 from callstorage.settings import Settings
 from callstorage.storagespec import ExternalStorageSpec
-
-
-def ca_pem(name: str) -> bytes:
-    """A self-signed CA certificate (PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
+from testbed.tlscerts import ThrowawayCA
 
 
 def pem_files() -> list[str]:
@@ -41,7 +24,7 @@ def pem_files() -> list[str]:
 
 
 def test_one_file_per_distinct_bundle_removed_with_its_last_user() -> None:
-    a, b = ca_pem("a"), ca_pem("b")
+    a, b = ThrowawayCA("a").cert_pem, ThrowawayCA("b").cert_pem
     before = set(pem_files())
     first, second, other = CABundle(a), CABundle(a), CABundle(b)
     assert first.path == second.path != other.path
@@ -80,7 +63,7 @@ def test_cached_s3_clients_hold_their_ca_file_until_evicted(
     settings = Settings(endpoint_denylist=[])
     before = set(pem_files())
     for i in range(10):  # ten distinct CAs, three cached clients
-        build_client(SPEC, ProviderInputs(KEYS, ca_pem(f"ca-{i}")), settings).close()
+        build_client(SPEC, ProviderInputs(KEYS, ThrowawayCA(f"ca-{i}").cert_pem), settings).close()
         assert len(set(pem_files()) - before) <= 3
     assert len(set(pem_files()) - before) == 3
     s3._CLIENTS.clear()
@@ -89,7 +72,7 @@ def test_cached_s3_clients_hold_their_ca_file_until_evicted(
 
 def test_a_bundle_over_the_cap_is_refused_before_anything_is_written() -> None:
     settings = Settings(endpoint_denylist=[], max_ca_bundle_bytes=4096)
-    big = b"".join(ca_pem(f"ca-{i}") for i in range(10))
+    big = b"".join(ThrowawayCA(f"ca-{i}").cert_pem for i in range(10))
     assert len(big) > 4096
     before = set(pem_files())
     with pytest.raises(ProviderError) as info:

@@ -22,7 +22,7 @@ from callstorage.providers.endpoint_policy import (
 )
 from callstorage.settings import DEFAULT_DENIED_ENDPOINTS, Settings
 from callstorage.storagespec import ExternalStorageSpec
-from testbed.kubeutil import s3_storage_spec
+from storages import s3_storage_spec
 
 DENY = Rules.parse(DEFAULT_DENIED_ENDPOINTS)
 NO_RULES = Rules.parse([])

@@ -17,8 +17,8 @@ from callstorage.providers import BUILDERS
 from callstorage.reconcile import plan
 from callstorage.storagespec import ExternalStorageSpecFields
 from callstorage.storagetypes import PROVIDERS
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "operator" / "callstorage"
 SDKS = ("boto3", "botocore", "google.cloud", "google.api_core", "azure")
 
