@@ -78,7 +78,46 @@ def hanging_port() -> Iterator[int]:
         listener.close()
 
 
-class TricklingListener:
+class _Listener:
+    """A TCP listener whose accept loop runs in a thread of its own and hands every
+    connection to ``_accepted``; ``close`` stops it."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((host, port))
+        self._sock.listen(64)
+        self._sock.settimeout(0.2)
+        self.host = host
+        self.port: int = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._accept, name=type(self).__name__,
+                                          daemon=True)]
+        self._threads[0].start()
+
+    def url(self, scheme: str = "http", path: str = "") -> str:
+        return f"{scheme}://{self.host}:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in list(self._threads):
+            thread.join(5)
+        self._sock.close()
+
+
+class TricklingListener(_Listener):
     """A TCP listener on 127.0.0.1 that answers every connection with ``prefix`` and
     then one byte every ``interval`` seconds, for ever: no per-read timeout ever fires.
     It records, per connection, when it was accepted and when the client closed it (as
@@ -89,37 +128,19 @@ class TricklingListener:
     TLS = bytes([0x16, 0x03, 0x03, 0x40, 0x00])
 
     def __init__(self, prefix: bytes = HTTP, interval: float = 0.5) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.2)
-        self.port: int = self._sock.getsockname()[1]
         self.prefix, self.interval = prefix, interval
         self._lock = threading.Lock()
         self._times: list[list[float | None]] = []  # [accepted, closed or None]
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._accept, name="trickle-accept",
-                                          daemon=True)]
-        self._threads[0].start()
+        super().__init__()
 
-    def url(self, scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                times: list[float | None] = [time.monotonic(), None]
-                self._times.append(times)
-            thread = threading.Thread(target=self._trickle, args=(conn, times),
-                                      name="trickle", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+    def _accepted(self, conn: socket.socket) -> None:
+        with self._lock:
+            times: list[float | None] = [time.monotonic(), None]
+            self._times.append(times)
+        thread = threading.Thread(target=self._trickle, args=(conn, times),
+                                  name="trickle", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _trickle(self, conn: socket.socket, times: list[float | None]) -> None:
         try:
@@ -144,12 +165,6 @@ class TricklingListener:
 
     def open_connections(self) -> int:
         return sum(closed is None for _, closed in self.connections())
-
-    def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(5)
-        self._sock.close()
 
 
 @pytest.fixture
@@ -178,43 +193,19 @@ def rw_keys(s3_server: S3Server, bucket: str, namespace: str,
     return keys
 
 
-class CountingListener:
+class CountingListener(_Listener):
     """A TCP listener (127.0.0.1 unless told) that counts the connections it accepts (and
     closes them at once): what a host of the attacker's would see."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((host, port))
-        self._sock.listen(64)
-        self._sock.settimeout(0.2)
-        self.host = host
-        self.port: int = self._sock.getsockname()[1]
         self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="counting-listener",
-                                        daemon=True)
-        self._thread.start()
+        super().__init__(host, port)
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
+    def _accepted(self, conn: socket.socket) -> None:
+        self.connections += 1
+        conn.close()
 
-    def url(self, scheme: str = "http", path: str = "") -> str:
-        return f"{scheme}://{self.host}:{self.port}{path}"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
-
-    stop = close
+    stop = _Listener.close
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+import storages
 from callstorage.media import UploadFailed, upload_artifacts
 from callstorage.pins import PinKey
 from callstorage.transfer import TransferOptions
@@ -50,7 +51,7 @@ def _storage(kind: str, listener: TricklingListener, request: pytest.FixtureRequ
         credential_values.add(secret)
         return ({"accessKeyId": "AKIATRICKLE", "secretAccessKey": secret,
                  "endpoint": listener.url()},
-                kubeutil.s3_storage_spec(bucket, listener.url(), ref["name"], suspend=True))
+                storages.s3_storage_spec(bucket, listener.url(), ref["name"], suspend=True))
     if kind == "gcs":  # a real token from the emulator; the storage requests trickle
         gcs: GCSServer = request.getfixturevalue("gcs_server")
         info = gcs.create_service_account(f"drip-{secrets.token_hex(3)}")
@@ -79,7 +80,7 @@ def drip(request: pytest.FixtureRequest, kube_api: Any, namespace: str,
         data, spec = _storage(kind, listener, request, credential_values)
         kubeutil.secret(kube_api, namespace, "drip-creds", data)
         kubeutil.create_object(kube_api, EXS, namespace,
-                               kubeutil.external_storage("drip", spec))
+                               storages.external_storage("drip", spec))
         kubeutil.create_object(kube_api, CT, namespace, {
             "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
             "metadata": {"name": "drip"}, "spec": {"externalStorage": "drip"}})

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+import storages
 from callstorage.watching import WATCH_INACTIVITY, WATCH_RECONNECT_BACKOFF
 from conftest import OPERATOR_NAMESPACE, ROOT, launch_operator
 from testbed import kubeutil
@@ -141,8 +142,8 @@ def test_a_quiet_namespaced_watch_never_relists_while_others_write(
     for ns in (OPERATOR_NAMESPACE, QUIET, BUSY):
         kubeutil.create_namespace(api, ns)
     kubeutil.secret(api, BUSY, "creds", {"accessKeyId": "a", "secretAccessKey": "b"})
-    kubeutil.create_object(api, "externalstorages", BUSY, kubeutil.external_storage(
-        "st", kubeutil.s3_storage_spec("busy-bucket", "https://s3.example.com", "creds")))
+    kubeutil.create_object(api, "externalstorages", BUSY, storages.external_storage(
+        "st", storages.s3_storage_spec("busy-bucket", "https://s3.example.com", "creds")))
     kubeutil.create_object(api, "calltypes", BUSY, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
         "metadata": {"name": "ct"}, "spec": {"externalStorage": "st"}})
