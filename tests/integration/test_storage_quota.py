@@ -176,7 +176,7 @@ def assert_the_eleventh_is_refused(kube_api: Any, kubectl: Kubectl, ns: str,
     # nothing else is limited: other kinds, and edits of the storages already there
     kubeutil.create_object(kube_api, CALLTYPE_PLURAL, ns, {
         "apiVersion": "callstorage.io/v1alpha1", "kind": "CallType",
-        "metadata": {"name": "livestream"}, "spec": {"externalStorage": "s-1"}})
+        "metadata": {"name": "livestream"}, "spec": {"externalStorage": "s-2"}})
     kubeutil.secret(kube_api, ns, "creds", {"accessKeyId": "AKIAEXAMPLE"})
     client.CoreV1Api(kube_api).create_namespaced_config_map(
         ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="settings")))
@@ -184,7 +184,8 @@ def assert_the_eleventh_is_refused(kube_api: Any, kubectl: Kubectl, ns: str,
         "callstorage.io", "v1alpha1", ns, EXTERNALSTORAGE_PLURAL, "s-2",
         {"spec": {"suspend": True}})
 
-    # a deletion frees a place (once the controller has counted it)
+    # a deletion frees a place (once the controller has counted it); s-1 is used by no
+    # CallType, so an operator watching this namespace puts no in-use finalizer on it
     client.CustomObjectsApi(kube_api).delete_namespaced_custom_object(
         "callstorage.io", "v1alpha1", ns, EXTERNALSTORAGE_PLURAL, "s-1")
 
